@@ -7,4 +7,6 @@ from .errors import __all__ as _errors_all
 
 __version__ = "0.1.0"
 
-__all__ = [*_errors_all, "__version__"]
+from .engine import Engine, EngineConfig  # noqa: E402
+
+__all__ = [*_errors_all, "Engine", "EngineConfig", "__version__"]

@@ -1,0 +1,70 @@
+"""The aiohttp application: routes (with and without the ``/vX.Y`` prefix), version check, headers, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from ..engine.engine import API_VERSION, ENGINE_VERSION, MIN_API_VERSION, Engine
+from ..errors import InvalidArgument
+from . import images, system
+from .errors import error_response, status_of
+from .versions import DEFAULT, MINIMUM, parse_version
+
+__all__ = ["make_app"]
+
+log = logging.getLogger("dockwright.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    raw = request.match_info.get("version", "")
+    version = parse_version(raw) if raw else DEFAULT
+    head = request.method == "HEAD"
+    try:
+        if version < MINIMUM:
+            raise InvalidArgument(f"client version {raw} is too old. Minimum supported API version is "
+                                  f"{MIN_API_VERSION}, please upgrade your client to a newer version")
+        if version > DEFAULT:
+            raise InvalidArgument(f"client version {raw} is too new. Maximum supported API version is {API_VERSION}")
+        request["api_version"] = version
+        return await handler(request)
+    except web.HTTPNotFound:
+        return web.json_response({"message": "page not found"}, status=404)
+    except web.HTTPMethodNotAllowed:
+        return web.json_response({"message": "page not found"}, status=404)
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every error becomes dockerd's {"message"}
+        status = status_of(exc)
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.path, exc, exc_info=exc)
+        else:
+            log.info("%s %s: %d %s", request.method, request.path, status, exc)
+        return error_response(exc, head=head)
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Api-Version"] = API_VERSION
+    response.headers["Server"] = f"Docker/{ENGINE_VERSION} (linux)"
+    response.headers["Ostype"] = "linux"
+    exp = request.app["engine"].config.experimental
+    response.headers["Docker-Experimental"] = "true" if exp else "false"
+
+
+def make_app(engine: Engine) -> web.Application:
+    app = web.Application(middlewares=[_middleware], client_max_size=1 << 40)
+    app["engine"] = engine
+    app.on_response_prepare.append(_headers)
+    table: list[tuple[str, str, Any]] = [*system.routes(), *images.routes()]
+    for method, path, handler in table:
+        app.router.add_route(method, "/v{version:[0-9.]+}" + path, handler)
+        app.router.add_route(method, path, handler)
+    return app

@@ -1,0 +1,232 @@
+"""Handlers of ``/images/*``: translate HTTP ↔ ImagesService calls and shape responses per API version."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from ..engine.engine import Engine
+from ..engine.images import ImageSummary
+from ..errors import InvalidArgument, NotSupported
+from ..oci.config import container_config
+from . import params
+from .streams import JSONStream
+from .versions import Version
+
+__all__ = ["routes", "summary_json", "inspect_json"]
+
+# Config keys that only containers have, dropped from inspect from 1.50 (added back as empty before that)
+_LEGACY_CONFIG_KEYS = ("Hostname", "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "Tty",
+                       "OpenStdin", "StdinOnce", "Image")
+_ALWAYS_CONFIG_KEYS = {"User": "", "Env": None, "Cmd": None, "Volumes": None, "WorkingDir": "",
+                       "Entrypoint": None, "OnBuild": None, "Labels": None}
+
+
+def summary_json(s: ImageSummary, v: Version) -> dict[str, Any]:
+    tags, digests = s.repo_tags, s.repo_digests
+    if v < (1, 43):
+        if not tags and not digests:
+            tags, digests = ["<none>:<none>"], ["<none>@<none>"]
+    d: dict[str, Any] = {
+        "Containers": s.containers if v >= (1, 51) else -1,
+        "Created": s.created,
+        "Id": s.id,
+        "Labels": s.labels,
+        "ParentId": s.parent_id,
+        "RepoDigests": digests,
+        "RepoTags": tags,
+        "SharedSize": s.shared_size if v >= (1, 42) else -1,
+        "Size": s.size,
+    }
+    if v >= (1, 48):
+        d["Descriptor"] = s.descriptor
+    if v < (1, 44):
+        d["VirtualSize"] = s.size
+    return d
+
+
+def _config_json(cfg: dict[str, Any] | None, v: Version) -> dict[str, Any]:
+    cfg = dict(cfg or {})
+    if v < (1, 50):
+        return container_config(cfg)
+    out: dict[str, Any] = {}
+    for key, value in container_config(cfg).items():
+        if key in _LEGACY_CONFIG_KEYS or key in ("NetworkDisabled", "MacAddress", "StopTimeout"):
+            continue
+        out[key] = value
+    for key, default in _ALWAYS_CONFIG_KEYS.items():
+        out.setdefault(key, default)
+    return out
+
+
+def inspect_json(d: dict[str, Any], v: Version) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "Id": d["Id"],
+        "RepoTags": d["RepoTags"],
+        "RepoDigests": d["RepoDigests"],
+        "Parent": d["Parent"],
+        "Comment": d["Comment"],
+    }
+    created = d["Created"]
+    if created:
+        out["Created"] = created
+    elif v < (1, 44):
+        out["Created"] = "0001-01-01T00:00:00Z"
+    if v < (1, 45):
+        out["Container"] = d["Container"]
+        out["ContainerConfig"] = container_config(d["ContainerConfig"] or {})
+    out["DockerVersion"] = d["DockerVersion"]
+    out["Author"] = d["Author"]
+    out["Config"] = _config_json(d["Config"], v)
+    out["Architecture"] = d["Architecture"]
+    if d["Variant"]:
+        out["Variant"] = d["Variant"]
+    out["Os"] = d["Os"]
+    if d["OsVersion"]:
+        out["OsVersion"] = d["OsVersion"]
+    out["Size"] = d["Size"]
+    if v < (1, 44):
+        out["VirtualSize"] = d["Size"]
+    out["GraphDriver"] = d["GraphDriver"]
+    out["RootFS"] = d["RootFS"]
+    out["Metadata"] = d["Metadata"]
+    if v >= (1, 48):
+        out["Descriptor"] = d["Descriptor"]
+    return out
+
+
+def _engine(request: web.Request) -> Engine:
+    return request.app["engine"]  # type: ignore[no-any-return]
+
+
+async def list_images(request: web.Request) -> web.Response:
+    v = params.api_version(request)
+    eng = _engine(request)
+    f = params.filters(request)
+    shared = params.bool_value(request, "shared-size") and v >= (1, 42)
+    items = eng.images.list(all=params.bool_value(request, "all"), filters=f, shared_size=shared,
+                            container_count=v >= (1, 51))
+    return web.json_response([summary_json(s, v) for s in items], dumps=_dumps)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+async def inspect_image(request: web.Request) -> web.Response:
+    v = params.api_version(request)
+    name = request.match_info["name"]
+    manifests = v >= (1, 48) and params.bool_value(request, "manifests")
+    platform = params.json_platform(request) if v >= (1, 49) else None
+    if manifests and platform is not None:
+        raise InvalidArgument("conflicting options: manifests and platform options cannot both be set")
+    d = _engine(request).images.inspect(name, platform)
+    out = inspect_json(d, v)
+    if manifests:
+        out["Manifests"] = []
+    return web.json_response(out, dumps=_dumps)
+
+
+async def image_history(request: web.Request) -> web.Response:
+    v = params.api_version(request)
+    platform = params.json_platform(request) if v >= (1, 48) else None
+    items = _engine(request).images.history(request.match_info["name"], platform)
+    return web.json_response([{"Comment": h.comment, "Created": h.created, "CreatedBy": h.created_by,
+                               "Id": h.id, "Size": h.size, "Tags": h.tags} for h in items], dumps=_dumps)
+
+
+async def tag_image(request: web.Request) -> web.Response:
+    eng = _engine(request)
+    target = eng.images.tag_target(request.query.get("repo", ""), request.query.get("tag", ""))
+    if target is None:
+        return web.Response(status=200)
+    await eng.images.tag(request.match_info["name"], target)
+    return web.Response(status=201)
+
+
+async def delete_image(request: web.Request) -> web.Response:
+    eng = _engine(request)
+    items = await eng.images.remove(request.match_info["name"], force=params.bool_value(request, "force"),
+                                    prune=not params.bool_value(request, "noprune"))
+    return web.json_response([i.to_json() for i in items], dumps=_dumps)
+
+
+async def prune_images(request: web.Request) -> web.Response:
+    rep = await _engine(request).images.prune(params.filters(request))
+    return web.json_response({"ImagesDeleted": [i.to_json() for i in rep.deleted] or None,
+                              "SpaceReclaimed": rep.space_reclaimed}, dumps=_dumps)
+
+
+async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(1 << 20):
+        yield chunk
+
+
+async def create_image(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    eng = _engine(request)
+    if q.get("fromImage"):
+        raise NotSupported("pulling images from a registry is not supported by this engine yet")
+    src = q.get("fromSrc", "")
+    if not src:
+        raise InvalidArgument("fromImage or fromSrc is required")
+    platform = q.get("platform", "") if params.api_version(request) >= (1, 32) else ""
+    changes = params.strings(request, "changes")
+    stream = JSONStream(request)
+    # validate everything cheap before reading a byte of the body
+    eng.images.import_target(q.get("repo", ""), q.get("tag", ""))
+    if src == "-":
+        image_id = await eng.images.import_image(_body_chunks(request), repo=q.get("repo", ""),
+                                                 tag=q.get("tag", ""), message=q.get("message", ""),
+                                                 changes=changes, platform=platform, src=src)
+        await stream.send({"status": image_id})
+        return await stream.finish()
+    url = src if "://" in src else "http://" + src
+    try:
+        session = aiohttp.ClientSession()
+        resp = await session.get(url)
+        if resp.status >= 400:
+            await session.close()
+            raise InvalidArgument(f"error downloading context: {url} returned status code {resp.status}: "
+                                  f"{resp.reason}")
+    except aiohttp.ClientError as exc:
+        raise InvalidArgument(f"error downloading {url}: {exc}") from exc
+    try:
+        await stream.send({"status": f"Downloading from {url}"})
+        total = resp.content_length
+
+        async def chunks() -> AsyncIterator[bytes]:
+            done = 0
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                done += len(chunk)
+                bar = {"status": "Importing", "progressDetail": {"current": done, **({"total": total} if total
+                                                                                   else {})}}
+                await stream.send(bar)
+                yield chunk
+
+        try:
+            image_id = await eng.images.import_image(chunks(), repo=q.get("repo", ""), tag=q.get("tag", ""),
+                                                     message=q.get("message", ""), changes=changes,
+                                                     platform=platform, src=src)
+            await stream.send({"status": image_id})
+        except Exception as exc:  # noqa: BLE001
+            await stream.send_error(exc)
+    finally:
+        resp.release()
+        await session.close()
+    return await stream.finish()
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    return [
+        ("GET", "/images/json", list_images),
+        ("POST", "/images/create", create_image),
+        ("POST", "/images/prune", prune_images),
+        ("GET", "/images/{name:.+}/json", inspect_image),
+        ("GET", "/images/{name:.+}/history", image_history),
+        ("POST", "/images/{name:.+}/tag", tag_image),
+        ("DELETE", "/images/{name:.+}", delete_image),
+    ]

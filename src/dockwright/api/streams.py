@@ -1,0 +1,114 @@
+"""JSON-lines streams as dockerd writes them (jsonmessage.JSONMessage), including the drawn progress bar."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+
+from ..engine.progress import Aux, Progress, ProgressEvent, Status, StreamText
+from .errors import error_line
+
+__all__ = ["human_size", "progress_bar", "render", "JSONStream"]
+
+_UNITS = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+
+
+def human_size(size: float) -> str:
+    """go-units HumanSize: decimal units, 4 significant digits."""
+    i = 0
+    while size >= 1000.0 and i < len(_UNITS) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.4g}{_UNITS[i]}"
+
+
+def progress_bar(current: int, total: int | None, units: str | None = None) -> str:
+    if current <= 0 and (total or 0) <= 0:
+        return ""
+    if not total or total <= 0:
+        return f"{human_size(current):>8}" if not units else f"{current} {units}"
+    pct = min(int(current / total * 100) // 2, 50)
+    box = "[" + "=" * pct + ">" + " " * max(0, 50 - pct) + "] "
+    if units:
+        nums = f"{current}/{total} {units}"
+    elif current > total:
+        nums = f"{human_size(current):>8}"
+    else:
+        nums = f"{human_size(current):>8}/{human_size(total)}"
+    return box + nums
+
+
+def render(ev: ProgressEvent) -> dict[str, Any]:
+    if isinstance(ev, Status):
+        d: dict[str, Any] = {"status": ev.status}
+        if ev.id:
+            d["id"] = ev.id
+        return d
+    if isinstance(ev, Progress):
+        detail: dict[str, Any] = {}
+        if ev.current:
+            detail["current"] = ev.current
+        if ev.total:
+            detail["total"] = ev.total
+        if ev.units:
+            detail["units"] = ev.units
+        d = {"status": ev.status, "progressDetail": detail}
+        bar = progress_bar(ev.current, ev.total, ev.units)
+        if bar:
+            d["progress"] = bar
+        if ev.id:
+            d["id"] = ev.id
+        return d
+    if isinstance(ev, StreamText):
+        return {"stream": ev.text}
+    if isinstance(ev, Aux):
+        d = {"progressDetail": {}, "aux": ev.data} if ev.id is None else {"id": ev.id, "aux": ev.data}
+        return d
+    raise TypeError(ev)
+
+
+class JSONStream:
+    """A 200 application/json stream of objects each ended by CRLF; errors after the start go in-band."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        self.started = False
+
+    async def start(self) -> None:
+        if not self.started:
+            self.response.enable_chunked_encoding()
+            await self.response.prepare(self.request)
+            self.started = True
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        await self.start()
+        await self.response.write((json.dumps(obj) + "\r\n").encode())
+
+    async def send_event(self, ev: ProgressEvent) -> None:
+        await self.send(render(ev))
+
+    async def send_error(self, exc: BaseException) -> None:
+        await self.start()
+        await self.response.write(error_line(exc))
+
+    async def run(self, events: AsyncIterator[ProgressEvent], *, quiet: bool = False) -> web.StreamResponse:
+        """Send every event; an error before the first byte propagates (→ HTTP status), after it goes in-band."""
+        try:
+            async for ev in events:
+                if quiet and isinstance(ev, (Progress, Status)):
+                    continue
+                await self.send_event(ev)
+        except Exception as exc:  # noqa: BLE001 - rendered to the client
+            if not self.started:
+                raise
+            await self.send_error(exc)
+        await self.finish()
+        return self.response
+
+    async def finish(self) -> web.StreamResponse:
+        await self.start()
+        await self.response.write_eof()
+        return self.response

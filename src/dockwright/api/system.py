@@ -1,0 +1,151 @@
+"""Handlers of the system endpoints: ``/_ping``, ``/version``, ``/info``, ``/events``, ``/system/df``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ..engine.engine import Engine
+from ..engine.events import Event
+from ..errors import InvalidArgument
+from ..filters import Filters
+from ..timestamps import get_timestamp
+from . import params
+from .images import summary_json
+
+__all__ = ["routes"]
+
+_PING_HEADERS = {"Builder-Version": "1", "Swarm": "inactive",
+                 "Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache"}
+
+
+def _engine(request: web.Request) -> Engine:
+    return request.app["engine"]  # type: ignore[no-any-return]
+
+
+async def ping(request: web.Request) -> web.Response:
+    if request.method == "HEAD":
+        return web.Response(status=200, headers={**_PING_HEADERS, "Content-Type": "text/plain; charset=utf-8",
+                                                 "Content-Length": "0"})
+    return web.Response(status=200, text="OK", headers=_PING_HEADERS, content_type="text/plain")
+
+
+async def version(request: web.Request) -> web.Response:
+    return web.json_response(_engine(request).system.version())
+
+
+async def info(request: web.Request) -> web.Response:
+    v = params.api_version(request)
+    d = _engine(request).system.info()
+    if v < (1, 44):
+        d.pop("CDISpecDirs", None)
+        d.update({"ClusterStore": "", "ClusterAdvertise": "", "KernelMemory": False})
+    if v < (1, 46):
+        d.pop("Containerd", None)
+    if v < (1, 49):
+        d.pop("FirewallBackend", None)
+    if v < (1, 50):
+        d.pop("DiscoveredDevices", None)
+        d.update({"BridgeNfIptables": False, "BridgeNfIp6tables": False})
+    return web.json_response(d)
+
+
+async def df(request: web.Request) -> web.Response:
+    v = params.api_version(request)
+    types = params.strings(request, "type") if v >= (1, 42) else []
+    for t in types:
+        if t not in ("container", "image", "volume", "build-cache"):
+            raise InvalidArgument(f"unknown object type: {t}")
+    d = _engine(request).system.df(types)
+    out: dict[str, Any] = {"LayersSize": d["LayersSize"]}
+    if d["Images"] is not None:
+        out["Images"] = [summary_json(s, v) for s in d["Images"]]
+        for img in out["Images"]:
+            img["Containers"] = next((s.containers for s in d["Images"] if s.id == img["Id"]), 0)
+    else:
+        out["Images"] = None
+    out["Containers"] = d["Containers"]
+    out["Volumes"] = d["Volumes"]
+    out["BuildCache"] = d["BuildCache"]
+    if v < (1, 42):
+        out["BuilderSize"] = 0
+    return web.json_response(out)
+
+
+def _event_time(value: str, now: float) -> int | None:
+    if not value:
+        return None
+    ts = get_timestamp(value, now)
+    sec, _, frac = ts.partition(".")
+    nanos = int((frac + "000000000")[:9]) if frac else 0
+    return int(sec) * 1_000_000_000 + nanos
+
+
+def _strip_tag(name: str) -> str:
+    from .. import reference as refs
+    try:
+        r = refs.parse_normalized_named(name)
+    except Exception:  # noqa: BLE001
+        return name
+    if r.tag and not r.digest:
+        return r.familiar_name
+    return name
+
+
+def _event_matches(f: Filters, ev: Event) -> bool:
+    if f.contains("event"):
+        if not f.exact_match("event", ev.action):
+            return False
+    if not f.exact_match("type", ev.type):
+        return False
+    if not f.exact_match("scope", ev.scope):
+        return False
+    if f.contains("image"):
+        attr = "name" if ev.type == "image" else "image"
+        name = ev.attributes.get(attr, "")
+        if not (f.exact_match("image", ev.actor_id) or f.exact_match("image", name)
+                or f.exact_match("image", _strip_tag(ev.actor_id)) or f.exact_match("image", _strip_tag(name))):
+            return False
+    if f.contains("container") and ev.type == "container":
+        if not (f.exact_match("container", ev.actor_id) or f.exact_match("container", ev.attributes.get("name", ""))):
+            return False
+    elif f.contains("container"):
+        return False
+    if f.contains("label") and not f.match_kv_list("label", ev.attributes):
+        return False
+    return True
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    v = params.api_version(request)
+    now = time.time()
+    since = _event_time(request.query.get("since", ""), now)
+    until = _event_time(request.query.get("until", ""), now)
+    if since is not None and until is not None and since > until:
+        raise InvalidArgument(f"`since` time ({request.query['since']}) cannot be after `until` time "
+                              f"({request.query['until']})")
+    f = params.filters(request)
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    bus = _engine(request).events
+    async for ev in bus.subscribe(since, until):
+        if not _event_matches(f, ev):
+            continue
+        await resp.write((json.dumps(ev.to_json(legacy=v < (1, 52))) + "\n").encode())
+    await resp.write_eof()
+    return resp
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    return [
+        ("GET", "/_ping", ping),
+        ("HEAD", "/_ping", ping),
+        ("GET", "/version", version),
+        ("GET", "/info", info),
+        ("GET", "/events", events),
+        ("GET", "/system/df", df),
+    ]

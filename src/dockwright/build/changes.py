@@ -1,0 +1,1756 @@
+"""Dockerfile instructions applied to a container config: ``docker commit -c`` / ``docker import -c``.
+
+This is dockerd's ``BuildFromConfig`` (moby ``builder/dockerfile/builder.go``): the ``changes`` are
+joined with newlines and parsed as one Dockerfile by BuildKit's parser
+(``frontend/dockerfile/parser``), every instruction is checked against the allow-list
+``validCommitCommands`` and typed by BuildKit's ``instructions.ParseCommand``, and each is then
+applied as the classic builder's dispatchers apply it (``evaluator.go`` ``dispatch``,
+``dispatchers.go``, ``dispatchers_unix.go``): variables are expanded by BuildKit's shell lexer
+(``frontend/dockerfile/shell/lex.go``) against the config's ``Env`` as it was before the
+instruction, shell forms take the config's ``Shell`` (else ``/bin/sh -c``), ``ENTRYPOINT`` clears
+``Cmd`` unless a ``CMD`` with arguments came earlier in the same changes, a relative ``WORKDIR`` is
+joined to the current one, ``EXPOSE`` takes port specs and ranges (go-connections ``nat``).
+
+The allowed instructions are CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD,
+STOPSIGNAL, USER, VOLUME and WORKDIR; anything else (FROM, RUN, SHELL, ARG…) is refused with
+``<INSTRUCTION> is not a valid change command``. Every error is an :class:`InvalidArgument` worded
+as dockerd words it. The daemon modelled is a Linux one: paths are slash-separated, environment
+names are case-sensitive, signals are Linux's.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import InvalidArgument
+from ..timestamps import _go_quote, _parse_int64, parse_go_duration_ns
+
+__all__ = ["apply_changes", "VALID_CHANGE_COMMANDS"]
+
+#: ``validCommitCommands``: the instructions a change may be (lower case).
+VALID_CHANGE_COMMANDS = frozenset(
+    {
+        "cmd",
+        "entrypoint",
+        "healthcheck",
+        "env",
+        "expose",
+        "label",
+        "onbuild",
+        "stopsignal",
+        "user",
+        "volume",
+        "workdir",
+    }
+)
+
+
+class _Error(Exception):
+    """An error with dockerd's message; becomes :class:`InvalidArgument` at the boundary."""
+
+
+# =============================================================================================
+# Go text helpers
+
+# unicode.IsSpace
+_GO_SPACE = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _is_space(ch: str | None) -> bool:
+    return ch is not None and ch in _GO_SPACE
+
+
+def _trim_space(s: str) -> str:
+    i, j = 0, len(s)
+    while i < j and s[i] in _GO_SPACE:
+        i += 1
+    while j > i and s[j - 1] in _GO_SPACE:
+        j -= 1
+    return s[i:j]
+
+
+def _trim_left_space(s: str) -> str:
+    i = 0
+    while i < len(s) and s[i] in _GO_SPACE:
+        i += 1
+    return s[i:]
+
+
+def _go_upper(s: str) -> str:
+    return "".join(c.upper() if len(c.upper()) == 1 else c for c in s)
+
+
+def _go_lower(s: str) -> str:
+    # Go maps rune by rune (simple case mapping): U+0130 lowers to "i", not "i" + U+0307.
+    return "".join(c.lower()[0] for c in s)
+
+
+def _is_letter(ch: str) -> bool:  # unicode.IsLetter
+    return ch.isalpha()
+
+
+def _is_digit(ch: str) -> bool:  # unicode.IsDigit
+    return ch.isdecimal()
+
+
+def _rune(ch: str | None) -> str:
+    """``string(ch)`` for a scanned rune: EOF (-1) prints as U+FFFD."""
+    return "\ufffd" if ch is None else ch
+
+
+def _from_bytes(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+# regexp `[\t\v\f\r ]+`
+_RE_WS = re.compile(r"[\t\v\f\r ]+")
+
+# =============================================================================================
+# BuildKit's Dockerfile parser (frontend/dockerfile/parser)
+
+
+class _Heredoc:
+    __slots__ = ("name", "expand", "chomp", "content")
+
+    def __init__(self, name: str, expand: bool, chomp: bool) -> None:
+        self.name = name
+        self.expand = expand
+        self.chomp = chomp
+        self.content = ""
+
+
+class _Node:
+    """A parse-tree node; ``args`` is Go's ``Next`` chain as a list."""
+
+    __slots__ = ("value", "args", "children", "attributes", "original", "flags", "heredocs")
+
+    def __init__(self, value: str = "", children: list[_Node] | None = None) -> None:
+        self.value = value
+        self.args: list[_Node] = []
+        self.children = children or []
+        self.attributes: dict[str, bool] = {}
+        self.original = ""
+        self.flags: list[str] = []
+        self.heredocs: list[_Heredoc] = []
+
+
+_NOT_STRING_ARRAY = "when using JSON array syntax, arrays must be comprised of strings only"
+
+# `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$` with Go's \s
+_RE_DIRECTIVE = re.compile(r"#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
+_MAX_LINE = 64 * 1024  # bufio.MaxScanTokenSize
+
+
+class _Directives:
+    def __init__(self) -> None:
+        self.done = False
+        self.seen: set[str] = set()
+        self.set_escape("\\")
+
+    def set_escape(self, s: str) -> None:
+        if s not in ("`", "\\"):
+            raise _Error(f"invalid escape token '{s}' does not match ` or \\")
+        self.escape = s
+        e = re.escape(s)
+        self.continuation = re.compile(r"([^" + e + r"])" + e + r"[ \t]*\Z|^" + e + r"[ \t]*\Z")
+
+    def possible_directive(self, line: str) -> bool:
+        if self.done:
+            return False
+        m = _RE_DIRECTIVE.match(line)
+        if m is None:
+            self.done = True
+            return False
+        key = m.group(1).lower()
+        if key not in ("syntax", "escape"):
+            self.done = True
+            return False
+        if key in self.seen:
+            raise _Error(f"only one {key} parser directive can be used")
+        self.seen.add(key)
+        if key == "escape":
+            self.set_escape(m.group(2))
+        return True
+
+
+class _Lines:
+    """bufio.Scanner with BuildKit's scanLines: lines keep their "\\n"; a line of 64 KiB stops it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.too_long = False
+
+    def scan(self) -> str | None:
+        if self.too_long or self.pos >= len(self.text):
+            return None
+        end = self.text.find("\n", self.pos)
+        line = self.text[self.pos :] if end < 0 else self.text[self.pos : end + 1]
+        content = line[:-1] if line.endswith("\n") else line
+        if len(content) >= _MAX_LINE // 4 and len(content.encode("utf-8", "surrogatepass")) >= _MAX_LINE:
+            self.too_long = True
+            return None
+        self.pos += len(line)
+        return line
+
+
+def _trim_newline(s: str) -> str:
+    return s.rstrip("\r\n")
+
+
+def _is_comment(line: str) -> bool:
+    return _trim_left_space(line).startswith("#")
+
+
+def _process_line(d: _Directives, token: str, strip_left: bool) -> str:
+    token = _trim_newline(token)
+    if strip_left:
+        token = _trim_left_space(token)
+    d.possible_directive(token)
+    return "" if _is_comment(token) else token
+
+
+def _trim_continuation(line: str, d: _Directives) -> tuple[str, bool]:
+    if d.continuation.search(line):
+        return d.continuation.sub(r"\1", line), False
+    return line, True
+
+
+def _parse(text: str) -> tuple[list[_Node], str]:
+    """``parser.Parse``: the instructions of ``text`` and the escape token."""
+    d = _Directives()
+    lines = _Lines(text)
+    children: list[_Node] = []
+    first = True
+    while (raw := lines.scan()) is not None:
+        if first:
+            raw = raw.removeprefix("\ufeff")
+            first = False
+        b = _process_line(d, raw, True)
+        b, end = _trim_continuation(b, d)
+        if end and b == "":
+            continue
+        parts = [b]
+        while not end:
+            nxt = lines.scan()
+            if nxt is None:
+                break
+            nb = _process_line(d, nxt, False)
+            if _is_comment(nxt):
+                continue
+            if _trim_left_space(_trim_newline(nb)) == "":
+                continue  # empty continuation line
+            nb, end = _trim_continuation(nb, d)
+            parts.append(nb)
+        line = "".join(parts)
+        child = _new_node_from_line(line, d)
+        if _can_contain_heredoc(child) and "<<" in line:
+            for heredoc in _heredocs_from_line(line):
+                terminated = False
+                while (body := lines.scan()) is not None:
+                    possible = _trim_newline(body)
+                    if heredoc.chomp:
+                        possible = possible.lstrip("\t")
+                    if possible == heredoc.name:
+                        terminated = True
+                        break
+                    heredoc.content += body
+                if not terminated:
+                    raise _Error("unterminated heredoc")
+                child.heredocs.append(heredoc)
+        children.append(child)
+    if not children:
+        raise _Error("file with no instructions")
+    if lines.too_long:
+        raise _Error(f"dockerfile line greater than max allowed size of {_MAX_LINE - 1}")
+    return children, d.escape
+
+
+def _new_node_from_line(line: str, d: _Directives) -> _Node:
+    cmd, flags, args = _split_command(line)
+    fn = _LINE_PARSERS.get(_go_lower(cmd), _parse_ignore)
+    nodes, attrs = fn(args, d)
+    node = _Node(cmd)
+    node.original = line
+    node.flags = flags
+    node.args = nodes
+    node.attributes = attrs
+    return node
+
+
+def _split_command(line: str) -> tuple[str, list[str], str]:
+    cmdline = _RE_WS.split(_trim_space(line), maxsplit=1)
+    args = ""
+    flags: list[str] = []
+    if len(cmdline) == 2:
+        args, flags = _extract_builder_flags(cmdline[1])
+    return cmdline[0], flags, _trim_space(args)
+
+
+def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
+    """Leading ``--flag[=value]`` words. Go walks the bytes here, one byte taken as one rune."""
+    b = line.encode("utf-8", "surrogatepass")
+    n = len(b)
+    words: list[str] = []
+    in_spaces, in_word, in_quote = 0, 1, 2
+    phase = in_spaces
+    word: list[str] = []
+    quote = 0
+    blank_ok = False
+    ch = 0
+    pos = 0
+    while pos <= n:
+        if pos != n:
+            ch = b[pos]
+        if phase == in_spaces:
+            if pos == n:
+                break
+            if chr(ch) in _GO_SPACE:
+                pos += 1
+                continue
+            if ch != 0x2D or pos + 1 == n or b[pos + 1] != 0x2D:
+                return _from_bytes(b[pos:]), words
+            phase = in_word
+        if phase in (in_word, in_quote) and pos == n:
+            w = "".join(word)
+            if w != "--" and (blank_ok or w):
+                words.append(w)
+            break
+        if phase == in_word:
+            if chr(ch) in _GO_SPACE:
+                w = "".join(word)
+                phase = in_spaces
+                if w == "--":
+                    return _from_bytes(b[pos:]), words
+                if blank_ok or w:
+                    words.append(w)
+                word = []
+                blank_ok = False
+                pos += 1
+                continue
+            if ch in (0x27, 0x22):
+                quote = ch
+                blank_ok = True
+                phase = in_quote
+                pos += 1
+                continue
+            if ch == 0x5C:
+                if pos + 1 == n:
+                    pos += 1
+                    continue
+                pos += 1
+                ch = b[pos]
+            word.append(chr(ch))
+            pos += 1
+            continue
+        if phase == in_quote:
+            if ch == quote:
+                phase = in_word
+                pos += 1
+                continue
+            if ch == 0x5C:
+                if pos + 1 == n:
+                    phase = in_word
+                    pos += 1
+                    continue
+                pos += 1
+                ch = b[pos]
+            word.append(chr(ch))
+        pos += 1
+    return "", words
+
+
+# ---- line parsers ----------------------------------------------------------------------------
+
+_LineResult = tuple[list[_Node], dict[str, bool]]
+
+
+def _parse_ignore(rest: str, d: _Directives) -> _LineResult:
+    return [_Node()], {}
+
+
+def _parse_sub_command(rest: str, d: _Directives) -> _LineResult:
+    if rest == "":
+        return [], {}
+    child = _new_node_from_line(rest, d)
+    return [_Node(children=[child])], {}
+
+
+def _parse_words(rest: str, d: _Directives) -> list[str]:
+    in_spaces, in_word, in_quote = 0, 1, 2
+    words: list[str] = []
+    phase = in_spaces
+    word: list[str] = []
+    quote = ""
+    blank_ok = False
+    n = len(rest)
+    pos = 0
+    ch = ""
+    while True:
+        at_end = pos == n
+        if not at_end:
+            ch = rest[pos]
+        if phase == in_spaces:
+            if at_end:
+                break
+            if ch in _GO_SPACE:
+                pos += 1
+                continue
+            phase = in_word
+        if phase in (in_word, in_quote) and at_end:
+            if blank_ok or word:
+                words.append("".join(word))
+            break
+        if phase == in_word:
+            if ch in _GO_SPACE:
+                phase = in_spaces
+                if blank_ok or word:
+                    words.append("".join(word))
+                word = []
+                blank_ok = False
+                pos += 1
+                continue
+            if ch in ("'", '"'):
+                quote = ch
+                blank_ok = True
+                phase = in_quote
+            if ch == d.escape:
+                if pos + 1 == n:
+                    pos += 1
+                    continue  # an escape token at the end of the line is skipped
+                word.append(ch)
+                pos += 1
+                ch = rest[pos]
+            word.append(ch)
+            pos += 1
+            continue
+        if phase == in_quote:
+            if ch == quote:
+                phase = in_word
+            if ch == d.escape and quote != "'":
+                if pos + 1 == n:
+                    phase = in_word
+                    pos += 1
+                    continue
+                pos += 1
+                word.append(ch)
+                ch = rest[pos]
+            word.append(ch)
+        pos += 1
+    return words
+
+
+def _parse_name_val(rest: str, key: str, d: _Directives) -> list[_Node]:
+    words = _parse_words(rest, d)
+    if not words:
+        return []
+    if "=" not in words[0]:  # the legacy form: KEY name value
+        parts = _RE_WS.split(rest, maxsplit=1)
+        if len(parts) < 2:
+            raise _Error(f"{key} must have two arguments")
+        return [_Node(parts[0]), _Node(parts[1])]
+    nodes: list[_Node] = []
+    for word in words:
+        if "=" not in word:
+            raise _Error(f"Syntax error - can't find = in {_go_quote(word)}. Must be of the form: name=value")
+        k, _, v = word.partition("=")
+        nodes += [_Node(k), _Node(v)]
+    return nodes
+
+
+def _parse_env(rest: str, d: _Directives) -> _LineResult:
+    return _parse_name_val(rest, "ENV", d), {}
+
+
+def _parse_label(rest: str, d: _Directives) -> _LineResult:
+    return _parse_name_val(rest, "LABEL", d), {}
+
+
+def _parse_name_or_name_val(rest: str, d: _Directives) -> _LineResult:
+    return [_Node(w) for w in _parse_words(rest, d)], {}
+
+
+def _parse_strings_whitespace_delimited(rest: str, d: _Directives) -> _LineResult:
+    if rest == "":
+        return [], {}
+    return [_Node(s) for s in _RE_WS.split(rest)], {}
+
+
+def _parse_string(rest: str, d: _Directives) -> _LineResult:
+    if rest == "":
+        return [], {}
+    return [_Node(rest)], {}
+
+
+class _NotJSON(Exception):
+    pass
+
+
+def _json_number(s: str) -> float:
+    f = float(s)
+    if f in (float("inf"), float("-inf")):
+        raise _NotJSON  # out of range for float64: Unmarshal fails
+    return f
+
+
+def _json_int(s: str) -> int:
+    n = int(s)
+    try:
+        float(n)
+    except OverflowError:
+        raise _NotJSON from None
+    return n
+
+
+def _json_constant(_: str) -> object:
+    raise _NotJSON
+
+
+def _fix_surrogates(s: str) -> str:
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in s):
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)
+    return s
+
+
+def _parse_json(rest: str) -> _LineResult:
+    rest = _trim_left_space(rest)
+    if not rest.startswith("["):
+        raise _NotJSON
+    try:
+        doc = json.loads(rest, parse_float=_json_number, parse_int=_json_int, parse_constant=_json_constant)
+    except (ValueError, _NotJSON, RecursionError):
+        raise _NotJSON from None
+    if not isinstance(doc, list):
+        raise _NotJSON
+    nodes: list[_Node] = []
+    for item in doc:
+        if not isinstance(item, str):
+            raise _Error(_NOT_STRING_ARRAY)
+        nodes.append(_Node(_fix_surrogates(item)))
+    return nodes, {"json": True}
+
+
+def _parse_maybe_json(rest: str, d: _Directives) -> _LineResult:
+    if rest == "":
+        return [], {}
+    try:
+        return _parse_json(rest)
+    except _NotJSON:
+        return [_Node(rest)], {}
+
+
+def _parse_maybe_json_to_list(rest: str, d: _Directives) -> _LineResult:
+    try:
+        return _parse_json(rest)
+    except _NotJSON:
+        return _parse_strings_whitespace_delimited(rest, d)
+
+
+def _parse_health_config(rest: str, d: _Directives) -> _LineResult:
+    # Go walks the bytes here, one byte taken as one rune.
+    b = rest.encode("utf-8", "surrogatepass")
+    sep = 0
+    while sep < len(b) and chr(b[sep]) not in _GO_SPACE:
+        sep += 1
+    nxt = sep
+    while nxt < len(b) and chr(b[nxt]) in _GO_SPACE:
+        nxt += 1
+    if sep == 0:
+        return [], {}
+    typ = _Node(_from_bytes(b[:sep]))
+    cmd, attrs = _parse_maybe_json(_from_bytes(b[nxt:]), d)
+    return [typ, *cmd], attrs
+
+
+_LINE_PARSERS = {
+    "add": _parse_maybe_json_to_list,
+    "arg": _parse_name_or_name_val,
+    "cmd": _parse_maybe_json,
+    "copy": _parse_maybe_json_to_list,
+    "entrypoint": _parse_maybe_json,
+    "env": _parse_env,
+    "expose": _parse_strings_whitespace_delimited,
+    "from": _parse_strings_whitespace_delimited,
+    "healthcheck": _parse_health_config,
+    "label": _parse_label,
+    "maintainer": _parse_string,
+    "onbuild": _parse_sub_command,
+    "run": _parse_maybe_json,
+    "shell": _parse_maybe_json,
+    "stopsignal": _parse_string,
+    "user": _parse_string,
+    "volume": _parse_maybe_json_to_list,
+    "workdir": _parse_string,
+}
+
+# ---- heredocs ----------------------------------------------------------------------------------
+
+_RE_HEREDOC = re.compile(r"([0-9]*)<<(-?)([^<]*)\Z")
+
+
+def _can_contain_heredoc(node: _Node) -> bool:
+    if _go_lower(node.value) == "onbuild" and node.args and node.args[0].children:
+        node = node.args[0].children[0]
+    if _go_lower(node.value) not in ("add", "copy", "run"):
+        return False
+    return not node.attributes.get("json", False)
+
+
+def _parse_heredoc(src: str) -> _Heredoc | None:
+    m = _RE_HEREDOC.match(src)
+    if m is None:
+        return None
+    chomp = m.group(2) == "-"
+    rest = m.group(3)
+    if rest == "":
+        return None
+    lex = _Lex("\\")
+    lex.skip_unset_env = True
+    words = lex.process_words(rest, _EMPTY_ENV)
+    if len(words) != 1:
+        return None
+    lex.raw_quotes = True
+    words_raw = lex.process_words(rest, _EMPTY_ENV)
+    if len(words_raw) != len(words):
+        raise _Error(f"internal lexing of heredoc produced inconsistent results: {rest}")
+    word = words[0]
+    count = word.count("'") + word.count('"')
+    raw = words_raw[0]
+    raw_count = raw.count("'") + raw.count('"')
+    return _Heredoc(word, count == raw_count, chomp)
+
+
+def _heredocs_from_line(line: str) -> list[_Heredoc]:
+    lex = _Lex("\\")
+    lex.raw_quotes = True
+    lex.raw_escapes = True
+    lex.skip_unset_env = True
+    try:
+        words = lex.process_words(line, _EMPTY_ENV)
+    except _Error:
+        words = []
+    docs = []
+    for word in words:
+        heredoc = _parse_heredoc(word)
+        if heredoc is not None:
+            docs.append(heredoc)
+    return docs
+
+
+# =============================================================================================
+# BuildKit's shell lexer (frontend/dockerfile/shell/lex.go)
+
+
+class _Env:
+    """``shell.EnvsFromSlice``: the last ``KEY=value`` of a key wins; ``KEY`` alone is set, empty."""
+
+    def __init__(self, env: Iterable[str]) -> None:
+        self.values: dict[str, str] = {}
+        for entry in env:
+            k, _, v = entry.partition("=")
+            self.values[k] = v
+
+    def get(self, name: str) -> tuple[str, bool]:
+        if name in self.values:
+            return self.values[name], True
+        return "", False
+
+
+_EMPTY_ENV = _Env(())
+
+
+class _Scanner:
+    """text/scanner's Next/Peek: runes, a leading BOM skipped, None at the end."""
+
+    def __init__(self, s: str) -> None:
+        self.s = s[1:] if s.startswith("\ufeff") else s
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.s[self.i] if self.i < len(self.s) else None
+
+    def next(self) -> str | None:
+        if self.i < len(self.s):
+            self.i += 1
+            return self.s[self.i - 1]
+        return None
+
+
+class _Builder:
+    __slots__ = ("s",)
+
+    def __init__(self) -> None:
+        self.s = ""
+
+
+class _Words:
+    def __init__(self, buf: _Builder) -> None:
+        self.buf = buf
+        self.words: list[str] = []
+        self.in_word = False
+
+    def add_char(self, ch: str) -> None:
+        if ch in _GO_SPACE and self.in_word:
+            if self.buf.s:
+                self.words.append(self.buf.s)
+                self.buf.s = ""
+                self.in_word = False
+        elif ch not in _GO_SPACE:
+            self.add_raw_char(ch)
+
+    def add_raw_char(self, ch: str) -> None:
+        self.buf.s += ch
+        self.in_word = True
+
+    def add_string(self, s: str) -> None:
+        for ch in s:
+            self.add_char(ch)
+
+    def add_raw_string(self, s: str) -> None:
+        self.buf.s += s
+        self.in_word = True
+
+    def get_words(self) -> list[str]:
+        if self.buf.s:
+            self.words.append(self.buf.s)
+            self.buf.s = ""
+            self.in_word = False
+        return self.words
+
+
+class _Lex:
+    def __init__(self, escape: str) -> None:
+        self.escape = escape
+        self.raw_quotes = False
+        self.raw_escapes = False
+        self.skip_process_quotes = False
+        self.skip_unset_env = False
+
+    def process_word(self, word: str, env: _Env) -> str:
+        return _ShellWord(self, word, env).process(word)[0]
+
+    def process_words(self, word: str, env: _Env) -> list[str]:
+        return _ShellWord(self, word, env).process(word)[1]
+
+
+class _ShellWord:
+    def __init__(self, lex: _Lex, word: str, env: _Env) -> None:
+        self.lex = lex
+        self.escape = lex.escape
+        self.sc = _Scanner(word)
+        self.env = env
+        self.raw_escapes = lex.raw_escapes
+        # One builder shared by every processStopOn call, nested ones too, as in BuildKit.
+        self.words_buffer = _Builder()
+
+    def process(self, source: str) -> tuple[str, list[str]]:
+        try:
+            return self.process_stop_on(None, self.raw_escapes)
+        except _Error as exc:
+            raise _Error(f"failed to process {_go_quote(source)}: {exc}") from None
+
+    def process_stop_on(self, stop: str | None, raw_escapes: bool) -> tuple[str, list[str]]:
+        result: list[str] = []
+        self.words_buffer.s = ""
+        words = _Words(self.words_buffer)
+        funcs = {"$": self.process_dollar}
+        if not self.lex.skip_process_quotes:
+            funcs["'"] = self.process_single_quote
+            funcs['"'] = self.process_double_quote
+        restore: bool | None = None
+        if raw_escapes != self.raw_escapes:
+            self.raw_escapes = raw_escapes
+            restore = not raw_escapes
+        try:
+            while (ch := self.sc.peek()) is not None:
+                if stop is not None and ch == stop:
+                    self.sc.next()
+                    return "".join(result), words.get_words()
+                fn = funcs.get(ch)
+                if fn is not None:
+                    tmp = fn()
+                    result.append(tmp)
+                    if ch == "$":
+                        words.add_string(tmp)
+                    else:
+                        words.add_raw_string(tmp)
+                    continue
+                ch = self.sc.next()
+                if ch == self.escape:
+                    if self.raw_escapes:
+                        words.add_raw_char(ch)
+                        result.append(ch)
+                    ch = self.sc.next()
+                    if ch is None:
+                        break
+                    words.add_raw_char(ch)
+                else:
+                    words.add_char(ch)  # type: ignore[arg-type]
+                result.append(ch)  # type: ignore[arg-type]
+            if stop is not None:
+                raise _Error(f"unexpected end of statement while looking for matching {stop}")
+            return "".join(result), words.get_words()
+        finally:
+            if restore is not None:
+                self.raw_escapes = restore
+
+    def process_single_quote(self) -> str:
+        result: list[str] = []
+        ch = self.sc.next()
+        if self.lex.raw_quotes:
+            result.append(_rune(ch))
+        while True:
+            ch = self.sc.next()
+            if ch is None:
+                raise _Error("unexpected end of statement while looking for matching single-quote")
+            if ch == "'":
+                if self.lex.raw_quotes:
+                    result.append(ch)
+                return "".join(result)
+            result.append(ch)
+
+    def process_double_quote(self) -> str:
+        result: list[str] = []
+        ch = self.sc.next()
+        if self.lex.raw_quotes:
+            result.append(_rune(ch))
+        while True:
+            peek = self.sc.peek()
+            if peek is None:
+                raise _Error("unexpected end of statement while looking for matching double-quote")
+            if peek == '"':
+                ch = self.sc.next()
+                if self.lex.raw_quotes:
+                    result.append(_rune(ch))
+                return "".join(result)
+            if peek == "$":
+                result.append(self.process_dollar())
+                continue
+            ch = self.sc.next()
+            if ch == self.escape:
+                if self.raw_escapes:
+                    result.append(ch)
+                nxt = self.sc.peek()
+                if nxt is None:
+                    continue  # an escape at the end of the word is dropped
+                if nxt in ('"', "$", self.escape):
+                    ch = self.sc.next()
+            result.append(_rune(ch))
+
+    def get_env(self, name: str) -> tuple[str, bool]:
+        return self.env.get(name)
+
+    def process_name(self) -> str:
+        name: list[str] = []
+        while (ch := self.sc.peek()) is not None:
+            if not name and _is_digit(ch):
+                while (c := self.sc.peek()) is not None and _is_digit(c):
+                    name.append(self.sc.next())  # type: ignore[arg-type]
+                return "".join(name)
+            if not name and ch in "@*#?-$!0":
+                self.sc.next()
+                return ch
+            if not (_is_letter(ch) or _is_digit(ch) or ch == "_"):
+                break
+            name.append(self.sc.next())  # type: ignore[arg-type]
+        return "".join(name)
+
+    def process_dollar(self) -> str:
+        self.sc.next()
+        if self.sc.peek() != "{":
+            name = self.process_name()
+            if name == "":
+                return "$"
+            value, found = self.get_env(name)
+            if not found and self.lex.skip_unset_env:
+                return "$" + name
+            return value
+
+        self.sc.next()
+        peek = self.sc.peek()
+        if peek is None:
+            raise _Error("syntax error: missing '}'")
+        if peek in "{}:":
+            raise _Error("syntax error: bad substitution")
+        name = self.process_name()
+        ch = self.sc.next()
+        chs = _rune(ch)
+        null_is_unset = False
+
+        if ch == "}":
+            value, found = self.get_env(name)
+            if not found and self.lex.skip_unset_env:
+                return "${" + name + "}"
+            return value
+        if ch == ":" or ch in ("+", "-", "?", "#", "%"):
+            if ch == ":":
+                null_is_unset = True
+                ch = self.sc.next()
+                chs += _rune(ch)
+            raw_escapes = ch in ("#", "%")
+            if null_is_unset and raw_escapes:
+                raise _Error(f"unsupported modifier ({chs}) in substitution")
+            try:
+                word, _ = self.process_stop_on("}", raw_escapes)
+            except _Error:
+                if self.sc.peek() is None:
+                    raise _Error("syntax error: missing '}'") from None
+                raise
+            value, found = self.get_env(name)
+            if self.lex.skip_unset_env and not found:
+                return "${" + name + chs + word + "}"
+            if ch == "-":
+                if not found or (null_is_unset and value == ""):
+                    return word
+                return value
+            if ch == "+":
+                if not found or (null_is_unset and value == ""):
+                    return ""
+                return word
+            if ch == "?":
+                if not found:
+                    raise _Error(f"{name}: {word or 'is not allowed to be unset'}")
+                if null_is_unset and value == "":
+                    raise _Error(f"{name}: {word or 'is not allowed to be empty'}")
+                return value
+            if ch in ("%", "#"):
+                greedy = False
+                if word[:1] == ch:
+                    greedy = True
+                    word = word[1:]
+                if ch == "%":
+                    return _trim_suffix(word, value, greedy)
+                return _trim_prefix(word, value, greedy)
+            raise _Error(f"unsupported modifier ({chs}) in substitution")
+        if ch == "/":
+            replace_all = self.sc.peek() == "/"
+            if replace_all:
+                self.sc.next()
+            try:
+                pattern, _ = self.process_stop_on("/", True)
+            except _Error:
+                if self.sc.peek() is None:
+                    raise _Error("syntax error: missing '/' in ${}") from None
+                raise
+            try:
+                replacement, _ = self.process_stop_on("}", True)
+            except _Error:
+                if self.sc.peek() is None:
+                    raise _Error("syntax error: missing '}'") from None
+                raise
+            value, found = self.get_env(name)
+            if self.lex.skip_unset_env and not found:
+                return "${" + name + "/" + pattern + "/" + replacement + "}"
+            try:
+                rx = _shell_pattern_to_regex(pattern, True, False)
+            except _Error as exc:
+                raise _Error(f"invalid pattern ({pattern}) in substitution: {exc}") from None
+            if replace_all:
+                return _go_replace_all(rx, value, replacement)
+            m = rx.search(value)
+            if m is not None:
+                value = value[: m.start()] + replacement + value[m.end() :]
+            return value
+        raise _Error(f"unsupported modifier ({chs}) in substitution")
+
+
+def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> re.Pattern[str]:
+    """``convertShellPatternToRegex``: ``?`` one character, ``*`` the shortest (or longest) run."""
+    sc = _Scanner(pattern)
+    out = ["^"] if anchored else []
+    star = ".*" if greedy else ".*?"
+    while (tok := sc.next()) is not None:
+        if tok == "*":
+            out.append(star)
+            continue
+        if tok == "?":
+            out.append(".")
+            continue
+        if tok == "\\":
+            if sc.peek() in ("}", "/"):
+                continue
+            out.append("\\")
+            tok = sc.next()
+            if tok not in ("*", "?", "\\"):
+                raise _Error(f"invalid escape '\\{_rune(tok)}'")
+        elif tok in "[]{}.+()|^$":
+            out.append("\\")
+        out.append(tok)  # type: ignore[arg-type]
+    try:
+        return re.compile("".join(out))
+    except re.error as exc:  # pragma: no cover - the escaping above leaves nothing invalid
+        raise _Error(str(exc)) from None
+
+
+def _trim_prefix(word: str, value: str, greedy: bool) -> str:
+    try:
+        rx = _shell_pattern_to_regex(word, greedy, True)
+    except _Error as exc:
+        raise _Error(f"invalid pattern ({word}) in substitution: {exc}") from None
+    m = rx.search(value)
+    if m is not None:
+        value = value[m.end() :]
+    return value
+
+
+def _reverse_pattern(pattern: str) -> str:
+    runes = list(pattern)
+    last = len(runes) - 1
+    out = [""] * len(runes)
+    i = 0
+    while i <= last:
+        tok = runes[i]
+        j = last - i
+        if tok == "\\" and i != last:
+            out[j - 1] = tok
+            out[j] = runes[i + 1]
+            i += 2
+        else:
+            out[j] = tok
+            i += 1
+    return "".join(out)
+
+
+def _trim_suffix(pattern: str, word: str, greedy: bool) -> str:
+    # regular expressions can't find the shortest rightmost match: reverse both
+    return _trim_prefix(_reverse_pattern(pattern), word[::-1], greedy)[::-1]
+
+
+def _go_replace_all(rx: re.Pattern[str], src: str, template: str) -> str:
+    """``Regexp.ReplaceAllString``: Go's rules for empty matches and ``$`` in the replacement."""
+    out: list[str] = []
+    last_end = 0
+    search_pos = 0
+    n = len(src)
+    while search_pos <= n:
+        m = rx.search(src, search_pos)
+        if m is None:
+            break
+        a0, a1 = m.span()
+        out.append(src[last_end:a0])
+        if a1 > last_end or a0 == 0:
+            out.append(_go_expand(template, m))
+        last_end = a1
+        width = 1 if search_pos < n else 0
+        if search_pos + width > a1:
+            search_pos += width
+        elif search_pos + 1 > a1:
+            search_pos += 1
+        else:
+            search_pos = a1
+    out.append(src[last_end:])
+    return "".join(out)
+
+
+def _go_expand(template: str, m: re.Match[str]) -> str:
+    out: list[str] = []
+    while template:
+        i = template.find("$")
+        if i < 0:
+            break
+        out.append(template[:i])
+        template = template[i + 1 :]
+        if template.startswith("$"):
+            out.append("$")
+            template = template[1:]
+            continue
+        extracted = _go_extract(template)
+        if extracted is None:
+            out.append("$")
+            continue
+        num, template = extracted
+        if num == 0:
+            out.append(m.group(0))
+        # the pattern has no capture groups: every other reference is empty
+    out.append(template)
+    return "".join(out)
+
+
+def _go_extract(s: str) -> tuple[int, str] | None:
+    if s == "":
+        return None
+    brace = s[0] == "{"
+    if brace:
+        s = s[1:]
+    i = 0
+    while i < len(s) and (_is_letter(s[i]) or _is_digit(s[i]) or s[i] == "_"):
+        i += 1
+    if i == 0:
+        return None
+    name = s[:i]
+    if brace:
+        if i >= len(s) or s[i] != "}":
+            return None
+        i += 1
+    num = 0
+    for c in name:
+        if not ("0" <= c <= "9") or num >= 100_000_000:
+            num = -1
+            break
+        num = num * 10 + ord(c) - 48
+    if name[0] == "0" and len(name) > 1:
+        num = -1
+    return num, s[i:]
+
+
+# =============================================================================================
+# BuildKit's instructions (frontend/dockerfile/instructions)
+
+
+class _Flag:
+    __slots__ = ("name", "kind", "value", "values")
+
+    def __init__(self, name: str, kind: str, value: str = "") -> None:
+        self.name = name
+        self.kind = kind
+        self.value = value
+        self.values: list[str] = []
+
+
+class _BFlags:
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.flags: dict[str, _Flag] = {}
+        self.used: dict[str, _Flag] = {}
+
+    def add_string(self, name: str, default: str = "") -> _Flag:
+        flag = _Flag(name, "string", default)
+        self.flags[name] = flag
+        return flag
+
+    def parse(self) -> None:
+        for a in self.args:
+            if a == "--":
+                return
+            if not a.startswith("--"):
+                raise _Error(f"arg should start with -- : {a}")
+            flag_name, has_value, value = a.partition("=")
+            arg = flag_name[2:]
+            flag = self.flags.get(arg)
+            if flag is None:
+                raise _Error(_suggest(f"unknown flag: {flag_name}", arg, list(self.flags)))
+            if arg in self.used and flag.kind != "strings":
+                raise _Error(f"duplicate flag specified: {flag_name}")
+            self.used[arg] = flag
+            if not has_value:
+                raise _Error(f"missing a value on flag: {flag_name}")
+            flag.value = value
+
+
+def _levenshtein(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _suggest(message: str, value: str, options: list[str]) -> str:
+    """BuildKit's ``suggest.WrapError`` (case-sensitive): `` (did you mean x?)`` within distance 2."""
+    match = ""
+    best = 3
+    for opt in options:
+        if value == opt:
+            return message
+        dist = _levenshtein(value, opt)
+        if dist < best:
+            match = opt
+            best = dist
+    return f"{message} (did you mean {match}?)" if match else message
+
+
+class _Request:
+    def __init__(self, node: _Node) -> None:
+        self.command = node.value
+        self.args = _node_args(node)
+        self.heredocs = node.heredocs
+        self.attributes = node.attributes
+        self.original = node.original
+        self.flags = _BFlags(node.flags)
+
+    @property
+    def json(self) -> bool:
+        return bool(self.attributes.get("json"))
+
+
+def _node_args(node: _Node) -> list[str]:
+    result: list[str] = []
+    for arg in node.args:
+        if not arg.children:
+            result.append(arg.value)
+        elif len(arg.children) == 1:
+            result.append(arg.children[0].value)
+            result.extend(_node_args(arg.children[0]))
+    return result
+
+
+class _Command:
+    pass
+
+
+class _EnvCommand(_Command):
+    def __init__(self, pairs: list[list[str]]) -> None:
+        self.pairs = pairs
+
+
+class _LabelCommand(_EnvCommand):
+    pass
+
+
+class _CmdLine(_Command):
+    def __init__(self, cmdline: list[str] | None, prepend_shell: bool) -> None:
+        self.cmdline = cmdline
+        self.prepend_shell = prepend_shell
+
+
+class _CmdCommand(_CmdLine):
+    pass
+
+
+class _EntrypointCommand(_CmdLine):
+    pass
+
+
+class _HealthcheckCommand(_Command):
+    def __init__(self, health: dict[str, Any]) -> None:
+        self.health = health
+
+
+class _ExposeCommand(_Command):
+    def __init__(self, ports: list[str]) -> None:
+        self.ports = ports
+
+
+class _UserCommand(_Command):
+    def __init__(self, user: str) -> None:
+        self.user = user
+
+
+class _VolumeCommand(_Command):
+    def __init__(self, volumes: list[str]) -> None:
+        self.volumes = volumes
+
+
+class _WorkdirCommand(_Command):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class _OnbuildCommand(_Command):
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+
+
+class _StopSignalCommand(_Command):
+    def __init__(self, signal: str) -> None:
+        self.signal = signal
+
+
+def _parse_kvps(args: list[str], name: str) -> list[list[str]]:
+    if not args:
+        raise _Error(f"{name} requires at least one argument")
+    if len(args) % 2:
+        raise _Error(f"Bad input to {name}, too many arguments")
+    pairs = []
+    for j in range(0, len(args), 2):
+        if args[j] == "":
+            raise _Error(f"{name} names can not be blank")
+        pairs.append([args[j], args[j + 1]])
+    return pairs
+
+
+def _handle_json_args(args: list[str], is_json: bool) -> list[str]:
+    if not args:
+        return []
+    if is_json:
+        return list(args)
+    return [" ".join(args)]
+
+
+def _exactly_one(req: _Request, name: str) -> None:
+    if len(req.args) != 1:
+        raise _Error(f"{name} requires exactly one argument")
+
+
+def _at_least_one(req: _Request, name: str) -> None:
+    if not req.args:
+        raise _Error(f"{name} requires at least one argument")
+
+
+_MINIMUM_DURATION_NS = 1_000_000  # container.MinimumDuration, 1ms
+_RE_ONBUILD = re.compile(r"^[\t\n\f\r ]*ONBUILD[\t\n\f\r ]*", re.IGNORECASE)
+
+
+def _opt_interval(flag: _Flag) -> int:
+    if flag.value == "":
+        return 0
+    try:
+        d = parse_go_duration_ns(flag.value)
+    except ValueError as exc:
+        raise _Error(str(exc)) from None
+    if d == 0:
+        return 0
+    if d < _MINIMUM_DURATION_NS:
+        raise _Error(f"Interval {_go_quote(flag.name)} cannot be less than 1ms")
+    return d
+
+
+def _parse_healthcheck(req: _Request) -> _HealthcheckCommand:
+    _at_least_one(req, "HEALTHCHECK")
+    typ = _go_upper(req.args[0])
+    args = req.args[1:]
+    if typ == "NONE":
+        if args:
+            raise _Error("HEALTHCHECK NONE takes no arguments")
+        return _HealthcheckCommand({"Test": [typ]})
+    interval = req.flags.add_string("interval")
+    timeout = req.flags.add_string("timeout")
+    start_period = req.flags.add_string("start-period")
+    start_interval = req.flags.add_string("start-interval")
+    retries_flag = req.flags.add_string("retries")
+    req.flags.parse()
+    if typ == "CMD":
+        cmd = _handle_json_args(args, req.json)
+        if not cmd:
+            raise _Error("Missing command after HEALTHCHECK CMD")
+        if not req.json:
+            typ = "CMD-SHELL"
+        health: dict[str, Any] = {"Test": [typ, *cmd]}
+    else:
+        raise _Error(f"Unknown type {_go_quote(typ)} in HEALTHCHECK (try CMD)")
+    for key, flag in (
+        ("Interval", interval),
+        ("Timeout", timeout),
+        ("StartPeriod", start_period),
+        ("StartInterval", start_interval),
+    ):
+        d = _opt_interval(flag)
+        if d:
+            health[key] = d
+    if retries_flag.value != "":
+        try:
+            retries = _parse_int64(retries_flag.value)
+        except ValueError as exc:
+            raise _Error(str(exc)) from None
+        if not -(1 << 31) <= retries < (1 << 31):
+            raise _Error(f"strconv.ParseInt: parsing {_go_quote(retries_flag.value)}: value out of range")
+        if retries < 0:
+            raise _Error(f"--retries cannot be negative ({retries})")
+        if retries:
+            health["Retries"] = retries
+    return _HealthcheckCommand(health)
+
+
+def _parse_command(node: _Node) -> _Command:
+    """``instructions.ParseCommand`` for the instructions a change may be."""
+    req = _Request(node)
+    kind = _go_lower(node.value)
+    if kind in ("env", "label"):
+        req.flags.parse()
+        pairs = _parse_kvps(req.args, kind.upper())
+        return _EnvCommand(pairs) if kind == "env" else _LabelCommand(pairs)
+    if kind == "onbuild":
+        _at_least_one(req, "ONBUILD")
+        req.flags.parse()
+        trigger = _go_upper(_trim_space(req.args[0]))
+        if trigger == "ONBUILD":
+            raise _Error("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+        if trigger in ("MAINTAINER", "FROM"):
+            raise _Error(f"{trigger} isn't allowed as an ONBUILD trigger")
+        expression = _RE_ONBUILD.sub("", req.original, count=1)
+        for heredoc in req.heredocs:
+            expression += "\n" + heredoc.content + heredoc.name
+        return _OnbuildCommand(expression)
+    if kind == "workdir":
+        _exactly_one(req, "WORKDIR")
+        req.flags.parse()
+        return _WorkdirCommand(req.args[0])
+    if kind in ("cmd", "entrypoint"):
+        req.flags.parse()
+        cmdline: list[str] | None = _handle_json_args(req.args, req.json)
+        if kind == "entrypoint":
+            if not cmdline:
+                cmdline = None
+            return _EntrypointCommand(cmdline, not req.json)
+        return _CmdCommand(cmdline, not req.json)
+    if kind == "healthcheck":
+        return _parse_healthcheck(req)
+    if kind == "expose":
+        _at_least_one(req, "EXPOSE")
+        req.flags.parse()
+        return _ExposeCommand(sorted(req.args))
+    if kind == "user":
+        _exactly_one(req, "USER")
+        req.flags.parse()
+        return _UserCommand(req.args[0])
+    if kind == "volume":
+        _at_least_one(req, "VOLUME")
+        req.flags.parse()
+        volumes = []
+        for v in req.args:
+            v = _trim_space(v)
+            if v == "":
+                raise _Error("VOLUME specified can not be an empty string")
+            volumes.append(v)
+        return _VolumeCommand(volumes)
+    if kind == "stopsignal":
+        _exactly_one(req, "STOPSIGNAL")
+        return _StopSignalCommand(req.args[0])
+    raise _Error(f"unknown instruction: {node.value}")  # pragma: no cover - refused earlier
+
+
+# =============================================================================================
+# What the dispatchers need: ports, signals, paths
+
+
+def _parse_uint16(s: str) -> int:
+    if not s or not all("0" <= c <= "9" for c in s):
+        raise ValueError(s)
+    n = int(s)
+    if n > 0xFFFF:
+        raise ValueError(s)
+    return n
+
+
+def _parse_port_range(ports: str) -> tuple[int, int]:
+    """go-connections ``nat.ParsePortRange``."""
+    if ports == "":
+        raise ValueError("Empty string specified for ports")
+    if "-" not in ports:
+        start = _parse_uint16(ports)
+        return start, start
+    parts = ports.split("-")
+    start = _parse_uint16(parts[0])
+    end = _parse_uint16(parts[1])
+    if end < start:
+        raise ValueError(f"Invalid range specified for the Port: {ports}")
+    return start, end
+
+
+def _split_host_port(hostport: str) -> str:
+    """``net.SplitHostPort`` for a ``[host]:`` form: the host, or the AddrError message."""
+
+    def err(why: str) -> ValueError:
+        return ValueError(f"address {hostport}: {why}")
+
+    i = hostport.rfind(":")
+    if i < 0:
+        raise err("missing port in address")
+    end = hostport.find("]")
+    if end < 0:
+        raise err("missing ']' in address")
+    if end + 1 == len(hostport):
+        raise err("missing port in address")
+    if end + 1 != i:
+        if hostport[end + 1] == ":":
+            raise err("too many colons in address")
+        raise err("missing port in address")
+    host = hostport[1:end]
+    if "[" in hostport[1:]:
+        raise err("unexpected '[' in address")
+    if "]" in hostport[end + 1 :]:
+        raise err("unexpected ']' in address")
+    return host
+
+
+def _is_ip(s: str) -> bool:
+    """``net.ParseIP(s) != nil``."""
+    if "%" in s:
+        return False
+    try:
+        ipaddress.ip_address(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_port_spec(raw: str) -> list[str]:
+    """go-connections ``nat.ParsePortSpec``: the container ports of ``[ip:][hostPort:]port[/proto]``."""
+    parts = raw.split(":")
+    if len(parts) == 1:
+        ip, host_port, container_port = "", "", parts[0]
+    elif len(parts) == 2:
+        ip, host_port, container_port = "", parts[0], parts[1]
+    else:
+        ip, host_port, container_port = ":".join(parts[:-2]), parts[-2], parts[-1]
+    port, _, proto = container_port.partition("/")
+    if port == "":
+        proto = ""
+    elif proto == "":
+        proto = "tcp"
+    container_port = port
+    proto = _go_lower(proto)
+    if proto not in ("tcp", "udp", "sctp"):
+        raise _Error("invalid proto: " + proto)
+    if ip and ip[0] == "[":
+        try:
+            ip = _split_host_port(ip + ":")
+        except ValueError as exc:
+            raise _Error(f"invalid IP address {ip}: {exc}") from None
+    if ip and not _is_ip(ip):
+        raise _Error("invalid IP address: " + ip)
+    if container_port == "":
+        raise _Error(f"no port specified: {raw}<empty>")
+    try:
+        start, end = _parse_port_range(container_port)
+    except ValueError:
+        raise _Error("invalid containerPort: " + container_port) from None
+    if host_port:
+        try:
+            host_start, host_end = _parse_port_range(host_port)
+        except ValueError:
+            raise _Error("invalid hostPort: " + host_port) from None
+        if end - start != host_end - host_start and end != start:
+            raise _Error(
+                f"invalid ranges specified for container and host Ports: {container_port} and {host_port}"
+            )
+    return [f"{p}/{proto}" for p in range(start, end + 1)]
+
+
+# moby/sys/signal signal_linux.go
+_SIGNALS = frozenset(
+    [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "RTMIN", "RTMAX",
+        *(f"RTMIN+{i}" for i in range(1, 16)),
+        *(f"RTMAX-{i}" for i in range(1, 15)),
+    ]
+)  # fmt: skip
+
+
+def _check_signal(raw: str) -> None:
+    """moby/sys/signal ``ParseSignal``: a nonzero number, or a name with or without ``SIG``."""
+    digits = raw[1:] if raw[:1] in ("+", "-") else raw
+    if digits and all("0" <= c <= "9" for c in digits) and -(1 << 63) <= int(raw) < (1 << 63):
+        if int(raw) == 0:
+            raise _Error(f"invalid signal: {raw}")
+        return
+    name = _go_upper(raw)
+    name = name[3:] if name.startswith("SIG") else name
+    if name not in _SIGNALS:
+        raise _Error(f"invalid signal: {raw}")
+
+
+def _clean_path(p: str) -> str:
+    """Go's ``path.Clean``."""
+    if p == "":
+        return "."
+    rooted = p[0] == "/"
+    n = len(p)
+    out: list[str] = []
+    r = 0
+    dotdot = 0
+    if rooted:
+        out.append("/")
+        r = dotdot = 1
+    while r < n:
+        if p[r] == "/":
+            r += 1
+        elif p[r] == "." and (r + 1 == n or p[r + 1] == "/"):
+            r += 1
+        elif p[r] == "." and p[r + 1] == "." and (r + 2 == n or p[r + 2] == "/"):
+            r += 2
+            if len(out) > dotdot:
+                w = len(out) - 1
+                while w > dotdot and out[w] != "/":
+                    w -= 1
+                del out[w:]
+            elif not rooted:
+                if out:
+                    out.append("/")
+                out += [".", "."]
+                dotdot = len(out)
+        else:
+            if (rooted and len(out) != 1) or (not rooted and len(out) != 0):
+                out.append("/")
+            while r < n and p[r] != "/":
+                out.append(p[r])
+                r += 1
+    return "".join(out) or "."
+
+
+def _normalize_workdir(current: str, requested: str) -> str:
+    """dispatchers_unix.go ``normalizeWorkdir``."""
+    if requested == "":
+        raise _Error("cannot normalize nothing")
+    if not requested.startswith("/"):
+        return _clean_path("/".join(e for e in ("/", current, requested) if e))
+    return _clean_path(requested)
+
+
+# =============================================================================================
+# The dispatchers (builder/dockerfile/dispatchers.go) on a config dict
+
+
+def _str_slice(value: Any) -> list[str] | None:
+    """A ``strslice.StrSlice`` as read from JSON: null, a string, or a list of strings."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+class _State:
+    def __init__(self, config: dict[str, Any], os: str, escape: str) -> None:
+        self.c = config
+        self.os = os
+        self.lex = _Lex(escape)
+        self.cmd_set = False
+
+    def shell(self) -> list[str]:
+        shell = _str_slice(self.c.get("Shell"))
+        if not shell:
+            return ["/bin/sh", "-c"]  # defaultShellForOS on a Unix daemon
+        return list(shell)
+
+    def resolve(self, cmd: _CmdLine) -> list[str] | None:
+        result = cmd.cmdline
+        if cmd.prepend_shell and result is not None:
+            result = self.shell() + result
+        return result
+
+    def set_args_escaped(self, value: bool) -> None:
+        if value:
+            self.c["ArgsEscaped"] = True
+        else:
+            self.c.pop("ArgsEscaped", None)  # omitempty: false is absent
+
+    def dispatch(self, cmd: _Command) -> None:
+        c = self.c
+        if isinstance(cmd, _StopSignalCommand) and self.os == "windows":
+            raise _Error("The daemon on this platform does not support the command stopsignal")
+        envs = _Env(c.get("Env") or ())
+
+        def expand(word: str) -> str:
+            return self.lex.process_word(word, envs)
+
+        if isinstance(cmd, _EnvCommand):  # ENV and LABEL
+            for pair in cmd.pairs:
+                pair[0] = expand(pair[0])
+                pair[1] = expand(pair[1])
+        elif isinstance(cmd, _WorkdirCommand):
+            cmd.path = expand(cmd.path)
+        elif isinstance(cmd, _UserCommand):
+            cmd.user = expand(cmd.user)
+        elif isinstance(cmd, _VolumeCommand):
+            cmd.volumes = [expand(v) for v in cmd.volumes]
+        elif isinstance(cmd, _StopSignalCommand):
+            cmd.signal = expand(cmd.signal)
+
+        if isinstance(cmd, _LabelCommand):
+            labels = c.get("Labels")
+            labels = {} if labels is None else dict(labels)
+            for key, value in cmd.pairs:
+                labels[key] = value
+            c["Labels"] = labels
+        elif isinstance(cmd, _EnvCommand):
+            env = list(c.get("Env") or ())
+            for key, value in cmd.pairs:
+                entry = key + "=" + value
+                for i, existing in enumerate(env):
+                    if existing.partition("=")[0] == key:
+                        env[i] = entry
+                        break
+                else:
+                    env.append(entry)
+            c["Env"] = env
+        elif isinstance(cmd, _OnbuildCommand):
+            c["OnBuild"] = [*(c.get("OnBuild") or ()), cmd.expression]
+        elif isinstance(cmd, _WorkdirCommand):
+            c["WorkingDir"] = _normalize_workdir(c.get("WorkingDir") or "", cmd.path)
+        elif isinstance(cmd, _CmdCommand):
+            c["Cmd"] = self.resolve(cmd)
+            self.set_args_escaped(False)
+            if cmd.cmdline:
+                self.cmd_set = True
+        elif isinstance(cmd, _EntrypointCommand):
+            c["Entrypoint"] = self.resolve(cmd)
+            self.set_args_escaped(False)
+            if not self.cmd_set:
+                c["Cmd"] = None
+        elif isinstance(cmd, _HealthcheckCommand):
+            c["Healthcheck"] = copy.deepcopy(cmd.health)
+        elif isinstance(cmd, _ExposeCommand):
+            ports: list[str] = []
+            for p in cmd.ports:
+                ports.extend(self.lex.process_words(p, envs))
+            exposed_ports: list[str] = []
+            for spec in ports:
+                exposed_ports.extend(_parse_port_spec(spec))
+            exposed = c.get("ExposedPorts")
+            exposed = {} if exposed is None else dict(exposed)
+            for port in exposed_ports:
+                exposed.setdefault(port, {})
+            if exposed:
+                c["ExposedPorts"] = exposed
+            else:
+                c.pop("ExposedPorts", None)  # omitempty: an empty set is absent
+        elif isinstance(cmd, _UserCommand):
+            c["User"] = cmd.user
+        elif isinstance(cmd, _VolumeCommand):
+            volumes = c.get("Volumes")
+            volumes = {} if volumes is None else dict(volumes)
+            for v in cmd.volumes:
+                if v == "":
+                    raise _Error("VOLUME specified can not be an empty string")
+                volumes[v] = {}
+            c["Volumes"] = volumes
+        elif isinstance(cmd, _StopSignalCommand):
+            _check_signal(cmd.signal)
+            c["StopSignal"] = cmd.signal
+
+
+# =============================================================================================
+# The entry point
+
+
+def apply_changes(config: Mapping[str, Any] | None, changes: Iterable[str] | str, os: str = "linux") -> dict[str, Any]:
+    """dockerd's ``BuildFromConfig``: ``config`` with the Dockerfile instructions ``changes`` applied.
+
+    ``config`` is a container config in Docker's JSON names (``Cmd``, ``Entrypoint``, ``Env``,
+    ``ExposedPorts``, ``Labels``, ``OnBuild``, ``User``, ``Volumes``, ``WorkingDir``,
+    ``StopSignal``, ``Healthcheck``, ``Shell``…); it is not modified. ``changes`` is the list of the
+    ``changes`` query parameters; each may hold several lines (instructions, line continuations,
+    comments). ``os`` is the platform of the image (``windows`` refuses ``STOPSIGNAL``).
+
+    The result is a new dict: fields Go would leave nil are ``None`` (``Cmd`` cleared by
+    ``ENTRYPOINT``); ``ArgsEscaped``, which ``CMD`` and ``ENTRYPOINT`` reset, is dropped when false,
+    and ``ExposedPorts`` when an ``EXPOSE`` expanded to nothing leaves it empty (both are
+    ``omitempty``). With no changes the config comes back as it was (copied).
+
+    Raises :class:`InvalidArgument` with dockerd's message: a parse error
+    (``ENV must have two arguments``), ``FROM is not a valid change command``, an instruction's
+    argument error (``unknown flag: --foo``), or a dispatch error (``invalid signal: FOO``).
+    """
+    result: dict[str, Any] = copy.deepcopy(dict(config or {}))
+    if isinstance(changes, str):
+        changes = [changes]
+    changes = list(changes)
+    if not changes:
+        return result
+    try:
+        nodes, escape = _parse("\n".join(changes))
+        for node in nodes:
+            if _go_lower(node.value) not in VALID_CHANGE_COMMANDS:
+                raise _Error(f"{node.value} is not a valid change command")
+        commands = [_parse_command(node) for node in nodes]
+        state = _State(result, os, escape)
+        for cmd in commands:
+            state.dispatch(cmd)
+    except _Error as exc:
+        raise InvalidArgument(str(exc)) from None
+    return result

@@ -1,0 +1,1 @@
+"""Command line: ``dockwright serve`` (dockerd's flag names and daemon.json keys) and ``dockwright fsck``."""

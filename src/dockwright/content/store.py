@@ -1,0 +1,193 @@
+"""The blob store: ``blobs/sha256/<hex>`` written through resumable ingests that are invisible until committed.
+
+A write goes to ``ingest/<ref>/data``; ``commit`` checks size and digest, fsyncs, renames into place and makes
+the blob read-only. Readers therefore never see a partial blob. An ingest keyed by a stable ref survives a
+restart and can be resumed (its kept prefix is re-hashed on open).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ..errors import DataCorrupted, InvalidArgument, NotFound
+from ..oci.digest import DIGEST_RE, hex_of
+
+__all__ = ["ContentStore", "Writer", "BlobNotFound"]
+
+
+class BlobNotFound(NotFound):
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"content digest {digest}: not found")
+        self.digest = digest
+
+
+class Writer:
+    """An open ingest. ``write`` hashes as it goes; ``commit`` verifies and publishes."""
+
+    def __init__(self, store: "ContentStore", ref: str, resume: bool) -> None:
+        self._store = store
+        self.ref = ref
+        self._dir = store.ingest_dir / ref
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._path = self._dir / "data"
+        self._h = hashlib.sha256()
+        self.offset = 0
+        if resume and self._path.exists():
+            with open(self._path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    self._h.update(chunk)
+                    self.offset += len(chunk)
+            self._f: BinaryIO = open(self._path, "ab")
+        else:
+            self._f = open(self._path, "wb")
+        self._closed = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._f.write(data)
+        self._h.update(data)
+        self.offset += len(data)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._h.hexdigest()
+
+    def truncate(self, size: int = 0) -> None:
+        """Drop everything after ``size`` bytes and re-hash the kept prefix."""
+        self._f.close()
+        with open(self._path, "r+b") as f:
+            f.truncate(size)
+        self._h = hashlib.sha256()
+        self.offset = 0
+        with open(self._path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                self._h.update(chunk)
+                self.offset += len(chunk)
+        self._f = open(self._path, "ab")
+
+    def commit(self, expected_digest: str | None = None, expected_size: int | None = None, *,
+               sync: bool = True) -> str:
+        """Verify and publish. Returns the digest. An existing identical blob is kept (no error)."""
+        digest = self.digest
+        self._f.flush()
+        if expected_size is not None and self.offset != expected_size:
+            self.abort()
+            raise DataCorrupted(f"unexpected commit size {self.offset}, expected {expected_size}")
+        if expected_digest is not None and digest != expected_digest:
+            self.abort()
+            raise DataCorrupted(f"unexpected commit digest {digest}, expected {expected_digest}: failed precondition")
+        if sync:
+            os.fsync(self._f.fileno())
+        self._f.close()
+        self._closed = True
+        target = self._store.path(digest)
+        if target.exists():
+            shutil.rmtree(self._dir, ignore_errors=True)
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._path, 0o444)
+        os.rename(self._path, target)
+        shutil.rmtree(self._dir, ignore_errors=True)
+        return digest
+
+    def abort(self) -> None:
+        """Throw the ingest away."""
+        if not self._closed:
+            self._f.close()
+            self._closed = True
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Close but keep the ingest for a later resume."""
+        if not self._closed:
+            self._f.close()
+            self._closed = True
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._closed:
+            self.abort()
+
+
+class ContentStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs" / "sha256"
+        self.ingest_dir = self.root / "ingest"
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if not DIGEST_RE.match(digest):
+            raise InvalidArgument(f"invalid digest: {digest!r}")
+        return self.blobs_dir / hex_of(digest)
+
+    def exists(self, digest: str) -> bool:
+        try:
+            return self.path(digest).exists()
+        except InvalidArgument:
+            return False
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError as exc:
+            raise BlobNotFound(digest) from exc
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFound(digest) from exc
+
+    def read(self, digest: str) -> bytes:
+        with self.open(digest) as f:
+            return f.read()
+
+    def writer(self, ref: str | None = None, *, resume: bool = False) -> Writer:
+        """Open an ingest. Without ``ref`` a unique one is made (not resumable across restarts)."""
+        if ref is None:
+            ref = f"tmp-{os.getpid()}-{time.monotonic_ns()}-{os.urandom(4).hex()}"
+        if "/" in ref or ref.startswith("."):
+            raise InvalidArgument(f"invalid ingest ref {ref!r}")
+        return Writer(self, ref, resume)
+
+    def put(self, data: bytes, expected_digest: str | None = None) -> str:
+        """Store small bytes (manifests, configs) in one call."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if expected_digest is not None and digest != expected_digest:
+            raise DataCorrupted(f"unexpected commit digest {digest}, expected {expected_digest}: failed precondition")
+        if self.exists(digest):
+            return digest
+        w = self.writer()
+        w.write(data)
+        return w.commit(digest, len(data), sync=False)
+
+    def delete(self, digest: str) -> bool:
+        try:
+            self.path(digest).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def walk(self) -> Iterator[str]:
+        for entry in os.scandir(self.blobs_dir):
+            if len(entry.name) == 64:
+                yield "sha256:" + entry.name
+
+    def ingests(self) -> Iterator[tuple[str, float]]:
+        """(ref, mtime) of every open ingest."""
+        for entry in os.scandir(self.ingest_dir):
+            try:
+                yield entry.name, entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+
+    def remove_ingest(self, ref: str) -> None:
+        shutil.rmtree(self.ingest_dir / ref, ignore_errors=True)

@@ -1,0 +1,24 @@
+"""EngineConfig: everything the engine needs to know, independent of how it was given (flags, daemon.json)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["EngineConfig"]
+
+
+@dataclass
+class EngineConfig:
+    data_root: Path
+    exec_root: Path = Path("/run/dockwright")
+    registry_mirrors: list[str] = field(default_factory=list)
+    insecure_registries: list[str] = field(default_factory=list)
+    max_concurrent_downloads: int = 3
+    max_concurrent_uploads: int = 5
+    labels: list[str] = field(default_factory=list)
+    debug: bool = False
+    experimental: bool = False
+    # gzip level used when dockwright compresses a layer itself (ISA-L levels 0..3)
+    compression_level: int = 1
+    fsync: bool = True

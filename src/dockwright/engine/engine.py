@@ -1,0 +1,94 @@
+"""Engine: opens a data root (lock, content store, metadata DB) and wires the services."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import IO
+
+from .. import __version__
+from ..content.store import ContentStore
+from ..errors import Unavailable
+from ..metadata.db import MetadataDB
+from .config import EngineConfig
+from .events import EventBus
+from .images import ImagesService
+from .system import SystemService
+
+__all__ = ["Engine", "ENGINE_VERSION", "API_VERSION", "MIN_API_VERSION"]
+
+log = logging.getLogger("dockwright")
+
+# The Docker Engine release whose API we speak; reported as the server version (with our own in Components).
+ENGINE_VERSION = "28.5.2"
+API_VERSION = "1.51"
+MIN_API_VERSION = "1.24"
+
+
+class Engine:
+    """The image engine, usable in-process: ``Engine(EngineConfig(data_root=...))`` or ``Engine.open(path)``."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        root = Path(config.data_root)
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self._lock_file: IO[str] | None = self._lock(root)
+        (root / "tmp").mkdir(exist_ok=True)
+        self.content = ContentStore(root / "content")
+        self.db = MetadataDB(root / "metadata.db")
+        self.events = EventBus()
+        self.images = ImagesService(self.content, self.db, self.events, engine_version=ENGINE_VERSION,
+                                    compression_level=config.compression_level, fsync=config.fsync)
+        self.system = SystemService(self)
+        self.startup_report = self.images.fsck(remove=True)
+        rep = self.startup_report
+        if rep["orphan_blobs"] or rep["ingests"]:
+            log.warning("startup check removed %d unreferenced blob(s) and %d unfinished ingest(s) left by an "
+                        "interrupted operation", len(rep["orphan_blobs"]), len(rep["ingests"]))
+        if rep["missing_blobs"]:
+            log.error("startup check: %d blob(s) referenced by images are missing: %s",
+                      len(rep["missing_blobs"]), ", ".join(rep["missing_blobs"][:5]))
+
+    @classmethod
+    def open(cls, data_root: str | os.PathLike[str], **kwargs: object) -> "Engine":
+        return cls(EngineConfig(data_root=Path(data_root), **kwargs))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _lock(root: Path) -> IO[str]:
+        f = open(root / "dockwright.lock", "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            raise Unavailable(f"data root {root} is in use by another dockwright process"
+                              + (f" (pid {holder})" if holder else "")
+                              + "; stop it or choose another --data-root") from exc
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        return f
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_file is not None:
+            try:
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            finally:
+                self._lock_file.close()
+                self._lock_file = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def version(self) -> str:
+        return __version__

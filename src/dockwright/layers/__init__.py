@@ -1,0 +1,6 @@
+"""Layer formats: the compression of layer blobs and the tar streams inside them.
+
+``compression`` detects, decompresses and compresses layer blobs (gzip, bzip2, xz, zstd) and maps
+layer media types to compressions; ``tarstream`` inspects a layer's tar stream as it goes by
+(entry count, the size dockerd reports for the unpacked diff, hostile paths) without unpacking it.
+"""

@@ -1,0 +1,123 @@
+"""Turn a layer byte stream (plain, gzip, bzip2, xz or zstd tar) into a stored compressed layer blob.
+
+One pass over the input: the uncompressed tar is hashed (DiffID) and inspected (structure, hostile paths,
+dockerd's diff size) while the compressed form goes into a content-store ingest. A gzip input is kept as it is
+(no recompression); any other input is recompressed with ISA-L gzip. Nothing is unpacked to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ..content.store import ContentStore, Writer
+from ..oci import mediatypes as mt
+from .compression import Compression, decompressor, detect, gzip_compressor
+from .tarstream import TarInspector
+
+__all__ = ["IngestedLayer", "LayerIngester"]
+
+_DETECT_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class IngestedLayer:
+    digest: str          # the compressed blob
+    media_type: str
+    size: int            # compressed size
+    diff_id: str         # sha256 of the uncompressed tar
+    diff_size: int       # dockerd's layer size (bytes of files once unpacked)
+    tar_size: int        # uncompressed tar size
+    entries: int
+
+
+class LayerIngester:
+    """Feed chunks with ``feed``; ``finish`` verifies and commits the blob. Blocking: call from a worker thread."""
+
+    def __init__(self, store: ContentStore, *, level: int = 1, keep_compressed: bool = True,
+                 media_type: str = mt.DOCKER_LAYER, ref: str | None = None, fsync: bool = True) -> None:
+        self._store = store
+        self._level = level
+        self._keep = keep_compressed
+        self._media_type = media_type
+        self._ref = ref
+        self._fsync = fsync
+        self._head = bytearray()
+        self._mode: Compression | None = None
+        self._decomp = None
+        self._comp = None
+        self._writer: Writer | None = None
+        self._diff = hashlib.sha256()
+        self._tar = TarInspector()
+        self.bytes_in = 0
+
+    def _start(self, head: bytes) -> None:
+        self._mode = detect(head)
+        self._writer = self._store.writer(self._ref)
+        if self._mode is not Compression.NONE:
+            self._decomp = decompressor(self._mode)
+        if not (self._mode is Compression.GZIP and self._keep):
+            self._comp = gzip_compressor(self._level)
+
+    def _uncompressed(self, data: bytes) -> None:
+        if not data:
+            return
+        self._diff.update(data)
+        self._tar.feed(data)
+        if self._comp is not None:
+            out = self._comp.compress(data)
+            if out:
+                assert self._writer is not None
+                self._writer.write(out)
+
+    def _process(self, data: bytes) -> None:
+        if self._mode is Compression.GZIP and self._keep:
+            assert self._writer is not None
+            self._writer.write(data)
+        if self._decomp is not None:
+            self._uncompressed(self._decomp.decompress(data))
+        else:
+            self._uncompressed(data)
+
+    def feed(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self._mode is None:
+            self._head += data
+            if len(self._head) < _DETECT_BYTES:
+                return
+            head = bytes(self._head)
+            self._head = bytearray()
+            self._start(head)
+            self._process(head)
+            return
+        self._process(data)
+
+    def finish(self) -> IngestedLayer:
+        try:
+            if self._mode is None:
+                head = bytes(self._head)
+                self._start(head)
+                self._process(head)
+            if self._decomp is not None:
+                self._uncompressed(self._decomp.finish())
+            summary = self._tar.close()
+            assert self._writer is not None
+            if self._comp is not None:
+                tail = self._comp.flush()
+                if tail:
+                    self._writer.write(tail)
+            size = self._writer.offset
+            digest = self._writer.commit(sync=self._fsync)
+        except BaseException:
+            self.abort()
+            raise
+        return IngestedLayer(digest=digest, media_type=self._media_type, size=size,
+                             diff_id="sha256:" + self._diff.hexdigest(), diff_size=summary.diff_size,
+                             tar_size=summary.tar_size, entries=summary.entries)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+
