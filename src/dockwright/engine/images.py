@@ -116,6 +116,11 @@ class ImagesService:
         else:
             self._leases[digest] = n
 
+    @property
+    def generation(self) -> int:
+        """Bumped by every change of images, references or containers' use of them."""
+        return self._generation
+
     def _changed(self) -> None:
         self._generation += 1
         self._list_cache = None
