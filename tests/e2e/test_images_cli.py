@@ -243,3 +243,28 @@ def test_image_prune(daemon: Daemon) -> None:
     assert s == 400 and body["message"] == "invalid filter 'bogus'"
     s, body = d.api_json("POST", "/images/prune")
     assert s == 200 and body == {"ImagesDeleted": None, "SpaceReclaimed": 0}
+
+
+def test_import_from_url_and_platform(daemon: Daemon, tmp_path: Path) -> None:
+    import http.server
+    import threading
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "rootfs.tar.gz").write_bytes(gzip.compress(small_tar({"from/url": b"u" * 10})))
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"), **kw)  # noqa: E731
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/rootfs.tar.gz"
+        out = daemon.out("import", "--platform", "linux/arm64", url, "url/img:1")
+        assert out.splitlines()[-1].startswith("sha256:")
+        insp = json.loads(daemon.out("image", "inspect", "url/img:1"))[0]
+        assert insp["Architecture"] == "arm64" and insp["Os"] == "linux"
+        assert insp["Comment"] == f"Imported from {url}"
+        assert insp["Size"] == 10
+        c = daemon.client()
+        stream = c.api.import_image_from_url(url, repository="url/py", tag="2")
+        assert "Downloading from" in stream and "sha256:" in stream
+        p = daemon.docker("import", f"http://127.0.0.1:{srv.server_address[1]}/missing.tar", "url/x:1", check=False)
+        assert p.returncode != 0 and b"404" in p.stderr
+    finally:
+        srv.shutdown()
