@@ -10,7 +10,8 @@ from aiohttp import web
 
 from ..engine.engine import Engine
 from ..engine.images import ImageSummary
-from ..errors import InvalidArgument, NotSupported
+from ..distribution.auth import decode_registry_auth  # noqa: I001
+from ..errors import InvalidArgument
 from ..oci.config import container_config
 from . import params
 from .streams import JSONStream
@@ -182,7 +183,10 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     q = request.query
     eng = _engine(request)
     if q.get("fromImage"):
-        raise NotSupported("pulling images from a registry is not supported by this engine yet")
+        auth = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
+        platform = q.get("platform", "") if params.api_version(request) >= (1, 32) else ""
+        events = await eng.distribution.pull(q["fromImage"], q.get("tag", ""), platform=platform, auth=auth)
+        return await JSONStream(request).run(events)
     src = q.get("fromSrc", "")
     if not src:
         raise InvalidArgument("fromImage or fromSrc is required")
@@ -233,8 +237,29 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     return await stream.finish()
 
 
+async def push_image(request: web.Request) -> web.StreamResponse:
+    v = params.api_version(request)
+    eng = _engine(request)
+    auth = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
+    platform = params.json_platform(request) if v >= (1, 46) else None
+    events = await eng.distribution.push(request.match_info["name"], request.query.get("tag", ""), auth=auth,
+                                         platform=platform)
+    return await JSONStream(request).run(events)
+
+
+async def search_images(request: web.Request) -> web.Response:
+    eng = _engine(request)
+    term = request.query.get("term", "")
+    limit = params.int_value(request, "limit", 0)
+    auth = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
+    results = await eng.distribution.search(term, limit=limit, filters=params.filters(request), auth=auth)
+    return web.json_response(results, dumps=_dumps)
+
+
 def routes() -> list[tuple[str, str, Any]]:
     return [
+        ("GET", "/images/search", search_images),
+        ("POST", "/images/{name:.+}/push", push_image),
         ("GET", "/images/json", list_images),
         ("POST", "/images/create", create_image),
         ("POST", "/images/prune", prune_images),

@@ -140,8 +140,28 @@ async def events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def auth(request: web.Request) -> web.Response:
+    from ..distribution.auth import AuthConfig
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid auth configuration")
+    status, token = await _engine(request).distribution.login(AuthConfig.from_dict(body))
+    return web.json_response({"IdentityToken": token, "Status": status})
+
+
+async def distribution_inspect(request: web.Request) -> web.Response:
+    from ..distribution.auth import decode_registry_auth
+    auth_cfg = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
+    return web.json_response(await _engine(request).distribution.inspect(request.match_info["name"], auth_cfg))
+
+
 def routes() -> list[tuple[str, str, Any]]:
     return [
+        ("POST", "/auth", auth),
+        ("GET", "/distribution/{name:.+}/json", distribution_inspect),
         ("GET", "/_ping", ping),
         ("HEAD", "/_ping", ping),
         ("GET", "/version", version),

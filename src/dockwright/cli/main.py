@@ -144,6 +144,7 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
         "debug": bool(args.debug or conf.get("debug")),
         "experimental": bool(args.experimental or conf.get("experimental")),
         "labels": conf.get("labels", []),
+        "mirrors_by_host": conf.get("registry-mirrors-by-host", {}),
     }
 
 
@@ -174,7 +175,8 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
         data_root=Path(opts["data_root"]), exec_root=Path(opts["exec_root"]),
         registry_mirrors=list(opts["mirrors"]), insecure_registries=list(opts["insecure"]),
         max_concurrent_downloads=int(opts["downloads"]), max_concurrent_uploads=int(opts["uploads"]),
-        labels=list(opts["labels"]), debug=opts["debug"], experimental=opts["experimental"], fsync=fsync)
+        labels=list(opts["labels"]), debug=opts["debug"], experimental=opts["experimental"], fsync=fsync,
+        registry_mirrors_by_host={str(k): list(v) for k, v in dict(opts["mirrors_by_host"]).items()})
     try:
         engine = Engine(config)
     except Unavailable as exc:
@@ -224,7 +226,7 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
     log.info("shutting down")
     await runner.shutdown()
     await runner.cleanup()
-    engine.close()
+    await engine.aclose()
     for path in sockets:
         try:
             os.unlink(path)

@@ -14,6 +14,8 @@ class EngineConfig:
     exec_root: Path = Path("/run/dockwright")
     registry_mirrors: list[str] = field(default_factory=list)
     insecure_registries: list[str] = field(default_factory=list)
+    # beyond dockerd: mirrors for any registry, {"registry.example.com": ["https://mirror.local"]}
+    registry_mirrors_by_host: dict[str, list[str]] = field(default_factory=dict)
     max_concurrent_downloads: int = 3
     max_concurrent_uploads: int = 5
     labels: list[str] = field(default_factory=list)

@@ -6,7 +6,7 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .. import __version__
 from ..content.store import ContentStore
@@ -16,6 +16,9 @@ from .config import EngineConfig
 from .events import EventBus
 from .images import ImagesService
 from .system import SystemService
+
+if TYPE_CHECKING:
+    from .distribution import DistributionService
 
 __all__ = ["Engine", "ENGINE_VERSION", "API_VERSION", "MIN_API_VERSION"]
 
@@ -43,6 +46,7 @@ class Engine:
         self.images = ImagesService(self.content, self.db, self.events, engine_version=ENGINE_VERSION,
                                     compression_level=config.compression_level, fsync=config.fsync)
         self.system = SystemService(self)
+        self._distribution: DistributionService | None = None
         self.startup_report = self.images.fsck(remove=True)
         rep = self.startup_report
         if rep["orphan_blobs"] or rep["ingests"]:
@@ -87,6 +91,28 @@ class Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def distribution(self) -> "DistributionService":
+        """The registry side (created on first use, inside the running event loop)."""
+        if self._distribution is None:
+            from ..distribution import RegistryClient, RegistryHosts
+            from .distribution import DistributionService
+            cfg = self.config
+            hosts = RegistryHosts(mirrors=list(cfg.registry_mirrors), insecure=list(cfg.insecure_registries),
+                                  mirrors_by_host=dict(cfg.registry_mirrors_by_host))
+            client = RegistryClient(hosts, user_agent=f"docker/{ENGINE_VERSION} dockwright/{__version__}")
+            self._distribution = DistributionService(self.images, self.content, self.db, self.events, client,
+                                                     max_downloads=cfg.max_concurrent_downloads,
+                                                     max_uploads=cfg.max_concurrent_uploads)
+        return self._distribution
+
+    async def aclose(self) -> None:
+        """Close network clients (call from the event loop), then the stores."""
+        if self._distribution is not None:
+            await self._distribution.client.close()
+            self._distribution = None
         self.close()
 
     @property

@@ -184,7 +184,7 @@ class ImagesService:
             raw = import_config_bytes(diff_ids=[layer.diff_id], os=plat.os, architecture=plat.architecture,
                                       variant=plat.variant, comment=comment, created=created,
                                       docker_version=self.engine_version, config=config)
-            image_id = await self.commit_image(raw, [layer])
+            image_id, _ = await self.commit_image(raw, [layer])
         finally:
             self.release(layer.digest)
         if target is not None:
@@ -214,39 +214,56 @@ class ImagesService:
         self.lease(layer.digest)
         return layer
 
-    async def commit_image(self, config_raw: bytes, layers: list[IngestedLayer | LayerRecord], *,
+    async def commit_image(self, config_raw: bytes, layers: "list[IngestedLayer] | list[LayerRecord]", *,
                            parent: str = "", manifest_media_type: str = mt.DOCKER_MANIFEST,
-                           extra_blobs: set[str] | None = None) -> str:
-        """Store config + manifest for committed layer blobs and write the image record in one transaction."""
+                           manifest_raw: bytes | None = None, extra_blobs: set[str] | None = None,
+                           tags: "list[refs.Reference] | None" = None, digests: "list[refs.Reference] | None" = None,
+                           sources: list[tuple[str, str, str]] | None = None) -> tuple[str, list[str]]:
+        """Store config + manifest for committed layer blobs and write the image, its names and the layer
+        records in one transaction. Without ``manifest_raw`` a Docker schema2 manifest is made (once) for the
+        stored compressed layers. Returns (image ID, the tags that moved here from another image)."""
         cfg = ImageConfig(config_raw)
         config_digest = await asyncio.to_thread(self.content.put, config_raw)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": manifest_media_type,
-            "config": {"mediaType": mt.DOCKER_CONFIG if manifest_media_type == mt.DOCKER_MANIFEST else mt.OCI_CONFIG,
-                       "size": len(config_raw), "digest": config_digest},
-            "layers": [{"mediaType": lay.media_type, "size": lay.size, "digest": lay.digest} for lay in layers],
-        }
-        manifest_raw = json.dumps(manifest, indent=3).encode()
+        if manifest_raw is None:
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": manifest_media_type,
+                "config": {"mediaType": mt.DOCKER_CONFIG if manifest_media_type == mt.DOCKER_MANIFEST
+                           else mt.OCI_CONFIG, "size": len(config_raw), "digest": config_digest},
+                "layers": [{"mediaType": lay.media_type, "size": lay.size, "digest": lay.digest} for lay in layers],
+            }
+            manifest_raw = json.dumps(manifest, indent=3).encode()
         manifest_digest = await asyncio.to_thread(self.content.put, manifest_raw)
         diff_ids = [lay.diff_id for lay in layers]
         chains = chain_ids(diff_ids)
+        now = time.time()
         rec = ImageRecord(
             id=config_digest, target_media_type=manifest_media_type, target_digest=manifest_digest,
             target_size=len(manifest_raw), created=cfg.created, created_raw=cfg.created_raw,
             size=sum(lay.diff_size for lay in layers), parent=parent, labels=cfg.labels, os=cfg.os,
-            architecture=cfg.architecture, variant=cfg.variant, last_tag_time=None, added=time.time(),
+            architecture=cfg.architecture, variant=cfg.variant,
+            last_tag_time=rfc3339_nano() if tags else None, added=now,
             layers=[(lay.diff_id, ch, lay.digest) for lay, ch in zip(layers, chains)],
         )
         blobs = {config_digest, manifest_digest, *(lay.digest for lay in layers), *(extra_blobs or set())}
+        moved: list[str] = []
         async with self._mu:
             with self.db.tx() as c:
                 for lay in layers:
                     self.db.put_layer(c, LayerRecord(lay.digest, lay.diff_id, lay.media_type, lay.size,
                                                      lay.diff_size, lay.tar_size))
-                self.db.put_image(c, rec, blobs)
+                if not self.db.put_image(c, rec, blobs) and tags:
+                    self.db.set_last_tag_time(c, rec.id, rfc3339_nano())
+                for t in tags or []:
+                    old = self.db.set_ref(c, str(t), rec.id, "tag", now)
+                    if old is not None:
+                        moved.append(str(t))
+                for d in digests or []:
+                    self.db.set_ref(c, str(d), rec.id, "digest", now)
+                for digest, domain, repo in sources or []:
+                    self.db.add_blob_source(c, digest, domain, repo)
             self._changed()
-        return config_digest
+        return config_digest, moved
 
     # ---- tag --------------------------------------------------------------------------------------------------
     def tag_target(self, repo: str, tag: str) -> refs.Reference | None:

@@ -74,6 +74,12 @@ CREATE TABLE IF NOT EXISTS image_blobs (
     PRIMARY KEY (image_id, digest)
 );
 CREATE INDEX IF NOT EXISTS image_blobs_digest ON image_blobs(digest);
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (digest, domain, repository)
+);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -264,6 +270,15 @@ class MetadataDB:
 
     def drop_unreferenced_layers(self, c: sqlite3.Connection) -> None:
         c.execute("DELETE FROM layers WHERE digest NOT IN (SELECT digest FROM image_blobs)")
+
+    # ---- where blobs came from / went to (for cross-repository mounts) -------------------------------------
+    def add_blob_source(self, c: sqlite3.Connection, digest: str, domain: str, repository: str) -> None:
+        c.execute("INSERT OR IGNORE INTO blob_sources(digest, domain, repository) VALUES (?,?,?)",
+                  (digest, domain, repository))
+
+    def blob_sources(self, digest: str, domain: str) -> list[str]:
+        return [r[0] for r in self.query("SELECT repository FROM blob_sources WHERE digest=? AND domain=?",
+                                         (digest, domain))]
 
     def counts(self) -> int:
         return int(self.query("SELECT COUNT(*) FROM images")[0][0])

@@ -1,0 +1,579 @@
+"""The distribution service: pull and push with dockerd's progress lines, login, search, distribution inspect.
+
+Pull: resolve (errors before the first event become HTTP statuses), choose the platform manifest, fetch and verify
+the config, then download layers concurrently (bounded by max-concurrent-downloads) into resumable ingests keyed
+by the blob digest, hashing the compressed bytes and verifying the DiffID on a decompressing stream that is never
+stored. Two pulls that need the same blob share one download; a download nobody waits for any more is cancelled,
+its partial blob kept for a later resume. Blobs first, then one metadata transaction (image, tag, repo digest).
+
+Push: every layer is pushed as the stored compressed blob (HEAD first, cross-repository mount from repositories
+of the same registry the blob is known in, then upload), then the config and the image's manifest bytes as
+stored, so a pulled image keeps its manifest digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from .. import reference as refs
+from ..content.store import ContentStore, Writer
+from ..distribution import AuthConfig, RegistryClient
+from ..distribution.errors import pull_error, push_error
+from ..errors import (DataCorrupted, DockwrightError, Forbidden, ImageNotFound, InvalidArgument, NotFound,
+                      Unavailable)
+from ..filters import Filters
+from ..layers.verify import LayerVerifier
+from ..metadata.db import LayerRecord, MetadataDB
+from ..oci import mediatypes as mt
+from ..oci.digest import hex_of, sha256_digest, short_id
+from ..oci.platform import Platform, host_platform
+from .events import EventBus
+from .images import ImagesService
+from .progress import Aux, Progress, ProgressEvent, Status
+
+__all__ = ["DistributionService"]
+
+log = logging.getLogger("dockwright.distribution")
+
+SCHEMA1_ERROR = ("Docker Image Format v1 and Docker Image manifest version 2, schema 1 support has been removed. "
+                 "Suggest the author of {ref} to upgrade the image to the OCI Format or Docker Image manifest v2, "
+                 "schema 2. More information at https://docs.docker.com/go/deprecated-image-specs/")
+
+RETRIES = 5
+
+
+def _detail(status: str, id_: str) -> Progress:
+    """A per-item status line with an empty progressDetail, as dockerd's progress output writes it."""
+    return Progress(status, id_, 0)
+
+
+def _update_every(size: int) -> int:
+    every = 512 * 1024
+    if size > 0:
+        every = min(every, max(1, size // 100))
+    return every
+
+
+@dataclass
+class _Download:
+    """One blob download shared by every pull that needs it."""
+    task: "asyncio.Task[LayerRecord]"
+    listeners: list[Callable[[ProgressEvent], None]]
+    waiters: int = 0
+
+
+class DistributionService:
+    def __init__(self, images: ImagesService, content: ContentStore, db: MetadataDB, events: EventBus,
+                 client: RegistryClient, *, max_downloads: int = 3, max_uploads: int = 5) -> None:
+        self.images = images
+        self.content = content
+        self.db = db
+        self.events = events
+        self.client = client
+        self._down_sem = asyncio.Semaphore(max(1, max_downloads))
+        self._up_sem = asyncio.Semaphore(max(1, max_uploads))
+        self._inflight: dict[str, _Download] = {}
+
+    # ================================================================================================ pull ===
+    async def pull(self, from_image: str, tag: str = "", *, platform: str = "",
+                   auth: AuthConfig | None = None) -> AsyncIterator[ProgressEvent]:
+        """``POST /images/create?fromImage=``. Raises before the first event for a bad name or an unknown image."""
+        ref = refs.parse_pull_reference(from_image, tag)
+        if ref.familiar_name == "scratch":
+            raise Forbidden("'scratch' is a reserved name")
+        plat = Platform.parse_specifier(platform) if platform else None
+        repo = self.client.repository(ref, auth)
+        if ref.tag or ref.digest:
+            gen = self._pull_ref(repo, ref, plat)
+            first = await _first(gen)  # resolve now: an unknown image is an HTTP error, not a stream line
+            return _chain(first, gen)
+        # no tag: every tag of the repository (dockerd's quirk)
+        try:
+            tags = await repo.list_tags()
+        except DockwrightError as exc:
+            raise pull_error(ref, exc) from exc
+        if not tags:
+            raise NotFound(f"manifest for {ref.familiar()} not found: no tags")
+        return self._pull_all(repo, ref, tags, plat)
+
+    async def _pull_all(self, repo: Any, ref: refs.Reference, tags: list[str],
+                        plat: Platform | None) -> AsyncIterator[ProgressEvent]:
+        updated = False
+        for t in sorted(tags):
+            tref = ref.with_tag(t)
+            async for ev in self._pull_ref(repo, tref, plat, final=False):
+                if isinstance(ev, _Updated):
+                    updated = updated or ev.updated
+                    continue
+                yield ev
+        yield Status(("Status: Downloaded newer image for " if updated else "Status: Image is up to date for ")
+                     + ref.familiar_name)
+
+    async def _pull_ref(self, repo: Any, ref: refs.Reference, plat: Platform | None,
+                        final: bool = True) -> AsyncIterator[ProgressEvent]:
+        reference = ref.digest or ref.tag or "latest"
+        try:
+            desc, raw = await repo.resolve(reference)
+        except DockwrightError as exc:
+            raise pull_error(ref, exc) from exc
+        yield Status(f"Pulling from {ref.path}", id=reference)
+        index_raw: bytes | None = None
+        index_digest: str | None = None
+        manifest_raw, manifest_digest, media_type = raw, desc.digest, desc.media_type
+        if media_type in (mt.DOCKER_MANIFEST_V1, mt.DOCKER_MANIFEST_V1_SIGNED) or _schema_version(raw) == 1:
+            raise InvalidArgument(SCHEMA1_ERROR.format(ref=ref.familiar()))
+        if mt.is_index(media_type) or (not media_type and b'"manifests"' in raw):
+            index_raw, index_digest = raw, desc.digest
+            want = plat or host_platform()
+            chosen = _choose_manifest(json.loads(raw), want)
+            if chosen is None:
+                raise NotFound(f"no matching manifest for {want} in the manifest list entries")
+            manifest_digest = chosen["digest"]
+            manifest_raw = await repo.fetch_manifest(manifest_digest)
+            media_type = chosen.get("mediaType") or json.loads(manifest_raw).get("mediaType", mt.OCI_MANIFEST)
+        manifest = json.loads(manifest_raw)
+        if manifest.get("schemaVersion") == 1:
+            raise InvalidArgument(SCHEMA1_ERROR.format(ref=ref.familiar()))
+        if not media_type:
+            media_type = manifest.get("mediaType") or mt.OCI_MANIFEST
+        config_desc = manifest["config"]
+        config_raw = b"".join([c async for c in repo.fetch_blob(config_desc["digest"],
+                                                                 size=config_desc.get("size"))])
+        if sha256_digest(config_raw) != config_desc["digest"]:
+            raise DataCorrupted(f"image config verification failed for digest {config_desc['digest']}")
+        config = json.loads(config_raw)
+        if plat is not None and index_raw is None:
+            actual = Platform(config.get("os", ""), config.get("architecture", ""), config.get("variant", ""))
+            if not plat.matches(actual):
+                raise NotFound(f"image with reference {ref.familiar()} was found but does not match the specified "
+                               f"platform: wanted {plat}, actual: {actual}")
+        diff_ids: list[str] = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        layers = manifest.get("layers") or []
+        if len(diff_ids) != len(layers):
+            raise DataCorrupted(f"layers from manifest don't match image configuration: {len(layers)} layers, "
+                                f"{len(diff_ids)} diff IDs")
+        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+        emit = queue.put_nowait
+        results: list[LayerRecord | None] = [None] * len(layers)
+        todo: list[int] = []
+        for i, lay in enumerate(layers):
+            digest = lay["digest"]
+            known = self.db.get_layer(digest)
+            if known is not None and self.content.exists(digest) and known.diff_id == diff_ids[i]:
+                results[i] = known
+                yield _detail("Already exists", short_id(digest))
+            else:
+                todo.append(i)
+                yield _detail("Pulling fs layer", short_id(digest))
+
+        completed = [r is not None for r in results]
+        next_complete = 0
+
+        async def one(i: int) -> None:
+            lay = layers[i]
+            rec = await self._shared_download(repo, ref, lay["digest"], int(lay.get("size") or 0),
+                                              lay.get("mediaType") or mt.DOCKER_LAYER, emit)
+            if rec.diff_id != diff_ids[i]:
+                raise DataCorrupted(f"layer {lay['digest']}: diff ID {rec.diff_id} does not match the image "
+                                    f"configuration ({diff_ids[i]})")
+            results[i] = rec
+            completed[i] = True
+
+        async def run_all() -> None:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for i in todo:
+                        tg.create_task(one(i))
+            finally:
+                queue.put_nowait(None)
+
+        runner = asyncio.ensure_future(run_all())
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    break
+                yield ev
+                while next_complete < len(layers) and completed[next_complete]:
+                    if next_complete in todo:
+                        yield _detail("Pull complete", short_id(layers[next_complete]["digest"]))
+                    next_complete += 1
+            await runner
+        except BaseException:
+            runner.cancel()
+            try:
+                await runner
+            except BaseException:  # noqa: BLE001
+                pass
+            raise
+        while next_complete < len(layers):
+            if next_complete in todo:
+                yield _detail("Pull complete", short_id(layers[next_complete]["digest"]))
+            next_complete += 1
+        downloaded = bool(todo)
+        recs = [r for r in results if r is not None]
+        repo_name = refs.Reference(ref.domain, ref.path)
+        target_digest = index_digest or manifest_digest
+        digest_ref = repo_name.with_digest(target_digest)
+        previous = self.db.get_ref(str(ref)) if ref.tag and not ref.digest else self.db.get_ref(str(digest_ref))
+        extra = {index_digest} if index_digest else set()
+        if index_raw is not None:
+            await asyncio.to_thread(self.content.put, index_raw, index_digest)
+        image_id, _ = await self.images.commit_image(
+            config_raw, recs, manifest_media_type=media_type, manifest_raw=manifest_raw, extra_blobs=extra,
+            tags=[ref] if ref.tag and not ref.digest else [], digests=[digest_ref],
+            sources=[(r.digest, ref.domain, ref.path) for r in recs])
+        updated = previous != image_id or downloaded
+        rec = self.db.get_image(image_id)
+        self.events.publish("image", "pull", ref.familiar(),
+                            {**((rec.labels if rec else None) or {}), "name": ref.familiar()})
+        yield Status(f"Digest: {target_digest}")
+        if final:
+            yield Status(("Status: Downloaded newer image for " if updated else "Status: Image is up to date for ")
+                         + ref.familiar())
+        else:
+            yield _Updated(updated)
+
+    async def _shared_download(self, repo: Any, ref: refs.Reference, digest: str, size: int, media_type: str,
+                               emit: Callable[[ProgressEvent], None]) -> LayerRecord:
+        d = self._inflight.get(digest)
+        if d is None:
+            listeners: list[Callable[[ProgressEvent], None]] = []
+
+            def broadcast(ev: ProgressEvent) -> None:
+                for fn in list(listeners):
+                    fn(ev)
+
+            task = asyncio.ensure_future(self._download(repo, ref, digest, size, media_type, broadcast))
+            d = _Download(task, listeners)
+            self._inflight[digest] = d
+            task.add_done_callback(lambda _t, dg=digest: self._inflight.pop(dg, None))
+        d.listeners.append(emit)
+        d.waiters += 1
+        try:
+            return await asyncio.shield(d.task)
+        except asyncio.CancelledError:
+            d.waiters -= 1
+            if d.waiters <= 0 and not d.task.done():
+                d.task.cancel()
+            raise
+        finally:
+            if emit in d.listeners:
+                d.listeners.remove(emit)
+
+    async def _download(self, repo: Any, ref: refs.Reference, digest: str, size: int, media_type: str,
+                        emit: Callable[[ProgressEvent], None]) -> LayerRecord:
+        short = short_id(digest)
+        if self._down_sem.locked():
+            emit(_detail("Waiting", short))
+        async with self._down_sem:
+            writer: Writer = await asyncio.to_thread(self.content.writer, "pull-" + hex_of(digest), resume=True)
+            verifier = LayerVerifier()
+            try:
+                if size and writer.offset > size:
+                    await asyncio.to_thread(writer.truncate, 0)
+                if writer.offset:
+                    await asyncio.to_thread(_replay_prefix, self.content, writer, verifier)
+                    log.info("resuming download of %s at %d of %d bytes", digest, writer.offset, size)
+                attempt = 0
+                every = _update_every(size)
+                while True:
+                    last = writer.offset
+                    try:
+                        buf: list[bytes] = []
+                        pending = 0
+                        async for chunk in repo.fetch_blob(digest, offset=writer.offset, size=size or None):
+                            buf.append(chunk)
+                            pending += len(chunk)
+                            if pending >= 1 << 20:
+                                data = b"".join(buf)
+                                buf.clear()
+                                pending = 0
+                                await asyncio.to_thread(_write_verify, writer, verifier, data)
+                            if writer.offset + pending - last >= every:
+                                last = writer.offset + pending
+                                emit(Progress("Downloading", short, writer.offset + pending, size or None))
+                        if buf:
+                            await asyncio.to_thread(_write_verify, writer, verifier, b"".join(buf))
+                        break
+                    except (Unavailable, OSError, asyncio.TimeoutError) as exc:
+                        attempt += 1
+                        if attempt > RETRIES:
+                            raise Unavailable(f"failed to download {digest} after {RETRIES} retries: {exc}") from exc
+                        delay = min(5, 0.5 * 2 ** (attempt - 1))
+                        emit(_detail(f"Retrying in {int(delay) if delay >= 1 else 1} second"
+                                     f"{'s' if delay > 1 else ''}", short))
+                        log.warning("download of %s interrupted at %d bytes (%s); retrying", digest, writer.offset,
+                                    exc)
+                        await asyncio.sleep(delay)
+                emit(Progress("Downloading", short, writer.offset, size or None))
+                emit(_detail("Verifying Checksum", short))
+                diff_id, summary = await asyncio.to_thread(verifier.finish)
+                await asyncio.to_thread(writer.commit, digest, size or None)
+            except asyncio.CancelledError:
+                writer.close()  # keep the partial blob: the next pull resumes it
+                raise
+            except DataCorrupted as exc:
+                writer.abort()
+                raise DataCorrupted(f"filesystem layer verification failed for digest {digest}: {exc}") from exc
+            except BaseException:
+                writer.close()
+                raise
+            emit(_detail("Download complete", short))
+            return LayerRecord(digest, diff_id, media_type, size or writer.offset, summary.diff_size,
+                               summary.tar_size)
+
+    # ================================================================================================ push ===
+    async def push(self, name: str, tag: str = "", *, auth: AuthConfig | None = None,
+                   platform: Platform | None = None) -> AsyncIterator[ProgressEvent]:
+        ref = refs.parse_normalized_named(name)
+        if ref.digest:
+            raise InvalidArgument("cannot push a digest reference")
+        if tag:
+            ref = ref.with_tag(tag)
+        repo_name = refs.Reference(ref.domain, ref.path)
+        if ref.tag:
+            targets = [ref]
+            if self.db.get_ref(str(ref)) is None:
+                raise ImageNotFound(ref.familiar(), f"An image does not exist locally with the tag: "
+                                                    f"{ref.familiar()}")
+        else:
+            prefix = repo_name.name + ":"
+            targets = [refs.parse_normalized_named(n) for n, _, kind in self.db.refs_with_prefix(prefix)
+                       if kind == "tag" and n[len(prefix):].find("/") < 0]
+            if not targets:
+                raise ImageNotFound(ref.familiar(), f"An image does not exist locally with the tag: "
+                                                    f"{repo_name.familiar_name}")
+        repo = self.client.repository(repo_name, auth, push=True)
+        return self._push_all(repo, repo_name, targets)
+
+    async def _push_all(self, repo: Any, repo_name: refs.Reference,
+                        targets: list[refs.Reference]) -> AsyncIterator[ProgressEvent]:
+        yield Status(f"The push refers to repository [{repo_name.name}]")
+        for t in targets:
+            async for ev in self._push_one(repo, repo_name, t):
+                yield ev
+
+    async def _push_one(self, repo: Any, repo_name: refs.Reference, ref: refs.Reference) -> AsyncIterator[ProgressEvent]:
+        image_id = self.db.get_ref(str(ref))
+        rec = self.db.get_image(image_id or "", with_layers=True)
+        if rec is None:
+            raise ImageNotFound(ref.familiar())
+        manifest_raw = await asyncio.to_thread(self.content.read, rec.target_digest)
+        manifest = json.loads(manifest_raw)
+        layer_descs = manifest.get("layers") or []
+        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+        emit = queue.put_nowait
+        order = list(reversed(range(len(layer_descs))))  # top layer first, as dockerd lists them
+        ids = {i: short_id(rec.layers[i][0]) if i < len(rec.layers) else short_id(layer_descs[i]["digest"])
+               for i in order}
+        for i in order:
+            yield _detail("Preparing", ids[i])
+        sources: list[tuple[str, str, str]] = []
+
+        async def one(i: int) -> None:
+            desc = layer_descs[i]
+            sid = ids[i]
+            if self._up_sem.locked():
+                emit(_detail("Waiting", sid))
+            async with self._up_sem:
+                digest, size = desc["digest"], int(desc["size"])
+                if await repo.blob_exists(digest) is not None:
+                    emit(_detail("Layer already exists", sid))
+                    sources.append((digest, repo_name.domain, repo_name.path))
+                    return
+                for other in self.db.blob_sources(digest, repo_name.domain):
+                    if other == repo_name.path:
+                        continue
+                    try:
+                        if await repo.mount_blob(digest, other):
+                            emit(_detail(f"Mounted from {other}", sid))
+                            sources.append((digest, repo_name.domain, repo_name.path))
+                            return
+                    except DockwrightError:
+                        continue
+                every = _update_every(size)
+                state = {"last": 0}
+
+                def progress(n: int) -> None:
+                    if n - state["last"] >= every or n == size:
+                        state["last"] = n
+                        emit(Progress("Pushing", sid, n, size))
+
+                await repo.push_blob(digest, size, _read_blob(self.content, digest), progress=progress)
+                emit(_detail("Pushed", sid))
+                sources.append((digest, repo_name.domain, repo_name.path))
+
+        async def run_all() -> None:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for i in order:
+                        tg.create_task(one(i))
+            finally:
+                queue.put_nowait(None)
+
+        runner = asyncio.ensure_future(run_all())
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    break
+                yield ev
+            await runner
+        except BaseException as exc:
+            runner.cancel()
+            try:
+                await runner
+            except BaseException:  # noqa: BLE001
+                pass
+            if isinstance(exc, DockwrightError):
+                raise push_error(ref, exc) from exc
+            raise
+        cfg = manifest["config"]
+        if await repo.blob_exists(cfg["digest"]) is None:
+            await repo.push_blob(cfg["digest"], int(cfg["size"]), _read_blob(self.content, cfg["digest"]))
+        media_type = manifest.get("mediaType") or rec.target_media_type
+        digest = await repo.put_manifest(ref.tag or "latest", media_type, manifest_raw)
+        with self.db.tx() as c:
+            for s in sources:
+                self.db.add_blob_source(c, *s)
+        await self.images.add_digest_ref(rec.id, refs.Reference(ref.domain, ref.path).with_digest(digest))
+        yield Status(f"{ref.tag}: digest: {digest} size: {len(manifest_raw)}")
+        yield Aux({"Tag": ref.tag, "Digest": digest, "Size": len(manifest_raw)})
+        attrs = dict(rec.labels or {})
+        attrs["name"] = ref.familiar()
+        self.events.publish("image", "push", rec.id, attrs)
+
+    # ====================================================================================== other endpoints ===
+    async def login(self, auth: AuthConfig) -> tuple[str, str]:
+        return await self.client.login(auth)
+
+    async def search(self, term: str, *, limit: int = 25, filters: Filters | None = None,
+                     auth: AuthConfig | None = None) -> list[dict[str, Any]]:
+        f = filters or Filters()
+        f.validate(("is-automated", "is-official", "stars"))
+        stars = 0
+        for v in f.get("stars"):
+            try:
+                stars = max(stars, int(v))
+            except ValueError as exc:
+                raise InvalidArgument(f"invalid filter 'stars={v}'") from exc
+        official: bool | None = None
+        if f.contains("is-official"):
+            official = f.get_bool_or_default("is-official", False)
+        automated: bool | None = None
+        if f.contains("is-automated"):
+            automated = f.get_bool_or_default("is-automated", False)
+        if limit and not 1 <= limit <= 100:
+            raise InvalidArgument(f"limit {limit} is outside the range of [1, 100]")
+        results = await self.client.search(term, limit or 25, auth)
+        out = []
+        for r in results:
+            if r.get("star_count", 0) < stars:
+                continue
+            if official is not None and bool(r.get("is_official")) != official:
+                continue
+            if automated is not None and (automated or False) != False:  # noqa: E712 - deprecated: true matches nothing
+                continue
+            out.append({"star_count": int(r.get("star_count", 0)), "is_official": bool(r.get("is_official")),
+                        "name": r.get("name", ""), "is_automated": False,
+                        "description": r.get("description", "")})
+        return out[: limit or 25]
+
+    async def inspect(self, name: str, auth: AuthConfig | None = None) -> dict[str, Any]:
+        ref = refs.parse_normalized_named(name)
+        ref = refs.tag_name_only(ref)
+        repo = self.client.repository(ref, auth)
+        try:
+            desc, raw = await repo.resolve(ref.digest or ref.tag or "latest")
+        except DockwrightError as exc:
+            raise pull_error(ref, exc) from exc
+        platforms: list[dict[str, Any]] = []
+        data = json.loads(raw)
+        if mt.is_index(desc.media_type) or "manifests" in data:
+            for m in data.get("manifests") or []:
+                if m.get("platform"):
+                    platforms.append(Platform.from_json(m["platform"]).to_json())
+        else:
+            cfg = data.get("config") or {}
+            blob = b"".join([c async for c in repo.fetch_blob(cfg["digest"], size=cfg.get("size"))])
+            c = json.loads(blob)
+            platforms.append(Platform(c.get("os", ""), c.get("architecture", ""), c.get("variant", ""),
+                                      c.get("os.version", "")).to_json())
+        return {"Descriptor": desc.to_json(), "Platforms": platforms}
+
+
+@dataclass(frozen=True)
+class _Updated:
+    updated: bool
+
+
+def _schema_version(raw: bytes) -> int | None:
+    try:
+        v = json.loads(raw).get("schemaVersion")
+    except (ValueError, AttributeError):
+        return None
+    return v if isinstance(v, int) else None
+
+
+def _choose_manifest(index: dict[str, Any], want: Platform) -> dict[str, Any] | None:
+    best = None
+    for m in index.get("manifests") or []:
+        p = m.get("platform")
+        if not p:
+            continue
+        plat = Platform.from_json(p)
+        if want.matches(plat):
+            if want.variant and plat.variant == want.variant:
+                return m  # type: ignore[no-any-return]
+            if best is None:
+                best = m
+    return best
+
+
+def _write_verify(writer: Writer, verifier: LayerVerifier, data: bytes) -> None:
+    writer.write(data)
+    verifier.feed(data)
+
+
+def _replay_prefix(content: ContentStore, writer: Writer, verifier: LayerVerifier) -> None:
+    """Feed the already-downloaded prefix of a resumed blob through the verifier (the writer re-hashed it)."""
+    path = content.ingest_dir / writer.ref / "data"
+    remaining = writer.offset
+    with open(path, "rb") as f:
+        while remaining > 0:
+            chunk = f.read(min(1 << 20, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            verifier.feed(chunk)
+
+
+async def _read_blob(content: ContentStore, digest: str) -> AsyncIterator[bytes]:
+    f = await asyncio.to_thread(content.open, digest)
+    try:
+        while True:
+            chunk = await asyncio.to_thread(f.read, 1 << 20)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        f.close()
+
+
+async def _first(gen: AsyncIterator[ProgressEvent]) -> ProgressEvent | None:
+    try:
+        return await gen.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _chain(first: ProgressEvent | None, gen: AsyncIterator[ProgressEvent]) -> AsyncIterator[ProgressEvent]:
+    if first is not None:
+        yield first
+    async for ev in gen:
+        yield ev

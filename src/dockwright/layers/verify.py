@@ -1,0 +1,62 @@
+"""Verify a compressed layer stream without storing its uncompressed form: DiffID, tar checks, diff size."""
+
+from __future__ import annotations
+
+import hashlib
+
+from .compression import Compression, decompressor, detect
+from .tarstream import TarInspector, TarSummary
+
+__all__ = ["LayerVerifier"]
+
+_DETECT_BYTES = 16
+
+
+class LayerVerifier:
+    """Feed the (compressed) layer bytes as they arrive; ``finish`` returns (diff_id, TarSummary).
+
+    Compression is detected from the first bytes (gzip, zstd, bzip2, xz or none). Blocking: use a worker thread.
+    """
+
+    def __init__(self) -> None:
+        self._head = bytearray()
+        self._decomp = None
+        self._started = False
+        self._diff = hashlib.sha256()
+        self._tar = TarInspector()
+
+    def _start(self, head: bytes) -> None:
+        kind = detect(head)
+        if kind is not Compression.NONE:
+            self._decomp = decompressor(kind)
+        self._started = True
+
+    def _plain(self, data: bytes) -> None:
+        if data:
+            self._diff.update(data)
+            self._tar.feed(data)
+
+    def _process(self, data: bytes) -> None:
+        self._plain(self._decomp.decompress(data) if self._decomp is not None else data)
+
+    def feed(self, data: bytes | memoryview) -> None:
+        if not self._started:
+            self._head += data
+            if len(self._head) < _DETECT_BYTES:
+                return
+            head = bytes(self._head)
+            self._head = bytearray()
+            self._start(head)
+            self._process(head)
+            return
+        self._process(bytes(data) if isinstance(data, memoryview) else data)
+
+    def finish(self) -> tuple[str, TarSummary]:
+        if not self._started:
+            head = bytes(self._head)
+            self._start(head)
+            self._process(head)
+        if self._decomp is not None:
+            self._plain(self._decomp.finish())
+        summary = self._tar.close()
+        return "sha256:" + self._diff.hexdigest(), summary
