@@ -45,6 +45,7 @@ class Daemon:
         self.docker_config = base / "docker-config"
         self.docker_config.mkdir(parents=True, exist_ok=True)
         (self.docker_config / "config.json").write_text("{}")
+        self.certs_d = base / "certs.d"  # beside daemon.json, as <config dir>/certs.d
 
     @property
     def host(self) -> str:
@@ -56,7 +57,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dockwright.cli.main", "serve", "-H", self.host, "--data-root",
              str(self.data_root), "--exec-root", str(self.exec_root), "--no-fsync",
-             "--config-file", str(self.base / "daemon.json") if (self.base / "daemon.json").exists() else "/dev/null",
+             "--config-file", str(self._daemon_json()),
              *self.extra],
             stdout=log, stderr=log)
         deadline = time.time() + timeout
@@ -71,6 +72,12 @@ class Daemon:
                     pass
             time.sleep(0.05)
         raise RuntimeError(f"daemon did not start:\n{self.log()}")
+
+    def _daemon_json(self) -> Path:
+        p = self.base / "daemon.json"
+        if not p.exists():
+            p.write_text("{}")
+        return p
 
     def log(self) -> str:
         try:

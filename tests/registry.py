@@ -263,7 +263,8 @@ class TokenServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="token-server", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="token-server",
+                                        daemon=True)
         self._thread.start()
         return self
 
@@ -632,7 +633,8 @@ class FaultProxy:
     - ``delay_per_chunk``: sleep that long before each ``chunk_size`` body chunk (throttle).
     - ``error_status``: answer matching GETs with this status without asking upstream; ``error_times``.
 
-    Counters (all reset by ``reset()``): ``body_bytes[path]`` body bytes sent to clients for GETs,
+    Counters (all reset by ``reset()``): ``body_bytes[path]`` body bytes written to clients for GETs (exact,
+    cuts included; a write broken by ``disconnect_all()`` is not counted),
     ``blob_bytes`` (the same for blob paths only), ``ranges`` [(path, Range header)], ``requests``
     [(method, path, status)], ``connections``.  All settings may be changed while running.
     """
@@ -721,14 +723,20 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 ls.shutdown(socket.SHUT_RDWR)
             ls.close()
+        self.disconnect_all()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def disconnect_all(self) -> int:
+        """Reset every open client connection now (e.g. together with ``Registry.stop()``: a kill of the
+        registry alone may not cut a download short, the kernel's socket buffers can hold the whole rest)."""
         with self._lock:
             conns = list(self._conns)
         for c in conns:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        return len(conns)
 
     def __enter__(self) -> "FaultProxy":
         return self.start()
@@ -779,11 +787,11 @@ class FaultProxy:
                 conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             if faulty and self.error_status is not None and self._take("error_times"):
                 msg = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "injected by FaultProxy"}]})
-                conn.sendall(f"HTTP/1.1 {self.error_status} Injected\r\nContent-Type: application/json\r\n"
-                             f"Content-Length: {len(msg)}\r\nConnection: close\r\n\r\n{msg}".encode())
                 with self._lock:
                     self.errors += 1
                     self.requests.append((method, path, self.error_status))
+                conn.sendall(f"HTTP/1.1 {self.error_status} Injected\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: {len(msg)}\r\nConnection: close\r\n\r\n{msg}".encode())
                 return
             fwd = [(k, v) for k, v in headers
                    if k.lower() not in ("connection", "keep-alive", "proxy-connection", "expect")]
@@ -836,9 +844,8 @@ class FaultProxy:
                     chunk = chunk[:cut_at - sent]
                     if delay:
                         time.sleep(delay)
-                    conn.sendall(chunk)
+                    self._send(conn, method, path, chunk)
                     sent += len(chunk)
-                    self._count(method, path, len(chunk))
                     with self._lock:
                         self.cuts += 1
                     with contextlib.suppress(OSError):
@@ -846,9 +853,8 @@ class FaultProxy:
                     return
                 if delay:
                     time.sleep(delay)
-                conn.sendall(chunk)
+                self._send(conn, method, path, chunk)
                 sent += len(chunk)
-                self._count(method, path, len(chunk))
         except (OSError, ValueError, IndexError):
             pass
         finally:
@@ -859,6 +865,15 @@ class FaultProxy:
                 conn.close()
             with self._lock:
                 self._conns.discard(conn)
+
+    def _send(self, conn: socket.socket, method: str, path: str, chunk: bytes) -> None:
+        """Count, then write (so a client that got the bytes never sees a stale counter); uncount on failure."""
+        self._count(method, path, len(chunk))
+        try:
+            conn.sendall(chunk)
+        except OSError:
+            self._count(method, path, -len(chunk))
+            raise
 
     def _count(self, method: str, path: str, n: int) -> None:
         if method == "GET":
@@ -941,9 +956,9 @@ class RegistryClient:
         self.base = self.base.rstrip("/")
         self.auth = auth
         self.session = requests.Session()
-        self.session.verify = str(verify) if isinstance(verify, Path) else (True if verify is None else verify)
-        if cert:
-            self.session.cert = cert
+        # passed on every request: a Session's own verify loses to REQUESTS_CA_BUNDLE from the environment
+        self.verify: str | bool = str(verify) if isinstance(verify, Path) else (True if verify is None else verify)
+        self.cert = cert
         self._authz: dict[str, str] = {}  # scope -> Authorization header
         self.token_fetches = 0
 
@@ -957,6 +972,8 @@ class RegistryClient:
         if key in self._authz:
             headers["Authorization"] = self._authz[key]
         kw.setdefault("timeout", 60)
+        kw.setdefault("verify", self.verify)
+        kw.setdefault("cert", self.cert)
         r = self.session.request(method, url, headers=headers, **kw)
         if r.status_code == 401 and "WWW-Authenticate" in r.headers:
             authz = self._authorize(r.headers["WWW-Authenticate"], scope)
@@ -980,7 +997,7 @@ class RegistryClient:
             if want:
                 query["scope"] = want
             self.token_fetches += 1
-            r = self.session.get(params["realm"], params=query, auth=self.auth, timeout=30)
+            r = self.session.get(params["realm"], params=query, auth=self.auth, timeout=30, verify=self.verify)
             if r.status_code != 200:
                 return None
             body = r.json()
@@ -989,7 +1006,7 @@ class RegistryClient:
 
     def token(self, scope: str) -> str:
         """A bearer token for ``scope`` from the registry's token server (via the /v2/ challenge)."""
-        r = self.session.get(self.base + "/v2/", timeout=30)
+        r = self.session.get(self.base + "/v2/", timeout=30, verify=self.verify, cert=self.cert)
         authz = self._authorize(r.headers.get("WWW-Authenticate", ""), scope)
         if authz is None:
             raise RuntimeError(f"no token for {scope}: {r.status_code} {r.headers}")

@@ -135,3 +135,12 @@ def test_events_since_until(shared_daemon: Daemon) -> None:
     assert [e["Action"] for e in evs] == ["tag"]
     status, body = shared_daemon.api_json("GET", f"/events?since={int(end) + 100}&until={int(start)}")
     assert status == 400
+
+
+def test_error_shape_as_the_cli_reads_it(shared_daemon: Daemon) -> None:
+    status, headers, body = shared_daemon.api("DELETE", "/v1.51/images/nope")
+    assert status == 404 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"message": "No such image: nope:latest"}
+    p = shared_daemon.docker("rmi", "nope", check=False)
+    assert p.returncode == 1
+    assert p.stderr.decode().strip() == "Error response from daemon: No such image: nope:latest"

@@ -11,7 +11,7 @@ from aiohttp import web
 from ..engine.engine import API_VERSION, ENGINE_VERSION, MIN_API_VERSION, Engine
 from ..errors import InvalidArgument
 from . import images, system
-from .errors import error_response, status_of
+from .errors import error_response, json_body, status_of
 from .versions import DEFAULT, MINIMUM, parse_version
 
 __all__ = ["make_app"]
@@ -35,9 +35,9 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         request["api_version"] = version
         return await handler(request)
     except web.HTTPNotFound:
-        return web.json_response({"message": "page not found"}, status=404)
+        return json_body({"message": "page not found"}, 404)
     except web.HTTPMethodNotAllowed:
-        return web.json_response({"message": "page not found"}, status=404)
+        return json_body({"message": "page not found"}, 404)
     except web.HTTPException:
         raise
     except (asyncio.CancelledError, ConnectionResetError):

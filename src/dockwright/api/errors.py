@@ -9,7 +9,13 @@ from aiohttp import web
 from ..errors import (AlreadyExists, Conflict, DockwrightError, Forbidden, InvalidArgument, NotFound,
                       NotSupported, Unauthorized, Unavailable)
 
-__all__ = ["status_of", "error_response", "error_line", "unwrap"]
+__all__ = ["status_of", "error_response", "error_line", "unwrap", "json_body"]
+
+
+def json_body(obj: object, status: int = 200) -> web.Response:
+    """A JSON response with ``Content-Type: application/json`` exactly: the docker CLI compares the header with
+    that string and prints the raw body of an error that carries a charset parameter."""
+    return web.Response(status=status, body=(json.dumps(obj) + "\n").encode(), content_type="application/json")
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -49,8 +55,7 @@ def error_response(exc: BaseException, *, head: bool = False) -> web.Response:
     status = status_of(exc)
     if head:
         return web.Response(status=status)
-    body = json.dumps({"message": message_of(exc)}) + "\n"
-    return web.Response(status=status, text=body, content_type="application/json")
+    return json_body({"message": message_of(exc)}, status)
 
 
 def error_line(exc: BaseException) -> bytes:

@@ -14,6 +14,7 @@ from ..distribution.auth import decode_registry_auth  # noqa: I001
 from ..errors import InvalidArgument
 from ..oci.config import container_config
 from . import params
+from .errors import json_body
 from .streams import JSONStream
 from .versions import Version
 
@@ -141,15 +142,15 @@ async def inspect_image(request: web.Request) -> web.Response:
     out = inspect_json(d, v)
     if manifests:
         out["Manifests"] = []
-    return web.json_response(out, dumps=_dumps)
+    return json_body(out)
 
 
 async def image_history(request: web.Request) -> web.Response:
     v = params.api_version(request)
     platform = params.json_platform(request) if v >= (1, 48) else None
     items = _engine(request).images.history(request.match_info["name"], platform)
-    return web.json_response([{"Comment": h.comment, "Created": h.created, "CreatedBy": h.created_by,
-                               "Id": h.id, "Size": h.size, "Tags": h.tags} for h in items], dumps=_dumps)
+    return json_body([{"Comment": h.comment, "Created": h.created, "CreatedBy": h.created_by,
+                       "Id": h.id, "Size": h.size, "Tags": h.tags} for h in items])
 
 
 async def tag_image(request: web.Request) -> web.Response:
@@ -165,13 +166,13 @@ async def delete_image(request: web.Request) -> web.Response:
     eng = _engine(request)
     items = await eng.images.remove(request.match_info["name"], force=params.bool_value(request, "force"),
                                     prune=not params.bool_value(request, "noprune"))
-    return web.json_response([i.to_json() for i in items], dumps=_dumps)
+    return json_body([i.to_json() for i in items])
 
 
 async def prune_images(request: web.Request) -> web.Response:
     rep = await _engine(request).images.prune(params.filters(request))
-    return web.json_response({"ImagesDeleted": [i.to_json() for i in rep.deleted] or None,
-                              "SpaceReclaimed": rep.space_reclaimed}, dumps=_dumps)
+    return json_body({"ImagesDeleted": [i.to_json() for i in rep.deleted] or None,
+                      "SpaceReclaimed": rep.space_reclaimed})
 
 
 async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
@@ -253,7 +254,7 @@ async def search_images(request: web.Request) -> web.Response:
     limit = params.int_value(request, "limit", 0)
     auth = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
     results = await eng.distribution.search(term, limit=limit, filters=params.filters(request), auth=auth)
-    return web.json_response(results, dumps=_dumps)
+    return json_body(results)
 
 
 def routes() -> list[tuple[str, str, Any]]:

@@ -14,6 +14,7 @@ from ..errors import InvalidArgument
 from ..filters import Filters
 from ..timestamps import get_timestamp
 from . import params
+from .errors import json_body
 from .images import summary_json
 
 __all__ = ["routes"]
@@ -34,7 +35,7 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return web.json_response(_engine(request).system.version())
+    return json_body(_engine(request).system.version())
 
 
 async def info(request: web.Request) -> web.Response:
@@ -50,7 +51,7 @@ async def info(request: web.Request) -> web.Response:
     if v < (1, 50):
         d.pop("DiscoveredDevices", None)
         d.update({"BridgeNfIptables": False, "BridgeNfIp6tables": False})
-    return web.json_response(d)
+    return json_body(d)
 
 
 async def df(request: web.Request) -> web.Response:
@@ -72,7 +73,7 @@ async def df(request: web.Request) -> web.Response:
     out["BuildCache"] = d["BuildCache"]
     if v < (1, 42):
         out["BuilderSize"] = 0
-    return web.json_response(out)
+    return json_body(out)
 
 
 def _event_time(value: str, now: float) -> int | None:
@@ -149,13 +150,13 @@ async def auth(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise InvalidArgument("invalid auth configuration")
     status, token = await _engine(request).distribution.login(AuthConfig.from_dict(body))
-    return web.json_response({"IdentityToken": token, "Status": status})
+    return json_body({"IdentityToken": token, "Status": status})
 
 
 async def distribution_inspect(request: web.Request) -> web.Response:
     from ..distribution.auth import decode_registry_auth
     auth_cfg = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
-    return web.json_response(await _engine(request).distribution.inspect(request.match_info["name"], auth_cfg))
+    return json_body(await _engine(request).distribution.inspect(request.match_info["name"], auth_cfg))
 
 
 def routes() -> list[tuple[str, str, Any]]:

@@ -145,6 +145,7 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
         "experimental": bool(args.experimental or conf.get("experimental")),
         "labels": conf.get("labels", []),
         "mirrors_by_host": conf.get("registry-mirrors-by-host", {}),
+        "certs_d": str(Path(cfg_path).parent / "certs.d"),
     }
 
 
@@ -176,7 +177,8 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
         registry_mirrors=list(opts["mirrors"]), insecure_registries=list(opts["insecure"]),
         max_concurrent_downloads=int(opts["downloads"]), max_concurrent_uploads=int(opts["uploads"]),
         labels=list(opts["labels"]), debug=opts["debug"], experimental=opts["experimental"], fsync=fsync,
-        registry_mirrors_by_host={str(k): list(v) for k, v in dict(opts["mirrors_by_host"]).items()})
+        registry_mirrors_by_host={str(k): list(v) for k, v in dict(opts["mirrors_by_host"]).items()},
+        certs_dirs=[Path(opts["certs_d"]), Path("/etc/docker/certs.d"), Path("/etc/dockwright/certs.d")])
     try:
         engine = Engine(config)
     except Unavailable as exc:

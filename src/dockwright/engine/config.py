@@ -16,6 +16,9 @@ class EngineConfig:
     insecure_registries: list[str] = field(default_factory=list)
     # beyond dockerd: mirrors for any registry, {"registry.example.com": ["https://mirror.local"]}
     registry_mirrors_by_host: dict[str, list[str]] = field(default_factory=dict)
+    # certs.d directories (<dir>/<host:port>/ca.crt, client.cert, client.key), first match wins
+    certs_dirs: list[Path] = field(default_factory=lambda: [Path("/etc/docker/certs.d"),
+                                                            Path("/etc/dockwright/certs.d")])
     max_concurrent_downloads: int = 3
     max_concurrent_uploads: int = 5
     labels: list[str] = field(default_factory=list)

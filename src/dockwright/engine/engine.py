@@ -101,7 +101,8 @@ class Engine:
             from .distribution import DistributionService
             cfg = self.config
             hosts = RegistryHosts(mirrors=list(cfg.registry_mirrors), insecure=list(cfg.insecure_registries),
-                                  mirrors_by_host=dict(cfg.registry_mirrors_by_host))
+                                  mirrors_by_host=dict(cfg.registry_mirrors_by_host),
+                                  certs_dirs=list(cfg.certs_dirs))
             client = RegistryClient(hosts, user_agent=f"docker/{ENGINE_VERSION} dockwright/{__version__}")
             self._distribution = DistributionService(self.images, self.content, self.db, self.events, client,
                                                      max_downloads=cfg.max_concurrent_downloads,

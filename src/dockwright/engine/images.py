@@ -29,6 +29,9 @@ from .events import EventBus
 
 __all__ = ["ImagesService", "ImageSummary", "DeleteItem", "PruneReport", "HistoryItem", "ContainerUsage"]
 
+RESUMABLE_PREFIX = "pull-"
+RESUMABLE_TTL = 7 * 24 * 3600
+
 LIST_FILTERS = ("before", "dangling", "label", "reference", "since", "until")
 PRUNE_FILTERS = ("dangling", "label", "label!", "until")
 
@@ -651,7 +654,10 @@ class ImagesService:
         """Find (and remove) what a crash can leave: open ingests and blobs no image references."""
         referenced = self.db.referenced_blobs()
         orphans = [d for d in self.content.walk() if d not in referenced and d not in self._leases]
-        ingests = [ref for ref, _ in self.content.ingests()]
+        now = time.time()
+        # partial downloads (stable "pull-<digest>" refs) are kept for a week so the next pull resumes them
+        ingests = [ref for ref, mtime in self.content.ingests()
+                   if not ref.startswith(RESUMABLE_PREFIX) or now - mtime > RESUMABLE_TTL]
         missing = [d for d in referenced if not self.content.exists(d)]
         if remove:
             for d in orphans:
