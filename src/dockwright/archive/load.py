@@ -20,10 +20,15 @@ the archive's metadata is known (``manifest.json`` and ``index.json`` may come f
     "not a valid layer");
   - **a tar** (uncompressed) **or bzip2/xz** → :class:`~dockwright.layers.ingest.LayerIngester`, which stores it
     recompressed with gzip (Docker 25+ classic-store archives and legacy ``<id>/layer.tar`` files are
-    uncompressed; an uncompressed layer blob would be as big as the tar in the store and on every push);
+    uncompressed; an uncompressed layer blob would be as big as the tar in the store and on every push). It is
+    fed in fixed pieces counted from the start of the file, so the gzip blob depends on the layer only and a
+    layer loaded again (or from another archive) is the same blob;
   - anything else up to 16 MiB (configs, manifests, ``<id>/json``, ``VERSION``…) → kept, in memory while the
     total stays under 64 MiB and in a spill file under ``tmp_dir`` beyond that;
   - larger files that are neither → skipped (an error only if something refers to them).
+
+  Compressed layer bytes reach the layer decompressors 32 KiB at a time, which bounds what one call makes of
+  very compressible data (gzip: ~32 MiB at most; zstd can expand further — a limit of ``layers.compression``).
 
   A ``blobs/sha256/<hex>`` file is checked against its name whatever its kind: a mismatch is an
   :class:`ArchiveError` naming the file. (The one exception: an uncompressed file whose tar turns out to be
@@ -50,12 +55,14 @@ the archive's metadata is known (``manifest.json`` and ``index.json`` may come f
    the archive (attestation manifests are never chosen). Names come from ``io.containerd.image.name``, else
    from ``org.opencontainers.image.ref.name`` when that is a reference with a repository (``fixture/whiteouts:1``,
    as skopeo writes it); a bare ref.name such as ``1`` or ``latest`` is only a tag, so the image is untagged.
-   Entries for the same manifest are merged into one image with several names.
+   Entries for the same manifest are merged into one image with several names; manifests whose config is not
+   an image config (artifacts) are skipped.
 3. Only ``repositories`` and ``<id>/json`` + ``<id>/layer.tar`` directories — the pre-1.10 format. As dockerd:
    every top-level directory is an image, chained by ``parent``; its config is made from the v1 JSON as moby's
    ``MakeConfigFromV1Config`` does (keys sorted, ``id``/``parent``/``Size``/``parent_id``/``layer_id``/``throwaway``
-   dropped, ``rootfs`` and ``history`` added), so the IDs match dockerd's for archives written by Docker ≥ 1.8.3
-   (older ones went through a struct round trip that is not reproduced). Tags come from ``repositories``.
+   dropped, ``rootfs`` and ``history`` added, values kept as raw JSON), which should give dockerd's IDs for
+   archives written by Docker ≥ 1.8.3 (older ones went through a struct round trip that is not reproduced; no
+   pre-1.10 archive loaded by a real dockerd was at hand to compare). Tags come from ``repositories``.
 4. Anything else: "invalid archive: does not contain a manifest.json".
 
 **Results.** ``LoadedImage.repo_tags`` are normalised full references (``docker.io/library/busybox:1``).
@@ -75,7 +82,6 @@ import bz2
 import hashlib
 import json
 import lzma
-import os
 import re
 import shutil
 import tempfile
@@ -125,6 +131,8 @@ _MEMORY_BUDGET = 64 << 20  # small files kept in memory, in total; beyond this t
 _SPILL_OVER = 1 << 20  # a small file bigger than this always spills
 _FEED_SIZE = 1 << 20  # input handed to the worker thread at a time
 _OUT_CHUNK = 256 << 10  # decompressed output produced at a time
+_INFLATE_PIECE = 32 << 10  # compressed layer bytes handed to a layer decompressor at a time
+_INGEST_PIECE = 256 << 10  # uncompressed layer bytes handed to the ingester at a time
 _PROGRESS_EVERY = 512 << 10
 _MAX_META = 1 << 20  # PAX / GNU long-name headers
 _MAX_LINK_HOPS = 40
@@ -297,6 +305,7 @@ class _FileSink(_Sink):
         self._invalid = ""
         self._hash: Any = None
         self._buf: bytearray | None = None
+        self._pending = bytearray()
         self._spill: Any = None
         self._spill_path: Path | None = None
         self._done = 0
@@ -346,25 +355,42 @@ class _FileSink(_Sink):
             self._writer.write(data)
             if self._verifier is not None:
                 try:
-                    self._verifier.feed(data)
+                    # small pieces bound what one decompress call makes of very compressible data
+                    for i in range(0, len(data), _INFLATE_PIECE):
+                        self._verifier.feed(data[i : i + _INFLATE_PIECE])
                 except DataCorrupted as exc:
                     self._invalid = str(exc)
                     self._verifier = None
             self._progress(len(data))
         elif mode == "ingest":
             if self._ingester is not None:
-                try:
-                    self._ingester.feed(data)
-                except DataCorrupted as exc:
-                    self._invalid = str(exc)
-                    self._ingester.abort()
-                    self._ingester = None
+                self._pending += data
+                piece = _INGEST_PIECE if self._kind is Compression.NONE else _INFLATE_PIECE
+                if len(self._pending) >= piece:
+                    n = len(self._pending) // piece * piece
+                    ready = bytes(self._pending[:n])
+                    del self._pending[:n]
+                    self._feed_ingester(ready, piece)
             self._progress(len(data))
         elif mode == "small":
             if self._buf is not None:
                 self._buf += data
             else:
                 self._spill.write(data)
+
+    def _feed_ingester(self, data: bytes, piece: int) -> None:
+        """Feed the ingester in pieces of a fixed size counted from the start of the file: ISA-L's gzip output
+        depends on how its input is cut, so this makes the recompressed blob (and its digest) a function of the
+        layer alone — the same layer loaded twice, or from two archives, is stored once."""
+        assert self._ingester is not None
+        try:
+            for i in range(0, len(data), piece):
+                self._ingester.feed(data[i : i + piece])
+        except DataCorrupted as exc:
+            self._invalid = str(exc)
+            self._ingester.abort()
+            self._ingester = None
+            self._pending = bytearray()
 
     def _progress(self, n: int) -> None:
         self._done += n
@@ -437,6 +463,10 @@ class _FileSink(_Sink):
         self._final_progress()
 
     def _close_ingest(self) -> None:
+        if self._ingester is not None and self._pending:
+            rest = bytes(self._pending)
+            self._pending = bytearray()
+            self._feed_ingester(rest, _INGEST_PIECE if self._kind is Compression.NONE else _INFLATE_PIECE)
         ing = self._ingester
         self._ingester = None
         layer = None
@@ -509,7 +539,8 @@ class _Inflater:
     def feed(self, data: bytes) -> None:
         kind = self.kind
         if kind is Compression.NONE:
-            self._sink(data)
+            for i in range(0, len(data), _OUT_CHUNK):
+                self._sink(data[i : i + _OUT_CHUNK])
         elif kind is Compression.ZSTD:
             try:
                 self._zstd.write(data)
@@ -1005,7 +1036,10 @@ class _Loader:
         """A short file referred to as a layer (an empty layer, say): ingest it now."""
         ing = LayerIngester(self.store, level=self.level, fsync=self.fsync)
         try:
-            ing.feed(entry.read())
+            data = entry.read()
+            piece = _INGEST_PIECE if detect(data[:16]) is Compression.NONE else _INFLATE_PIECE
+            for i in range(0, len(data), piece):
+                ing.feed(data[i : i + piece])
             got = ing.finish()
         except DataCorrupted as exc:
             ing.abort()

@@ -16,10 +16,10 @@ Layout (Docker 25+ = an OCI image layout plus Docker's ``manifest.json``), in th
 Decisions, against what dockerd 25–28 (classic store) writes:
 
 * **Layers are the stored compressed blobs** (gzip, or zstd when stored that way), named by their own digest,
-  so the stored manifest — written unchanged — stays valid and ``index.json`` points at it; RepoDigests and the
-  image ID survive a save/load round trip. dockerd's classic store writes uncompressed tars named by DiffID with
-  a generated manifest; the containerd store writes compressed blobs as we do. Loaders of every generation
-  decompress layer files (``DecompressStream``), and OCI tools read the manifests.
+  so the stored manifests stay valid and a load needs no recompression. dockerd's classic store writes
+  uncompressed tars named by DiffID with a generated manifest; the containerd store writes compressed blobs as
+  we do. Loaders of every generation decompress layer files (``DecompressStream``), and OCI tools read the
+  manifests. (zstd layers need a loader that knows zstd: dockerd ≥ 23, containerd, skopeo.)
 * **Docker schema2 manifests are written as the equivalent OCI manifest** (same config and layer blobs and
   sizes, OCI media types: ``…rootfs.diff.tar.gzip`` → ``…layer.v1.tar+gzip``, the config
   ``…config.v1+json``), and ``index.json`` points at that: OCI tools (skopeo, umoci) ignore index entries of
@@ -28,8 +28,8 @@ Decisions, against what dockerd 25–28 (classic store) writes:
   changes — as it does through dockerd.)
 * ``index.json`` has one entry per name with ``io.containerd.image.name`` (full name) and
   ``org.opencontainers.image.ref.name`` (the tag); an image saved without a name gets one entry without
-  annotations — and **every** untagged image gets one (dockerd keeps only the first, moby#51389). The entry's
-  ``mediaType`` is the stored manifest's, and it carries ``platform`` only when :attr:`SaveImage.platform` is set.
+  annotations — and **every** untagged image gets one (dockerd keeps only the first, moby#51389). An entry
+  carries ``platform`` only when :attr:`SaveImage.platform` is set (dockerd writes none).
 * ``manifest.json`` has no ``LayerSources``: its only use is foreign (Windows) layers. ``Parent`` is written
   when the parent image is saved too, as dockerd does.
 * No legacy v1 JSON blobs (nothing reads them) and no per-layer directories or symlinks.

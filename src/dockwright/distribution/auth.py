@@ -333,9 +333,16 @@ class Authorizer:
         new = parse_www_authenticate(headers.getall("WWW-Authenticate", []))
         if not new:
             return False
-        old = self._challenges.get(base)
+        old = self._challenges.get(base) or []
+
+        def essence(chs: list[Challenge]) -> set[tuple[str, str, str]]:
+            # a 401 also carries scope= and error= (insufficient_scope): not a different way to authenticate
+            return {(c.scheme, c.params.get("realm", ""), c.params.get("service", "")) for c in chs}
+
+        if essence(old) == essence(new):
+            return False
         self._challenges[base] = new
-        return old != new
+        return True
 
     # -- tokens --
     def invalidate(self, base: str, scopes: Sequence[str], auth: AuthConfig | None) -> None:

@@ -326,7 +326,11 @@ class RegistryClient:
         try:
             async with session.get(url, ssl=ep.ssl_arg, proxy=self.proxy_for(url), allow_redirects=True,
                                    timeout=aiohttp.ClientTimeout(total=_PING_TIMEOUT)) as resp:
-                await _read_limited(resp, _MAX_ERROR_BODY)
+                body, _ = await _read_limited(resp, _MAX_ERROR_BODY)
+                if resp.status == 400 and ep.scheme == "http" and b"HTTPS server" in body:
+                    # a TLS port answering a plain request: not a plain-HTTP registry (do not remember it as one)
+                    raise transport_error("GET", url, aiohttp.ClientError(
+                        "client sent an HTTP request to an HTTPS server"))
                 if resp.status == 401:
                     return parse_www_authenticate(resp.headers.getall("WWW-Authenticate", []))
                 return []

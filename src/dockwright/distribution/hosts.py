@@ -229,9 +229,10 @@ class RegistryHosts:
 
     # ---- TLS ------------------------------------------------------------------------------------------------
     def tls(self, host: str, *, secure: bool = True) -> ssl.SSLContext | bool | None:
-        """aiohttp's ``ssl=`` for ``host``: False when insecure, a context from certs.d, or None (defaults)."""
-        if not secure:
-            return False
+        """aiohttp's ``ssl=`` for ``host``: a context from certs.d, None (defaults), or False (insecure, no certs.d).
+
+        As dockerd, certs.d is read for insecure registries too: their client certificates are presented, only the
+        server's certificate is not verified."""
         files: list[Path] = []
         for d in self.certs_dirs:
             hostdir = d / host
@@ -243,15 +244,19 @@ class RegistryHosts:
                 raise InvalidArgument(str(exc)) from exc
             files.extend(e for e in entries if e.suffix in (".crt", ".cert", ".key"))
         if not files:
-            return None
+            return None if secure else False
         signature = tuple((str(f), int(st.st_mtime_ns), st.st_size) for f in files for st in (f.stat(),))
+        key = f"{host}#{'secure' if secure else 'insecure'}"
         with self._lock:
-            hit = self._tls_cache.get(host)
+            hit = self._tls_cache.get(key)
             if hit is not None and hit[0] == signature:
                 return hit[1]
         ctx = self._build_context(files)
+        if not secure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
         with self._lock:
-            self._tls_cache[host] = (signature, ctx)
+            self._tls_cache[key] = (signature, ctx)
         return ctx
 
     @staticmethod

@@ -22,9 +22,9 @@ from typing import Any, AsyncIterator, Callable
 from .. import reference as refs
 from ..content.store import ContentStore, Writer
 from ..distribution import AuthConfig, RegistryClient
-from ..distribution.errors import pull_error, push_error
+from ..distribution.errors import pull_error, push_error, registry_info
 from ..errors import (DataCorrupted, DockwrightError, Forbidden, ImageNotFound, InvalidArgument, NotFound,
-                      Unavailable)
+                      SystemError_, Unauthorized, Unavailable)
 from ..filters import Filters
 from ..layers.verify import LayerVerifier
 from ..metadata.db import LayerRecord, MetadataDB
@@ -450,7 +450,15 @@ class DistributionService:
 
     # ====================================================================================== other endpoints ===
     async def login(self, auth: AuthConfig) -> tuple[str, str]:
-        return await self.client.login(auth)
+        """``POST /auth``. Refused credentials are a 401 (dockerd answers a basic-auth refusal with a 500; the
+        message is the same)."""
+        try:
+            return await self.client.login(auth)
+        except SystemError_ as exc:
+            info = registry_info(exc)
+            if info is not None and info.status == 401:
+                raise Unauthorized(str(exc)) from exc
+            raise
 
     async def search(self, term: str, *, limit: int = 25, filters: Filters | None = None,
                      auth: AuthConfig | None = None) -> list[dict[str, Any]]:

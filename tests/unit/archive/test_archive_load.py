@@ -291,6 +291,18 @@ def test_skopeo_oci_archive_fixture(tmp_path: Path) -> None:
 
 
 @needs_fixtures
+def test_recompressed_layer_is_the_same_blob_whatever_the_archive(tmp_path: Path) -> None:
+    """bb:1's layer is the base layer of fixture/whiteouts:1: loading both (read in different chunk sizes,
+    the layer at different offsets) stores it once."""
+    store = new_store(tmp_path)
+    bb = asyncio.run(read_archive(file_chunks(SAVE_BUSYBOX, 777), store, tmp_dir=tmp_path / "t")).images[0]
+    wo = asyncio.run(read_archive(agen(gzip.compress(SAVE_WHITEOUTS.read_bytes()), 100_000), store,
+                                  tmp_dir=tmp_path / "t")).images[0]
+    assert wo.layers[0] == bb.layers[0]
+    assert len(list(store.walk())) == 3
+
+
+@needs_fixtures
 @pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "zstd"])
 def test_outer_compression(tmp_path: Path, kind: str) -> None:
     raw = SAVE_WHITEOUTS.read_bytes()
@@ -625,7 +637,8 @@ def simple_archive(**over: Any) -> tuple[bytes, list[tuple[str, Any]]]:
     l1 = layer_tar({"f": b"data" * 100})
     cfg = config_for([sha(l1)])
     items = [{"Config": "c.json", "RepoTags": ["x:1"], "Layers": ["l/layer.tar"]}]
-    entries: list[tuple[str, Any]] = [("l/layer.tar", l1), ("c.json", cfg), ("manifest.json", json.dumps(items).encode())]
+    entries: list[tuple[str, Any]] = [("l/layer.tar", l1), ("c.json", cfg),
+                                      ("manifest.json", json.dumps(items).encode())]
     return make_tar(entries), entries
 
 
@@ -714,10 +727,9 @@ def test_wrong_blob_digest(tmp_path: Path) -> None:
                                (blob(l1)[0], layer_tar({"g": b"2"}))):           # an uncompressed layer
         entries = [blob(g1), blob(cfg), blob(man), blob(l1)]
         entries = [(n, bad_data if n == bad_name else d) for n, d in entries]
-        data = oci_layout([], [desc(man, OCI_MANIFEST)])
+        index = {"schemaVersion": 2, "manifests": [desc(man, OCI_MANIFEST)]}
         data = make_tar([("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
-                         ("index.json", json.dumps({"schemaVersion": 2, "manifests": [desc(man, OCI_MANIFEST)]}).encode()),
-                         *entries])
+                         ("index.json", json.dumps(index).encode()), *entries])
         err = expect_corrupt(data, tmp_path, f"{bad_name} has digest sha256:[0-9a-f]{{64}}: the file is corrupt")
         assert bad_name in str(err)
 
