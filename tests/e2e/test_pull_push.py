@@ -299,3 +299,31 @@ def test_kill9_mid_pull_then_resume(daemon: Daemon, registry: Registry) -> None:
         assert "Downloaded newer image" in out
         assert proxy.bytes_for(layer) <= size - kept + 65536
         assert json.loads(daemon.out("image", "inspect", f"{proxy.host}/slow/img:1"))[0]["Id"] == img["config_digest"]
+
+
+def test_concurrent_pulls_share_downloads(daemon: Daemon, registry: Registry) -> None:
+    import os
+    import threading
+    shared = tar_of({"shared.bin": os.urandom(1 << 20)})
+    a = push_image(registry, "share/a", "1", [shared, tar_of({"a": b"a"})])
+    b = push_image(registry, "share/b", "1", [shared, tar_of({"b": b"b"})])
+    layer, size = a["layer_digests"][0], a["layer_sizes"][0]
+    assert b["layer_digests"][0] == layer
+    with FaultProxy(registry, delay_per_chunk=0.01, chunk_size=32768) as proxy:
+        errors: list[BaseException] = []
+
+        def pull(name: str) -> None:
+            try:
+                daemon.docker("pull", f"{proxy.host}/{name}:1")
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=pull, args=(n,)) for n in ("share/a", "share/b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert proxy.bytes_for(layer) == size  # one download served both pulls
+    ids = set(daemon.out("images", "-q", "--no-trunc").splitlines())
+    assert ids == {a["config_digest"], b["config_digest"]}

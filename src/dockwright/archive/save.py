@@ -235,13 +235,20 @@ async def write_save(images: list[SaveImage],
             written.add(lay.digest)
             yield tw.header_file(_blob_path(lay.digest), lay.size, mtime=created)
             sent = 0
-            async for chunk in open_blob(lay.digest):
-                if not chunk:
-                    continue
-                sent += len(chunk)
-                if sent > lay.size:
-                    raise DataCorrupted(f"blob {lay.digest} is larger than its recorded size {lay.size}")
-                yield chunk
+            body = open_blob(lay.digest)
+            try:
+                async for chunk in body:
+                    if not chunk:
+                        continue
+                    sent += len(chunk)
+                    if sent > lay.size:
+                        raise DataCorrupted(f"blob {lay.digest} is larger than its recorded size {lay.size}")
+                    yield chunk
+            finally:
+                # release the blob's file at once when the consumer stops early (a client that went away)
+                aclose = getattr(body, "aclose", None)
+                if aclose is not None:
+                    await aclose()
             if sent != lay.size:
                 raise DataCorrupted(f"blob {lay.digest} ended after {sent} of {lay.size} bytes")
             pad = tw.padding(lay.size)
