@@ -13,6 +13,7 @@ from ..engine.images import ImageSummary
 from ..distribution.auth import decode_registry_auth  # noqa: I001
 from ..errors import InvalidArgument
 from ..oci.config import container_config
+from ..oci.platform import Platform
 from . import params
 from .errors import json_body
 from .streams import JSONStream
@@ -257,8 +258,53 @@ async def search_images(request: web.Request) -> web.Response:
     return json_body(results)
 
 
+def _save_platform(request: web.Request) -> Platform | None:
+    if params.api_version(request) < (1, 48):
+        return None
+    if len(request.query.getall("platform", [])) > 1:
+        raise InvalidArgument("multiple platform parameters not supported")
+    return params.json_platform(request)
+
+
+async def _send_tar(request: web.Request, names: list[str]) -> web.StreamResponse:
+    eng = _engine(request)
+    chunks = await eng.archive.save(names, platform=_save_platform(request))
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    async for chunk in chunks:  # an error now can only abort the tar stream, as with dockerd
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+async def get_image(request: web.Request) -> web.StreamResponse:
+    return await _send_tar(request, [request.match_info["name"]])
+
+
+async def get_images(request: web.Request) -> web.StreamResponse:
+    return await _send_tar(request, params.strings(request, "names"))
+
+
+async def load_images(request: web.Request) -> web.StreamResponse:
+    eng = _engine(request)
+    stream = JSONStream(request)
+    await stream.start()  # dockerd reports every load error in-band (HTTP 200 + errorDetail)
+    try:
+        platform = _save_platform(request)
+        events = eng.archive.load(_body_chunks(request), quiet=params.bool_value(request, "quiet"),
+                                  platform=platform)
+    except Exception as exc:  # noqa: BLE001
+        await stream.send_error(exc)
+        return await stream.finish()
+    return await stream.run(events)
+
+
 def routes() -> list[tuple[str, str, Any]]:
     return [
+        ("GET", "/images/get", get_images),
+        ("POST", "/images/load", load_images),
+        ("GET", "/images/{name:.+}/get", get_image),
         ("GET", "/images/search", search_images),
         ("POST", "/images/{name:.+}/push", push_image),
         ("GET", "/images/json", list_images),

@@ -13,6 +13,7 @@ from ..content.store import ContentStore
 from ..errors import Unavailable
 from ..metadata.db import MetadataDB
 from .config import EngineConfig
+from .archive import ArchiveService
 from .events import EventBus
 from .images import ImagesService
 from .system import SystemService
@@ -46,6 +47,8 @@ class Engine:
         self.images = ImagesService(self.content, self.db, self.events, engine_version=ENGINE_VERSION,
                                     compression_level=config.compression_level, fsync=config.fsync)
         self.system = SystemService(self)
+        self.archive = ArchiveService(self.images, self.content, self.db, self.events, tmp_dir=root / "tmp",
+                                      fsync=config.fsync, level=config.compression_level)
         self._distribution: DistributionService | None = None
         self.startup_report = self.images.fsck(remove=True)
         rep = self.startup_report

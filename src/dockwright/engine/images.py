@@ -119,6 +119,9 @@ class ImagesService:
         else:
             self._leases[digest] = n
 
+    def is_leased(self, digest: str) -> bool:
+        return digest in self._leases
+
     @property
     def generation(self) -> int:
         """Bumped by every change of images, references or containers' use of them."""

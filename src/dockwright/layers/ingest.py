@@ -18,6 +18,7 @@ from .tarstream import TarInspector
 __all__ = ["IngestedLayer", "LayerIngester"]
 
 _DETECT_BYTES = 16
+_BLOCK = 1 << 20  # compression input is cut in fixed blocks: the gzip bytes then depend on the layer only
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class LayerIngester:
         self._writer: Writer | None = None
         self._diff = hashlib.sha256()
         self._tar = TarInspector()
+        self._pending = bytearray()
         self.bytes_in = 0
 
     def _start(self, head: bytes) -> None:
@@ -65,10 +67,16 @@ class LayerIngester:
         self._diff.update(data)
         self._tar.feed(data)
         if self._comp is not None:
-            out = self._comp.compress(data)
-            if out:
-                assert self._writer is not None
-                self._writer.write(out)
+            self._pending += data
+            while len(self._pending) >= _BLOCK:
+                self._compress(bytes(self._pending[:_BLOCK]))
+                del self._pending[:_BLOCK]
+
+    def _compress(self, block: bytes) -> None:
+        assert self._comp is not None and self._writer is not None
+        out = self._comp.compress(block)
+        if out:
+            self._writer.write(out)
 
     def _process(self, data: bytes) -> None:
         if self._mode is Compression.GZIP and self._keep:
@@ -103,6 +111,9 @@ class LayerIngester:
             summary = self._tar.close()
             assert self._writer is not None
             if self._comp is not None:
+                if self._pending:
+                    self._compress(bytes(self._pending))
+                    self._pending.clear()
                 tail = self._comp.flush()
                 if tail:
                     self._writer.write(tail)

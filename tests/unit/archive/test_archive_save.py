@@ -374,3 +374,28 @@ def test_umoci_unpacks_the_layout(saved_archive: tuple[Path, list[LoadedImage]],
     assert (rootfs / "data" / "a").read_text() == "changed\n"
     assert not (rootfs / "data" / "c").exists()
     assert sorted(p.name for p in (rootfs / "data" / "sub").iterdir()) == ["n"]
+
+
+def test_consumer_stopping_early_closes_the_blob(fixture_images: tuple[ContentStore, list[LoadedImage]]) -> None:
+    store, images = fixture_images
+    closed: list[str] = []
+
+    async def open_blob(digest: str) -> AsyncIterator[bytes]:
+        try:
+            with store.open(digest) as f:
+                while data := f.read(4096):
+                    yield data
+        finally:
+            closed.append(digest)
+
+    async def main() -> None:
+        gen = write_save([to_save_image(images[0])], open_blob)
+        seen = 0
+        async for chunk in gen:
+            seen += len(chunk)
+            if seen > 20000:  # inside the layer blob
+                break
+        await gen.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+    assert closed == [images[0].layers[0].digest]

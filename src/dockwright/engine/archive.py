@@ -1,0 +1,237 @@
+"""The archive service: ``docker save`` and ``docker load`` over the store, all-or-nothing and streamed.
+
+Save resolves the names first (an unknown name is an HTTP error), then streams the tar straight from the blob
+store (``archive.save``): nothing is written to disk and the first bytes leave before the last blob is read.
+
+Load streams the request body through ``archive.load``, which commits layer blobs as they arrive; the images,
+their tags and their manifests are then written in one metadata transaction per image. A failed load leaves no
+tag and no image, and the blobs it had committed are collected again unless an image already uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+from .. import reference as refs
+from ..archive.load import ArchiveError, LoadResult, read_archive
+from ..archive.save import SaveImage, SaveLayer, write_save
+from ..content.store import ContentStore
+from ..errors import ImageNotFound, InvalidArgument
+from ..metadata.db import LayerRecord, MetadataDB
+from ..oci import mediatypes as mt
+from ..oci.platform import Platform
+from .events import EventBus
+from .images import ImagesService
+from .progress import Progress, ProgressEvent, StreamText
+
+__all__ = ["ArchiveService"]
+
+
+class ArchiveService:
+    def __init__(self, images: ImagesService, content: ContentStore, db: MetadataDB, events: EventBus, *,
+                 tmp_dir: Any, fsync: bool = True, level: int = 1) -> None:
+        self.images = images
+        self.content = content
+        self.db = db
+        self.events = events
+        self.tmp_dir = tmp_dir
+        self.fsync = fsync
+        self.level = level
+
+    # ================================================================================================ save ===
+    def _select(self, names: list[str], platform: Platform | None) -> list[SaveImage]:
+        """dockerd's tarexport parseNames: by tag → that tag; a bare repository → all its tags; an ID → no name."""
+        order: list[str] = []
+        tags: dict[str, list[refs.Reference]] = {}
+        for name in names:
+            image_id: str | None = None
+            named: refs.Reference | None = None
+            if not refs.is_full_id(name):
+                try:
+                    named = refs.parse_normalized_named(name)
+                except InvalidArgument:
+                    named = None
+            if named is not None and not named.tag and not named.digest:
+                prefix = named.name + ":"
+                found = [(n, i) for n, i, kind in self.db.refs_with_prefix(prefix)
+                         if kind == "tag" and "/" not in n[len(prefix):]]
+                if found:
+                    for n, i in found:
+                        if i not in tags:
+                            order.append(i)
+                            tags[i] = []
+                        tags[i].append(refs.parse_normalized_named(n))
+                    continue
+            rec = self.images.resolve(name)
+            image_id = rec.id
+            if image_id not in tags:
+                order.append(image_id)
+                tags[image_id] = []
+            if named is not None and not _is_id_like(name, image_id):
+                t = refs.tag_name_only(named)
+                if t.tag and not t.digest and t not in tags[image_id]:
+                    tags[image_id].append(t)
+        out = []
+        for image_id in order:
+            rec = self.db.get_image(image_id, with_layers=True)
+            if rec is None:
+                raise ImageNotFound(image_id)
+            if platform is not None and not platform.matches(Platform(rec.os, rec.architecture, rec.variant)):
+                raise ImageNotFound(image_id, f"image {image_id} does not provide the specified platform "
+                                              f"({platform})")
+            layers = []
+            for diff_id, _, digest in rec.layers:
+                lay = self.db.get_layer(digest)
+                if lay is None:
+                    raise ImageNotFound(image_id, f"layer {digest} of image {image_id} is missing")
+                layers.append(SaveLayer(lay.digest, lay.size, lay.media_type, diff_id))
+            names_ = tags[image_id]
+            out.append(SaveImage(
+                config_digest=rec.id, config_raw=self.content.read(rec.id),
+                manifest_digest=rec.target_digest, manifest_raw=self.content.read(rec.target_digest),
+                manifest_media_type=rec.target_media_type, layers=layers,
+                repo_tags=[t.familiar() for t in names_], full_names=[str(t) for t in names_],
+                parent=rec.parent))
+        return out
+
+    async def save(self, names: list[str], *, platform: Platform | None = None) -> AsyncIterator[bytes]:
+        """Resolve now (errors before the first byte), then return the streaming tar."""
+        if not names:
+            raise InvalidArgument("no images specified")
+        images = await asyncio.to_thread(self._select, names, platform)
+        for img in images:
+            for lay in img.layers:
+                self.images.lease(lay.digest)
+        return self._stream(images)
+
+    async def _stream(self, images: list[SaveImage]) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in write_save(images, self._open_blob):
+                yield chunk
+            for img in images:
+                attrs = dict((self.db.get_image(img.config_digest) or _NoRec()).labels or {})
+                attrs["name"] = img.repo_tags[0] if img.repo_tags else img.config_digest
+                self.events.publish("image", "save", img.config_digest, attrs)
+        finally:
+            for img in images:
+                for lay in img.layers:
+                    self.images.release(lay.digest)
+
+    async def _open_blob(self, digest: str) -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(self.content.open, digest)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(f.read, 1 << 20)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            f.close()
+
+    # ================================================================================================ load ===
+    async def load(self, chunks: AsyncIterator[bytes], *, quiet: bool = False,
+                   platform: Platform | None = None) -> AsyncIterator[ProgressEvent]:
+        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+
+        def progress(status: str, id_: str, current: int, total: int | None) -> None:
+            if not quiet:
+                queue.put_nowait(Progress(status, id_, current, total))
+
+        committed: set[str] = set()
+        result_box: list[LoadResult] = []
+
+        async def run() -> None:
+            try:
+                result_box.append(await read_archive(chunks, self.content, tmp_dir=self.tmp_dir,
+                                                     platform=platform, progress=progress, fsync=self.fsync,
+                                                     level=self.level, committed=committed))
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.ensure_future(run())
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    break
+                yield ev
+            await task
+        except BaseException as exc:
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001
+                pass
+            blobs = set(committed)
+            if isinstance(exc, ArchiveError):
+                blobs |= exc.blobs
+            await self._collect(blobs)
+            raise
+        result = result_box[0]
+        for b in result.blobs:
+            self.images.lease(b)
+        try:
+            if not result.images:
+                raise InvalidArgument("no images found in the archive") if not result.blobs else \
+                    InvalidArgument("no images for the requested platform in the archive")
+            for img in result.images:
+                async for ev in self._commit_loaded(img):
+                    yield ev
+        finally:
+            for b in result.blobs:
+                self.images.release(b)
+            await self._collect(result.unused | (result.blobs if not result.images else set()))
+
+    async def _commit_loaded(self, img: Any) -> AsyncIterator[ProgressEvent]:
+        layers = [LayerRecord(lay.digest, lay.diff_id, lay.media_type, lay.size, lay.diff_size, lay.tar_size)
+                  for lay in img.layers]
+        tags = [refs.parse_normalized_named(t) for t in img.repo_tags]
+        tags = [refs.tag_name_only(t) for t in tags]
+        moved_from: dict[str, str] = {}
+        for t in tags:
+            old = self.db.get_ref(str(t))
+            if old is not None and old != img.config_digest:
+                moved_from[str(t)] = old
+        parent = img.parent if img.parent and self.db.get_image(img.parent) is not None else ""
+        kwargs: dict[str, Any] = {}
+        if img.manifest_raw is not None:
+            kwargs["manifest_raw"] = img.manifest_raw
+            kwargs["manifest_media_type"] = img.manifest_media_type or mt.OCI_MANIFEST
+        image_id, _ = await self.images.commit_image(img.config_raw, layers, parent=parent, tags=tags, **kwargs)
+        for t in tags:
+            if str(t) in moved_from:
+                yield StreamText(f"The image {t.familiar()} already exists, renaming the old one with ID "
+                                 f"{moved_from[str(t)]} to empty string\n")
+        rec = self.db.get_image(image_id)
+        attrs = dict((rec.labels if rec else None) or {})
+        for t in tags:
+            self.events.publish("image", "tag", image_id, {**attrs, "name": t.familiar()})
+        attrs["name"] = tags[0].familiar() if tags else image_id
+        self.events.publish("image", "load", image_id, attrs)
+        if tags:
+            for t in tags:
+                yield StreamText(f"Loaded image: {t.familiar()}\n")
+        else:
+            yield StreamText(f"Loaded image ID: {image_id}\n")
+
+    async def _collect(self, blobs: set[str]) -> None:
+        """Remove blobs a failed or partial load committed that no image references (and nobody leases)."""
+        if not blobs:
+            return
+        async with self.images._mu:
+            referenced = self.db.referenced_blobs()
+            for b in blobs:
+                if b not in referenced and not self.images.is_leased(b):
+                    self.content.delete(b)
+
+
+class _NoRec:
+    labels = None
+
+
+def _is_id_like(name: str, image_id: str) -> bool:
+    hex_ = image_id.split(":", 1)[1]
+    n = name.split(":", 1)[1] if name.startswith("sha256:") else name
+    return hex_.startswith(n)
+
