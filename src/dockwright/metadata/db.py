@@ -137,6 +137,11 @@ class MetadataDB:
             self._conn.execute("PRAGMA foreign_keys=OFF")
             self._conn.executescript(SCHEMA)
 
+    def executescript(self, script: str) -> None:
+        """Create the tables a service owns (idempotent DDL)."""
+        with self._lock:
+            self._conn.executescript(script)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
