@@ -18,11 +18,11 @@ the archive's metadata is known (``manifest.json`` and ``index.json`` may come f
     runs over it speculatively, so a layer's DiffID, diff size and tar size are known without a second read;
     the blob is committed if it turns out to be a valid layer (a blob that is not is dropped and remembered as
     "not a valid layer");
-  - **a tar** (uncompressed) **or bzip2/xz** → :class:`~dockwright.layers.ingest.LayerIngester`, which stores it
-    recompressed with gzip (Docker 25+ classic-store archives and legacy ``<id>/layer.tar`` files are
-    uncompressed; an uncompressed layer blob would be as big as the tar in the store and on every push). It is
-    fed in fixed pieces counted from the start of the file, so the gzip blob depends on the layer only and a
-    layer loaded again (or from another archive) is the same blob;
+  - **a tar** (uncompressed) → :class:`~dockwright.layers.ingest.LayerIngester` with ``keep_uncompressed``: stored
+    as it is (as containerd stores a docker-archive's layers), so its digest is its DiffID — one hash, no
+    deflate; the archive's own manifest, if any, then still names the stored blob. **bzip2/xz** files are
+    recompressed with gzip, fed in fixed pieces counted from the start of the file, so the gzip blob depends on
+    the layer only and a layer loaded again (or from another archive) is the same blob;
   - anything else up to 16 MiB (configs, manifests, ``<id>/json``, ``VERSION``…) → kept, in memory while the
     total stays under 64 MiB and in a spill file under ``tmp_dir`` beyond that;
   - larger files that are neither → skipped (an error only if something refers to them).
@@ -324,7 +324,8 @@ class _FileSink(_Sink):
             self._verifier = LayerVerifier()
         elif kind in (Compression.BZIP2, Compression.XZ) or _looks_like_tar(head):
             self._mode = "ingest"
-            self._ingester = LayerIngester(loader.store, level=loader.level, fsync=loader.fsync)
+            self._ingester = LayerIngester(loader.store, level=loader.level, fsync=loader.fsync,
+                                           keep_uncompressed=True)
             if self._expected and kind is not Compression.NONE:
                 # (an uncompressed file's digest is the DiffID the ingester computes anyway)
                 self._hash = hashlib.sha256()

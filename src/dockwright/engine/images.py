@@ -29,6 +29,8 @@ from .events import EventBus
 
 __all__ = ["ImagesService", "ImageSummary", "DeleteItem", "PruneReport", "HistoryItem", "ContainerUsage"]
 
+_OCI_LAYER_TYPES = {mt.DOCKER_LAYER: mt.OCI_LAYER_GZIP, "application/vnd.docker.image.rootfs.diff.tar": mt.OCI_LAYER}
+
 RESUMABLE_PREFIX = "pull-"
 RESUMABLE_TTL = 7 * 24 * 3600
 
@@ -231,12 +233,16 @@ class ImagesService:
         cfg = ImageConfig(config_raw)
         config_digest = await asyncio.to_thread(self.content.put, config_raw)
         if manifest_raw is None:
+            if any(lay.media_type != mt.DOCKER_LAYER for lay in layers):
+                manifest_media_type = mt.OCI_MANIFEST  # uncompressed or zstd layers: an OCI manifest
+            oci = manifest_media_type == mt.OCI_MANIFEST
             manifest = {
                 "schemaVersion": 2,
                 "mediaType": manifest_media_type,
-                "config": {"mediaType": mt.DOCKER_CONFIG if manifest_media_type == mt.DOCKER_MANIFEST
-                           else mt.OCI_CONFIG, "size": len(config_raw), "digest": config_digest},
-                "layers": [{"mediaType": lay.media_type, "size": lay.size, "digest": lay.digest} for lay in layers],
+                "config": {"mediaType": mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG,
+                           "size": len(config_raw), "digest": config_digest},
+                "layers": [{"mediaType": _OCI_LAYER_TYPES.get(lay.media_type, lay.media_type) if oci
+                            else lay.media_type, "size": lay.size, "digest": lay.digest} for lay in layers],
             }
             manifest_raw = json.dumps(manifest, indent=3).encode()
         manifest_digest = await asyncio.to_thread(self.content.put, manifest_raw)

@@ -36,10 +36,12 @@ class LayerIngester:
     """Feed chunks with ``feed``; ``finish`` verifies and commits the blob. Blocking: call from a worker thread."""
 
     def __init__(self, store: ContentStore, *, level: int = 1, keep_compressed: bool = True,
-                 media_type: str = mt.DOCKER_LAYER, ref: str | None = None, fsync: bool = True) -> None:
+                 keep_uncompressed: bool = False, media_type: str = mt.DOCKER_LAYER, ref: str | None = None,
+                 fsync: bool = True) -> None:
         self._store = store
         self._level = level
         self._keep = keep_compressed
+        self._keep_plain = keep_uncompressed
         self._media_type = media_type
         self._ref = ref
         self._fsync = fsync
@@ -53,18 +55,28 @@ class LayerIngester:
         self._pending = bytearray()
         self.bytes_in = 0
 
+    @property
+    def _plain_stored(self) -> bool:
+        return self._keep_plain and self._mode is Compression.NONE
+
     def _start(self, head: bytes) -> None:
         self._mode = detect(head)
         self._writer = self._store.writer(self._ref)
         if self._mode is not Compression.NONE:
             self._decomp = decompressor(self._mode)
-        if not (self._mode is Compression.GZIP and self._keep):
+        if self._mode is Compression.NONE and self._keep_plain:
+            # stored as it is (containerd keeps a docker-archive's uncompressed layers): one hash, no deflate
+            self._media_type = mt.OCI_LAYER
+        elif not (self._mode is Compression.GZIP and self._keep):
             self._comp = gzip_compressor(self._level)
 
     def _uncompressed(self, data: bytes) -> None:
         if not data:
             return
-        self._diff.update(data)
+        if self._plain_stored:
+            self._writer.write(data)  # type: ignore[union-attr]  # the writer's hash is the DiffID
+        else:
+            self._diff.update(data)
         self._tar.feed(data)
         if self._comp is not None:
             self._pending += data
@@ -122,8 +134,9 @@ class LayerIngester:
         except BaseException:
             self.abort()
             raise
+        diff_id = digest if self._plain_stored else "sha256:" + self._diff.hexdigest()
         return IngestedLayer(digest=digest, media_type=self._media_type, size=size,
-                             diff_id="sha256:" + self._diff.hexdigest(), diff_size=summary.diff_size,
+                             diff_id=diff_id, diff_size=summary.diff_size,
                              tar_size=summary.tar_size, entries=summary.entries)
 
     def abort(self) -> None:

@@ -84,7 +84,8 @@ def get_exec_user(spec: str, passwd: str | None, group: str | None) -> ExecUser:
     uid_arg = _atoi(user_arg)
     gid_arg = _atoi(group_arg)
 
-    uid, gid, home, sgids = 0, 0, "", ()
+    uid, gid, home = 0, 0, ""
+    sgids: tuple[int, ...] = ()
     matched = ""
     users = []
     if passwd is not None:
@@ -156,8 +157,7 @@ def resolve_in_root(root: Path, path: str) -> Path:
             target = os.readlink(candidate)
             if target.startswith("/"):
                 resolved = []
-            for p in reversed([p for p in target.split("/") if p]):
-                todo.append(p)
+            todo.extend(reversed([p for p in target.split("/") if p]))
             continue
         resolved.append(part)
     return root.joinpath(*resolved)

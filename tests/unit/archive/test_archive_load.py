@@ -241,14 +241,15 @@ def test_dockerd_2010_busybox_fixture(tmp_path: Path) -> None:
     assert img.config_digest == BB_ID
     assert sha(img.config_raw) == BB_ID
     assert img.repo_tags == ["docker.io/library/bb:1"]
-    assert img.manifest_raw is None and img.manifest_media_type is None  # layer.tar was recompressed
+    assert img.manifest_raw is None and img.manifest_media_type is None  # legacy archive: no manifest
     (lay,) = img.layers
     assert lay.diff_id == WHITEOUTS_DIFF_IDS[0]
-    assert lay.media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    # an uncompressed layer.tar is stored as it is (as containerd does): its digest is its DiffID
+    assert lay.media_type == "application/vnd.oci.image.layer.v1.tar"
+    assert lay.digest == lay.diff_id
     assert lay.tar_size == 1996800
-    assert store.exists(lay.digest) and store.size(lay.digest) == lay.size
-    assert gzip.decompress(store.read(lay.digest))[:0] == b""
-    assert hashlib.sha256(gzip.decompress(store.read(lay.digest))).hexdigest() == lay.diff_id[7:]
+    assert store.exists(lay.digest) and store.size(lay.digest) == lay.size == 1996800
+    assert hashlib.sha256(store.read(lay.digest)).hexdigest() == lay.diff_id[7:]
     assert res.blobs == {lay.digest} and res.unused == set()
     assert_clean(store)
     # progress: throttled "Loading layer" events keyed by the layer directory, ending at the total
@@ -369,10 +370,11 @@ def test_docker25_layout_uncompressed_layers_are_recompressed(tmp_path: Path) ->
     assert summary(res) == [(sha(cfg), ["docker.io/library/app:latest", "example.com/app:v1"], [sha(l1), sha(l2)]),
                             (sha(base), [], [sha(l1)])]
     for img in res.images:
-        assert img.manifest_raw is None  # the archive's manifest names the uncompressed tars
+        # the uncompressed tars are kept as they are, so the archive's manifest still names the stored blobs
+        assert img.manifest_raw is not None
         for lay in img.layers:
-            assert lay.media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            assert gzip.decompress(store.read(lay.digest)) in (l1, l2)
+            assert lay.media_type == "application/vnd.oci.image.layer.v1.tar"
+            assert store.read(lay.digest) in (l1, l2)
     assert res.images[1].layers[0].digest == res.images[0].layers[0].digest
     assert_clean(store)
 
@@ -557,14 +559,14 @@ def test_oci_layout_names(tmp_path: Path) -> None:
     ]
 
 
-def test_oci_layout_uncompressed_layer_drops_the_manifest(tmp_path: Path) -> None:
+def test_oci_layout_uncompressed_layer_keeps_the_manifest(tmp_path: Path) -> None:
     l1 = layer_tar({"f": b"1" * 3000})
     cfg = config_for([sha(l1)])
     man = oci_manifest(cfg, [(l1, "application/vnd.oci.image.layer.v1.tar")])
     store = new_store(tmp_path)
     (img,) = load(oci_layout([l1, cfg, man], [desc(man, OCI_MANIFEST)]), store, tmp_path).images
-    assert img.manifest_raw is None
-    assert gzip.decompress(store.read(img.layers[0].digest)) == l1
+    assert img.manifest_raw == man
+    assert store.read(img.layers[0].digest) == l1
 
 
 def test_empty_layer_file(tmp_path: Path) -> None:

@@ -1,0 +1,167 @@
+"""Reading docker json-file logs (``docker logs``) and framing multiplexed streams.
+
+The shim writes ``<id>-json.log`` one JSON object a line: ``{"log":"…\\n","stream":"stdout"|"stderr",
+"time":"2006-01-02T15:04:05.999999999Z"}``. :func:`read_json_log` reads it back as dockerd's json-file reader
+does: ``tail`` counts lines of both streams from the end of the file, ``since`` drops earlier lines,
+``until`` ends the read at the first later line, and ``follow`` keeps reading what is appended until
+``stop`` is set (and everything written before that is read) or ``until`` has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import IO, AsyncIterator, NamedTuple
+
+from .shim import STDERR, STDOUT, frame
+
+__all__ = ["LogEntry", "read_json_log", "frame", "parse_log_time", "format_timestamp_fixed", "STDOUT", "STDERR"]
+
+_STREAM_IDS = {"stdout": STDOUT, "stderr": STDERR}
+_TIME_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|z|[+-]\d{2}:\d{2})\Z")
+
+
+class LogEntry(NamedTuple):
+    """One log line: ``stream`` is 1 (stdout) or 2 (stderr), ``line`` the bytes (with their newline, and
+    with the timestamp prefix when asked for), ``time`` Unix seconds."""
+
+    stream: int
+    line: bytes
+    time: float
+
+
+def parse_log_time(value: str) -> int:
+    """An RFC 3339 time (as json-file writes it) as Unix nanoseconds; ValueError when malformed."""
+    m = _TIME_RE.match(value)
+    if m is None:
+        raise ValueError(f"bad log time {value!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac = (m.group(7) or "")[:9].ljust(9, "0")
+    zone = m.group(8)
+    offset = 0
+    if zone not in ("Z", "z"):
+        sign = -1 if zone[0] == "-" else 1
+        offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    secs = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset
+    return secs * 1_000_000_000 + int(frac)
+
+
+def format_timestamp_fixed(ns: int) -> str:
+    """Go's ``RFC3339NanoFixed`` (nine fraction digits, UTC), the prefix of ``docker logs --timestamps``."""
+    secs, nanos = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+
+
+def _tail_offset(f: IO[bytes], n: int) -> int:
+    """The offset of the ``n``-th complete line from the end (0 when the file has fewer)."""
+    size = f.seek(0, os.SEEK_END)
+    if n <= 0:
+        return size
+    pos = size
+    skipped_last = False
+    found = 0
+    while pos > 0:
+        start = max(0, pos - 65536)
+        f.seek(start)
+        data = f.read(pos - start)
+        idx = len(data)
+        while True:
+            idx = data.rfind(b"\n", 0, idx)
+            if idx < 0:
+                break
+            if not skipped_last:  # the newline that ends the last complete line
+                skipped_last = True
+                continue
+            found += 1
+            if found == n:
+                return start + idx + 1
+        pos = start
+    return 0
+
+
+def _parse(raw: bytes) -> tuple[int, bytes, int] | None:
+    try:
+        rec = json.loads(raw)
+        stream = _STREAM_IDS[rec["stream"]]
+        line = str(rec["log"]).encode("utf-8", "replace")
+        ns = parse_log_time(rec["time"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return stream, line, ns
+
+
+def _open(path: Path) -> IO[bytes] | None:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return None
+
+
+async def read_json_log(path: Path, *, stdout: bool = True, stderr: bool = True, since: float | None = None,
+                        until: float | None = None, tail: int | None = None, timestamps: bool = False,
+                        follow: bool = False, stop: asyncio.Event | None = None,
+                        poll_interval: float = 0.05) -> AsyncIterator[LogEntry]:
+    """The lines of a json-file log as :class:`LogEntry` tuples ``(stream, line, time)``.
+
+    ``since``/``until`` are Unix seconds (None: no bound); ``tail`` None or negative means all lines;
+    ``timestamps`` prefixes each line with its RFC3339NanoFixed time and a space. With ``follow`` the
+    iterator waits for new lines until ``stop`` is set (then it returns after the last line written before)
+    or ``until`` has passed; a caller may also just stop iterating.
+    """
+    since_ns = None if since is None else int(since * 1_000_000_000)
+    until_ns = None if until is None else int(until * 1_000_000_000)
+    wanted = {s for s, ok in ((STDOUT, stdout), (STDERR, stderr)) if ok}
+    f = await asyncio.to_thread(_open, Path(path))
+    while f is None:
+        if not follow or (stop is not None and stop.is_set()):
+            return
+        await asyncio.sleep(poll_interval)
+        f = await asyncio.to_thread(_open, Path(path))
+    try:
+        if tail is not None and tail >= 0:
+            offset = await asyncio.to_thread(_tail_offset, f, tail)
+        else:
+            offset = 0
+        f.seek(offset)
+        buf = b""
+        while True:
+            stopped = stop is not None and stop.is_set()
+            chunk = await asyncio.to_thread(f.read, 1 << 20)
+            if chunk:
+                buf += chunk
+                lines = buf.split(b"\n")
+                buf = lines.pop()
+                for raw in lines:
+                    parsed = _parse(raw)
+                    if parsed is None:
+                        continue
+                    stream, line, ns = parsed
+                    if since_ns is not None and ns < since_ns:
+                        continue
+                    if until_ns is not None and ns > until_ns:
+                        return
+                    if stream not in wanted:
+                        continue
+                    if timestamps:
+                        line = format_timestamp_fixed(ns).encode() + b" " + line
+                    yield LogEntry(stream, line, ns / 1e9)
+                continue
+            if not follow or stopped:
+                return
+            if until is not None and time.time() > until:
+                return
+            try:
+                if os.fstat(f.fileno()).st_size < f.tell():  # truncated: start again
+                    f.seek(0)
+                    buf = b""
+            except OSError:
+                return
+            await asyncio.sleep(poll_interval)
+    finally:
+        f.close()

@@ -1,0 +1,676 @@
+"""The per-container shim: a small process that owns a container's stdio, logs and exit status.
+
+It is started by :meth:`dockwright.runtime.runc.Runc.create` as ``python -I shim.py CONFIG`` (it also runs as
+``python -m dockwright.runtime.shim CONFIG``) in a new session, and it forks once more so that it belongs to
+no daemon: a daemon restart, or a ``kill -9`` of the daemon, leaves the shim and its container running.
+It uses the standard library only, so it starts quickly and does not depend on the rest of dockwright.
+
+What it does, in order:
+
+1. Marks itself a child subreaper (``PR_SET_CHILD_SUBREAPER``), so that the container's init, whose
+   parent ``runc create`` exits, is re-parented to the shim and its exit status can be collected with
+   ``waitpid``.
+2. Makes the container's stdio: pipes for stdout and stderr (and stdin when asked) passed through
+   ``runc create``, or, for a tty, a console socket on which runc sends the pty master.
+3. Binds ``shim.sock`` in the state directory (the bundle directory), then runs
+   ``runc create --pid-file init.pid --bundle B ID`` and reports ``{"pid": N}`` or ``{"error": msg}`` as one
+   JSON line on its stdout (a pipe the daemon reads), then closes that stdout.
+4. Serves, until the container has exited and its output is drained:
+
+   * every chunk of output goes to ``<id>-json.log`` as docker json-file lines
+     (``{"log":"…\\n","stream":"stdout","time":"RFC3339Nano"}``, lines longer than 16 KiB split) and to
+     every attached client, framed like Docker's multiplexed streams (8-byte header ``[stream,0,0,0,size]``);
+   * requests on ``shim.sock``, one JSON line each: ``{"op":"attach","stdin":b,"stdout":b,"stderr":b,
+     "stdin_once":b}`` (answered with ``{"ok":true,"tty":b}``, then frames; the client's bytes after the
+     request line go to the container's stdin, and with ``stdin_once`` its EOF closes that stdin),
+     ``{"op":"wait"}`` (answered with the exit record once there is one), ``{"op":"resize","height":h,
+     "width":w}``, ``{"op":"close_stdin"}`` and ``{"op":"status"}``.
+5. When the init has exited and stdout/stderr reached EOF (or 5 s passed), writes ``exit.json``
+   (``exit_code`` with 128+signal for a signal, ``signal``, ``exited_at``, ``oom_killed``, ``pid``)
+   atomically, answers the waiters, closes the clients, removes the socket and exits.
+
+The container is started later by ``runc start`` (from the daemon); output written before anyone attaches is
+in the log file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "STDIN",
+    "STDOUT",
+    "STDERR",
+    "STREAM_NAMES",
+    "SOCKET_FILE",
+    "EXIT_FILE",
+    "PID_FILE",
+    "INIT_PID_FILE",
+    "LOG_LINE_MAX",
+    "frame",
+    "format_log_time",
+    "encode_log_line",
+    "bind_unix",
+    "connect_unix",
+    "read_exit_file",
+    "main",
+]
+
+STDIN, STDOUT, STDERR = 0, 1, 2
+STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
+
+SOCKET_FILE = "shim.sock"
+EXIT_FILE = "exit.json"
+PID_FILE = "shim.pid"
+INIT_PID_FILE = "init.pid"
+LOG_LINE_MAX = 16 * 1024  # dockerd's json-file splits longer lines (as partial messages)
+DRAIN_TIMEOUT = 5.0
+CLIENT_BUFFER_MAX = 8 * 1024 * 1024
+PR_SET_CHILD_SUBREAPER = 36
+_SUN_PATH_MAX = 100  # sockaddr_un has 108 bytes; leave some room
+
+
+def frame(stream_id: int, data: bytes) -> bytes:
+    """Docker's multiplexed-stream framing: ``[stream, 0, 0, 0, size (uint32 BE)]`` then the payload."""
+    return struct.pack(">BxxxI", stream_id, len(data)) + data
+
+
+def format_log_time(ns: int) -> str:
+    """Unix nanoseconds as Go's ``time.RFC3339Nano`` in UTC (trailing zeros of the fraction dropped)."""
+    secs, nanos = divmod(ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    fraction = f"{nanos:09d}".rstrip("0")
+    return f"{base}.{fraction}Z" if fraction else f"{base}Z"
+
+
+def encode_log_line(stream_id: int, data: bytes, ns: int) -> bytes:
+    """One docker json-file line (with its newline) for ``data`` read from ``stream_id`` at ``ns``."""
+    record = {"log": data.decode("utf-8", "replace"), "stream": STREAM_NAMES[stream_id], "time": format_log_time(ns)}
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _unix_address(path: Path) -> tuple[str, int | None]:
+    """An address for ``path`` that fits in ``sun_path``: the path, or ``/proc/self/fd/<dirfd>/<name>``."""
+    p = os.fspath(path)
+    if len(p.encode()) < _SUN_PATH_MAX:
+        return p, None
+    dfd = os.open(os.path.dirname(p) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{dfd}/{os.path.basename(p)}", dfd
+
+
+def bind_unix(path: Path, backlog: int = 64) -> socket.socket:
+    """A listening unix stream socket at ``path`` (however long the path is)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    address, dfd = _unix_address(path)
+    try:
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        if dfd is not None:
+            os.close(dfd)
+    os.chmod(path, 0o600)
+    sock.listen(backlog)
+    return sock
+
+
+def connect_unix(path: Path) -> socket.socket:
+    """A connected (blocking) unix stream socket to ``path`` (however long the path is)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    address, dfd = _unix_address(path)
+    try:
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        if dfd is not None:
+            os.close(dfd)
+    return sock
+
+
+def read_exit_file(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((state_dir / EXIT_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("exit_code"), int) else None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _log(msg: str) -> None:
+    try:
+        sys.stderr.write(f"{format_log_time(time.time_ns())} shim[{os.getpid()}]: {msg}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+# json-file writer
+
+
+class JsonLogWriter:
+    """Appends docker json-file lines; a line is written as soon as its newline arrives."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._pending = {STDOUT: bytearray(), STDERR: bytearray()}
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except OSError as exc:  # a full disk must not stop the container's output
+                _log(f"cannot write the log: {exc}")
+                return
+            view = view[n:]
+
+    def write(self, stream_id: int, data: bytes) -> None:
+        buf = self._pending[stream_id]
+        buf += data
+        now = time.time_ns()
+        out = []
+        start = 0
+        while True:
+            i = buf.find(b"\n", start)
+            if i < 0:
+                break
+            while i + 1 - start > LOG_LINE_MAX:
+                out.append(encode_log_line(stream_id, bytes(buf[start:start + LOG_LINE_MAX]), now))
+                start += LOG_LINE_MAX
+            out.append(encode_log_line(stream_id, bytes(buf[start:i + 1]), now))
+            start = i + 1
+        while len(buf) - start >= LOG_LINE_MAX:
+            out.append(encode_log_line(stream_id, bytes(buf[start:start + LOG_LINE_MAX]), now))
+            start += LOG_LINE_MAX
+        del buf[:start]
+        if out:
+            self._write(b"".join(out))
+
+    def flush(self) -> None:
+        now = time.time_ns()
+        for stream_id, buf in self._pending.items():
+            if buf:
+                self._write(encode_log_line(stream_id, bytes(buf), now))
+                buf.clear()
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+
+# --------------------------------------------------------------------------------------------------
+# the running shim
+
+
+class _Client:
+    def __init__(self, writer: asyncio.StreamWriter, streams: set[int]) -> None:
+        self.writer = writer
+        self.streams = streams
+
+
+class Shim:
+    def __init__(self, cfg: dict[str, Any], state_dir: Path, server_sock: socket.socket, init_pid: int,
+                 outputs: dict[int, int], stdin_fd: int | None, master_fd: int | None) -> None:
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.server_sock = server_sock
+        self.init_pid = init_pid
+        self.outputs = outputs  # fd -> stream id
+        self.stdin_fd = stdin_fd
+        self.master_fd = master_fd
+        self.tty = master_fd is not None
+        self.log = JsonLogWriter(Path(cfg["log_path"]))
+        self.clients: set[_Client] = set()
+        self.exit_record: dict[str, Any] | None = None
+        self.stdin_writer: asyncio.StreamWriter | None = None
+
+    # -- output --------------------------------------------------------------------------------------
+    def _on_readable(self, fd: int, stream_id: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: the pty's last slave is closed
+            data = b""
+        if not data:
+            self.loop.remove_reader(fd)
+            os.close(fd)
+            del self.outputs[fd]
+            if not self.outputs:
+                self.drained.set()
+            return
+        self.log.write(stream_id, data)
+        payload = frame(stream_id, data)
+        for client in list(self.clients):
+            if stream_id not in client.streams:
+                continue
+            transport = client.writer.transport
+            if transport.is_closing():
+                self.clients.discard(client)
+                continue
+            client.writer.write(payload)
+            if transport.get_write_buffer_size() > CLIENT_BUFFER_MAX:
+                _log("dropping an attach client that does not read")
+                transport.abort()
+                self.clients.discard(client)
+
+    # -- stdin ---------------------------------------------------------------------------------------
+    async def _open_stdin(self) -> None:
+        fd = self.master_fd if self.tty else self.stdin_fd
+        if fd is None:
+            return
+        pipe = os.fdopen(os.dup(fd), "wb", buffering=0)
+        transport, protocol = await self.loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
+        self.stdin_writer = asyncio.StreamWriter(transport, protocol, None, self.loop)
+        if not self.tty and self.stdin_fd is not None:
+            os.close(self.stdin_fd)
+            self.stdin_fd = None
+
+    def close_stdin(self) -> None:
+        if self.stdin_writer is not None and not self.tty:
+            self.stdin_writer.close()
+            self.stdin_writer = None
+
+    # -- requests ------------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                req = json.loads(line) if line else {}
+            except ValueError:
+                req = {}
+            op = req.get("op")
+            if op == "wait":
+                await self.finished.wait()
+                writer.write(json.dumps(self.exit_record).encode() + b"\n")
+                await writer.drain()
+            elif op == "attach":
+                await self._attach(req, reader, writer)
+            elif op == "resize":
+                self._resize(int(req.get("height", 0)), int(req.get("width", 0)))
+                writer.write(b'{"ok":true}\n')
+                await writer.drain()
+            elif op == "close_stdin":
+                self.close_stdin()
+                writer.write(b'{"ok":true}\n')
+                await writer.drain()
+            elif op == "status":
+                status = {"ok": True, "pid": self.init_pid, "tty": self.tty, "exit": self.exit_record}
+                writer.write(json.dumps(status).encode() + b"\n")
+                await writer.drain()
+            else:
+                writer.write(json.dumps({"error": f"unknown request {op!r}"}).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, ValueError, TypeError):
+            pass
+        finally:
+            writer.close()
+
+    async def _attach(self, req: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        streams = {s for s, flag in ((STDOUT, "stdout"), (STDERR, "stderr")) if req.get(flag)}
+        writer.write(json.dumps({"ok": True, "tty": self.tty}).encode() + b"\n")
+        if self.finished.is_set() or not self.outputs:
+            await writer.drain()
+            return
+        client = _Client(writer, streams)
+        self.clients.add(client)
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if req.get("stdin") and self.stdin_writer is not None:
+                    try:
+                        self.stdin_writer.write(data)
+                        await self.stdin_writer.drain()
+                    except (ConnectionError, OSError):
+                        self.stdin_writer = None
+            # the client closed its side: with stdin_once that closes the container's stdin
+            if req.get("stdin") and req.get("stdin_once"):
+                self.close_stdin()
+            if streams:
+                # a half-closed client still receives output until the container exits
+                done = asyncio.ensure_future(self.finished.wait())
+                lost = asyncio.ensure_future(writer.wait_closed())
+                lost.add_done_callback(lambda f: f.cancelled() or f.exception())
+                try:
+                    await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    done.cancel()
+                    lost.cancel()
+        finally:
+            self.clients.discard(client)
+
+    def _resize(self, height: int, width: int) -> None:
+        if self.master_fd is None or height <= 0 or width <= 0:
+            return
+        fcntl.ioctl(self.master_fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+    # -- exit ----------------------------------------------------------------------------------------
+    def _reap(self) -> None:
+        """Thread: wait for the container's init (re-parented to us), reaping anything else on the way."""
+        status: int | None = None
+        while True:
+            try:
+                pid, st = os.waitpid(-1, 0)
+            except ChildProcessError:
+                # not our child after all: poll until it is gone; its status is lost
+                while os.path.exists(f"/proc/{self.init_pid}"):
+                    time.sleep(0.1)
+                break
+            except InterruptedError:
+                continue
+            if pid == self.init_pid:
+                status = st
+                break
+        self.loop.call_soon_threadsafe(self.exited.set_result, status)
+
+    def _oom_killed(self) -> bool:
+        try:
+            config = json.loads((Path(self.cfg["bundle"]) / "config.json").read_bytes())
+            cgroup = str(config.get("linux", {}).get("cgroupsPath", "")).lstrip("/")
+        except (OSError, ValueError):
+            return False
+        if not cgroup or ":" in cgroup:
+            return False
+        for path, key in ((f"/sys/fs/cgroup/memory/{cgroup}/memory.oom_control", "oom_kill"),
+                          (f"/sys/fs/cgroup/{cgroup}/memory.events", "oom_kill")):
+            try:
+                for line in Path(path).read_text().splitlines():
+                    k, _, v = line.partition(" ")
+                    if k == key:
+                        return int(v) > 0
+            except (OSError, ValueError):
+                continue
+        return False
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int | None] = self.loop.create_future()
+        self.drained = asyncio.Event()
+        self.finished = asyncio.Event()
+        for fd, stream_id in list(self.outputs.items()):
+            os.set_blocking(fd, False)
+            self.loop.add_reader(fd, self._on_readable, fd, stream_id)
+        if not self.outputs:
+            self.drained.set()
+        await self._open_stdin()
+        self.server_sock.setblocking(False)
+        server = await asyncio.start_unix_server(self._handle, sock=self.server_sock)
+        threading.Thread(target=self._reap, name="reaper", daemon=True).start()
+
+        status = await self.exited
+        try:
+            await asyncio.wait_for(self.drained.wait(), DRAIN_TIMEOUT)
+        except TimeoutError:
+            _log("output did not reach EOF after the container exited")
+            for fd in list(self.outputs):
+                self.loop.remove_reader(fd)
+                os.close(fd)
+            self.outputs.clear()
+        self.log.close()
+        signo: int | None = None
+        if status is None:
+            code = 255
+        elif os.WIFSIGNALED(status):
+            signo = os.WTERMSIG(status)
+            code = 128 + signo
+        else:
+            code = os.WEXITSTATUS(status)
+        self.exit_record = {
+            "exit_code": code,
+            "signal": signo,
+            "exited_at": format_log_time(time.time_ns()),
+            "oom_killed": self._oom_killed(),
+            "pid": self.init_pid,
+        }
+        _write_atomic(self.state_dir / EXIT_FILE, json.dumps(self.exit_record).encode() + b"\n")
+        self.finished.set()
+        server.close()
+        try:
+            os.unlink(self.state_dir / SOCKET_FILE)
+        except OSError:
+            pass
+        if self.stdin_writer is not None:
+            self.stdin_writer.close()
+        if self.master_fd is not None:
+            try:
+                os.close(self.master_fd)
+            except OSError:
+                pass
+        # let the waiters and attach clients receive their last bytes
+        for client in list(self.clients):
+            client.writer.close()
+        await asyncio.sleep(0)
+        deadline = self.loop.time() + 2.0
+        while self.loop.time() < deadline and any(
+                not t.done() for t in asyncio.all_tasks() if t is not asyncio.current_task()):
+            await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------------------------------
+# start-up
+
+
+def _set_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+def _runc_error(runc_log: Path, stderr_text: str) -> str:
+    """The last error runc logged (``--log-format json``), else what it printed."""
+    message = ""
+    try:
+        for line in runc_log.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("level") in ("error", "fatal") and rec.get("msg"):
+                message = str(rec["msg"])
+    except OSError:
+        pass
+    return message or stderr_text.strip() or "runc create failed"
+
+
+def _receive_console(listener: socket.socket, result: dict[str, Any]) -> None:
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
+        if fds:
+            result["fd"] = fds[0]
+    except OSError as exc:
+        result["error"] = exc
+
+
+def _report(obj: dict[str, Any]) -> None:
+    try:
+        os.write(1, json.dumps(obj).encode() + b"\n")
+    except OSError:
+        pass
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def _start(cfg: dict[str, Any]) -> Shim | None:
+    state_dir = Path(cfg["bundle"])
+    cid = cfg["id"]
+    tty = bool(cfg.get("tty"))
+    with_stdin = bool(cfg.get("stdin"))
+    runc_log = Path(cfg.get("runc_log") or state_dir / "runc.log")
+    for name in (EXIT_FILE, INIT_PID_FILE):
+        try:
+            os.unlink(state_dir / name)
+        except FileNotFoundError:
+            pass
+    (state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+    _set_subreaper()
+    server_sock = bind_unix(state_dir / SOCKET_FILE)
+
+    args = [cfg.get("runc", "runc"), "--root", str(cfg["root"]), "--log", str(runc_log), "--log-format", "json"]
+    if cfg.get("systemd_cgroup"):
+        args.append("--systemd-cgroup")
+    args += ["create", "--pid-file", str(state_dir / INIT_PID_FILE), "--bundle", str(state_dir)]
+
+    outputs: dict[int, int] = {}
+    stdin_fd: int | None = None
+    console: dict[str, Any] = {}
+    child_fds: list[int] = []
+    console_dir = None
+    listener = None
+    receiver = None
+    runc_stderr_path = state_dir / "runc.stderr"
+    if tty:
+        console_dir = tempfile.mkdtemp(prefix="dw-console-")
+        console_path = os.path.join(console_dir, "c.sock")
+        listener = bind_unix(Path(console_path), 1)
+        receiver = threading.Thread(target=_receive_console, args=(listener, console), daemon=True)
+        receiver.start()
+        args += ["--console-socket", console_path]
+        stdin_child = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        stdout_child = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        stderr_child = os.open(runc_stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        child_fds += [stdin_child, stdout_child, stderr_child]
+    else:
+        out_r, stdout_child = os.pipe()
+        err_r, stderr_child = os.pipe()
+        outputs = {out_r: STDOUT, err_r: STDERR}
+        if with_stdin:
+            stdin_child, stdin_fd = os.pipe()
+        else:
+            stdin_child = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        child_fds += [stdin_child, stdout_child, stderr_child]
+    args.append(cid)
+
+    try:
+        proc = subprocess.Popen(args, stdin=stdin_child, stdout=stdout_child, stderr=stderr_child,
+                                close_fds=True, cwd="/")
+    except OSError as exc:
+        _report({"error": f"cannot run runc: {exc}"})
+        return None
+    finally:
+        for fd in child_fds:
+            os.close(fd)
+    rc = proc.wait()
+
+    if rc != 0:
+        stderr_text = ""
+        if tty:
+            try:
+                stderr_text = runc_stderr_path.read_text(errors="replace")
+            except OSError:
+                pass
+        else:
+            for fd, stream_id in outputs.items():
+                if stream_id == STDERR:
+                    os.set_blocking(fd, False)
+                    try:
+                        stderr_text = os.read(fd, 65536).decode(errors="replace")
+                    except OSError:
+                        pass
+        if listener is not None:
+            listener.close()
+        _report({"error": _runc_error(runc_log, stderr_text)})
+        return None
+
+    try:
+        init_pid = int((state_dir / INIT_PID_FILE).read_text().strip())
+    except (OSError, ValueError) as exc:
+        _report({"error": f"runc create left no pid file: {exc}"})
+        return None
+
+    master_fd = None
+    if tty:
+        assert receiver is not None and listener is not None
+        receiver.join(10)
+        listener.close()
+        if console_dir is not None:
+            try:
+                os.unlink(os.path.join(console_dir, "c.sock"))
+                os.rmdir(console_dir)
+            except OSError:
+                pass
+        master_fd = console.get("fd")
+        if master_fd is None:
+            _report({"error": f"runc did not send the console: {console.get('error', 'timeout')}"})
+            return None
+        os.set_inheritable(master_fd, False)
+        # reading and writing share the master, through two descriptions of the same fd
+        outputs = {os.dup(master_fd): STDOUT}
+
+    _report({"pid": init_pid})
+    return Shim(cfg, state_dir, server_sock, init_pid, outputs, stdin_fd, master_fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.stderr.write("usage: shim.py CONFIG-JSON\n")
+        return 2
+    cfg = json.loads(argv[0])
+    # fork once more: the daemon reaps our parent at once and the shim is nobody's child but init's
+    if os.fork() != 0:
+        os._exit(0)
+    os.chdir("/")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        shim = _start(cfg)
+    except Exception as exc:  # report anything unexpected to the daemon rather than dying silently
+        _log(f"start failed: {exc!r}")
+        _report({"error": f"shim: {exc}"})
+        return 1
+    if shim is None:
+        try:
+            os.unlink(Path(cfg["bundle"]) / SOCKET_FILE)
+        except OSError:
+            pass
+        return 1
+    try:
+        asyncio.run(shim.run())
+    except Exception as exc:
+        _log(f"failed: {exc!r}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
