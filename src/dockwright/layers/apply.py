@@ -54,19 +54,27 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from ..errors import AlreadyExists, DataCorrupted, DockwrightError, InvalidArgument, SystemError_
+from ..errors import (
+    AlreadyExists,
+    DataCorrupted,
+    DockwrightError,
+    Forbidden,
+    InvalidArgument,
+    SystemError_,
+)
 from ..oci.digest import sha256_digest
-from ..snapshots import LayerSnapshotter
+from ..snapshots import Kind, LayerSnapshotter
 from .compression import Compression, Decompressor, decompressor, detect
 from .tarstream import TarInspector
 
-__all__ = ["ApplyResult", "apply_layer", "ensure_chain", "LayerOpener"]
+__all__ = ["ApplyResult", "apply_layer", "ensure_chain", "remove_stale_extractions", "LayerOpener"]
 
 log = logging.getLogger("dockwright.layers.apply")
 
 _DETECT_BYTES = 16
 _READ_SIZE = 64 * 1024  # what tarfile asks of the stream at a time (small: tarfile copies its buffer)
 _COPY_SIZE = 1 << 20  # file bodies are copied in chunks of this size
+_BLOB_READ_SIZE = 64 * 1024  # reads from a layer blob opened by ensure_chain
 _MAX_SYMLINKS = 40  # as the kernel's MAXSYMLINKS
 _MAX_OPEN_DIRS = 64  # directory descriptors kept open along the current path
 
@@ -146,12 +154,12 @@ class _LayerStream:
                     out += self._decomp.finish()
                     self._ended = True
             else:
-                chunk = next(self._it, None)
-                if chunk is None:
+                piece = next(self._it, None)
+                if piece is None:
                     out = self._decomp.finish()
                     self._ended = True
                 else:
-                    out = self._decomp.decompress(chunk)
+                    out = self._decomp.decompress(piece)
             if out:
                 self._plain(out)
                 return out
@@ -243,13 +251,13 @@ class _Walker:
         if not fds:
             return self._root_fd
         if fds[-1] is not None:
-            return fds[-1]  # type: ignore[return-value]
+            return fds[-1]
         i = len(fds) - 1
         while i >= 0 and fds[i] is None:
             i -= 1
         cur = self._root_fd if i < 0 else fds[i]
         for j in range(i + 1, len(fds)):
-            fd = os.open(self._names[j], _O_DIR, dir_fd=cur)  # type: ignore[arg-type]
+            fd = os.open(self._names[j], _O_DIR, dir_fd=cur)
             fds[j] = fd
             cur = fd
         self._trim()
@@ -534,7 +542,7 @@ class _Extractor:
             return
         src = tf.extractfile(member)
         assert src is not None
-        reader = src.raw if not member.issparse() else src  # skip the BufferedReader's extra copy
+        reader = getattr(src, "raw", src)  # skip the BufferedReader's extra copy
         while remaining > 0:
             chunk = reader.read(min(_COPY_SIZE, remaining))
             if not chunk:
@@ -626,6 +634,8 @@ def apply_layer(stream_chunks: Iterable[bytes], target: Path | str, *,
         where = f"tar entry {_show(member.name)}" if member is not None else "layer"
         if exc.errno in _HOST_ERRNOS:
             raise SystemError_(f"failed to extract {where}: {exc}") from exc
+        if exc.errno in (errno.EPERM, errno.EACCES) and not ext.is_root:
+            raise Forbidden(f"failed to extract {where}: {exc.strerror} (layers are unpacked as root)") from exc
         raise DataCorrupted(f"failed to extract {where}: {exc.strerror or exc}") from exc
     finally:
         ext.close()
@@ -646,15 +656,18 @@ class LayerOpener(Protocol):
 
 
 def _chunks(source: Any) -> Iterator[bytes]:
+    # Modest reads: a compressed chunk can expand a thousandfold in memory before tar takes it.
     if hasattr(source, "read"):
         try:
-            while chunk := source.read(_COPY_SIZE):
+            while chunk := source.read(_BLOB_READ_SIZE):
                 yield chunk
         finally:
             source.close()
     else:
         yield from source
 
+
+_EXTRACT_PREFIX = "extract-"
 
 _locks_guard = threading.Lock()
 _locks: dict[tuple[str, str], list[Any]] = {}  # (root, chain id) → [lock, users]
@@ -717,7 +730,7 @@ def ensure_chain(snapshotter: LayerSnapshotter, layers: Sequence[tuple[str, Laye
         with _ChainLock(root, chain_id):
             if snapshotter.exists(chain_id):
                 continue
-            key = f"extract-{os.getpid()}-{threading.get_ident()}-{os.urandom(6).hex()} {chain_id}"
+            key = f"{_EXTRACT_PREFIX}{os.getpid()}-{threading.get_ident()}-{os.urandom(6).hex()} {chain_id}"
             snapshotter.prepare(key, parent)
             try:
                 upper = snapshotter.upper_dir(key)
@@ -740,3 +753,19 @@ def ensure_chain(snapshotter: LayerSnapshotter, layers: Sequence[tuple[str, Laye
                     log.exception("cannot remove the partial snapshot %s", key)
                 raise
     return chain[-1]
+
+
+def remove_stale_extractions(snapshotter: Any) -> int:
+    """Remove the active snapshots an interrupted :func:`ensure_chain` left behind; returns how many.
+
+    Call it when the engine starts, before anything unpacks (it needs ``walk`` and ``remove``).
+    """
+    removed = 0
+    for info in list(snapshotter.walk()):
+        if info.kind is Kind.ACTIVE and info.name.startswith(_EXTRACT_PREFIX):
+            try:
+                snapshotter.remove(info.name)
+                removed += 1
+            except DockwrightError as exc:
+                log.warning("cannot remove the stale snapshot %s: %s", info.name, exc)
+    return removed

@@ -104,11 +104,9 @@ def _numeric(value: int, width: int) -> bytes:
     out = _octal(value, width)
     if out is not None:
         return out
-    if value < 0:
-        value += 1 << (8 * width)
-    return bytes((0x80 | (value >> (8 * (width - 1)) & 0x7F,))) + (value & ((1 << (8 * (width - 1))) - 1)).to_bytes(
-        width - 1, "big"
-    )
+    raw = bytearray((value & ((1 << (8 * width)) - 1)).to_bytes(width, "big"))  # two's complement
+    raw[0] |= 0x80
+    return bytes(raw)
 
 
 def _split_ustar(name: bytes) -> tuple[bytes, bytes] | None:
@@ -201,8 +199,8 @@ def _header(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, size: i
             ustar = False
             enc = _ZERO_NUMBERS[key]
         numbers[key] = enc
-    for key, value in xattrs:
-        pax[b"SCHILY.xattr." + key] = value
+    for xname, xvalue in xattrs:
+        pax[b"SCHILY.xattr." + xname] = xvalue
         ustar = False
     if ustar:
         return _block(short_name, prefix, typeflag, mode, numbers, linkname, devmajor, devminor)
@@ -512,11 +510,10 @@ def changes(upper: Path | str, lowers: Sequence[Path | str]) -> list[tuple[int, 
                         lst = os.lstat(lower + path)
                     except (FileNotFoundError, NotADirectoryError):
                         continue
-                    if stat.S_ISDIR(lst.st_mode) and is_dir:
-                        if (lst.st_size == st.st_size and lst.st_mode == st.st_mode
-                                and _same_time(lst.st_mtime_ns, st.st_mtime_ns)):
-                            skip = True
-                            break
+                    if (is_dir and stat.S_ISDIR(lst.st_mode) and lst.st_size == st.st_size
+                            and lst.st_mode == st.st_mode and _same_time(lst.st_mtime_ns, st.st_mtime_ns)):
+                        skip = True  # the same directory: only there as the parent of a change
+                        break
                     kind = CHANGE_MODIFY
                     break
             if skip:

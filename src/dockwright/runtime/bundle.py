@@ -418,6 +418,8 @@ def build_config(spec: ContainerSpec, bundle_dir: Path, user: ExecUser) -> dict[
     }
     if spec.domainname:
         config["domainname"] = spec.domainname
+    if spec.labels:
+        config["annotations"] = {str(k): str(v) for k, v in spec.labels.items()}
     return config
 
 

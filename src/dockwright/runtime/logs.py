@@ -85,15 +85,48 @@ def _tail_offset(f: IO[bytes], n: int) -> int:
     return 0
 
 
-def _parse(raw: bytes) -> tuple[int, bytes, int] | None:
-    try:
-        rec = json.loads(raw)
-        stream = _STREAM_IDS[rec["stream"]]
-        line = str(rec["log"]).encode("utf-8", "replace")
-        ns = parse_log_time(rec["time"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    return stream, line, ns
+class _Chunks:
+    """Reads a json-file log from an offset in chunks and parses the complete lines (in a worker thread)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.pending = b""
+        self._seconds: dict[str, int] = {}
+
+    def _time(self, value: str) -> int:
+        # the shim's own form, "2006-01-02T15:04:05[.fraction]Z": one parse per second of log
+        if len(value) >= 20 and value[-1] == "Z" and value[19] in ".Z":
+            secs = self._seconds.get(value[:19])
+            if secs is None:
+                if len(self._seconds) > 4096:
+                    self._seconds.clear()
+                secs = self._seconds[value[:19]] = parse_log_time(value[:19] + "Z") // 1_000_000_000
+            frac = value[20:-1]
+            if frac.isdigit() and len(frac) <= 9:
+                return secs * 1_000_000_000 + int(frac.ljust(9, "0"))
+        return parse_log_time(value)
+
+    def read(self) -> list[tuple[int, bytes, int]] | None:
+        """The entries of the next chunk (possibly none), or None when there is nothing new."""
+        chunk = self.f.read(1 << 20)
+        if not chunk:
+            return None
+        lines = (self.pending + chunk).split(b"\n")
+        self.pending = lines.pop()
+        out = []
+        for raw in lines:
+            try:
+                rec = json.loads(raw)
+                out.append((_STREAM_IDS[rec["stream"]], str(rec["log"]).encode("utf-8", "replace"),
+                            self._time(rec["time"])))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def rewind_if_truncated(self) -> None:
+        if os.fstat(self.f.fileno()).st_size < self.f.tell():
+            self.f.seek(0)
+            self.pending = b""
 
 
 def _open(path: Path) -> IO[bytes] | None:
@@ -129,19 +162,12 @@ async def read_json_log(path: Path, *, stdout: bool = True, stderr: bool = True,
         else:
             offset = 0
         f.seek(offset)
-        buf = b""
+        chunks = _Chunks(f)
         while True:
             stopped = stop is not None and stop.is_set()
-            chunk = await asyncio.to_thread(f.read, 1 << 20)
-            if chunk:
-                buf += chunk
-                lines = buf.split(b"\n")
-                buf = lines.pop()
-                for raw in lines:
-                    parsed = _parse(raw)
-                    if parsed is None:
-                        continue
-                    stream, line, ns = parsed
+            entries = await asyncio.to_thread(chunks.read)
+            if entries is not None:
+                for stream, line, ns in entries:
                     if since_ns is not None and ns < since_ns:
                         continue
                     if until_ns is not None and ns > until_ns:
@@ -157,9 +183,7 @@ async def read_json_log(path: Path, *, stdout: bool = True, stderr: bool = True,
             if until is not None and time.time() > until:
                 return
             try:
-                if os.fstat(f.fileno()).st_size < f.tell():  # truncated: start again
-                    f.seek(0)
-                    buf = b""
+                chunks.rewind_if_truncated()
             except OSError:
                 return
             await asyncio.sleep(poll_interval)

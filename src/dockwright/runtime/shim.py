@@ -100,7 +100,11 @@ def format_log_time(ns: int) -> str:
 
 def encode_log_line(stream_id: int, data: bytes, ns: int) -> bytes:
     """One docker json-file line (with its newline) for ``data`` read from ``stream_id`` at ``ns``."""
-    record = {"log": data.decode("utf-8", "replace"), "stream": STREAM_NAMES[stream_id], "time": format_log_time(ns)}
+    return _encode(STREAM_NAMES[stream_id], data, format_log_time(ns))
+
+
+def _encode(stream: str, data: bytes, when: str) -> bytes:
+    record = {"log": data.decode("utf-8", "replace"), "stream": stream, "time": when}
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
@@ -201,7 +205,8 @@ class JsonLogWriter:
     def write(self, stream_id: int, data: bytes) -> None:
         buf = self._pending[stream_id]
         buf += data
-        now = time.time_ns()
+        when = format_log_time(time.time_ns())  # one read, one time, as dockerd's copier stamps it
+        name = STREAM_NAMES[stream_id]
         out = []
         start = 0
         while True:
@@ -209,12 +214,12 @@ class JsonLogWriter:
             if i < 0:
                 break
             while i + 1 - start > LOG_LINE_MAX:
-                out.append(encode_log_line(stream_id, bytes(buf[start:start + LOG_LINE_MAX]), now))
+                out.append(_encode(name, bytes(buf[start:start + LOG_LINE_MAX]), when))
                 start += LOG_LINE_MAX
-            out.append(encode_log_line(stream_id, bytes(buf[start:i + 1]), now))
+            out.append(_encode(name, bytes(buf[start:i + 1]), when))
             start = i + 1
         while len(buf) - start >= LOG_LINE_MAX:
-            out.append(encode_log_line(stream_id, bytes(buf[start:start + LOG_LINE_MAX]), now))
+            out.append(_encode(name, bytes(buf[start:start + LOG_LINE_MAX]), when))
             start += LOG_LINE_MAX
         del buf[:start]
         if out:

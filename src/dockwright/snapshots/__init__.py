@@ -7,7 +7,15 @@ callers take; ``overlay`` the overlayfs implementation (:class:`OverlaySnapshott
 
 from .mount import PAGE_SIZE, Mount, is_mountpoint, mount_all, unmount
 from .overlay import OverlaySnapshotter
-from .snapshotter import Info, Kind, LayerSnapshotter, SnapshotDirs, Snapshotter, SnapshotWalker, Usage
+from .snapshotter import (
+    Info,
+    Kind,
+    LayerSnapshotter,
+    SnapshotDirs,
+    Snapshotter,
+    SnapshotWalker,
+    Usage,
+)
 
 __all__ = [
     "Kind",
