@@ -96,6 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pidfile", default=None)
     s.add_argument("--experimental", action="store_true", default=None)
     s.add_argument("--no-fsync", action="store_true", help="do not fsync blobs (tests, tmpfs)")
+    s.add_argument("--runtime", default=None, help="OCI runtime binary for containers (default: runc)")
     f = sub.add_parser("fsck", help="check a data root (daemon stopped) and remove what a crash left behind")
     f.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
     f.add_argument("--dry-run", action="store_true", help="report only")
@@ -146,6 +147,7 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
         "labels": conf.get("labels", []),
         "mirrors_by_host": conf.get("registry-mirrors-by-host", {}),
         "certs_d": str(Path(cfg_path).parent / "certs.d"),
+        "runtime": args.runtime or conf.get("default-runtime") or "runc",
     }
 
 
@@ -178,13 +180,15 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
         max_concurrent_downloads=int(opts["downloads"]), max_concurrent_uploads=int(opts["uploads"]),
         labels=list(opts["labels"]), debug=opts["debug"], experimental=opts["experimental"], fsync=fsync,
         registry_mirrors_by_host={str(k): list(v) for k, v in dict(opts["mirrors_by_host"]).items()},
-        certs_dirs=[Path(opts["certs_d"]), Path("/etc/docker/certs.d"), Path("/etc/dockwright/certs.d")])
+        certs_dirs=[Path(opts["certs_d"]), Path("/etc/docker/certs.d"), Path("/etc/dockwright/certs.d")],
+        runtime=str(opts["runtime"]))
     try:
         engine = Engine(config)
     except Unavailable as exc:
         print(f"dockwright: {exc}", file=sys.stderr)
         return 1
     Path(opts["exec_root"]).mkdir(parents=True, exist_ok=True)
+    await engine.start()
     pidfile = opts["pidfile"]
     app = make_app(engine)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10.0, access_log=None)

@@ -216,14 +216,7 @@ class ArchiveService:
             yield StreamText(f"Loaded image ID: {image_id}\n")
 
     async def _collect(self, blobs: set[str]) -> None:
-        """Remove blobs a failed or partial load committed that no image references (and nobody leases)."""
-        if not blobs:
-            return
-        async with self.images._mu:
-            referenced = self.db.referenced_blobs()
-            for b in blobs:
-                if b not in referenced and not self.images.is_leased(b):
-                    self.content.delete(b)
+        await self.images.collect(blobs)
 
 
 class _NoRec:

@@ -26,4 +26,5 @@ class EngineConfig:
     experimental: bool = False
     # gzip level used when dockwright compresses a layer itself (ISA-L levels 0..3)
     compression_level: int = 1
+    runtime: str = "runc"
     fsync: bool = True

@@ -27,6 +27,12 @@ from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
 from ..oci.config import container_config
 from ..oci.gojson import go_dumps, rfc3339_nano
+from ..content.store import ContentStore
+from ..layers.apply import ensure_chain
+from ..layers.diff import changes as diff_changes
+from ..layers.diff import write_layer_from_upper
+from ..runtime import ContainerSpec, Runc, build_bundle, read_json_log
+from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
 from .events import EventBus
 from .images import ImagesService
 
@@ -133,15 +139,22 @@ def merge_config(image_cfg: dict[str, Any], req: dict[str, Any]) -> dict[str, An
 
 
 class ContainersService:
-    def __init__(self, root: Path, exec_root: Path, db: MetadataDB, images: ImagesService, events: EventBus, *,
-                 runtime_binary: str = "runc") -> None:
+    def __init__(self, root: Path, exec_root: Path, db: MetadataDB, images: ImagesService, events: EventBus,
+                 content: ContentStore, snapshotter: OverlaySnapshotter, *, runtime_binary: str = "runc") -> None:
         self.root = root
         self.exec_root = exec_root
         self.db = db
         self.images = images
         self.events = events
+        self.content = content
+        self.snapshotter = snapshotter
         self.runtime_binary = runtime_binary
+        self.runc = Runc(runtime_binary, root=exec_root / "runc")
         root.mkdir(parents=True, exist_ok=True)
+        self._created: dict[str, asyncio.Event] = {}
+        self._pending_attach: dict[str, list[asyncio.Event]] = {}
+        self._finished: dict[str, tuple[float, int]] = {}
+        self._removed: dict[str, tuple[float, int]] = {}
         db.executescript(SCHEMA)
         self._cache: dict[str, Container] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
@@ -245,7 +258,449 @@ class ContainersService:
         return cid, []
 
     async def _prepare_rootfs(self, c: Container, rec: Any) -> None:
-        raise NotImplementedError
+        full = self.db.get_image(rec.id, with_layers=True)
+        layers = [(chain, (lambda d=digest: self.content.open(d))) for _, chain, digest in (full.layers if full else [])]
+        top = await asyncio.to_thread(ensure_chain, self.snapshotter, layers, sync=False) if layers else None
+        await asyncio.to_thread(self.snapshotter.prepare, c.id, top)
 
+    def _rootfs(self, c: Container) -> Path:
+        return self._dir(c.id) / "rootfs"
+
+    def _bundle(self, c: Container) -> Path:
+        return self._dir(c.id) / "bundle"
+
+    def _log_path(self, c: Container) -> Path:
+        return self._dir(c.id) / f"{c.id}-json.log"
+
+    async def _mount(self, c: Container) -> Path:
+        target = self._rootfs(c)
+        target.mkdir(parents=True, exist_ok=True)
+        if not is_mountpoint(target):
+            mounts = await asyncio.to_thread(self.snapshotter.mounts, c.id)
+            await asyncio.to_thread(mount_all, mounts, target)
+        return target
+
+    async def _unmount(self, c: Container) -> None:
+        target = self._rootfs(c)
+        if target.exists() and is_mountpoint(target):
+            try:
+                await asyncio.to_thread(unmount, target)
+            except OSError:
+                await asyncio.to_thread(unmount, target, detach=True)
+
+    # ---- start / exit -----------------------------------------------------------------------------------------
+    def _spec(self, c: Container, rootfs: Path) -> ContainerSpec:
+        cfg, hc = c.config, c.host_config
+        args = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
+        if not args:
+            raise InvalidArgument("no command specified")
+        binds: list[tuple[str | Path, str, bool]] = []
+        for b in hc.get("Binds") or []:
+            parts = b.split(":")
+            if len(parts) < 2 or not parts[0].startswith("/"):
+                raise InvalidArgument(f"invalid volume specification: '{b}'")
+            binds.append((parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
+        for m in hc.get("Mounts") or []:
+            if (m.get("Type") or "bind") != "bind":
+                raise InvalidArgument(f"mount type {m.get('Type')} is not supported (only bind)")
+            binds.append((m.get("Source", ""), m.get("Target", ""), bool(m.get("ReadOnly"))))
+        mode = hc.get("NetworkMode") or "default"
+        return ContainerSpec(
+            id=c.id, rootfs=rootfs, args=args, env=list(cfg.get("Env") or []), cwd=cfg.get("WorkingDir") or "/",
+            user=cfg.get("User") or "", hostname=cfg.get("Hostname") or c.id[:12],
+            domainname=cfg.get("Domainname") or "", tty=bool(cfg.get("Tty")), open_stdin=bool(cfg.get("OpenStdin")),
+            network_mode=mode, binds=binds, readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+            memory=int(hc.get("Memory") or 0), memory_swap=int(hc.get("MemorySwap") or 0),
+            cpu_shares=int(hc.get("CpuShares") or 0), shm_size=int(hc.get("ShmSize") or 0),
+            labels=dict(cfg.get("Labels") or {}), extra_hosts=list(hc.get("ExtraHosts") or []),
+            dns=list(hc.get("Dns") or []), dns_search=list(hc.get("DnsSearch") or []),
+            dns_options=list(hc.get("DnsOptions") or []))
+
+    async def start(self, ref: str) -> bool:
+        """Start; False when it was already running (HTTP 304)."""
+        c = self.get(ref)
+        async with self._lock:
+            if c.running:
+                return False
+            rootfs = await self._mount(c)
+            bundle = self._bundle(c)
+            if bundle.exists():
+                await self.runc.delete(c.id, force=True) if await self.runc.state(c.id) else None
+                shutil.rmtree(bundle, ignore_errors=True)
+            try:
+                spec = self._spec(c, rootfs)
+                await asyncio.to_thread(build_bundle, spec, bundle)
+                await self.runc.create(c.id, bundle, log_path=self._log_path(c), stdin=spec.open_stdin)
+            except BaseException:
+                await self._unmount(c)
+                raise
+            created = self._created.setdefault(c.id, asyncio.Event())
+            created.set()
+            pending = self._pending_attach.get(c.id)
+            if pending:  # let `docker run`'s attach connect before the process runs
+                try:
+                    await asyncio.wait_for(asyncio.gather(*[p.wait() for p in pending]), 5)
+                except asyncio.TimeoutError:
+                    pass
+            await self.runc.start(c.id)
+            st = await self.runc.state(c.id)
+            c.state.update({"Status": "running", "Running": True, "Paused": False, "Pid": int((st or {}).get("pid", 0)),
+                            "ExitCode": 0, "Error": "", "StartedAt": rfc3339_nano(),
+                            "FinishedAt": "0001-01-01T00:00:00Z"})
+            self._save(c)
+            ev = self._exit_events.get(c.id)
+            if ev is None or ev.is_set():  # keep the event a wait(next-exit) sent before start waits on
+                self._exit_events[c.id] = asyncio.Event()
+            self._watchers[c.id] = asyncio.ensure_future(self._watch(c))
+        self._event(c, "start")
+        return True
+
+    async def _watch(self, c: Container) -> None:
+        try:
+            status = await self.runc.wait_exit(c.id, bundle=self._bundle(c))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a lost shim: the container is gone
+            log.warning("waiting for container %s failed: %s", c.id, exc)
+            status = None
+        await self._exited(c, status)
+
+    async def _exited(self, c: Container, status: Any) -> None:
+        code = int(status.exit_code) if status is not None else 255
+        c.state.update({"Status": "exited", "Running": False, "Paused": False, "Pid": 0, "ExitCode": code,
+                        "OOMKilled": bool(getattr(status, "oom_killed", False)),
+                        "FinishedAt": rfc3339_nano()})
+        self._finished[c.id] = (time.time(), code)
+        self._save(c)
+        try:
+            await self.runc.delete(c.id, force=True)
+        except Exception:  # noqa: BLE001
+            pass
+        await self._unmount(c)
+        self._watchers.pop(c.id, None)
+        self._event(c, "die", {"exitCode": str(code)})
+        ev = self._exit_events.get(c.id)
+        if ev is not None:
+            ev.set()
+        self._created.pop(c.id, None)
+        if c.host_config.get("AutoRemove"):
+            try:
+                await self.remove(c.id, force=True)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("auto-remove of %s failed: %s", c.id, exc)
+
+    async def recover(self) -> None:
+        """After a daemon restart: find running containers again, or record how they ended."""
+        for c in list(self._cache.values()):
+            if not c.running:
+                continue
+            st = await self.runc.state(c.id)
+            if st and st.get("status") in ("running", "paused", "created"):
+                c.state["Paused"] = st.get("status") == "paused"
+                self._exit_events[c.id] = asyncio.Event()
+                self._watchers[c.id] = asyncio.ensure_future(self._watch(c))
+                continue
+            status = self.runc.exit_status(self._bundle(c))
+            await self._exited(c, status)
+
+    # ---- wait / stop / kill / pause ---------------------------------------------------------------------------
+    async def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:
+        if condition not in ("", "not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        try:
+            c = self.get(ref)
+        except ContainerNotFound:
+            gone = self._removed.get(ref)
+            if condition == "removed" and gone and time.time() - gone[0] < 30:
+                return {"StatusCode": gone[1], "Error": None}
+            raise
+        recent = self._finished.get(c.id)
+        if condition in ("", "not-running") and not c.running:
+            return {"StatusCode": c.state.get("ExitCode", 0), "Error": None}
+        if condition == "next-exit" and not c.running and recent and time.time() - recent[0] < 2:
+            return {"StatusCode": recent[1], "Error": None}  # exited just before this request arrived
+        if condition == "removed":
+            ev = self._removed_events.setdefault(c.id, asyncio.Event())
+            await ev.wait()
+            return {"StatusCode": self._removed.get(c.id, (0, 0))[1], "Error": None}
+        ev = self._exit_events.setdefault(c.id, asyncio.Event())
+        if ev.is_set() and condition == "next-exit":
+            ev = self._exit_events[c.id] = asyncio.Event()
+        await ev.wait()
+        return {"StatusCode": c.state.get("ExitCode", 0), "Error": None}
+
+    async def kill(self, ref: str, signal: str | int | None = None) -> None:
+        c = self.get(ref)
+        sig = parse_signal(signal, _signal.SIGKILL)
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        await self.runc.kill(c.id, sig, all=sig == _signal.SIGKILL)
+        self._event(c, "kill", {"signal": str(sig)})
+
+    async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
+        """Stop; False when it was not running (HTTP 304)."""
+        c = self.get(ref)
+        if not c.running:
+            return False
+        sig = parse_signal(signal or c.config.get("StopSignal"), _signal.SIGTERM)
+        t = 10 if timeout is None else timeout
+        ev = self._exit_events.setdefault(c.id, asyncio.Event())
+        if c.state.get("Paused"):
+            await self.runc.resume(c.id)
+        try:
+            await self.runc.kill(c.id, sig)
+        except Conflict:
+            pass
+        try:
+            if t >= 0:
+                await asyncio.wait_for(ev.wait(), t)
+            else:
+                await ev.wait()
+        except asyncio.TimeoutError:
+            try:
+                await self.runc.kill(c.id, _signal.SIGKILL, all=True)
+            except Conflict:
+                pass
+            await asyncio.wait_for(ev.wait(), 30)
+        self._event(c, "stop")
+        return True
+
+    async def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        if c.state.get("Paused"):
+            raise Conflict(f"Container {c.id} is already paused")
+        await self.runc.pause(c.id)
+        c.state.update({"Paused": True, "Status": "paused"})
+        self._save(c)
+        self._event(c, "pause")
+
+    async def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c.state.get("Paused"):
+            raise Conflict(f"Container {c.id} is not paused")
+        await self.runc.resume(c.id)
+        c.state.update({"Paused": False, "Status": "running"})
+        self._save(c)
+        self._event(c, "unpause")
+
+    # ---- remove -----------------------------------------------------------------------------------------------
     async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
-        raise NotImplementedError
+        c = self.get(ref)
+        if c.running:
+            if not force:
+                state = "paused" if c.state.get("Paused") else "running"
+                raise Conflict(f"cannot remove container \"/{c.name}\": container is {state}: stop the "
+                               f"container before removing or force remove")
+            ev = self._exit_events.setdefault(c.id, asyncio.Event())
+            if c.state.get("Paused"):
+                try:
+                    await self.runc.resume(c.id)
+                except Conflict:
+                    pass
+            try:
+                await self.runc.kill(c.id, _signal.SIGKILL, all=True)
+            except Conflict:
+                pass
+            try:
+                await asyncio.wait_for(ev.wait(), 30)
+            except asyncio.TimeoutError:
+                pass
+        if c.id not in self._cache:
+            return
+        task = self._watchers.pop(c.id, None)
+        if task is not None:
+            task.cancel()
+        try:
+            await self.runc.delete(c.id, force=True)
+        except Exception:  # noqa: BLE001
+            pass
+        await self._unmount(c)
+        try:
+            await asyncio.to_thread(self.snapshotter.remove, c.id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("removing the snapshot of %s: %s", c.id, exc)
+        shutil.rmtree(self._dir(c.id), ignore_errors=True)
+        with self.db.tx() as conn:
+            conn.execute("DELETE FROM containers WHERE id=?", (c.id,))
+        self._cache.pop(c.id, None)
+        self._removed[c.id] = (time.time(), int(c.state.get("ExitCode", 0)))
+        self._removed[c.name] = self._removed[c.id]
+        self.images._changed()  # noqa: SLF001
+        self._event(c, "destroy")
+        ev = self._removed_events.pop(c.id, None)
+        if ev is not None:
+            ev.set()
+
+    # ---- logs / attach / changes / export ---------------------------------------------------------------------
+    async def logs(self, ref: str, *, stdout: bool = True, stderr: bool = True, since: float | None = None,
+                   until: float | None = None, tail: int | None = None, timestamps: bool = False,
+                   follow: bool = False) -> AsyncIterator[tuple[int, bytes]]:
+        c = self.get(ref)
+        stop = asyncio.Event()
+        if not c.running:
+            stop.set()
+        else:
+            ev = self._exit_events.setdefault(c.id, asyncio.Event())
+            asyncio.ensure_future(_relay(ev, stop))
+        async for entry in read_json_log(self._log_path(c), stdout=stdout, stderr=stderr, since=since,
+                                         until=until, tail=tail, timestamps=timestamps, follow=follow, stop=stop):
+            yield entry.stream, entry.line
+
+    def reserve_attach(self, ref: str) -> asyncio.Event | None:
+        """Called before the hijack is answered: a start that follows waits for this attach to connect."""
+        c = self.get(ref)
+        if c.running:
+            return None
+        if c.state.get("Status") not in ("created", "exited"):
+            raise Conflict("You cannot attach to a stopped container, start it first")
+        connected = asyncio.Event()
+        self._pending_attach.setdefault(c.id, []).append(connected)
+        return connected
+
+    async def attach(self, ref: str, *, stdin: bool, stdout: bool, stderr: bool,
+                     ticket: asyncio.Event | None = None) -> Any:
+        """An attachment to the container's streams; before start it waits for the start (as `docker run`)."""
+        c = self.get(ref)
+        if ticket is None and not c.running:
+            ticket = self.reserve_attach(ref)
+        try:
+            if ticket is not None:
+                created = self._created.setdefault(c.id, asyncio.Event())
+                await created.wait()
+            return await self.runc.attach(c.id, stdin=stdin, stdout=stdout, stderr=stderr,
+                                          stdin_once=bool(c.config.get("StdinOnce")))
+        finally:
+            if ticket is not None:
+                ticket.set()
+                lst = self._pending_attach.get(c.id, [])
+                if ticket in lst:
+                    lst.remove(ticket)
+
+    async def changes(self, ref: str) -> list[tuple[int, str]]:
+        c = self.get(ref)
+        upper = self.snapshotter.upper_dir(c.id)
+        lowers = self.snapshotter.lower_dirs(c.id)
+        return await asyncio.to_thread(diff_changes, upper, lowers)
+
+    async def export(self, ref: str) -> AsyncIterator[bytes]:
+        c = self.get(ref)
+        was_mounted = is_mountpoint(self._rootfs(c))
+        rootfs = await self._mount(c)
+        proc = await asyncio.create_subprocess_exec("tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf",
+                                                    "-", ".", stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                assert proc.stdout is not None
+                while True:
+                    chunk = await proc.stdout.read(1 << 20)
+                    if not chunk:
+                        break
+                    yield chunk
+                await proc.wait()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                if not was_mounted and not c.running:
+                    await self._unmount(c)
+            self._event(c, "export")
+        return gen()
+
+    # ---- commit -----------------------------------------------------------------------------------------------
+    async def commit(self, ref: str, *, repo: str = "", tag: str = "", comment: str = "", author: str = "",
+                     pause: bool = True, changes: list[str] | None = None,
+                     config: dict[str, Any] | None = None) -> str:
+        c = self.get(ref)
+        target = self.images.import_target(repo, tag)
+        base_cfg = config if config else c.config
+        new_cfg = apply_changes(dict(base_cfg), list(changes or []))
+        new_cfg = _merge_missing(new_cfg, c.config)
+        paused_here = False
+        if c.running and pause and not c.state.get("Paused"):
+            await self.runc.pause(c.id)
+            paused_here = True
+        writer = self.content.writer()
+        try:
+            upper = self.snapshotter.upper_dir(c.id)
+            res = await asyncio.to_thread(write_layer_from_upper, upper, writer)
+            digest = await asyncio.to_thread(writer.commit, res.digest, res.size)
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            if paused_here:
+                await self.runc.resume(c.id)
+        self.images.lease(digest)
+        try:
+            parent = self.db.get_image(c.image_id, with_layers=True)
+            if parent is None:
+                raise ImageNotFound(c.image_id)
+            parent_cfg = self.images.config_of(parent).data
+            empty = res.diff_id == EMPTY_LAYER_DIFF_ID
+            now = rfc3339_nano()
+            diff_ids = list((parent_cfg.get("rootfs") or {}).get("diff_ids") or [])
+            if not empty:
+                diff_ids.append(res.diff_id)
+            hist = list(parent_cfg.get("history") or [])
+            h: dict[str, Any] = {"created": now}
+            if author:
+                h["author"] = author
+            h["created_by"] = " ".join(c.config.get("Cmd") or [])
+            if comment:
+                h["comment"] = comment
+            if empty:
+                h["empty_layer"] = True
+            hist.append(h)
+            top: dict[str, Any] = {
+                "architecture": parent_cfg.get("architecture", ""), "config": container_config(new_cfg),
+                "container": c.id, "container_config": container_config(c.config), "created": now,
+                "docker_version": self.images.engine_version, "history": hist, "os": parent_cfg.get("os", "linux"),
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            }
+            if author:
+                top["author"] = author
+            if comment:
+                top["comment"] = comment
+            if parent_cfg.get("variant"):
+                top["variant"] = parent_cfg["variant"]
+            raw = go_dumps(dict(sorted(top.items())))
+            layers = []
+            for _, _, dg in parent.layers:
+                lr = self.db.get_layer(dg)
+                if lr is None:
+                    raise ImageNotFound(c.image_id, f"layer {dg} of image {c.image_id} is missing")
+                layers.append(lr)
+            if not empty:
+                layers.append(LayerRecord(digest, res.diff_id, mt.DOCKER_LAYER, res.size, res.diff_size,
+                                          res.tar_size))
+            image_id, _ = await self.images.commit_image(raw, layers, parent=parent.id,
+                                                         tags=[target] if target else [])
+        finally:
+            self.images.release(digest)
+        if empty:
+            await self.images.collect({digest})
+        self._event(c, "commit", {"comment": comment})
+        if target is not None:
+            self.images._log(image_id, target.familiar(), "tag")  # noqa: SLF001
+        return image_id
+
+
+EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+
+
+def _merge_missing(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """daemon/commit.go merge: fields unset in the commit config come from the container's config."""
+    out = dict(new)
+    for k in ("User", "Cmd", "Entrypoint", "WorkingDir", "Env", "ExposedPorts", "Volumes", "Labels", "OnBuild",
+              "StopSignal", "Healthcheck", "Shell"):
+        if not out.get(k) and old.get(k):
+            out[k] = old[k]
+    return out
+
+
+async def _relay(src: asyncio.Event, dst: asyncio.Event) -> None:
+    await src.wait()
+    dst.set()

@@ -50,6 +50,28 @@ class Engine:
         self.archive = ArchiveService(self.images, self.content, self.db, self.events, tmp_dir=root / "tmp",
                                       fsync=config.fsync, level=config.compression_level)
         self._distribution: DistributionService | None = None
+        from ..snapshots import OverlaySnapshotter
+        from .containers import ContainersService
+        self.snapshotter = OverlaySnapshotter(root / "snapshots")
+        self.containers = ContainersService(root / "containers", Path(config.exec_root), self.db, self.images,
+                                            self.events, self.content, self.snapshotter,
+                                            runtime_binary=config.runtime)
+        self.images.snapshots_gc = self._gc_snapshots
+        from ..layers.apply import remove_stale_extractions
+        remove_stale_extractions(self.snapshotter)
+
+    def _gc_snapshots(self, chain_ids: list[str]) -> None:
+        for ch in chain_ids:  # top first: a parent goes only once its children are gone
+            try:
+                if self.snapshotter.exists(ch):
+                    self.snapshotter.remove(ch)
+            except Exception as exc:  # noqa: BLE001 - still in use by a container's snapshot
+                log.info("snapshot %s kept: %s", ch, exc)
+                break
+
+    async def start(self) -> None:
+        """Work that needs the event loop at daemon start: find running containers again."""
+        await self.containers.recover()
         self.startup_report = self.images.fsck(remove=True)
         rep = self.startup_report
         if rep["orphan_blobs"] or rep["ingests"]:
@@ -82,6 +104,10 @@ class Engine:
         return f
 
     def close(self) -> None:
+        try:
+            self.snapshotter.close()
+        except Exception:  # noqa: BLE001
+            pass
         self.db.close()
         if self._lock_file is not None:
             try:

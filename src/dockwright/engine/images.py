@@ -104,6 +104,8 @@ class ImagesService:
         self.compression_level = compression_level
         self.fsync = fsync
         self.container_usage: ContainerUsage = _no_containers
+        # called with the ChainIDs (top first) no image uses any more: their unpacked snapshots can go
+        self.snapshots_gc: Callable[[list[str]], None] | None = None
         self._mu = asyncio.Lock()
         self._leases: dict[str, int] = {}
         self._prune_running = False
@@ -595,6 +597,8 @@ class ImagesService:
                 break
             if ch not in removed:
                 removed.append(ch)
+        if self.snapshots_gc is not None:
+            self.snapshots_gc(removed)
         return removed
 
     # ---- prune ------------------------------------------------------------------------------------------------
@@ -657,6 +661,16 @@ class ImagesService:
             return report
         finally:
             self._prune_running = False
+
+    async def collect(self, blobs: set[str]) -> None:
+        """Remove blobs an operation committed that no image references (and nobody leases) any more."""
+        if not blobs:
+            return
+        async with self._mu:
+            referenced = self.db.referenced_blobs()
+            for b in blobs:
+                if b not in referenced and b not in self._leases:
+                    self.content.delete(b)
 
     # ---- GC / fsck --------------------------------------------------------------------------------------------
     def fsck(self, *, remove: bool = True) -> dict[str, list[str]]:

@@ -106,10 +106,10 @@ class SystemService:
                 index_configs[reg] = {"Name": reg, "Mirrors": [], "Secure": False, "Official": False}
         return {
             "ID": self.id,
-            "Containers": 0,
-            "ContainersRunning": 0,
-            "ContainersPaused": 0,
-            "ContainersStopped": 0,
+            "Containers": eng.containers.counts()[0],
+            "ContainersRunning": eng.containers.counts()[1],
+            "ContainersPaused": eng.containers.counts()[2],
+            "ContainersStopped": eng.containers.counts()[3],
             "Images": eng.db.counts(),
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"],
@@ -159,7 +159,7 @@ class SystemService:
             "Labels": list(cfg.labels),
             "ExperimentalBuild": cfg.experimental,
             "ServerVersion": ENGINE_VERSION,
-            "Runtimes": {"runc": {"path": "runc"}},
+            "Runtimes": {"runc": {"path": cfg.runtime}},
             "DefaultRuntime": "runc",
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
                       "Error": "", "RemoteManagers": None},
@@ -188,7 +188,15 @@ class SystemService:
             out["LayersSize"] = images.layers_size()
             out["Images"] = images.list(all=False, shared_size=True, container_count=True)
         if "container" in want:
+            from ..api.containers import summary_json
             out["Containers"] = []
+            for c in self._engine.containers.all():
+                item = summary_json(c, self._engine)
+                try:
+                    item["SizeRw"] = self._engine.snapshotter.usage(c.id).size
+                except Exception:  # noqa: BLE001
+                    item["SizeRw"] = 0
+                out["Containers"].append(item)
         if "volume" in want:
             out["Volumes"] = []
         if "build-cache" in want:

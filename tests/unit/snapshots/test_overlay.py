@@ -24,7 +24,7 @@ from dockwright.errors import (
     InvalidArgument,
     NotFound,
 )
-from dockwright.layers.apply import ensure_chain
+from dockwright.layers.apply import ensure_chain, remove_stale_extractions
 from dockwright.oci.digest import chain_ids
 from dockwright.snapshots import (
     PAGE_SIZE,
@@ -326,6 +326,24 @@ def test_long_chain_mount_fallback_deep_root(tmp_path: Path, mnt: Path) -> None:
     s.close()
 
 
+def test_scratch_snapshot_is_a_writable_bind_mount(tmp_path: Path, sn: OverlaySnapshotter, mnt: Path) -> None:
+    overlay_or_skip(tmp_path)
+    mount_all(sn.prepare("scratch"), mnt)
+    try:
+        (mnt / "hello").write_text("world")
+    finally:
+        unmount(mnt)
+    assert (sn.upper_dir("scratch") / "hello").read_text() == "world"
+    sn.commit("base", "scratch")
+    mount_all(sn.view("v", "base"), mnt)
+    try:
+        assert (mnt / "hello").read_text() == "world"
+        with pytest.raises(OSError):
+            (mnt / "x").write_text("ro")
+    finally:
+        unmount(mnt)
+
+
 def test_unmount_of_nothing_is_fine(tmp_path: Path) -> None:
     unmount(tmp_path)
 
@@ -365,6 +383,13 @@ def test_ensure_chain_failure_leaves_nothing(sn: OverlaySnapshotter) -> None:
         ensure_chain(sn, [(cids[0], opener(good)), (cids[1], opener(bad))])
     assert [i.name for i in sn.walk()] == [cids[0]]
     assert sorted(p.name for p in sn.root.iterdir() if p.name.isdigit()) == ["1"]
+
+
+def test_remove_stale_extractions(sn: OverlaySnapshotter) -> None:
+    sn.prepare("extract-123-1-abc sha256:" + "3" * 64)
+    sn.prepare("container")
+    assert remove_stale_extractions(sn) == 1
+    assert [i.name for i in sn.walk()] == ["container"]
 
 
 def test_ensure_chain_checks_the_chain_id(sn: OverlaySnapshotter) -> None:

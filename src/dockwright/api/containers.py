@@ -1,0 +1,441 @@
+"""Handlers of ``/containers/*`` and ``/commit``: the subset the docker CLI and docker-py use, dockerd's shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ..engine.containers import Container
+from ..engine.engine import Engine
+from ..errors import InvalidArgument
+from ..filters import Filters
+from ..oci.gojson import parse_rfc3339
+from ..runtime import frame
+from ..timestamps import parse_timestamp
+from . import params
+from .errors import json_body
+
+__all__ = ["routes", "summary_json", "human_duration"]
+
+
+def _engine(request: web.Request) -> Engine:
+    return request.app["engine"]  # type: ignore[no-any-return]
+
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def _status_text(c: Container) -> str:
+    st = c.state
+    now = time.time()
+    if st.get("Running"):
+        started = parse_rfc3339(st.get("StartedAt", "")) or now
+        text = f"Up {human_duration(now - started)}"
+        return text + " (Paused)" if st.get("Paused") else text
+    if st.get("Status") == "exited":
+        fin = parse_rfc3339(st.get("FinishedAt", "")) or now
+        return f"Exited ({st.get('ExitCode', 0)}) {human_duration(now - fin)} ago"
+    return "Created"
+
+
+def _command(c: Container) -> str:
+    args = list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or [])
+    return " ".join(args)
+
+
+def summary_json(c: Container, eng: Engine) -> dict[str, Any]:
+    return {
+        "Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image_id,
+        "Command": _command(c), "Created": int(parse_rfc3339(c.created) or 0), "Ports": [],
+        "Labels": c.config.get("Labels") or {}, "State": c.state.get("Status", "created"),
+        "Status": _status_text(c), "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "default"},
+        "NetworkSettings": {"Networks": {}}, "Mounts": _mounts(c),
+    }
+
+
+def _mounts(c: Container) -> list[dict[str, Any]]:
+    out = []
+    for b in c.host_config.get("Binds") or []:
+        parts = b.split(":")
+        if len(parts) >= 2:
+            out.append({"Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": parts[2]
+                        if len(parts) > 2 else "", "RW": not (len(parts) > 2 and "ro" in parts[2]),
+                        "Propagation": "rprivate"})
+    return out
+
+
+def inspect_json(c: Container, eng: Engine) -> dict[str, Any]:
+    d = eng.containers._dir(c.id)  # noqa: SLF001
+    args = list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or [])
+    hc = {"Binds": None, "NetworkMode": "default", "AutoRemove": False, "Memory": 0, "CpuShares": 0,
+          "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "LogConfig": {"Type": "json-file", "Config": {}},
+          **c.host_config}
+    return {
+        "Id": c.id, "Created": c.created, "Path": args[0] if args else "", "Args": args[1:],
+        "State": dict(c.state), "Image": c.image_id,
+        "ResolvConfPath": str(d / "bundle" / "resolv.conf"), "HostnamePath": str(d / "bundle" / "hostname"),
+        "HostsPath": str(d / "bundle" / "hosts"), "LogPath": str(d / f"{c.id}-json.log"),
+        "Name": "/" + c.name, "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "",
+        "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None, "HostConfig": hc,
+        "GraphDriver": {"Data": None, "Name": "overlay2"}, "Mounts": _mounts(c), "Config": c.config,
+        "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
+    }
+
+
+_LIST_FILTERS = ("ancestor", "before", "expose", "exited", "health", "id", "isolation", "is-task", "label", "name",
+                 "network", "publish", "since", "status", "volume")
+
+
+def _matches(c: Container, f: Filters, eng: Engine) -> bool:
+    if f.contains("id") and not any(c.id.startswith(v) for v in f.get("id")):
+        return False
+    if f.contains("name") and not any(f.match("name", "/" + c.name) for _ in [0]):
+        return False
+    if f.contains("status"):
+        for v in f.get("status"):
+            if v not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
+                raise InvalidArgument(f"invalid filter 'status={v}'")
+        if c.state.get("Status", "created") not in f.get("status"):
+            return False
+    if f.contains("exited"):
+        if c.state.get("Status") != "exited" or str(c.state.get("ExitCode")) not in f.get("exited"):
+            return False
+    if f.contains("label") and not f.match_kv_list("label", c.config.get("Labels") or {}):
+        return False
+    if f.contains("ancestor"):
+        ok = False
+        for v in f.get("ancestor"):
+            try:
+                rec = eng.images.resolve(v)
+            except Exception:  # noqa: BLE001
+                continue
+            if rec.id == c.image_id:
+                ok = True
+        if not ok:
+            return False
+    return True
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    eng = _engine(request)
+    f = params.filters(request)
+    f.validate(_LIST_FILTERS)
+    all_ = params.bool_value(request, "all")
+    limit = params.int_value(request, "limit", -1)
+    out = []
+    for c in eng.containers.all():
+        if not all_ and not c.running and limit <= 0 and not f.contains("status") and not f.contains("exited"):
+            continue
+        if not _matches(c, f, eng):
+            continue
+        out.append(summary_json(c, eng))
+    if limit > 0:
+        out = out[:limit]
+    return json_body(out)
+
+
+async def create_container(request: web.Request) -> web.Response:
+    eng = _engine(request)
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidArgument("config cannot be empty in order to create a container")
+    cid, warnings = await eng.containers.create(body, request.query.get("name", ""))
+    return json_body({"Id": cid, "Warnings": warnings}, 201)
+
+
+async def inspect_container(request: web.Request) -> web.Response:
+    eng = _engine(request)
+    return json_body(inspect_json(eng.containers.get(request.match_info["id"]), eng))
+
+
+async def start_container(request: web.Request) -> web.Response:
+    started = await _engine(request).containers.start(request.match_info["id"])
+    return web.Response(status=204 if started else 304)
+
+
+async def stop_container(request: web.Request) -> web.Response:
+    t = request.query.get("t")
+    stopped = await _engine(request).containers.stop(request.match_info["id"], int(t) if t else None,
+                                                     request.query.get("signal") or None)
+    return web.Response(status=204 if stopped else 304)
+
+
+async def kill_container(request: web.Request) -> web.Response:
+    await _engine(request).containers.kill(request.match_info["id"], request.query.get("signal") or None)
+    return web.Response(status=204)
+
+
+async def pause_container(request: web.Request) -> web.Response:
+    await _engine(request).containers.pause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def unpause_container(request: web.Request) -> web.Response:
+    await _engine(request).containers.unpause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def delete_container(request: web.Request) -> web.Response:
+    await _engine(request).containers.remove(request.match_info["id"], force=params.bool_value(request, "force"),
+                                             volumes=params.bool_value(request, "v"))
+    return web.Response(status=204)
+
+
+async def wait_container(request: web.Request) -> web.StreamResponse:
+    eng = _engine(request)
+    cid = request.match_info["id"]
+    cond = request.query.get("condition", "not-running")
+    eng.containers.get(cid) if cond != "removed" else None
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await resp.prepare(request)  # the client learns at once that the wait is registered
+    try:
+        result = await eng.containers.wait(cid, cond)
+    except Exception as exc:  # noqa: BLE001
+        result = {"StatusCode": -1, "Error": {"Message": str(exc)}}
+    await resp.write((json.dumps(result) + "\n").encode())
+    await resp.write_eof()
+    return resp
+
+
+def _since(v: str) -> float | None:
+    if not v or v == "0":
+        return None
+    return parse_timestamp(v, time.time())
+
+
+async def container_logs(request: web.Request) -> web.StreamResponse:
+    eng = _engine(request)
+    c = eng.containers.get(request.match_info["id"])
+    stdout, stderr = params.bool_value(request, "stdout"), params.bool_value(request, "stderr")
+    if not stdout and not stderr:
+        raise InvalidArgument("Bad parameters: you must choose at least one stream")
+    tail_raw = request.query.get("tail", "all")
+    tail = None if tail_raw in ("", "all") else int(tail_raw) if tail_raw.lstrip("-").isdigit() else None
+    tty = bool(c.config.get("Tty"))
+    resp = web.StreamResponse(status=200, headers={
+        "Content-Type": "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"})
+    await resp.prepare(request)
+    async for stream, line in eng.containers.logs(
+            c.id, stdout=stdout, stderr=stderr, since=_since(request.query.get("since", "")),
+            until=_since(request.query.get("until", "")), tail=tail,
+            timestamps=params.bool_value(request, "timestamps"), follow=params.bool_value(request, "follow")):
+        await resp.write(line if tty else frame(stream, line))
+    await resp.write_eof()
+    return resp
+
+
+async def attach_container(request: web.Request) -> web.StreamResponse:
+    """HTTP hijack: 101 Upgrade (or 200 for old clients), then raw or multiplexed streams both ways."""
+    eng = _engine(request)
+    c = eng.containers.get(request.match_info["id"])
+    stream = params.bool_value(request, "stream")
+    want_stdin = params.bool_value(request, "stdin")
+    want_out = params.bool_value(request, "stdout")
+    want_err = params.bool_value(request, "stderr")
+    tty = bool(c.config.get("Tty"))
+    v = params.api_version(request)
+    ctype = "application/vnd.docker.raw-stream" if tty or v < (1, 42) else "application/vnd.docker.multiplexed-stream"
+    upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
+    headers = {"Content-Type": ctype}
+    if upgrade:
+        headers.update({"Connection": "Upgrade", "Upgrade": "tcp"})
+    resp = web.StreamResponse(status=101 if upgrade else 200, headers=headers)
+    resp.force_close()  # a hijacked connection ends with the streams
+    if params.bool_value(request, "logs"):
+        await resp.prepare(request)
+        async for s, line in eng.containers.logs(c.id, stdout=want_out, stderr=want_err):
+            await resp.write(line if tty else frame(s, line))
+    if not stream:
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+    stdin_reader = _hijack(request)
+    ticket = eng.containers.reserve_attach(c.id)  # before the answer: the client then starts the container
+    if not resp.prepared:
+        await resp.prepare(request)
+    try:
+        att = await eng.containers.attach(c.id, stdin=want_stdin, stdout=want_out, stderr=want_err, ticket=ticket)
+    except Exception as exc:  # noqa: BLE001 - the stream already started
+        await resp.write(f"Error attaching: {exc}\n".encode())
+        await resp.write_eof()
+        return resp
+    pump_in: asyncio.Task[None] | None = None
+    if want_stdin:
+        async def forward_stdin() -> None:
+            try:
+                while True:
+                    data = await stdin_reader.read(65536)
+                    if not data:
+                        break
+                    await att.write(data)
+            except Exception:  # noqa: BLE001 - client went away
+                pass
+            finally:
+                try:
+                    await att.close_stdin()
+                except Exception:  # noqa: BLE001
+                    pass
+        pump_in = asyncio.ensure_future(forward_stdin())
+    try:
+        async for s, data in att:
+            await resp.write(data if tty else frame(s, data))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        if pump_in is not None:
+            pump_in.cancel()
+        await att.close()
+    try:
+        await resp.write_eof()
+    except ConnectionResetError:
+        pass
+    return resp
+
+
+class _HalfClose(asyncio.Protocol):
+    """Wraps aiohttp's protocol on a hijacked connection: the client's EOF ends stdin, not the connection."""
+
+    def __init__(self, inner: Any, on_eof: Any) -> None:
+        self._inner = inner
+        self._on_eof = on_eof
+
+    def connection_made(self, transport: Any) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool:
+        self._on_eof()
+        return True  # keep the transport open for our writes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class _RawParser:
+    """Takes over the connection after the upgrade: raw bytes (the client's stdin) into a StreamReader."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.reader.feed_data(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.reader.feed_eof()
+
+
+def _hijack(request: web.Request) -> asyncio.StreamReader:
+    """Make the connection a raw duplex stream, as dockerd's hijack: the client's bytes go to a reader, and a
+    client that half-closes (the docker CLI shuts its write side when there is no stdin) keeps receiving."""
+    reader = asyncio.StreamReader()
+    proto: Any = request.protocol
+    if proto is None:
+        reader.feed_eof()
+        return reader
+
+    transport = request.transport
+    if transport is not None and hasattr(transport, "set_protocol"):
+        transport.set_protocol(_HalfClose(proto, reader.feed_eof))
+    try:
+        proto.set_parser(_RawParser(reader))
+    except Exception:  # noqa: BLE001 - not an upgraded connection (old clients): no stdin
+        reader.feed_eof()
+    return reader
+
+
+async def container_changes(request: web.Request) -> web.Response:
+    items = await _engine(request).containers.changes(request.match_info["id"])
+    return json_body([{"Kind": k, "Path": p} for k, p in items] or None)
+
+
+async def export_container(request: web.Request) -> web.StreamResponse:
+    chunks = await _engine(request).containers.export(request.match_info["id"])
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    async for chunk in chunks:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+async def commit(request: web.Request) -> web.Response:
+    eng = _engine(request)
+    q = request.query
+    body: dict[str, Any] | None = None
+    if request.can_read_body:
+        raw = await request.read()
+        if raw.strip():
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                raise InvalidArgument(f"invalid JSON: {exc}") from exc
+    cont = q.get("container", "")
+    if not cont:
+        raise InvalidArgument("No container specified")  # dockerd: "No such container: " for ""
+    image_id = await eng.containers.commit(
+        cont, repo=q.get("repo", ""), tag=q.get("tag", ""), comment=q.get("comment", ""),
+        author=q.get("author", ""), pause=params.bool_default(request, "pause", True),
+        changes=params.strings(request, "changes"), config=body or None)
+    return json_body({"Id": image_id}, 201)
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    return [
+        ("GET", "/containers/json", list_containers),
+        ("POST", "/containers/create", create_container),
+        ("GET", "/containers/{id}/json", inspect_container),
+        ("POST", "/containers/{id}/start", start_container),
+        ("POST", "/containers/{id}/stop", stop_container),
+        ("POST", "/containers/{id}/kill", kill_container),
+        ("POST", "/containers/{id}/pause", pause_container),
+        ("POST", "/containers/{id}/unpause", unpause_container),
+        ("POST", "/containers/{id}/wait", wait_container),
+        ("POST", "/containers/{id}/attach", attach_container),
+        ("GET", "/containers/{id}/logs", container_logs),
+        ("GET", "/containers/{id}/changes", container_changes),
+        ("GET", "/containers/{id}/export", export_container),
+        ("DELETE", "/containers/{id}", delete_container),
+        ("POST", "/commit", commit),
+    ]
