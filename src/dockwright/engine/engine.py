@@ -59,6 +59,14 @@ class Engine:
         self.images.snapshots_gc = self._gc_snapshots
         from ..layers.apply import remove_stale_extractions
         remove_stale_extractions(self.snapshotter)
+        self.startup_report = self.images.fsck(remove=True)
+        rep = self.startup_report
+        if rep["orphan_blobs"] or rep["ingests"]:
+            log.warning("startup check removed %d unreferenced blob(s) and %d unfinished ingest(s) left by an "
+                        "interrupted operation", len(rep["orphan_blobs"]), len(rep["ingests"]))
+        if rep["missing_blobs"]:
+            log.error("startup check: %d blob(s) referenced by images are missing: %s",
+                      len(rep["missing_blobs"]), ", ".join(rep["missing_blobs"][:5]))
 
     def _gc_snapshots(self, chain_ids: list[str]) -> None:
         for ch in chain_ids:  # top first: a parent goes only once its children are gone
@@ -72,14 +80,6 @@ class Engine:
     async def start(self) -> None:
         """Work that needs the event loop at daemon start: find running containers again."""
         await self.containers.recover()
-        self.startup_report = self.images.fsck(remove=True)
-        rep = self.startup_report
-        if rep["orphan_blobs"] or rep["ingests"]:
-            log.warning("startup check removed %d unreferenced blob(s) and %d unfinished ingest(s) left by an "
-                        "interrupted operation", len(rep["orphan_blobs"]), len(rep["ingests"]))
-        if rep["missing_blobs"]:
-            log.error("startup check: %d blob(s) referenced by images are missing: %s",
-                      len(rep["missing_blobs"]), ", ".join(rep["missing_blobs"][:5]))
 
     @classmethod
     def open(cls, data_root: str | os.PathLike[str], **kwargs: object) -> "Engine":
