@@ -331,8 +331,9 @@ class ContainersService:
                 spec = self._spec(c, rootfs)
                 await asyncio.to_thread(build_bundle, spec, bundle)
                 await self.runc.create(c.id, bundle, log_path=self._log_path(c), stdin=spec.open_stdin)
-            except BaseException:
+            except Exception as exc:
                 await self._unmount(c)
+                await self._start_failed(c, exc)
                 raise
             created = self._created.setdefault(c.id, asyncio.Event())
             created.set()
@@ -354,6 +355,26 @@ class ContainersService:
             self._watchers[c.id] = asyncio.ensure_future(self._watch(c))
         self._event(c, "start")
         return True
+
+    async def _start_failed(self, c: Container, exc: Exception) -> None:
+        """As dockerd: the error is recorded, exit code 127 for a command not found (126 otherwise), waiters and
+        attaches released, and an AutoRemove container removed."""
+        msg = str(exc)
+        code = 127 if ("not found" in msg or "no such file" in msg.lower()) else 126
+        c.state.update({"Running": False, "ExitCode": code, "Error": msg})  # Status stays created (or exited)
+        self._finished[c.id] = (time.time(), code)
+        self._save(c)
+        ev = self._exit_events.get(c.id)
+        if ev is not None:
+            ev.set()
+        created = self._created.pop(c.id, None)
+        if created is not None:
+            created.set()  # pending attaches wake up and fail to connect: their streams end
+        if c.host_config.get("AutoRemove"):
+            try:
+                await self.remove(c.id, force=True)
+            except Exception as e:  # noqa: BLE001
+                log.warning("auto-remove of %s failed: %s", c.id, e)
 
     async def _watch(self, c: Container) -> None:
         try:

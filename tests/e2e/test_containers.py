@@ -1,0 +1,180 @@
+"""Containers in runc on overlayfs and docker commit, through the docker CLI and docker-py."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import docker.errors
+import pytest
+
+from conftest import FIXTURES, Daemon, busybox_path, make_rootfs_tar
+
+APPLETS = ("sh", "ls", "cat", "echo", "true", "false", "sleep", "rm", "mkdir", "id", "env", "pwd", "hostname",
+           "touch", "test", "[")
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("runc") is None or busybox_path() is None,
+    reason="containers need root, runc and busybox-static (apt-get install runc busybox-static)")
+
+
+def _bb(d: Daemon, name: str = "bb:1") -> str:
+    rootfs = make_rootfs_tar({"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+                              "etc/group": b"root:x:0:\nnogroup:x:65534:\n"}, applets=APPLETS)
+    return d.out("import", "-c", "CMD [\"sh\"]", "-c", "ENV PATH=/bin", "-", name, input=rootfs)
+
+
+def test_run_streams_and_exit_code(shared_daemon: Daemon) -> None:
+    _bb(shared_daemon)
+    p = shared_daemon.docker("run", "--rm", "bb:1", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert p.returncode == 3
+    assert p.stdout == b"out\n" and p.stderr == b"err\n"
+    assert shared_daemon.out("ps", "-a", "-q") == ""  # --rm removed it
+    p = shared_daemon.docker("run", "-i", "--rm", "bb:1", "cat", input=b"from stdin\n")
+    assert p.stdout == b"from stdin\n"
+    out = shared_daemon.out("run", "--rm", "--user", "nobody", "-w", "/etc", "-e", "X=1", "--hostname", "h1",
+                            "bb:1", "sh", "-c", "id -u; pwd; echo $X; hostname")
+    assert out.splitlines() == ["65534", "/etc", "1", "h1"]
+
+
+def test_detached_logs_stop_rm_ps(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    _bb(d)
+    cid = d.out("run", "-d", "--name", "sleeper", "--label", "role=test", "bb:1", "sh", "-c",
+                "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done")
+    time.sleep(0.5)
+    assert d.out("logs", "sleeper") == "started"
+    assert d.out("ps", "-q", "--no-trunc") .splitlines() == [cid]
+    assert d.out("ps", "-q", "--no-trunc", "--filter", "label=role=test").splitlines() == [cid]
+    assert d.out("ps", "-q", "--no-trunc", "--filter", "status=exited") == ""
+    logs = subprocess.Popen(["docker", "-H", d.host, "logs", "-f", "sleeper"], stdout=subprocess.PIPE,
+                            env={**os.environ, "DOCKER_CONFIG": str(d.docker_config)})
+    d.docker("stop", "sleeper")
+    out, _ = logs.communicate(timeout=30)
+    assert out.decode().splitlines() == ["started", "bye"]
+    insp = json.loads(d.out("inspect", "sleeper"))[0]
+    assert insp["State"]["Status"] == "exited" and insp["State"]["ExitCode"] == 0
+    assert d.out("ps", "-a", "-q", "--no-trunc", "--filter", "status=exited", "--filter", "name=sleeper") == cid
+    p = d.docker("rmi", "bb:1", check=False)
+    assert p.returncode != 0 and b"is using its referenced image" in p.stderr
+    d.docker("rm", "sleeper")
+    assert d.out("ps", "-a", "-q") == ""
+    p = d.docker("rm", "sleeper", check=False)
+    assert p.returncode != 0 and b"No such container: sleeper" in p.stderr
+
+
+def test_create_start_attach_kill_pause(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    _bb(d)
+    d.docker("create", "--name", "c1", "bb:1", "sh", "-c", "echo hello from c1")
+    p = d.docker("start", "-a", "c1")
+    assert p.stdout == b"hello from c1\n"
+    p = d.docker("create", "--name", "c1", "bb:1", check=False)
+    assert p.returncode != 0 and b'The container name "/c1" is already in use' in p.stderr
+    p = d.docker("create", "nosuch/image:1", check=False)
+    assert p.returncode != 0
+    d.docker("run", "-d", "--name", "c2", "bb:1", "sleep", "60")
+    d.docker("pause", "c2")
+    assert json.loads(d.out("inspect", "c2"))[0]["State"]["Paused"] is True
+    d.docker("unpause", "c2")
+    d.docker("kill", "c2")
+    assert d.out("wait", "c2") == "137"
+    p = d.docker("rm", "-f", "c1", "c2")
+    assert p.returncode == 0
+
+
+def test_diff_export_commit(shared_daemon: Daemon, tmp_path: Path) -> None:
+    d = shared_daemon
+    _bb(d)
+    d.docker("run", "--name", "work", "bb:1", "sh", "-c",
+             "mkdir -p /data && echo hi > /data/new.txt && rm /bin/ls && echo changed > /etc/group")
+    changes = d.out("diff", "work").splitlines()
+    assert "A /data/new.txt" in changes and "D /bin/ls" in changes and "C /etc/group" in changes
+    exported = d.docker("export", "work").stdout
+    names = tarfile.open(fileobj=io.BytesIO(exported)).getnames()
+    assert any(n.endswith("data/new.txt") for n in names) and not any(n.endswith("bin/ls") for n in names)
+    image_id = d.out("commit", "-m", "my commit", "-a", "Tester <t@example.com>", "--change", "ENV COMMITTED=yes",
+                     "--change", "CMD [\"cat\", \"/data/new.txt\"]", "work", "committed/img:1")
+    insp = json.loads(d.out("image", "inspect", "committed/img:1"))[0]
+    assert insp["Id"] == image_id and insp["Comment"] == "my commit" and insp["Author"] == "Tester <t@example.com>"
+    assert "COMMITTED=yes" in insp["Config"]["Env"] and insp["Config"]["Cmd"] == ["cat", "/data/new.txt"]
+    assert len(insp["RootFS"]["Layers"]) == 2
+    assert d.out("run", "--rm", "committed/img:1") == "hi"
+    p = d.docker("run", "--rm", "committed/img:1", "ls", "/", check=False)
+    assert p.returncode != 0  # /bin/ls stays deleted (a whiteout in the committed layer)
+    assert d.out("run", "--rm", "committed/img:1", "cat", "/etc/group") == "changed"
+    hist = json.loads(d.out("history", "--format", "{{json .}}", "--no-trunc", "committed/img:1").splitlines()[0])
+    assert hist["Comment"] == "my commit"
+    # a running container, untagged, via docker-py
+    c = d.client()
+    ctr = c.containers.run("bb:1", ["sh", "-c", "echo running > /r.txt; sleep 30"], detach=True)
+    time.sleep(0.3)
+    img = ctr.commit(changes=["LABEL a=b"])
+    assert img.tags == [] and img.labels == {"a": "b"}
+    assert ctr.status in ("created", "running") and c.containers.get(ctr.id).attrs["State"]["Running"]
+    res = c.api.commit(ctr.id, repository="py/commit", tag="2", message="py", changes=["ENV Z=1"])
+    assert c.images.get("py/commit:2").id == res["Id"]
+    assert c.containers.run("py/commit:2", ["cat", "/r.txt"], remove=True) == b"running\n"
+    bb_id = c.images.get("bb:1").id
+    with pytest.raises(docker.errors.APIError) as exc:
+        c.api.remove_image("bb:1")
+    assert exc.value.status_code == 409 and "is using its referenced image" in str(exc.value)
+    with pytest.raises(docker.errors.APIError) as exc:
+        c.api.remove_image(bb_id, force=True)
+    # dependent child images (the commits) are checked first, then the running container: both hard conflicts
+    assert exc.value.status_code == 409 and "(cannot be forced)" in str(exc.value)
+    ctr.remove(force=True)
+    c.api.remove_image(img.id)
+    d.docker("rm", "-f", "work")
+
+
+def test_docker_py_containers(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    _bb(d)
+    c = d.client()
+    assert c.containers.run("bb:1", ["echo", "hi from py"], remove=True) == b"hi from py\n"
+    api = c.api
+    cont = api.create_container("bb:1", ["sh", "-c", "echo a; echo b >&2; exit 2"])
+    api.start(cont)
+    assert api.wait(cont)["StatusCode"] == 2
+    assert api.logs(cont, stdout=True, stderr=False) == b"a\n"
+    assert api.logs(cont, stdout=False, stderr=True) == b"b\n"
+    assert api.containers(all=True, filters={"id": cont["Id"]})[0]["State"] == "exited"
+    api.remove_container(cont)
+    with pytest.raises(docker.errors.NotFound):
+        api.inspect_container(cont["Id"])
+    info = api.info()
+    assert info["Containers"] == len(api.containers(all=True))
+    df = api.df()
+    assert isinstance(df["Containers"], list)
+
+
+def test_fixture_whiteouts_in_a_container(shared_daemon: Daemon) -> None:
+    d = shared_daemon
+    d.docker("load", "-i", str(FIXTURES / "dockerd-20.10-save-whiteouts.tar"))
+    assert d.out("run", "--rm", "fixture/whiteouts:1") == "changed"
+    out = d.out("run", "--rm", "fixture/whiteouts:1", "sh", "-c", "ls /data; ls /data/sub")
+    assert out.split() == ["a", "sub", "n"]
+
+
+def test_restart_keeps_ps_truthful(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "d").start()
+    try:
+        _bb(d)
+        cid = d.out("run", "-d", "bb:1", "sleep", "300")
+        short = d.out("run", "-d", "bb:1", "sh", "-c", "sleep 1; exit 4")
+        d.stop()
+        time.sleep(1.5)
+        d.start()
+        assert d.out("ps", "-q", "--no-trunc") == cid
+        st = json.loads(d.out("inspect", short))[0]["State"]
+        assert st["Status"] == "exited" and st["ExitCode"] == 4
+        d.docker("rm", "-f", cid, short)
+    finally:
+        d.stop()
