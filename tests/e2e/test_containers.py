@@ -178,3 +178,28 @@ def test_restart_keeps_ps_truthful(tmp_path: Path) -> None:
         d.docker("rm", "-f", cid, short)
     finally:
         d.stop()
+
+
+def test_kill9_during_commit_leaves_no_half_image(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "d").start()
+    try:
+        _bb(d)
+        d.docker("run", "--name", "big", "bb:1", "sh", "-c",
+                 "mkdir /big && i=0; while [ $i -lt 40 ]; do head -c 4000000 /dev/urandom > /big/f$i; i=$((i+1)); done")
+        before = sorted(d.out("images", "-a", "-q", "--no-trunc").splitlines())
+        import threading
+        t = threading.Thread(target=lambda: d.docker("commit", "big", "half/commit:1", check=False))
+        t.start()
+        ingest = d.data_root / "content" / "ingest"
+        deadline = time.time() + 20
+        while time.time() < deadline and not any(ingest.iterdir()):
+            time.sleep(0.01)
+        d.kill9()
+        t.join(30)
+        d.start()
+        assert sorted(d.out("images", "-a", "-q", "--no-trunc").splitlines()) == before
+        assert not any(ingest.iterdir())
+        # the container is still there and can be committed now
+        assert d.out("commit", "big", "whole/commit:1").startswith("sha256:")
+    finally:
+        d.stop()

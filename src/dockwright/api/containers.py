@@ -384,6 +384,15 @@ def _hijack(request: web.Request) -> asyncio.StreamReader:
     return reader
 
 
+async def resize_container(request: web.Request) -> web.Response:
+    eng = _engine(request)
+    c = eng.containers.get(request.match_info["id"])
+    h, w = params.int_value(request, "h", 0), params.int_value(request, "w", 0)
+    if c.running and c.config.get("Tty"):
+        await eng.containers.runc.resize(c.id, h, w, bundle=eng.containers._bundle(c))  # noqa: SLF001
+    return web.Response(status=200)
+
+
 async def container_changes(request: web.Request) -> web.Response:
     items = await _engine(request).containers.changes(request.match_info["id"])
     return json_body([{"Kind": k, "Path": p} for k, p in items] or None)
@@ -435,6 +444,7 @@ def routes() -> list[tuple[str, str, Any]]:
         ("POST", "/containers/{id}/attach", attach_container),
         ("GET", "/containers/{id}/logs", container_logs),
         ("GET", "/containers/{id}/changes", container_changes),
+        ("POST", "/containers/{id}/resize", resize_container),
         ("GET", "/containers/{id}/export", export_container),
         ("DELETE", "/containers/{id}", delete_container),
         ("POST", "/commit", commit),

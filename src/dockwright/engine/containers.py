@@ -155,6 +155,7 @@ class ContainersService:
         self._pending_attach: dict[str, list[asyncio.Event]] = {}
         self._finished: dict[str, tuple[float, int]] = {}
         self._removed: dict[str, tuple[float, int]] = {}
+        self._runtime_gone: set[str] = set()  # deleted from runc already (after their exit)
         db.executescript(SCHEMA)
         self._cache: dict[str, Container] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
@@ -324,9 +325,11 @@ class ContainersService:
                 return False
             rootfs = await self._mount(c)
             bundle = self._bundle(c)
-            if bundle.exists():
-                await self.runc.delete(c.id, force=True) if await self.runc.state(c.id) else None
+            if bundle.exists():  # a restart: clear what the last run left
+                if c.id not in self._runtime_gone and await self.runc.state(c.id):
+                    await self.runc.delete(c.id, force=True)
                 shutil.rmtree(bundle, ignore_errors=True)
+            self._runtime_gone.discard(c.id)
             try:
                 spec = self._spec(c, rootfs)
                 await asyncio.to_thread(build_bundle, spec, bundle)
@@ -395,6 +398,7 @@ class ContainersService:
         self._save(c)
         try:
             await self.runc.delete(c.id, force=True)
+            self._runtime_gone.add(c.id)
         except Exception:  # noqa: BLE001
             pass
         await self._unmount(c)
@@ -533,10 +537,12 @@ class ContainersService:
         task = self._watchers.pop(c.id, None)
         if task is not None:
             task.cancel()
-        try:
-            await self.runc.delete(c.id, force=True)
-        except Exception:  # noqa: BLE001
-            pass
+        if c.id not in self._runtime_gone:
+            try:
+                await self.runc.delete(c.id, force=True)
+            except Exception:  # noqa: BLE001
+                pass
+        self._runtime_gone.discard(c.id)
         await self._unmount(c)
         try:
             await asyncio.to_thread(self.snapshotter.remove, c.id)

@@ -207,7 +207,7 @@ class Runc:
         bundle's ``process.terminal``.
         """
         bundle = Path(bundle).absolute()
-        if await self.state(id) is not None:
+        if _shim_alive(bundle, id):  # (cheaper than `runc state`; a live shim owns this bundle's files)
             raise Conflict(f"container {id} already exists in the runtime; delete it first")
         try:
             config = json.loads((bundle / "config.json").read_bytes())
@@ -238,7 +238,7 @@ class Runc:
         with open(bundle / "shim.log", "ab") as shim_log:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-I", str(_SHIM_PATH), json.dumps(cfg),
+                    sys.executable, "-I", "-S", str(_SHIM_PATH), json.dumps(cfg),
                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=shim_log,
                     start_new_session=True)
             except OSError as exc:
@@ -257,7 +257,7 @@ class Runc:
             report = {"error": f"the shim for {id} failed (see {bundle / 'shim.log'})"}
         if "pid" not in report:
             message = str(report.get("error") or "unknown error")
-            if "container with id exists" in message:
+            if "container with id exists" in message or "already exists" in message:
                 raise Conflict(f"container {id} already exists in the runtime; delete it first")
             text = f"OCI runtime create failed: {message}"
             if any(s in message for s in ("executable file not found", "no such file or directory",
