@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..engine.engine import API_VERSION, ENGINE_VERSION, MIN_API_VERSION, Engine
 from ..errors import InvalidArgument
-from . import containers, images, system
+from . import build, containers, images, system
 from .errors import error_response, json_body, status_of
 from .versions import DEFAULT, MINIMUM, parse_version
 
@@ -64,7 +64,7 @@ def make_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=[_middleware], client_max_size=1 << 40)
     app["engine"] = engine
     app.on_response_prepare.append(_headers)
-    table: list[tuple[str, str, Any]] = [*system.routes(), *images.routes(), *containers.routes()]
+    table: list[tuple[str, str, Any]] = [*system.routes(), *images.routes(), *containers.routes(), *build.routes()]
     for method, path, handler in table:
         app.router.add_route(method, "/v{version:[0-9.]+}" + path, handler)
         app.router.add_route(method, path, handler)

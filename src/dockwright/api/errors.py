@@ -9,7 +9,7 @@ from aiohttp import web
 from ..errors import (AlreadyExists, Conflict, DockwrightError, Forbidden, InvalidArgument, NotFound,
                       NotSupported, Unauthorized, Unavailable)
 
-__all__ = ["status_of", "error_response", "error_line", "unwrap", "json_body"]
+__all__ = ["status_of", "error_response", "error_line", "unwrap", "json_body", "message_of"]
 
 
 def json_body(obj: object, status: int = 200) -> web.Response:

@@ -57,6 +57,8 @@ class Engine:
                                             self.events, self.content, self.snapshotter,
                                             runtime_binary=config.runtime)
         self.images.snapshots_gc = self._gc_snapshots
+        from .build import BuildService
+        self.build = BuildService(self)
         from ..layers.apply import remove_stale_extractions
         remove_stale_extractions(self.snapshotter)
         self.startup_report = self.images.fsck(remove=True)

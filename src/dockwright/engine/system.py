@@ -200,5 +200,6 @@ class SystemService:
         if "volume" in want:
             out["Volumes"] = []
         if "build-cache" in want:
-            out["BuildCache"] = []
+            out["BuildCache"] = [{k: v for k, v in r.items() if not k.startswith("_")}
+                                 for r in self._engine.build.cache_records()]
         return out

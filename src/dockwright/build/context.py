@@ -1,0 +1,1233 @@
+"""Build contexts for the classic builder: ``.dockerignore``, the request-body tarball, remote contexts,
+COPY/ADD source resolution and the content checksum used in the build cache key.
+
+* :class:`DockerIgnore` is moby's ``patternmatcher`` (``NewPatternMatcher`` + ``MatchesOrParentMatches``)
+  with ``ignorefile.ReadAll`` for reading a ``.dockerignore`` file;
+* :func:`extract_context` streams a (plain, gzip, bzip2, xz or zstd) tarball into a directory through a
+  worker thread with bounded memory, refusing hostile entries, then locates and reads the Dockerfile
+  and removes what ``.dockerignore`` excludes (see :func:`extract_context`);
+* :func:`fetch_remote` does the same for the ``remote`` parameter of ``POST /build`` (tarball URL,
+  plain-text Dockerfile URL, git repository);
+* :func:`resolve_sources` resolves one COPY/ADD source the way dockerd's ``copier.calcCopyInfo`` does;
+* :func:`context_checksum` hashes what a COPY would copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bz2
+import gzip
+import hashlib
+import io
+import lzma
+import os
+import posixpath
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import zstandard
+
+from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
+from ..layers.compression import Compression, decompressor, detect
+
+__all__ = [
+    "DockerIgnore",
+    "ContextInfo",
+    "extract_context",
+    "fetch_remote",
+    "context_checksum",
+    "resolve_sources",
+    "contains_wildcards",
+    "go_path_match",
+    "is_git_url",
+]
+
+DEFAULT_DOCKERFILE = "Dockerfile"
+_CHUNK = 1 << 16
+_DOCKER_PY_DOCKERFILE = re.compile(r"^\.dockerfile\.[0-9a-fA-F]+$")
+
+
+# ==================================================================================================
+# Go helpers
+
+
+def _go_clean(p: str) -> str:
+    """Go's ``path.Clean`` (``filepath.Clean`` on Unix)."""
+    if p == "":
+        return "."
+    r = posixpath.normpath(p)
+    if r.startswith("//"):
+        r = "/" + r.lstrip("/")
+    return r
+
+
+def _go_dir(p: str) -> str:
+    """Go's ``filepath.Dir``."""
+    i = p.rfind("/")
+    return _go_clean(p[: i + 1])
+
+
+class _BadPattern(Exception):
+    pass
+
+
+def _get_esc(chunk: str) -> tuple[str, str]:
+    if not chunk or chunk[0] in "-]":
+        raise _BadPattern
+    if chunk[0] == "\\":
+        chunk = chunk[1:]
+        if not chunk:
+            raise _BadPattern
+    r, rest = chunk[0], chunk[1:]
+    if not rest:
+        raise _BadPattern
+    return r, rest
+
+
+def _scan_chunk(pattern: str) -> tuple[bool, str, str]:
+    star = False
+    while pattern and pattern[0] == "*":
+        pattern = pattern[1:]
+        star = True
+    inrange = False
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 < len(pattern):
+                i += 1
+        elif c == "[":
+            inrange = True
+        elif c == "]":
+            inrange = False
+        elif c == "*" and not inrange:
+            break
+        i += 1
+    return star, pattern[:i], pattern[i:]
+
+
+def _match_chunk(chunk: str, s: str) -> tuple[str, bool]:
+    """Go's ``filepath.matchChunk``; raises :class:`_BadPattern`."""
+    failed = False
+    while chunk:
+        if not failed and not s:
+            failed = True
+        c = chunk[0]
+        if c == "[":
+            r = ""
+            if not failed:
+                r, s = s[0], s[1:]
+            chunk = chunk[1:]
+            negated = False
+            if chunk and chunk[0] == "^":
+                negated = True
+                chunk = chunk[1:]
+            match = False
+            nrange = 0
+            while True:
+                if chunk and chunk[0] == "]" and nrange > 0:
+                    chunk = chunk[1:]
+                    break
+                lo, chunk = _get_esc(chunk)
+                hi = lo
+                if chunk[0] == "-":
+                    hi, chunk = _get_esc(chunk[1:])
+                if not failed and lo <= r <= hi:
+                    match = True
+                nrange += 1
+            if match == negated:
+                failed = True
+        elif c == "?":
+            if not failed:
+                if s[0] == "/":
+                    failed = True
+                s = s[1:]
+            chunk = chunk[1:]
+        else:
+            if c == "\\":
+                chunk = chunk[1:]
+                if not chunk:
+                    raise _BadPattern
+            if not failed:
+                if chunk[0] != s[0]:
+                    failed = True
+                s = s[1:]
+            chunk = chunk[1:]
+    if failed:
+        return "", False
+    return s, True
+
+
+def _go_match(pattern: str, name: str) -> bool:
+    """Go's ``filepath.Match`` on Unix; raises :class:`_BadPattern` for a malformed pattern."""
+    while pattern:
+        star, chunk, pattern = _scan_chunk(pattern)
+        if star and chunk == "":
+            return "/" not in name
+        t, ok = _match_chunk(chunk, name)
+        if ok and (not t or pattern):
+            name = t
+            continue
+        if star:
+            found = False
+            i = 0
+            while i < len(name) and name[i] != "/":
+                t, ok = _match_chunk(chunk, name[i + 1 :])
+                if ok:
+                    if not pattern and t:
+                        i += 1
+                        continue
+                    name = t
+                    found = True
+                    break
+                i += 1
+            if found:
+                continue
+        while pattern:
+            _, chunk, pattern = _scan_chunk(pattern)
+            _match_chunk(chunk, "")
+        return False
+    return name == ""
+
+
+def go_path_match(pattern: str, name: str) -> bool:
+    """``filepath.Match(pattern, name)`` with errors ignored (a malformed pattern matches nothing)."""
+    try:
+        return _go_match(pattern, name)
+    except _BadPattern:
+        return False
+
+
+def contains_wildcards(name: str) -> bool:
+    """moby's ``containsWildcards``: an unescaped ``*``, ``?`` or ``[``."""
+    i = 0
+    while i < len(name):
+        c = name[i]
+        if c == "\\":
+            i += 1
+        elif c in "*?[":
+            return True
+        i += 1
+    return False
+
+
+# ==================================================================================================
+# .dockerignore
+
+
+_EXACT, _PREFIX, _SUFFIX, _REGEXP = range(4)
+_ESCAPE_CHARS = ".+()|{}$"
+
+
+class _Pattern:
+    __slots__ = ("cleaned", "exclusion", "kind", "regexp")
+
+    def __init__(self, cleaned: str, exclusion: bool) -> None:
+        self.cleaned = cleaned
+        self.exclusion = exclusion
+        self.regexp: re.Pattern[str] | None = None
+        self.kind = self._compile()
+
+    def _compile(self) -> int:
+        reg = "^"
+        p = self.cleaned
+        kind = _EXACT
+        n = len(p)
+        pos = 0
+        i = 0
+        while pos < n:
+            ch = p[pos]
+            pos += 1
+            if ch == "*":
+                if pos < n and p[pos] == "*":
+                    pos += 1
+                    if pos < n and p[pos] == "/":
+                        pos += 1
+                    if pos >= n:
+                        if kind == _EXACT:
+                            kind = _PREFIX
+                        else:
+                            reg += ".*"
+                            kind = _REGEXP
+                    else:
+                        reg += "(.*/)?"
+                        kind = _REGEXP
+                    if i == 0:
+                        kind = _SUFFIX
+                else:
+                    reg += "[^/]*"
+                    kind = _REGEXP
+            elif ch == "?":
+                reg += "[^/]"
+                kind = _REGEXP
+            elif ch in _ESCAPE_CHARS:
+                reg += "\\" + ch
+            elif ch == "\\":
+                if pos < n:
+                    reg += "\\" + p[pos]
+                    pos += 1
+                    kind = _REGEXP
+                else:
+                    reg += "\\\\"
+            elif ch in "[]":
+                reg += ch
+                kind = _REGEXP
+            else:
+                reg += ch
+            i += 1
+        if kind != _REGEXP:
+            return kind
+        try:
+            self.regexp = re.compile(reg + r"\Z")
+        except re.error as exc:
+            raise InvalidArgument(f"syntax error in pattern: {self.cleaned}") from exc
+        return _REGEXP
+
+    def match(self, path: str) -> bool:
+        if self.kind == _EXACT:
+            return path == self.cleaned
+        if self.kind == _PREFIX:
+            return path.startswith(self.cleaned[:-2])
+        if self.kind == _SUFFIX:
+            suffix = self.cleaned[2:]
+            if path.endswith(suffix):
+                return True
+            return suffix[:1] == "/" and path == suffix[1:]
+        assert self.regexp is not None
+        return self.regexp.match(path) is not None
+
+
+def _read_ignore_lines(lines: list[str], *, comments: bool = True) -> list[str]:
+    """moby's ``ignorefile.ReadAll`` over lines already split."""
+    out: list[str] = []
+    for n, line in enumerate(lines):
+        if n == 0 and line.startswith("\ufeff"):
+            line = line[1:]
+        if comments and line.startswith("#"):
+            continue
+        pattern = line.strip()
+        if not pattern:
+            continue
+        invert = pattern[0] == "!"
+        if invert:
+            pattern = pattern[1:].strip()
+        if pattern:
+            pattern = _go_clean(pattern)
+            if len(pattern) > 1 and pattern[0] == "/":
+                pattern = pattern[1:]
+        if invert:
+            pattern = "!" + pattern
+        out.append(pattern)
+    return out
+
+
+class DockerIgnore:
+    """A ``.dockerignore`` matcher with moby's ``patternmatcher`` semantics.
+
+    ``patterns`` are lines as read from the file: ``ignorefile.ReadAll``'s processing (comments and
+    blank lines dropped, whitespace trimmed, ``filepath.Clean``, leading ``/`` removed) is applied, then
+    ``NewPatternMatcher``'s.  A malformed pattern raises :class:`InvalidArgument`.
+    """
+
+    def __init__(self, patterns: list[str], *, _processed: bool = False) -> None:
+        lines = list(patterns) if _processed else _read_ignore_lines(list(patterns))
+        self.patterns: list[str] = lines
+        self._compiled: list[_Pattern] = []
+        self.exclusions = False
+        for p in lines:
+            p = p.strip()
+            if not p:
+                continue
+            p = _go_clean(p)
+            exclusion = False
+            if p[0] == "!":
+                if len(p) == 1:
+                    raise InvalidArgument('illegal exclusion pattern: "!"')
+                exclusion = True
+                p = p[1:]
+                self.exclusions = True
+            try:
+                _go_match(p, ".")
+            except _BadPattern:
+                raise InvalidArgument(f"syntax error in pattern: {p}") from None
+            self._compiled.append(_Pattern(p, exclusion))
+
+    @classmethod
+    def from_text(cls, text: str | bytes) -> DockerIgnore:
+        """Parse the contents of a ``.dockerignore`` file."""
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "surrogateescape")
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+        return cls(_read_ignore_lines(lines), _processed=True)
+
+    def __bool__(self) -> bool:
+        return bool(self._compiled)
+
+    def __repr__(self) -> str:
+        return f"DockerIgnore({self.patterns!r})"
+
+    def matches(self, path: str) -> bool:
+        """True if ``path`` (relative, ``/``-separated) is excluded: ``MatchesOrParentMatches``."""
+        if not self._compiled:
+            return False
+        file = path
+        matched = False
+        parent = _go_dir(file)
+        parent_dirs = parent.split("/")
+        for pat in self._compiled:
+            if pat.exclusion != matched:
+                continue
+            match = pat.match(file)
+            if not match and parent != ".":
+                for i in range(len(parent_dirs)):
+                    if pat.match("/".join(parent_dirs[: i + 1])):
+                        match = True
+                        break
+            if match:
+                matched = not pat.exclusion
+        return matched
+
+
+# ==================================================================================================
+# scoped paths
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _scoped_resolve(root: Path, rel: str) -> Path:
+    """moby's ``FollowSymlinkInScope(filepath.Join(root, rel), root)``: symlinks are resolved with the
+    root as ``/``.  Raises :class:`ValueError` if ``rel`` leaves the root lexically."""
+    root_s = _go_clean(str(root))
+    full = _go_clean(root_s + "/" + rel)
+    if full == root_s:
+        return Path(root_s)
+    if not _within(full, root_s):
+        raise ValueError(f"{full} is not in {root_s}")
+    path = _go_clean(full[len(root_s) :] if root_s != "/" else full)
+    b = ""
+    n = 0
+    while path:
+        n += 1
+        if n > 255:
+            raise ValueError(f"too many links in {full}")
+        i = path.find("/")
+        if i == -1:
+            p, path = path, ""
+        else:
+            p, path = path[:i], path[i + 1 :]
+        if p == "":
+            continue
+        clean_p = _go_clean("/" + b + p)
+        if clean_p == "/":
+            b = ""
+            continue
+        full_p = _go_clean(root_s + clean_p)
+        try:
+            st = os.lstat(full_p)
+        except FileNotFoundError:
+            b += p + "/"
+            continue
+        except NotADirectoryError:
+            b += p + "/"
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            b += p + "/"
+            continue
+        dest = os.readlink(full_p)
+        if dest.startswith("/"):
+            b = ""
+        path = dest + "/" + path
+    return Path(_go_clean(root_s + _go_clean("/" + b)))
+
+
+# ==================================================================================================
+# extraction
+
+
+class _Aborted(Exception):
+    """The feeding side went away; the worker stops."""
+
+
+class _ChunkReader(io.RawIOBase):
+    """A blocking raw reader over chunks handed out by ``get`` (``None`` at the end)."""
+
+    def __init__(self, get: Callable[[], bytes | None]) -> None:
+        super().__init__()
+        self._get = get
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def peek_head(self, n: int) -> bytes:
+        while len(self._buf) - self._pos < n and not self._eof:
+            chunk = self._get()
+            if chunk is None:
+                self._eof = True
+                break
+            self._buf = self._buf[self._pos :] + chunk
+            self._pos = 0
+        return self._buf[self._pos : self._pos + n]
+
+    def readinto(self, b: Any) -> int:
+        while self._pos >= len(self._buf) and not self._eof:
+            chunk = self._get()
+            if chunk is None:
+                self._eof = True
+            else:
+                self._buf, self._pos = chunk, 0
+        avail = len(self._buf) - self._pos
+        if avail <= 0:
+            return 0
+        k = min(len(b), avail)
+        b[:k] = self._buf[self._pos : self._pos + k]
+        self._pos += k
+        return k
+
+
+_DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, zlib.error, ValueError)
+
+
+class _SlicingReader:
+    """``read(n)`` over :func:`~dockwright.layers.compression.decompressor`, fed with input slices sized
+    so that one call yields a few MiB at most (bounded memory even for highly compressible input)."""
+
+    _TARGET = 4 << 20
+
+    def __init__(self, raw: _ChunkReader, kind: Compression) -> None:
+        self._raw = raw
+        self._dec = decompressor(kind)
+        self._out = b""
+        self._pos = 0
+        self._step = 256
+        self._eof = False
+
+    def read(self, n: int) -> bytes:
+        while self._pos >= len(self._out) and not self._eof:
+            data = self._raw.read(self._step)
+            if not data:
+                self._out, self._pos, self._eof = self._dec.finish(), 0, True
+                break
+            self._out, self._pos = self._dec.decompress(data), 0
+            ratio = len(self._out) // len(data) + 1
+            self._step = max(256, min(1 << 16, self._TARGET // ratio))
+        chunk = self._out[self._pos : self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+
+class _Decompressing(io.RawIOBase):
+    """Bounded-memory decompression of a raw reader; errors become :class:`DataCorrupted`."""
+
+    def __init__(self, raw: _ChunkReader, kind: Compression) -> None:
+        super().__init__()
+        self.kind = kind
+        self._inner: Any
+        if kind is Compression.GZIP:
+            self._inner = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif kind is Compression.BZIP2:
+            self._inner = bz2.BZ2File(raw, "rb")
+        elif kind is Compression.XZ:
+            self._inner = lzma.LZMAFile(raw, "rb", format=lzma.FORMAT_AUTO)
+        elif kind is Compression.ZSTD:
+            # zstandard's stream_reader ends silently on a truncated frame: use the checked decompressor
+            self._inner = _SlicingReader(raw, kind)
+        else:
+            self._inner = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        try:
+            data = self._inner.read(len(b))
+        except _Aborted:
+            raise
+        except DockwrightError:
+            raise
+        except _DECOMPRESS_ERRORS as exc:
+            raise DataCorrupted(f"invalid build context: invalid {self.kind.value} data: {exc}") from exc
+        k = len(data)
+        b[:k] = data
+        return k
+
+
+def _refuse(name: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"invalid build context: tar entry {name!r} {why}")
+
+
+def _entry_name(name: str) -> str:
+    if name.startswith("/"):
+        raise _refuse(name, "has an absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _refuse(name, "is outside of the build context")
+    return "/".join(parts)
+
+
+def _prepare_parent(dest: str, real_dest: str, rel: str, name: str) -> str:
+    """Create the parent directories of ``rel`` under ``dest`` without writing through a symlink that
+    leaves ``dest``; returns the full path of ``rel``."""
+    parts = rel.split("/")
+    cur = dest
+    for comp in parts[:-1]:
+        cur = cur + "/" + comp
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            os.mkdir(cur, 0o755)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(cur)
+            if not _within(real, real_dest):
+                raise _refuse(name, "is written through a symlink that leaves the build context")
+            if not os.path.isdir(real):
+                raise _refuse(name, "has a parent that is not a directory")
+        elif not stat.S_ISDIR(st.st_mode):
+            os.unlink(cur)  # a later entry replaces a file by a directory, as dockerd does
+            os.mkdir(cur, 0o755)
+    return dest + "/" + rel
+
+
+def _remove_existing(path: str, keep_dir: bool) -> bool:
+    """Remove what is at ``path`` unless it is a directory and ``keep_dir``; True if a dir was kept."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        if keep_dir:
+            return True
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+    return False
+
+
+def _extract_member(
+    tf: tarfile.TarFile, m: tarfile.TarInfo, dest: str, real_dest: str, dirs: list[tuple[str, int, float]]
+) -> None:
+    rel = _entry_name(m.name)
+    mode = m.mode & 0o7777
+    mtime = float(m.mtime)
+    if rel == "":
+        if m.isdir():
+            return
+        raise _refuse(m.name, "is not a valid name")
+    if m.issym():
+        target = m.linkname
+        if not target.startswith("/"):
+            resolved = _go_clean(posixpath.join(posixpath.dirname(rel), target))
+            if resolved == ".." or resolved.startswith("../"):
+                raise _refuse(m.name, f"is a symlink to {target!r} outside of the build context")
+    elif m.islnk():
+        target_rel = _entry_name(m.linkname)
+        if target_rel == "":
+            raise _refuse(m.name, f"is a hard link to {m.linkname!r}")
+    path = _prepare_parent(dest, real_dest, rel, m.name)
+    if m.isdir():
+        if not _remove_existing(path, keep_dir=True):
+            os.mkdir(path, 0o755)
+        dirs.append((path, mode, mtime))
+        return
+    if m.isreg():
+        _remove_existing(path, keep_dir=False)
+        src = tf.extractfile(m)
+        assert src is not None
+        written = 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                while True:
+                    buf = src.read(_CHUNK)
+                    if not buf:
+                        break
+                    out.write(buf)
+                    written += len(buf)
+            if written != m.size:
+                raise DataCorrupted("invalid build context: unexpected EOF in tar stream")
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+        return
+    if m.issym():
+        _remove_existing(path, keep_dir=False)
+        os.symlink(m.linkname, path)
+        try:
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+        except (NotImplementedError, OSError):
+            pass
+        return
+    if m.islnk():
+        target_path = _prepare_parent(dest, real_dest, target_rel, m.name)
+        if not os.path.lexists(target_path):
+            raise _refuse(m.name, f"is a hard link to {m.linkname!r}, which is not in the archive")
+        if os.path.isdir(target_path) and not os.path.islink(target_path):
+            raise _refuse(m.name, f"is a hard link to the directory {m.linkname!r}")
+        if os.path.realpath(target_path) == os.path.realpath(path):
+            return
+        _remove_existing(path, keep_dir=False)
+        os.link(target_path, path, follow_symlinks=False)
+        return
+    # character and block devices, fifos: not part of a build context
+
+
+def _extract_sync(reader: _ChunkReader, dest: Path) -> list[tuple[str, int, float]]:
+    dirs: list[tuple[str, int, float]] = []
+    head = reader.peek_head(8)
+    if not head:
+        return dirs  # an empty body is an empty context, as for Go's tar reader
+    kind = detect(head)
+    stream = _Decompressing(reader, kind)
+    dest_s = str(dest)
+    real_dest = os.path.realpath(dest_s)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tf:  # type: ignore[call-overload]
+            for m in tf:
+                _extract_member(tf, m, dest_s, real_dest, dirs)
+    except tarfile.ReadError as exc:
+        if str(exc) == "empty file":
+            return dirs
+        raise DataCorrupted(f"invalid build context: {exc}") from exc
+    except tarfile.TarError as exc:
+        raise DataCorrupted(f"invalid build context: {exc}") from exc
+    return dirs
+
+
+def _force_put(q: asyncio.Queue[Any], item: Any) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except asyncio.QueueEmpty:
+            break
+    q.put_nowait(item)
+
+
+async def _stream_extract(chunks: AsyncIterator[bytes], dest: Path) -> list[tuple[str, int, float]]:
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+    done = False
+
+    def get() -> bytes | None:
+        item = asyncio.run_coroutine_threadsafe(q.get(), loop).result()
+        if isinstance(item, BaseException):
+            raise _Aborted() from item
+        return item
+
+    async def feed() -> None:
+        try:
+            async for chunk in chunks:
+                if done:
+                    continue  # the archive ended; drain the rest of the body
+                if chunk:
+                    await q.put(bytes(chunk))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not done:
+                _force_put(q, exc)
+            raise
+        if not done:
+            await q.put(None)
+
+    feeder = asyncio.ensure_future(feed())
+    worker = loop.run_in_executor(None, _extract_sync, _ChunkReader(get), dest)
+    try:
+        dirs = await asyncio.shield(worker)
+    except BaseException as exc:
+        if not worker.done():  # we were cancelled: stop the worker
+            worker.add_done_callback(lambda f: f.cancelled() or f.exception())
+            _force_put(q, asyncio.CancelledError())
+        if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+            if isinstance(exc, _Aborted):
+                raise feeder.exception() from None  # type: ignore[misc]
+        feeder.cancel()
+        try:
+            await feeder
+        except BaseException:
+            pass
+        if isinstance(exc, (DockwrightError, asyncio.CancelledError)):
+            raise
+        if isinstance(exc, OSError):
+            raise SystemError_(f"error extracting build context: {exc}") from exc
+        raise
+    done = True
+    while not q.empty():  # unblock a pending put; the feeder now drains the rest of the body
+        q.get_nowait()
+    await feeder
+    return dirs
+
+
+# ==================================================================================================
+# after extraction: Dockerfile, .dockerignore
+
+
+@dataclass
+class ContextInfo:
+    """An extracted build context."""
+
+    root: Path
+    dockerfile: bytes
+    dockerfile_path: str
+    ignore: DockerIgnore = field(default_factory=lambda: DockerIgnore([]))
+
+
+def _read_scoped(root: Path, rel: str) -> bytes | None:
+    """The contents of the regular file at ``rel`` (symlinks followed inside ``root``), None if there is
+    none.  Raises :class:`ValueError` if ``rel`` leaves the root."""
+    full = _scoped_resolve(root, rel)
+    try:
+        with open(full, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def _apply_ignore(root: Path, ignore: DockerIgnore) -> None:
+    if not ignore:
+        return
+
+    def walk(dirpath: str, rel: str) -> None:
+        with os.scandir(dirpath) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            r = f"{rel}/{e.name}" if rel else e.name
+            is_dir = e.is_dir(follow_symlinks=False)
+            if ignore.matches(r):
+                if is_dir and ignore.exclusions:
+                    walk(e.path, r)  # an exception may re-include something inside
+                    try:
+                        os.rmdir(e.path)
+                    except OSError:
+                        pass
+                elif is_dir:
+                    shutil.rmtree(e.path)
+                else:
+                    os.unlink(e.path)
+            elif is_dir:
+                walk(e.path, r)
+
+    walk(str(root), "")
+
+
+def _finish_context(dest: Path, dockerfile_name: str, dirs: list[tuple[str, int, float]]) -> ContextInfo:
+    name = dockerfile_name or DEFAULT_DOCKERFILE
+    try:
+        raw_ignore = _read_scoped(dest, ".dockerignore")
+        ignore = DockerIgnore.from_text(raw_ignore) if raw_ignore is not None else DockerIgnore([])
+        try:
+            content = _read_scoped(dest, name)
+        except ValueError:
+            raise InvalidArgument(f"forbidden path outside the build context: {name} ()") from None
+        if content is None and name == DEFAULT_DOCKERFILE:
+            lower = name.lower()
+            content = _read_scoped(dest, lower)
+            if content is not None:
+                name = lower
+        if content is None:
+            raise InvalidArgument(f"Cannot locate specified Dockerfile: {name}")
+        rel_name = _go_clean(name).lstrip("/")
+        _apply_ignore(dest, ignore)
+        if _DOCKER_PY_DOCKERFILE.match(rel_name):
+            # docker-py's Dockerfile from outside the context: read, then not part of the context
+            try:
+                os.unlink(dest / rel_name)
+            except FileNotFoundError:
+                pass
+    finally:
+        for path, mode, mtime in reversed(dirs):
+            try:
+                os.chmod(path, mode)
+                os.utime(path, (mtime, mtime))
+            except FileNotFoundError:
+                pass
+    return ContextInfo(root=dest, dockerfile=content, dockerfile_path=rel_name, ignore=ignore)
+
+
+async def extract_context(
+    chunks: AsyncIterator[bytes], dest: Path, *, dockerfile_name: str = DEFAULT_DOCKERFILE
+) -> ContextInfo:
+    """Extract a build-context tarball streamed as ``chunks`` into ``dest`` (created if needed).
+
+    The compression (none, gzip, bzip2, xz, zstd) is detected from the first bytes; an empty body is an
+    empty context.  Entries with absolute names or ``..``, symlinks whose relative target leaves the
+    context (absolute targets are kept: dockerd resolves them inside the context), hard links to
+    entries that are not in the archive and entries written through a symlink leaving ``dest`` raise
+    :class:`InvalidArgument`; a corrupt stream raises :class:`DataCorrupted`.  Modes, mtimes and
+    symlinks are kept; devices and fifos are skipped.
+
+    Afterwards the Dockerfile is read (``Dockerfile`` falls back to ``dockerfile``; missing →
+    "Cannot locate specified Dockerfile: …"), and everything ``.dockerignore`` excludes is deleted from
+    ``dest`` — so the Dockerfile and ``.dockerignore`` stay COPY-able unless they are listed themselves,
+    as with dockerd's ``removeDockerfile``.  A docker-py ``.dockerfile.<hex>`` Dockerfile is removed
+    after reading.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    dirs = await _stream_extract(chunks, dest)
+    return await asyncio.to_thread(_finish_context, dest, dockerfile_name, dirs)
+
+
+# ==================================================================================================
+# remote contexts
+
+# dockerd's list, plus zstd (any compression the extractor reads)
+_ACCEPTABLE_MIME = re.compile(
+    r"(?:application/(?:(?:x\-)?tar|octet\-stream|((?:x\-)?(?:gzip|bzip2?|xz|zstd)))|(?:text/plain))"
+)
+_MAX_PREAMBLE = 100
+_GIT_FRAGMENT = re.compile(r"\.git(?:#.+)?$")
+
+
+def _detect_content_type(data: bytes) -> str:
+    """A reduced ``http.DetectContentType``: enough to tell text, HTML/XML and common binaries apart."""
+    stripped = data.lstrip(b"\t\n\x0c\r ")
+    upper = stripped[:16].upper()
+    for sig in (b"<!DOCTYPE HTML", b"<HTML", b"<HEAD", b"<SCRIPT", b"<IFRAME", b"<H1", b"<DIV", b"<FONT",
+                b"<TABLE", b"<A", b"<STYLE", b"<TITLE", b"<B", b"<BODY", b"<BR", b"<P", b"<!--"):
+        if upper.startswith(sig) and len(stripped) > len(sig) and stripped[len(sig)] in b" >":
+            return "text/html; charset=utf-8"
+    if stripped.startswith(b"<?xml"):
+        return "text/xml; charset=utf-8"
+    for sig, ct in ((b"%PDF-", "application/pdf"), (b"\x1f\x8b\x08", "application/x-gzip"),
+                    (b"PK\x03\x04", "application/zip"), (b"Rar!\x1a\x07", "application/x-rar-compressed"),
+                    (b"GIF8", "image/gif"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg")):
+        if data.startswith(sig):
+            return ct
+    if data.startswith((b"\xef\xbb\xbf", b"\xfe\xff", b"\xff\xfe")):
+        return "text/plain; charset=utf-8"
+    if any(b <= 0x08 or b == 0x0B or 0x0E <= b <= 0x1A or 0x1C <= b <= 0x1F for b in data[:512]):
+        return "application/octet-stream"
+    return "text/plain; charset=utf-8"
+
+
+def is_git_url(remote: str) -> bool:
+    """moby's ``urlutil.IsGitURL`` (plus ``file://`` URLs, for local repositories)."""
+    if remote.startswith(("http://", "https://")) and _GIT_FRAGMENT.search(remote):
+        return True
+    return remote.startswith(("git://", "github.com/", "git@", "file://"))
+
+
+async def fetch_remote(remote: str, dest: Path, *, dockerfile_name: str = DEFAULT_DOCKERFILE) -> ContextInfo:
+    """Materialise the ``remote`` build context of ``POST /build`` into ``dest``.
+
+    * a git URL (``https://…/x.git#ref:subdir``, ``git://``, ``git@…``, ``github.com/…``, ``file://``)
+      is fetched with the git CLI as moby's ``gitutils`` does (shallow unless a dumb HTTP server);
+    * another http(s) URL is downloaded: ``text/plain`` content becomes ``dest/Dockerfile``, anything
+      else is extracted as a tarball (see :func:`extract_context`).
+
+    Errors raise :class:`InvalidArgument` with dockerd's words.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if is_git_url(remote):
+        await _git_context(remote, dest)
+        return await asyncio.to_thread(_finish_context, dest, dockerfile_name, [])
+    if remote.startswith(("http://", "https://")):
+        return await _url_context(remote, dest, dockerfile_name)
+    raise InvalidArgument(f"remoteURL ({remote}) could not be recognized as URL")
+
+
+async def _url_context(remote: str, dest: Path, dockerfile_name: str) -> ContextInfo:
+    import aiohttp
+
+    prefix = f"error downloading remote context {remote}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=60)) as session:
+            async with session.get(remote) as resp:
+                if resp.status >= 400:
+                    body = await resp.content.read(4096)
+                    text = body.decode("utf-8", "replace").strip()
+                    raise InvalidArgument(
+                        f"{prefix}: failed to GET {remote} with status {resp.status} {resp.reason or ''}".rstrip()
+                        + f": {text}"
+                    )
+                ct = resp.headers.get("Content-Type", "")
+                clen = resp.content_length
+                plen = clen if clen and 0 < clen <= _MAX_PREAMBLE else _MAX_PREAMBLE
+                preamble = b""
+                while len(preamble) < plen:
+                    piece = await resp.content.read(plen - len(preamble))
+                    if not piece:
+                        break
+                    preamble += piece
+                if not preamble:
+                    raise InvalidArgument(f"error detecting content type for remote {remote}: empty response")
+                content_type = ct
+                if not ct or ct == "application/octet-stream":
+                    content_type = _detect_content_type(preamble)
+                found = _ACCEPTABLE_MIME.search(content_type)
+                if not found:
+                    raise InvalidArgument(
+                        f'error detecting content type for remote {remote}: unsupported Content-Type "{ct}"'
+                    )
+
+                async def body_chunks() -> AsyncIterator[bytes]:
+                    yield preamble
+                    async for piece in resp.content.iter_chunked(_CHUNK):
+                        yield piece
+
+                if found.group(0) == "text/plain":
+                    path = dest / DEFAULT_DOCKERFILE
+                    data = bytearray()
+                    async for piece in body_chunks():
+                        data += piece
+                    await asyncio.to_thread(path.write_bytes, bytes(data))
+                    return ContextInfo(
+                        root=dest, dockerfile=bytes(data), dockerfile_path=DEFAULT_DOCKERFILE, ignore=DockerIgnore([])
+                    )
+                return await extract_context(body_chunks(), dest, dockerfile_name=dockerfile_name)
+    except DockwrightError:
+        raise
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        raise InvalidArgument(f"{prefix}: {exc}") from exc
+
+
+# -- git -------------------------------------------------------------------------------------------
+
+
+def _parse_git_url(remote: str) -> tuple[str, str, str]:
+    """moby's ``parseRemoteURL``: (remote, ref, subdir); an empty ref means the remote's HEAD."""
+    if not (remote.startswith("git@") or urlsplit(remote).scheme in ("git", "http", "https", "ssh", "file")):
+        remote = "https://" + remote
+    if remote.startswith("git@"):
+        url, _, fragment = remote.partition("#")
+    else:
+        parts = urlsplit(remote)
+        fragment = parts.fragment
+        url = urlunsplit(parts._replace(fragment=""))
+    ref, _, subdir = fragment.partition(":")
+    if ref.startswith("-"):
+        raise InvalidArgument(f"invalid refspec: {ref}")
+    return url, ref, subdir
+
+
+async def _supports_shallow(url: str) -> bool:
+    scheme = urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        return True
+    import aiohttp
+
+    service = url + "/info/refs?service=git-upload-pack"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            for method in ("HEAD", "GET"):
+                try:
+                    async with session.request(method, service) as resp:
+                        if resp.status == 200:
+                            return resp.headers.get("Content-Type") == "application/x-git-upload-pack-advertisement"
+                except aiohttp.ClientError:
+                    continue
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return False
+    return False
+
+
+async def _git(cwd: Path, *args: str, allow_file: bool = False) -> tuple[int, str]:
+    env = dict(os.environ)
+    env.update(
+        GIT_PROTOCOL_FROM_USER="0",
+        GIT_TERMINAL_PROMPT="0",
+        GIT_CONFIG_NOSYSTEM="1",
+        HOME="/dev/null",
+        LC_ALL="C",
+    )
+    cmd = ["git", "-c", f"protocol.file.allow={'always' if allow_file else 'never'}", *args]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+    except FileNotFoundError as exc:
+        raise InvalidArgument("unable to prepare context: git is not installed") from exc
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode("utf-8", "replace").strip()
+
+
+async def _git_context(remote: str, dest: Path) -> None:
+    url, ref, subdir = _parse_git_url(remote)
+    is_file = url.startswith("file://")
+    work = Path(tempfile.mkdtemp(prefix=".git-context-", dir=dest.parent))
+    try:
+        rc, out = await _git(work, "init", "-q")
+        if rc:
+            raise InvalidArgument(f"failed to init repo at {work}: {out}")
+        rc, out = await _git(work, "remote", "add", "origin", url)
+        if rc:
+            raise InvalidArgument(f"failed add origin repo at {url}: {out}")
+        fetch = ["fetch"]
+        if await _supports_shallow(url):
+            fetch += ["--depth", "1"]
+        fetch += ["origin", "--", ref or "HEAD"]
+        rc, out = await _git(work, *fetch, allow_file=is_file)
+        if rc:
+            raise InvalidArgument(f"error fetching: {out}")
+        rc, out = (1, "") if not ref else await _git(work, "checkout", "-q", ref)
+        if rc:
+            rc2, out2 = await _git(work, "checkout", "-q", "FETCH_HEAD")
+            if rc2:
+                raise InvalidArgument(f"error checking out {ref or 'HEAD'}: {out or out2}")
+        rc, out = await _git(work, "submodule", "update", "--init", "--recursive", "--depth=1")
+        if rc:
+            raise InvalidArgument(f"error initializing submodules: {out}")
+        src = work
+        if subdir:
+            try:
+                src = _scoped_resolve(work, subdir)
+            except ValueError:
+                raise InvalidArgument(f'error setting git context, "{subdir}" not within git root') from None
+            if not src.exists():
+                raise InvalidArgument(f"error setting git context: stat {src}: no such file or directory")
+            if not src.is_dir():
+                raise InvalidArgument(f"error setting git context, not a directory: {src}")
+
+        def move() -> None:
+            for entry in os.listdir(src):
+                target = dest / entry
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+                shutil.move(str(src / entry), str(target))
+
+        await asyncio.to_thread(move)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+# ==================================================================================================
+# COPY sources
+
+
+def _not_found(rel: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"COPY failed: file not found in build context or excluded by .dockerignore: stat {rel}: file does not exist"
+    )
+
+
+def _walk_rel(root: Path) -> Iterator[tuple[str, bool]]:
+    """``filepath.WalkDir`` order (lexical, depth first, symlinks not followed): (rel, is_dir)."""
+
+    def walk(dirpath: str, rel: str) -> Iterator[tuple[str, bool]]:
+        try:
+            with os.scandir(dirpath) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            r = f"{rel}/{e.name}" if rel else e.name
+            is_dir = e.is_dir(follow_symlinks=False)
+            yield r, is_dir
+            if is_dir:
+                yield from walk(e.path, r)
+
+    yield from walk(str(root), "")
+
+
+def _copy_info(root: Path, rel: str, ignore: DockerIgnore) -> Path:
+    try:
+        full = _scoped_resolve(root, rel)
+    except ValueError:
+        raise InvalidArgument(f"COPY failed: forbidden path outside the build context: {rel} ()") from None
+    try:
+        st = os.lstat(full)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _not_found(rel) from None
+    clean = _go_clean(rel)
+    if clean != "." and not stat.S_ISDIR(st.st_mode) and ignore.matches(clean):
+        raise _not_found(rel)
+    return full
+
+
+def resolve_sources(root: Path, pattern: str, ignore: DockerIgnore) -> list[Path]:
+    """The paths a COPY/ADD source ``pattern`` names in the context at ``root`` (dockerd's
+    ``calcCopyInfo``): symlinks are resolved inside the context, so the paths returned are the real
+    entries (files or directories) under ``root``.
+
+    Wildcards (``*``, ``?``, ``[…]``, Go's ``filepath.Match``) are matched against every entry of the
+    context; a pattern that matches nothing gives ``[]`` (the caller reports dockerd's
+    "COPY failed: no source files were specified" when all sources are empty).  Files excluded by
+    ``ignore`` are invisible.
+    """
+    root = Path(root)
+    orig = pattern
+    if orig.startswith("/"):
+        orig = orig[1:]
+    if orig.startswith("./"):
+        orig = orig[2:]
+    if contains_wildcards(orig):
+        out: list[Path] = []
+        for rel, is_dir in _walk_rel(root):
+            if not go_path_match(orig, rel):
+                continue
+            if not is_dir and ignore.matches(rel):
+                continue
+            out.append(_copy_info(root, rel, ignore))
+        return out
+    return [_copy_info(root, orig if orig else ".", ignore)]
+
+
+# ==================================================================================================
+# checksum
+
+
+def _hash_entry(h: Any, path: str, rel: str, follow: bool) -> None:
+    def rec(*fields: str) -> None:
+        h.update("\0".join(fields).encode("utf-8", "surrogateescape") + b"\n")
+
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        rec("missing", rel)
+        return
+    perm = f"{stat.S_IMODE(st.st_mode):o}"
+    if stat.S_ISLNK(st.st_mode):
+        rec("symlink", rel, perm, os.readlink(path))
+    elif stat.S_ISDIR(st.st_mode):
+        rec("dir", rel, perm)
+        for name in sorted(os.listdir(path)):
+            _hash_entry(h, os.path.join(path, name), f"{rel}/{name}" if rel != "." else name, False)
+    elif stat.S_ISREG(st.st_mode):
+        fh = hashlib.sha256()
+        with open(path, "rb") as f:
+            while buf := f.read(1 << 20):
+                fh.update(buf)
+        rec("file", rel, perm, str(st.st_size), fh.hexdigest())
+    else:
+        rec("other", rel, perm, str(stat.S_IFMT(st.st_mode)))
+
+
+def context_checksum(root: Path, sources: list[str]) -> str:
+    """``sha256:<hex>`` over the entries the ``sources`` (paths relative to ``root`` or absolute paths
+    under it, e.g. from :func:`resolve_sources`) cover, in order: names relative to ``root``, types,
+    permission bits, file contents and symlink targets (directories recursively, symlinks inside them
+    not followed).  Mtimes, owners and the location of ``root`` do not count."""
+    root = Path(root)
+    h = hashlib.sha256()
+    root_s = str(root)
+    for src in sources:
+        p = Path(src)
+        rel = os.path.relpath(str(p), root_s) if p.is_absolute() else str(p)
+        rel = _go_clean(rel.replace(os.sep, "/"))
+        h.update(b"source\0")
+        try:
+            full = _scoped_resolve(root, rel)  # symlinks are followed inside the context only
+        except ValueError:
+            h.update(b"outside\0" + rel.encode("utf-8", "surrogateescape") + b"\n")
+            continue
+        _hash_entry(h, str(full), rel, follow=False)
+    return "sha256:" + h.hexdigest()

@@ -1,0 +1,719 @@
+"""Build contexts: .dockerignore (moby patternmatcher tests), tarball extraction (every compression,
+hostile entries, docker-py's ``.dockerfile.<hex>``), remote contexts, COPY sources and checksums."""
+
+from __future__ import annotations
+
+import asyncio
+import bz2
+import functools
+import gzip
+import http.server
+import io
+import lzma
+import os
+import shutil
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from dockwright.build.context import (
+    ContextInfo,
+    DockerIgnore,
+    context_checksum,
+    extract_context,
+    fetch_remote,
+    go_path_match,
+    is_git_url,
+    resolve_sources,
+)
+from dockwright.errors import DataCorrupted, InvalidArgument
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def make_tar(entries, fmt=tarfile.PAX_FORMAT) -> bytes:
+    """entries: (name, content|None for dir, {"type":..., "linkname":..., "mode":..., "mtime":...})."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for entry in entries:
+            name, data = entry[0], entry[1]
+            opts = entry[2] if len(entry) > 2 else {}
+            ti = tarfile.TarInfo(name)
+            ti.mtime = opts.get("mtime", 1_600_000_000)
+            if "type" in opts:
+                ti.type = opts["type"]
+                ti.linkname = opts.get("linkname", "")
+                ti.mode = opts.get("mode", 0o777)
+                tf.addfile(ti)
+            elif data is None:
+                ti.type = tarfile.DIRTYPE
+                ti.mode = opts.get("mode", 0o755)
+                tf.addfile(ti)
+            else:
+                ti.size = len(data)
+                ti.mode = opts.get("mode", 0o644)
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+async def agen(data: bytes, size: int = 1000):
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+        await asyncio.sleep(0)
+
+
+def extract(data: bytes, dest: Path, size: int = 1000, **kw) -> ContextInfo:
+    return asyncio.run(extract_context(agen(data, size), dest, **kw))
+
+
+def tree(root: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            out.append(os.path.relpath(os.path.join(dirpath, n), root))
+    return sorted(out)
+
+
+BASIC = [
+    ("Dockerfile", b"FROM scratch\nCOPY . /\n"),
+    ("dir", None, {"mode": 0o750, "mtime": 1_500_000_000}),
+    ("dir/a.txt", b"a", {"mode": 0o600, "mtime": 1_400_000_000}),
+    ("dir/run.sh", b"#!/bin/sh\n", {"mode": 0o755}),
+    ("link", None, {"type": tarfile.SYMTYPE, "linkname": "dir/a.txt"}),
+    ("abs", None, {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}),
+    ("hard", None, {"type": tarfile.LNKTYPE, "linkname": "dir/a.txt"}),
+]
+
+
+# -- .dockerignore: moby patternmatcher ------------------------------------------------------------
+
+MATCHES = [
+    ("**", "file", True),
+    ("**", "file/", True),
+    ("**/", "file", True),
+    ("**/", "file/", True),
+    ("**", "/", True),
+    ("**/", "/", True),
+    ("**", "dir/file", True),
+    ("**/", "dir/file", True),
+    ("**", "dir/file/", True),
+    ("**/", "dir/file/", True),
+    ("**/**", "dir/file", True),
+    ("**/**", "dir/file/", True),
+    ("dir/**", "dir/file", True),
+    ("dir/**", "dir/file/", True),
+    ("dir/**", "dir/dir2/file", True),
+    ("dir/**", "dir/dir2/file/", True),
+    ("**/dir", "dir", True),
+    ("**/dir", "dir/file", True),
+    ("**/dir2/*", "dir/dir2/file", True),
+    ("**/dir2/*", "dir/dir2/file/", True),
+    ("**/dir2/**", "dir/dir2/dir3/file", True),
+    ("**/dir2/**", "dir/dir2/dir3/file/", True),
+    ("**file", "file", True),
+    ("**file", "dir/file", True),
+    ("**/file", "dir/file", True),
+    ("**file", "dir/dir/file", True),
+    ("**/file", "dir/dir/file", True),
+    ("**/file*", "dir/dir/file", True),
+    ("**/file*", "dir/dir/file.txt", True),
+    ("**/file*txt", "dir/dir/file.txt", True),
+    ("**/file*.txt", "dir/dir/file.txt", True),
+    ("**/file*.txt*", "dir/dir/file.txt", True),
+    ("**/**/*.txt", "dir/dir/file.txt", True),
+    ("**/**/*.txt2", "dir/dir/file.txt", False),
+    ("**/*.txt", "file.txt", True),
+    ("**/**/*.txt", "file.txt", True),
+    ("a**/*.txt", "a/file.txt", True),
+    ("a**/*.txt", "a/dir/file.txt", True),
+    ("a**/*.txt", "a/dir/dir/file.txt", True),
+    ("a/*.txt", "a/dir/file.txt", False),
+    ("a/*.txt", "a/file.txt", True),
+    ("a/*.txt**", "a/file.txt", True),
+    ("a[b-d]e", "ae", False),
+    ("a[b-d]e", "ace", True),
+    ("a[b-d]e", "aae", False),
+    ("a[^b-d]e", "aze", True),
+    (".*", ".foo", True),
+    (".*", "foo", False),
+    ("abc.def", "abcdef", False),
+    ("abc.def", "abc.def", True),
+    ("abc.def", "abcZdef", False),
+    ("abc?def", "abcZdef", True),
+    ("abc?def", "abcdef", False),
+    ("a\\\\", "a\\", True),
+    ("**/foo/bar", "foo/bar", True),
+    ("**/foo/bar", "dir/foo/bar", True),
+    ("**/foo/bar", "dir/dir2/foo/bar", True),
+    ("abc/**", "abc", False),
+    ("abc/**", "abc/def", True),
+    ("abc/**", "abc/def/ghi", True),
+    ("**/.foo", ".foo", True),
+    ("**/.foo", "bar.foo", False),
+    ("a(b)c/def", "a(b)c/def", True),
+    ("a(b)c/def", "a(b)c/xyz", False),
+    ("a.|)$(}+{bc", "a.|)$(}+{bc", True),
+    ("dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", True),
+    ("dist/*.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", True),
+    # parent directories
+    ("dir", "dir/sub/file", True),
+    ("*.go", "sub/x.go", False),
+    ("**/*.go", "sub/deep/x.go", True),
+    ("sub/*", "sub/deep/x.go", True),
+]
+
+
+@pytest.mark.parametrize(("pattern", "text", "expected"), MATCHES)
+def test_patternmatcher_matches(pattern, text, expected):
+    assert DockerIgnore([pattern]).matches(text) is expected
+
+
+MULTI = [
+    (["**", "!util/docker/web"], "util/docker/web/foo", False),
+    (["**", "!util/docker/web", "util/docker/web/foo"], "util/docker/web/foo", True),
+    (["**", "!dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl"], "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", False),
+    (["**", "!dist/*.whl"], "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", False),
+    (["*", "!keep.txt"], "keep.txt", False),
+    (["*", "!keep.txt"], "other.txt", True),
+    (["docs", "!docs/README.md"], "docs/README.md", False),
+    (["docs", "!docs/README.md"], "docs/other.md", True),
+    (["!x", "x"], "x", True),
+    (["x", "!x"], "x", False),
+]
+
+
+@pytest.mark.parametrize(("patterns", "text", "expected"), MULTI)
+def test_patternmatcher_multi(patterns, text, expected):
+    assert DockerIgnore(patterns).matches(text) is expected
+
+
+def test_dockerignore_from_text():
+    text = "\ufeff# comment\n\n  /leading\r\n*.pyc\n  # not a comment\n! keep/me \ndir/\n./x/../y\n!/abs\n"
+    ig = DockerIgnore.from_text(text)
+    assert ig.patterns == ["leading", "*.pyc", "# not a comment", "!keep/me", "dir", "y", "!abs"]
+    assert ig.matches("leading")
+    assert ig.matches("a.pyc") and not ig.matches("sub/a.pyc")
+    assert ig.matches("dir/anything/deep")
+    assert ig.matches("y") and not ig.matches("x")
+    assert not ig.matches("keep/me")
+    assert not DockerIgnore([]).matches("anything")
+    # __init__ takes raw lines too
+    assert DockerIgnore(["# c", "", "/a/"]).patterns == ["a"]
+
+
+def test_dockerignore_errors():
+    with pytest.raises(InvalidArgument, match="illegal exclusion pattern"):
+        DockerIgnore(["!"])
+    with pytest.raises(InvalidArgument, match="syntax error in pattern"):
+        DockerIgnore(["[a-"])
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "expected"),
+    [
+        ("*", "abc", True),
+        ("*", "a/b", False),
+        ("*.txt", "a.txt", True),
+        ("a/*", "a/b", True),
+        ("a/*/c", "a/b/c", True),
+        ("a?c", "abc", True),
+        ("a?c", "a/c", False),
+        ("[a-c]x", "bx", True),
+        ("[^a-c]x", "bx", False),
+        ("a\\*", "a*", True),
+        ("a\\*", "ab", False),
+        ("[", "a", False),
+        ("*x", "xxx", True),
+    ],
+)
+def test_go_path_match(pattern, name, expected):
+    assert go_path_match(pattern, name) is expected
+
+
+# -- extraction ------------------------------------------------------------------------------------
+
+
+def _compress(kind: str, data: bytes) -> bytes:
+    if kind == "none":
+        return data
+    if kind == "gzip":
+        return gzip.compress(data)
+    if kind == "gzip-multi":
+        half = len(data) // 2
+        return gzip.compress(data[:half]) + gzip.compress(data[half:])
+    if kind == "bzip2":
+        return bz2.compress(data)
+    if kind == "xz":
+        return lzma.compress(data)
+    if kind == "zstd":
+        return zstandard.ZstdCompressor().compress(data)
+    if kind == "zstd-stream":
+        cobj = zstandard.ZstdCompressor().compressobj()
+        return cobj.compress(data) + cobj.flush()
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["none", "gzip", "gzip-multi", "bzip2", "xz", "zstd", "zstd-stream"])
+def test_extract_every_compression(tmp_path, kind):
+    data = _compress(kind, make_tar(BASIC))
+    info = extract(data, tmp_path / "ctx", size=777)
+    root = tmp_path / "ctx"
+    assert info.root == root
+    assert info.dockerfile == b"FROM scratch\nCOPY . /\n"
+    assert info.dockerfile_path == "Dockerfile"
+    assert tree(root) == ["Dockerfile", "abs", "dir", "dir/a.txt", "dir/run.sh", "hard", "link"]
+    assert (root / "dir/a.txt").read_bytes() == b"a"
+    st = os.stat(root / "dir/a.txt")
+    assert st.st_mode & 0o7777 == 0o600 and st.st_mtime == 1_400_000_000
+    assert os.stat(root / "dir/run.sh").st_mode & 0o777 == 0o755
+    dst = os.stat(root / "dir")
+    assert dst.st_mode & 0o7777 == 0o750 and dst.st_mtime == 1_500_000_000
+    assert os.readlink(root / "link") == "dir/a.txt"
+    assert os.readlink(root / "abs") == "/etc/passwd"  # not followed
+    assert os.stat(root / "hard").st_ino == st.st_ino
+
+
+def test_extract_large_file_and_gnu_format(tmp_path):
+    big = os.urandom(300_000) + b"\0" * 2_000_000
+    data = gzip.compress(make_tar([("Dockerfile", b"FROM x"), ("d/" + "n" * 150, big)], fmt=tarfile.GNU_FORMAT))
+    extract(data, tmp_path / "c", size=65536)
+    assert (tmp_path / "c" / "d" / ("n" * 150)).read_bytes() == big
+
+
+def test_extract_lowercase_dockerfile_and_custom_name(tmp_path):
+    info = extract(make_tar([("dockerfile", b"FROM lower")]), tmp_path / "a")
+    assert info.dockerfile == b"FROM lower" and info.dockerfile_path == "dockerfile"
+    info = extract(make_tar([("sub/Dockerfile.dev", b"FROM dev")]), tmp_path / "b", dockerfile_name="sub/Dockerfile.dev")
+    assert info.dockerfile == b"FROM dev" and info.dockerfile_path == "sub/Dockerfile.dev"
+    with pytest.raises(InvalidArgument, match="Cannot locate specified Dockerfile: Dockerfile.dev"):
+        extract(make_tar([("Dockerfile", b"FROM x")]), tmp_path / "c", dockerfile_name="Dockerfile.dev")
+    with pytest.raises(InvalidArgument, match="Cannot locate specified Dockerfile: Dockerfile"):
+        extract(b"", tmp_path / "d")  # an empty body is an empty context
+    with pytest.raises(InvalidArgument, match="forbidden path outside the build context"):
+        extract(make_tar([("Dockerfile", b"FROM x")]), tmp_path / "e", dockerfile_name="../Dockerfile")
+
+
+def test_extract_dockerfile_symlink_in_scope(tmp_path):
+    tar = make_tar([("real/Df", b"FROM real"), ("Dockerfile", None, {"type": tarfile.SYMTYPE, "linkname": "/real/Df"})])
+    assert extract(tar, tmp_path / "c").dockerfile == b"FROM real"
+
+
+def test_extract_applies_dockerignore(tmp_path):
+    ignore = b"# build output\n**/*.go\n!keep.go\ndocs/\n!docs/README.md\n/secret\n*.tmp\n"
+    tar = make_tar(
+        [
+            ("Dockerfile", b"FROM x"),
+            (".dockerignore", ignore),
+            ("main.go", b"package main"),
+            ("keep.go", b"keep"),
+            ("pkg/util.go", b"package pkg"),
+            ("pkg/util.txt", b"text"),
+            ("docs", None, {"mode": 0o700}),
+            ("docs/README.md", b"readme"),
+            ("docs/guide.md", b"guide"),
+            ("docs/img", None),
+            ("docs/img/a.png", b"png"),
+            ("secret", b"s"),
+            ("sub/secret", b"not at root"),
+            ("a.tmp", b"t"),
+        ]
+    )
+    info = extract(tar, tmp_path / "c")
+    assert info.ignore.matches("main.go")
+    assert tree(tmp_path / "c") == [
+        ".dockerignore",
+        "Dockerfile",
+        "docs",
+        "docs/README.md",
+        "keep.go",
+        "pkg",
+        "pkg/util.txt",
+        "sub",
+        "sub/secret",
+    ]
+    assert os.stat(tmp_path / "c" / "docs").st_mode & 0o777 == 0o700
+
+
+def test_extract_ignored_dockerfile_and_dockerignore_are_read_then_removed(tmp_path):
+    tar = make_tar(
+        [("Dockerfile", b"FROM x"), (".dockerignore", b"Dockerfile\n.dockerignore\n"), ("a", b"a")]
+    )
+    info = extract(tar, tmp_path / "c")
+    assert info.dockerfile == b"FROM x"
+    assert info.ignore.patterns == ["Dockerfile", ".dockerignore"]
+    assert tree(tmp_path / "c") == ["a"]
+    with pytest.raises(InvalidArgument, match="file not found in build context"):
+        resolve_sources(tmp_path / "c", "Dockerfile", info.ignore)
+
+
+def test_extract_docker_py_dockerfile(tmp_path):
+    name = ".dockerfile.1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
+    tar = make_tar([("app.py", b"print()"), (name, b"FROM python\nCOPY . /app\n")])
+    info = extract(tar, tmp_path / "c", dockerfile_name=name)
+    assert info.dockerfile == b"FROM python\nCOPY . /app\n"
+    assert info.dockerfile_path == name
+    assert tree(tmp_path / "c") == ["app.py"]
+    assert [p.name for p in resolve_sources(tmp_path / "c", "*", info.ignore)] == ["app.py"]
+
+
+def test_extract_duplicate_entries_replace(tmp_path):
+    tar = make_tar(
+        [
+            ("Dockerfile", b"FROM x"),
+            ("f", b"old", {"mode": 0o444}),
+            ("f", b"new"),
+            ("d", b"file first"),
+            ("d/x", b"now a dir"),
+            ("l", None, {"type": tarfile.SYMTYPE, "linkname": "f"}),
+            ("l", b"regular now"),
+        ]
+    )
+    extract(tar, tmp_path / "c")
+    assert (tmp_path / "c/f").read_bytes() == b"new"
+    assert (tmp_path / "c/d/x").read_bytes() == b"now a dir"
+    assert not (tmp_path / "c/l").is_symlink() and (tmp_path / "c/l").read_bytes() == b"regular now"
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([("../evil", b"x")], "outside of the build context"),
+        ([("a/../../evil", b"x")], "outside of the build context"),
+        ([("/etc/evil", b"x")], "absolute path"),
+        ([("l", None, {"type": tarfile.SYMTYPE, "linkname": "../../etc"})], "symlink to '../../etc'"),
+        ([("d/l", None, {"type": tarfile.SYMTYPE, "linkname": "../.."})], "outside of the build context"),
+        (
+            [("l", None, {"type": tarfile.SYMTYPE, "linkname": "/"}), ("l/tmp/evil", b"x")],
+            "through a symlink that leaves the build context",
+        ),
+        ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "../outside"})], "outside of the build context"),
+        ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "/etc/passwd"})], "absolute path"),
+        ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "missing"})], "not in the archive"),
+        (
+            [("l", None, {"type": tarfile.SYMTYPE, "linkname": "/"}), ("h", None, {"type": tarfile.LNKTYPE, "linkname": "l/etc/passwd"})],
+            "through a symlink that leaves the build context",
+        ),
+    ],
+)
+def test_extract_hostile_entries(tmp_path, entries, message):
+    dest = tmp_path / "deep" / "ctx"
+    with pytest.raises(InvalidArgument, match=message):
+        extract(make_tar([("Dockerfile", b"FROM x"), *entries]), dest)
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "deep" / "evil").exists()
+    assert not (tmp_path / "deep" / "outside").exists()
+
+
+def test_extract_corrupt_input(tmp_path):
+    tar = make_tar(BASIC)
+    with pytest.raises(DataCorrupted):
+        extract(gzip.compress(tar)[:-100], tmp_path / "a")
+    with pytest.raises(DataCorrupted):
+        extract(b"\x1f\x8b\x08" + b"garbage" * 100, tmp_path / "b")
+    with pytest.raises(DataCorrupted):
+        extract(b"this is not a tar archive at all " * 50, tmp_path / "c")
+    with pytest.raises(DataCorrupted):
+        extract(zstandard.ZstdCompressor().compress(tar)[:-50], tmp_path / "d")
+
+
+def test_extract_trailing_data_is_drained(tmp_path):
+    consumed = []
+
+    async def body():
+        data = make_tar(BASIC) + b"\0" * 100_000
+        for i in range(0, len(data), 512):
+            consumed.append(i)
+            yield data[i : i + 512]
+
+    async def main():
+        return await extract_context(body(), tmp_path / "c")
+
+    asyncio.run(main())
+    assert consumed[-1] >= len(make_tar(BASIC)) + 100_000 - 512
+
+
+def test_extract_body_error_propagates(tmp_path):
+    class Boom(Exception):
+        pass
+
+    async def body():
+        yield make_tar(BASIC)[:2048]
+        raise Boom("client went away")
+
+    async def main():
+        await extract_context(body(), tmp_path / "c")
+
+    with pytest.raises(Boom):
+        asyncio.run(main())
+
+
+# -- COPY sources and checksums ----------------------------------------------------------------------
+
+
+def _ctx(tmp_path) -> tuple[Path, DockerIgnore]:
+    tar = make_tar(
+        [
+            ("Dockerfile", b"FROM x"),
+            (".dockerignore", b"*.log\n"),
+            ("a.txt", b"a"),
+            ("b.txt", b"b"),
+            ("c.md", b"c"),
+            ("dir/x.txt", b"x"),
+            ("dir/sub/y.txt", b"y"),
+            ("link", None, {"type": tarfile.SYMTYPE, "linkname": "/dir"}),
+            ("esc", None, {"type": tarfile.SYMTYPE, "linkname": "/../../../etc"}),
+            ("star*name", b"literal"),
+        ]
+    )
+    info = extract(tar, tmp_path / "ctx")
+    return info.root, info.ignore
+
+
+def test_resolve_sources(tmp_path):
+    root, ig = _ctx(tmp_path)
+    assert resolve_sources(root, ".", ig) == [root]
+    assert resolve_sources(root, "./", ig) == [root]
+    assert resolve_sources(root, "/a.txt", ig) == [root / "a.txt"]
+    assert resolve_sources(root, "dir", ig) == [root / "dir"]
+    assert resolve_sources(root, "dir/../b.txt", ig) == [root / "b.txt"]
+    assert resolve_sources(root, "*.txt", ig) == [root / "a.txt", root / "b.txt"]
+    assert resolve_sources(root, "dir/*", ig) == [root / "dir/sub", root / "dir/x.txt"]
+    assert resolve_sources(root, "dir/*/*.txt", ig) == [root / "dir/sub/y.txt"]
+    assert resolve_sources(root, "[ab].txt", ig) == [root / "a.txt", root / "b.txt"]
+    assert resolve_sources(root, "?.md", ig) == [root / "c.md"]
+    assert resolve_sources(root, "*.nothing", ig) == []
+    assert resolve_sources(root, "star[*]name", ig) == [root / "star*name"]
+    # symlinks resolved inside the context
+    assert resolve_sources(root, "link/x.txt", ig) == [root / "dir/x.txt"]
+    assert resolve_sources(root, "link", ig) == [root / "dir"]
+    with pytest.raises(InvalidArgument) as exc:
+        resolve_sources(root, "esc/passwd", ig)
+    assert str(exc.value) == (
+        "COPY failed: file not found in build context or excluded by .dockerignore: stat esc/passwd: file does not exist"
+    )
+
+
+def test_resolve_sources_errors(tmp_path):
+    root, ig = _ctx(tmp_path)
+    with pytest.raises(InvalidArgument) as exc:
+        resolve_sources(root, "../x", ig)
+    assert str(exc.value) == "COPY failed: forbidden path outside the build context: ../x ()"
+    with pytest.raises(InvalidArgument) as exc:
+        resolve_sources(root, "x", ig)
+    assert str(exc.value) == (
+        "COPY failed: file not found in build context or excluded by .dockerignore: stat x: file does not exist"
+    )
+    # ignored files are invisible even when present
+    (root / "present.log").write_text("log")
+    with pytest.raises(InvalidArgument, match="stat present.log"):
+        resolve_sources(root, "present.log", ig)
+    assert resolve_sources(root, "*.log", ig) == []
+
+
+def test_context_checksum(tmp_path):
+    root, ig = _ctx(tmp_path)
+    srcs = [str(p) for p in resolve_sources(root, "dir", ig)]
+    c1 = context_checksum(root, srcs)
+    assert c1.startswith("sha256:") and len(c1) == 71
+    assert context_checksum(root, ["dir"]) == c1
+    os.utime(root / "dir/x.txt", (1, 1))
+    assert context_checksum(root, ["dir"]) == c1  # mtimes do not count
+    # the location of the context does not count
+    other = tmp_path / "copy"
+    shutil.copytree(root, other, symlinks=True)
+    assert context_checksum(other, ["dir"]) == c1
+    (root / "dir/x.txt").write_bytes(b"changed")
+    c2 = context_checksum(root, ["dir"])
+    assert c2 != c1
+    os.chmod(root / "dir/x.txt", 0o600)
+    assert context_checksum(root, ["dir"]) != c2
+    assert context_checksum(root, ["a.txt", "b.txt"]) != context_checksum(root, ["b.txt", "a.txt"])
+    assert context_checksum(root, ["a.txt"]) != context_checksum(root, ["b.txt"])
+    # symlink targets count
+    os.symlink("a.txt", root / "dir/l")
+    c3 = context_checksum(root, ["dir"])
+    os.unlink(root / "dir/l")
+    os.symlink("b.txt", root / "dir/l")
+    assert context_checksum(root, ["dir"]) != c3
+    # a top-level symlink is followed inside the context only
+    (tmp_path / "outside").write_text("secret")
+    os.symlink("../../outside", root / "up")
+    before = context_checksum(root, ["up"])
+    (tmp_path / "outside").write_text("changed")
+    assert context_checksum(root, ["up"]) == before
+
+
+# -- remote contexts -------------------------------------------------------------------------------
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    content_types: dict[str, str] = {}
+
+    def log_message(self, *args):
+        pass
+
+    def guess_type(self, path):
+        for suffix, ct in self.content_types.items():
+            if str(path).endswith(suffix):
+                return ct
+        return super().guess_type(path)
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_Handler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_remote_tarball(tmp_path, http_root):
+    root, base = http_root
+    (root / "ctx.tar.gz").write_bytes(gzip.compress(make_tar(BASIC)))
+    (root / "ctx.tar.zst").write_bytes(zstandard.ZstdCompressor().compress(make_tar(BASIC)))
+    (root / "ctx.tar").write_bytes(make_tar(BASIC))
+    for name in ("ctx.tar.gz", "ctx.tar.zst", "ctx.tar"):
+        dest = tmp_path / name
+        info = asyncio.run(fetch_remote(f"{base}/{name}", dest))
+        assert info.dockerfile == b"FROM scratch\nCOPY . /\n"
+        assert (dest / "dir/a.txt").read_bytes() == b"a"
+
+
+def test_fetch_remote_plain_dockerfile(tmp_path, http_root):
+    root, base = http_root
+    (root / "Dockerfile").write_bytes(b"FROM alpine\nRUN true\n")  # served as application/octet-stream
+    info = asyncio.run(fetch_remote(f"{base}/Dockerfile", tmp_path / "c"))
+    assert info.dockerfile == b"FROM alpine\nRUN true\n" and info.dockerfile_path == "Dockerfile"
+    assert (tmp_path / "c/Dockerfile").read_bytes() == b"FROM alpine\nRUN true\n"
+    (root / "df.txt").write_bytes(b"FROM busybox\n")
+    info = asyncio.run(fetch_remote(f"{base}/df.txt", tmp_path / "d"))
+    assert info.dockerfile == b"FROM busybox\n"
+
+
+def test_fetch_remote_errors(tmp_path, http_root):
+    root, base = http_root
+    with pytest.raises(InvalidArgument) as exc:
+        asyncio.run(fetch_remote(f"{base}/missing.tar", tmp_path / "a"))
+    assert str(exc.value).startswith(f"error downloading remote context {base}/missing.tar: ")
+    assert f"failed to GET {base}/missing.tar with status 404 " in str(exc.value)
+    (root / "page.html").write_bytes(b"<html><body>hi</body></html>")
+    with pytest.raises(InvalidArgument, match='unsupported Content-Type "text/html"'):
+        asyncio.run(fetch_remote(f"{base}/page.html", tmp_path / "b"))
+    (root / "empty").write_bytes(b"")
+    with pytest.raises(InvalidArgument, match="empty response"):
+        asyncio.run(fetch_remote(f"{base}/empty", tmp_path / "c"))
+    with pytest.raises(InvalidArgument, match="could not be recognized as URL"):
+        asyncio.run(fetch_remote("ftp://example.com/x", tmp_path / "d"))
+    with pytest.raises(InvalidArgument, match="error downloading remote context http://127.0.0.1:1/x.tar"):
+        asyncio.run(fetch_remote("http://127.0.0.1:1/x.tar", tmp_path / "e"))
+
+
+def test_is_git_url():
+    assert is_git_url("https://github.com/docker/docker.git")
+    assert is_git_url("https://github.com/docker/docker.git#branch:dir")
+    assert is_git_url("git://github.com/docker/docker")
+    assert is_git_url("git@github.com:docker/docker.git")
+    assert is_git_url("github.com/docker/docker")
+    assert not is_git_url("https://example.com/context.tar.gz")
+
+
+def _git(cwd, *args):
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@e")
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def git_repo(tmp_path):
+    if shutil.which("git") is None:
+        print("git is not installed: skipping git remote tests")
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "Dockerfile").write_text("FROM main\n")
+    (repo / "sub").mkdir()
+    (repo / "sub/Dockerfile").write_text("FROM sub\n")
+    (repo / "sub/file.txt").write_text("v1\n")
+    (repo / ".dockerignore").write_text("ignored.txt\n")
+    (repo / "ignored.txt").write_text("no\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "one")
+    first = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "tag", "v1")
+    _git(repo, "checkout", "-q", "-b", "feature")
+    (repo / "sub/file.txt").write_text("feature\n")
+    _git(repo, "commit", "-q", "-am", "two")
+    _git(repo, "checkout", "-q", "main")
+    return repo, first
+
+
+def test_fetch_remote_git_file_url(tmp_path, git_repo):
+    repo, first = git_repo
+    info = asyncio.run(fetch_remote(f"file://{repo}", tmp_path / "a"))
+    assert info.dockerfile == b"FROM main\n"
+    assert (tmp_path / "a/sub/file.txt").read_text() == "v1\n"
+    assert (tmp_path / "a/.git").is_dir()
+    assert not (tmp_path / "a/ignored.txt").exists()
+
+    info = asyncio.run(fetch_remote(f"file://{repo}#feature:sub", tmp_path / "b"))
+    assert info.dockerfile == b"FROM sub\n"
+    assert tree(tmp_path / "b") == ["Dockerfile", "file.txt"]
+    assert (tmp_path / "b/file.txt").read_text() == "feature\n"
+
+    info = asyncio.run(fetch_remote(f"file://{repo}#v1", tmp_path / "c"))
+    assert (tmp_path / "c/sub/file.txt").read_text() == "v1\n"
+
+    with pytest.raises(InvalidArgument, match="error fetching"):
+        asyncio.run(fetch_remote(f"file://{repo}#nosuchref", tmp_path / "d"))
+    with pytest.raises(InvalidArgument, match="not within git root"):
+        asyncio.run(fetch_remote(f"file://{repo}#main:../..", tmp_path / "e"))
+    with pytest.raises(InvalidArgument, match="not a directory"):
+        asyncio.run(fetch_remote(f"file://{repo}#main:Dockerfile", tmp_path / "f"))
+    with pytest.raises(InvalidArgument, match="invalid refspec"):
+        asyncio.run(fetch_remote(f"file://{repo}#--upload-pack=x", tmp_path / "g"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".git-context-")] == []
+
+
+def test_fetch_remote_git_dumb_http(tmp_path, git_repo, http_root):
+    """A ``….git`` http URL on a server without smart HTTP: not shallow, as moby's gitutils."""
+    repo, _ = git_repo
+    www, base = http_root
+    bare = www / "repo.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+    subprocess.run(["git", "update-server-info"], cwd=bare, check=True)
+    info = asyncio.run(fetch_remote(f"{base}/repo.git#feature:sub", tmp_path / "c"))
+    assert info.dockerfile == b"FROM sub\n"
+    assert (tmp_path / "c/file.txt").read_text() == "feature\n"
+
+
+def test_extract_cancelled_stops_the_worker(tmp_path):
+    async def body():
+        yield make_tar(BASIC)[:1536]
+        await asyncio.Event().wait()  # a client that stalls
+
+    async def main():
+        await asyncio.wait_for(extract_context(body(), tmp_path / "c"), 0.3)
+
+    result: list[BaseException] = []
+
+    def run():
+        try:
+            asyncio.run(main())  # asyncio.run waits for the executor: hangs if the worker is stuck
+        except BaseException as exc:  # noqa: BLE001
+            result.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    assert isinstance(result[0], (asyncio.TimeoutError, TimeoutError))
