@@ -201,9 +201,17 @@ class BuildService:
                     ignore: Any = None) -> AsyncIterator[ProgressEvent]:
         nodes, escape = await self.parse(dockerfile_text)
         valid = METADATA | {"from", "run", "copy", "add"}
+        lines = dockerfile_text.decode("utf-8", errors="replace").splitlines()
+        at = 0
         for n in nodes:
-            if n.value.lower() not in valid:
-                raise InvalidArgument(f"dockerfile parse error on line 1: unknown instruction: {n.value.upper()}")
+            word = n.value.lower()
+            while at < len(lines) and not (lines[at].strip().lower().startswith(word)
+                                           and not lines[at].lstrip().startswith("#")):
+                at += 1
+            if word not in valid:
+                raise InvalidArgument(f"dockerfile parse error on line {at + 1}: unknown instruction: "
+                                      f"{n.value.upper()}")
+            at += 1
         return self._run(root, nodes, escape, opts, ignore)
 
     async def _run(self, root: Path, nodes: list[Any], escape: str, opts: BuildOptions,
