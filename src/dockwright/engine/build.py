@@ -6,7 +6,9 @@ on an overlay snapshot of the parent and commits its upper directory; COPY/ADD c
 snapshot and commit the diff. Every step's result is an intermediate image whose parent is the previous one, and
 the cache is keyed by (parent image, the step as recorded in the history, with COPY sources by content
 checksum), so an unchanged rebuild is all "Using cache". Layers are written deterministically (sorted entries,
-numeric owners; mtimes clamped to ``SOURCE_DATE_EPOCH`` when that build arg is given).
+numeric owners; mtimes clamped to ``SOURCE_DATE_EPOCH`` when that build arg is given) and stored as plain tars
+(OCI ``tar`` media type; the digest is the DiffID): no deflate on the build's critical path, as dockerd's graph
+driver, and push/save send them as they are.
 """
 
 from __future__ import annotations
@@ -556,13 +558,14 @@ class BuildService:
                 upper = eng.snapshotter.upper_dir(c.id)
                 clamp = float(opts.buildargs["SOURCE_DATE_EPOCH"]) if opts.buildargs.get("SOURCE_DATE_EPOCH") \
                     else None
-                res_l = await asyncio.to_thread(write_layer_from_upper, upper, writer, mtime_clamp=clamp)
+                res_l = await asyncio.to_thread(write_layer_from_upper, upper, writer, mtime_clamp=clamp,
+                                                level=None)
                 digest = await asyncio.to_thread(writer.commit, res_l.digest, res_l.size)
             except BaseException:
                 writer.abort()
                 raise
             empty = res_l.diff_id == EMPTY_LAYER_DIFF_ID
-            layer = None if empty else LayerRecord(digest, res_l.diff_id, mt.DOCKER_LAYER, res_l.size,
+            layer = None if empty else LayerRecord(digest, res_l.diff_id, mt.OCI_LAYER, res_l.size,
                                                    res_l.diff_size, res_l.tar_size)
             cc = dict(stage.config)
             cc["Cmd"] = args
@@ -653,7 +656,7 @@ class BuildService:
                     clamp = float(opts.buildargs["SOURCE_DATE_EPOCH"]) if opts.buildargs.get("SOURCE_DATE_EPOCH") \
                         else None
                     res_l = await asyncio.to_thread(write_layer_from_upper, eng.snapshotter.upper_dir(key), writer,
-                                                    mtime_clamp=clamp)
+                                                    mtime_clamp=clamp, level=None)
                     digest = await asyncio.to_thread(writer.commit, res_l.digest, res_l.size)
                 except BaseException:
                     writer.abort()
@@ -661,7 +664,7 @@ class BuildService:
             finally:
                 shutil.rmtree(target, ignore_errors=True)
                 await asyncio.to_thread(eng.snapshotter.remove, key)
-            layer = LayerRecord(digest, res_l.diff_id, mt.DOCKER_LAYER, res_l.size, res_l.diff_size, res_l.tar_size)
+            layer = LayerRecord(digest, res_l.diff_id, mt.OCI_LAYER, res_l.size, res_l.diff_size, res_l.tar_size)
             cc = dict(stage.config)
             cc["Cmd"] = ["/bin/sh", "-c", f"#(nop) {cmd} {kind}:{checksum.split(':')[-1]} in {dest} "]
             image_id = await self._commit(stage, dict(stage.config), cc, layer, created_by, empty=False, opts=opts,

@@ -221,9 +221,9 @@ def _header(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, size: i
 class _Out:
     """Tar bytes in: hashed (DiffID), compressed, hashed again and passed on."""
 
-    def __init__(self, sink: LayerSink, level: int) -> None:
+    def __init__(self, sink: LayerSink, level: int | None) -> None:
         self._sink = sink
-        self._comp = gzip_compressor(level)
+        self._comp = gzip_compressor(level) if level is not None else None  # None: the tar as it is
         self._tar = hashlib.sha256()
         self._blob = hashlib.sha256()
         self.tar_size = 0
@@ -252,6 +252,10 @@ class _Out:
     def _put(self, data: bytes | memoryview) -> None:
         self._tar.update(data)
         self.tar_size += len(data)
+        if self._comp is None:
+            self.size += len(data)
+            self._sink.write(bytes(data))
+            return
         out = self._comp.compress(data)
         if out:
             self._emit(out)
@@ -263,6 +267,9 @@ class _Out:
 
     def close(self) -> tuple[str, str]:
         self._flush_pending()
+        if self._comp is None:
+            digest = "sha256:" + self._tar.hexdigest()
+            return digest, digest
         out = self._comp.flush()
         if out:
             self._emit(out)
@@ -347,8 +354,9 @@ def _walk(root_fd: int) -> Iterator[tuple[int, bytes, bytes, os.stat_result]]:
 
 
 def write_layer_from_upper(upper: Path | str, out: LayerSink, *, mtime_clamp: float | None = None,
-                           level: int = 1) -> DiffResult:
-    """Write the layer for the overlay upper directory ``upper`` to ``out`` as gzip (``level``).
+                           level: int | None = 1) -> DiffResult:
+    """Write the layer for the overlay upper directory ``upper`` to ``out`` as gzip (``level``), or as the plain
+    tar with ``level=None`` (then the blob digest is the DiffID).
 
     ``mtime_clamp``: no mtime in the layer is later than this (Unix seconds), for reproducible builds.
     The directory must not change meanwhile (stop or pause the container).  Blocking: call it from a
