@@ -141,7 +141,8 @@ class Engine:
         return self._distribution
 
     async def aclose(self) -> None:
-        """Close network clients (call from the event loop), then the stores."""
+        """Close network clients and the spare shim (call from the event loop), then the stores."""
+        await self.containers.runc.close()
         if self._distribution is not None:
             await self._distribution.client.close()
             self._distribution = None

@@ -235,14 +235,22 @@ class Runc:
                 (bundle / name).unlink()
             except FileNotFoundError:
                 pass
-        with open(bundle / "shim.log", "ab") as shim_log:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-I", "-S", str(_SHIM_PATH), json.dumps(cfg),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=shim_log,
-                    start_new_session=True)
-            except OSError as exc:
-                raise SystemError_(f"cannot start the shim for {id}: {exc}") from exc
+        proc = self._take_spare()
+        if proc is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(cfg).encode() + b"\n")
+            await proc.stdin.drain()
+            proc.stdin.close()
+        else:
+            with open(bundle / "shim.log", "ab") as shim_log:
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        sys.executable, "-I", "-S", str(_SHIM_PATH), json.dumps(cfg),
+                        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=shim_log,
+                        start_new_session=True)
+                except OSError as exc:
+                    raise SystemError_(f"cannot start the shim for {id}: {exc}") from exc
+        self._spare_task = asyncio.ensure_future(self._spawn_spare())
         assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), _START_TIMEOUT)
@@ -266,6 +274,37 @@ class Runc:
             raise SystemError_(text)
         self._bundles[id] = bundle
         return int(report["pid"])
+
+    def _take_spare(self) -> Any:
+        """The shim started ahead of time, if it is still waiting for its config."""
+        proc = getattr(self, "_spare", None)
+        loop = getattr(self, "_spare_loop", None)
+        self._spare = None
+        if proc is None or proc.returncode is not None or loop is not asyncio.get_running_loop():
+            return None  # (one made under another event loop cannot be driven from this one)
+        return proc
+
+    async def _spawn_spare(self) -> None:
+        """Start the next shim now (interpreter start-up and imports off the next `docker run`'s path)."""
+        self._spare_loop = asyncio.get_running_loop()
+        try:
+            self._spare = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", str(_SHIM_PATH), "-", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            self._spare = None
+
+    async def close(self) -> None:
+        """Let the spare shim go (it exits when its stdin closes)."""
+        proc = getattr(self, "_spare", None)
+        self._spare = None
+        if proc is not None and proc.returncode is None and proc.stdin is not None \
+                and getattr(self, "_spare_loop", None) is asyncio.get_running_loop():
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except asyncio.TimeoutError:
+                proc.kill()
 
     async def start(self, id: str) -> None:
         """``runc start``: run the command of a created container."""

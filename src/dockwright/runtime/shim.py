@@ -648,9 +648,22 @@ def _start(cfg: dict[str, Any]) -> Shim | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        sys.stderr.write("usage: shim.py CONFIG-JSON\n")
+        sys.stderr.write("usage: shim.py CONFIG-JSON|-\n")
         return 2
-    cfg = json.loads(argv[0])
+    if argv[0] == "-":
+        # a spare shim started ahead of time (its imports done): the config arrives on stdin
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0  # the daemon went away without using us
+        cfg = json.loads(line)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        log_fd = os.open(Path(cfg["bundle"]) / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+    else:
+        cfg = json.loads(argv[0])
     # fork once more: the daemon reaps our parent at once and the shim is nobody's child but init's
     if os.fork() != 0:
         os._exit(0)
