@@ -24,7 +24,6 @@ import copy
 import ipaddress
 import json
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from .. import reference as refs
 from ..build.changes import apply_changes
-from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument, NotFound
+from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
 from ..oci.config import container_config
