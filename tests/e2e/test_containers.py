@@ -169,7 +169,7 @@ def test_restart_keeps_ps_truthful(tmp_path: Path) -> None:
         _bb(d)
         cid = d.out("run", "-d", "bb:1", "sleep", "300")
         short = d.out("run", "-d", "bb:1", "sh", "-c", "sleep 1; exit 4")
-        d.stop()
+        d.stop(clean=False)  # the containers outlive the daemon
         time.sleep(1.5)
         d.start()
         assert d.out("ps", "-q", "--no-trunc") == cid
