@@ -23,7 +23,7 @@ from ..oci import mediatypes as mt
 from ..oci.platform import Platform
 from .events import EventBus
 from .images import ImagesService
-from .progress import Progress, ProgressEvent, StreamText
+from .progress import Emit, Progress, ProgressEvent, StreamText, run_with_events
 
 __all__ = ["ArchiveService"]
 
@@ -132,37 +132,22 @@ class ArchiveService:
     # ================================================================================================ load ===
     async def load(self, chunks: AsyncIterator[bytes], *, quiet: bool = False,
                    platform: Platform | None = None) -> AsyncIterator[ProgressEvent]:
-        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-
-        def progress(status: str, id_: str, current: int, total: int | None) -> None:
-            if not quiet:
-                queue.put_nowait(Progress(status, id_, current, total))
-
         committed: set[str] = set()
         result_box: list[LoadResult] = []
 
-        async def run() -> None:
-            try:
-                result_box.append(await read_archive(chunks, self.content, tmp_dir=self.tmp_dir,
-                                                     platform=platform, progress=progress, fsync=self.fsync,
-                                                     level=self.level, committed=committed))
-            finally:
-                queue.put_nowait(None)
+        async def run(emit: Emit) -> None:
+            def progress(status: str, id_: str, current: int, total: int | None) -> None:
+                if not quiet:
+                    emit(Progress(status, id_, current, total))
 
-        task = asyncio.ensure_future(run())
+            result_box.append(await read_archive(chunks, self.content, tmp_dir=self.tmp_dir, platform=platform,
+                                                 progress=progress, fsync=self.fsync, level=self.level,
+                                                 committed=committed))
+
         try:
-            while True:
-                ev = await queue.get()
-                if ev is None:
-                    break
+            async for ev in run_with_events(run):
                 yield ev
-            await task
         except BaseException as exc:
-            task.cancel()
-            try:
-                await task
-            except BaseException:  # noqa: BLE001
-                pass
             blobs = set(committed)
             if isinstance(exc, ArchiveError):
                 blobs |= exc.blobs

@@ -33,7 +33,7 @@ from ..oci.digest import hex_of, sha256_digest, short_id
 from ..oci.platform import Platform, host_platform
 from .events import EventBus
 from .images import ImagesService
-from .progress import Aux, Progress, ProgressEvent, Status
+from .progress import Aux, Emit, Progress, ProgressEvent, Status, run_with_events
 
 __all__ = ["DistributionService"]
 
@@ -156,8 +156,6 @@ class DistributionService:
         if len(diff_ids) != len(layers):
             raise DataCorrupted(f"layers from manifest don't match image configuration: {len(layers)} layers, "
                                 f"{len(diff_ids)} diff IDs")
-        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-        emit = queue.put_nowait
         results: list[LayerRecord | None] = [None] * len(layers)
         todo: list[int] = []
         for i, lay in enumerate(layers):
@@ -173,7 +171,7 @@ class DistributionService:
         completed = [r is not None for r in results]
         next_complete = 0
 
-        async def one(i: int) -> None:
+        async def one(i: int, emit: Emit) -> None:
             lay = layers[i]
             rec = await self._shared_download(repo, ref, lay["digest"], int(lay.get("size") or 0),
                                               lay.get("mediaType") or mt.DOCKER_LAYER, emit)
@@ -183,33 +181,17 @@ class DistributionService:
             results[i] = rec
             completed[i] = True
 
-        async def run_all() -> None:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for i in todo:
-                        tg.create_task(one(i))
-            finally:
-                queue.put_nowait(None)
+        async def run_all(emit: Emit) -> None:
+            async with asyncio.TaskGroup() as tg:
+                for i in todo:
+                    tg.create_task(one(i, emit))
 
-        runner = asyncio.ensure_future(run_all())
-        try:
-            while True:
-                ev = await queue.get()
-                if ev is None:
-                    break
-                yield ev
-                while next_complete < len(layers) and completed[next_complete]:
-                    if next_complete in todo:
-                        yield _detail("Pull complete", short_id(layers[next_complete]["digest"]))
-                    next_complete += 1
-            await runner
-        except BaseException:
-            runner.cancel()
-            try:
-                await runner
-            except BaseException:  # noqa: BLE001
-                pass
-            raise
+        async for ev in run_with_events(run_all):
+            yield ev
+            while next_complete < len(layers) and completed[next_complete]:
+                if next_complete in todo:
+                    yield _detail("Pull complete", short_id(layers[next_complete]["digest"]))
+                next_complete += 1
         while next_complete < len(layers):
             if next_complete in todo:
                 yield _detail("Pull complete", short_id(layers[next_complete]["digest"]))
@@ -366,8 +348,6 @@ class DistributionService:
         manifest_raw = await asyncio.to_thread(self.content.read, rec.target_digest)
         manifest = json.loads(manifest_raw)
         layer_descs = manifest.get("layers") or []
-        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-        emit = queue.put_nowait
         order = list(reversed(range(len(layer_descs))))  # top layer first, as dockerd lists them
         ids = {i: short_id(rec.layers[i][0]) if i < len(rec.layers) else short_id(layer_descs[i]["digest"])
                for i in order}
@@ -375,7 +355,7 @@ class DistributionService:
             yield _detail("Preparing", ids[i])
         sources: list[tuple[str, str, str]] = []
 
-        async def one(i: int) -> None:
+        async def one(i: int, emit: Emit) -> None:
             desc = layer_descs[i]
             sid = ids[i]
             if self._up_sem.locked():
@@ -408,31 +388,16 @@ class DistributionService:
                 emit(_detail("Pushed", sid))
                 sources.append((digest, repo_name.domain, repo_name.path))
 
-        async def run_all() -> None:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for i in order:
-                        tg.create_task(one(i))
-            finally:
-                queue.put_nowait(None)
+        async def run_all(emit: Emit) -> None:
+            async with asyncio.TaskGroup() as tg:
+                for i in order:
+                    tg.create_task(one(i, emit))
 
-        runner = asyncio.ensure_future(run_all())
         try:
-            while True:
-                ev = await queue.get()
-                if ev is None:
-                    break
+            async for ev in run_with_events(run_all):
                 yield ev
-            await runner
-        except BaseException as exc:
-            runner.cancel()
-            try:
-                await runner
-            except BaseException:  # noqa: BLE001
-                pass
-            if isinstance(exc, DockwrightError):
-                raise push_error(ref, exc) from exc
-            raise
+        except DockwrightError as exc:
+            raise push_error(ref, exc) from exc
         cfg = manifest["config"]
         if await repo.blob_exists(cfg["digest"]) is None:
             await repo.push_blob(cfg["digest"], int(cfg["size"]), _read_blob(self.content, cfg["digest"]))

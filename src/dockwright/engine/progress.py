@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Union
+import asyncio
+from typing import Any, AsyncIterator, Awaitable, Callable, Union
 
-__all__ = ["Status", "Progress", "StreamText", "Aux", "ProgressEvent", "drain"]
+__all__ = ["Status", "Progress", "StreamText", "Aux", "ProgressEvent", "drain", "run_with_events"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +45,31 @@ ProgressEvent = Union[Status, Progress, StreamText, Aux]
 async def drain(events: AsyncIterator[ProgressEvent]) -> list[ProgressEvent]:
     """Run a streaming operation to its end and return every event (for library users)."""
     return [e async for e in events]
+
+
+Emit = Callable[[ProgressEvent], None]
+
+
+async def run_with_events(work: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator[ProgressEvent]:
+    """Run ``work(emit)`` as a task and yield what it emits as it happens. Its error is raised once the events
+    it emitted before have been yielded; leaving the iteration early (or a cancelled consumer) cancels it."""
+    queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            await work(queue.put_nowait)
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.ensure_future(run())
+    try:
+        while (ev := await queue.get()) is not None:
+            yield ev
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - the consumer's own exit is what propagates
+                pass
