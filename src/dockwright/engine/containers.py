@@ -555,6 +555,9 @@ class ContainersService:
         self._removed[c.name] = self._removed[c.id]
         self.images._changed()  # noqa: SLF001
         self._event(c, "destroy")
+        done = self._exit_events.get(c.id)
+        if done is not None:
+            done.set()  # anyone still following this container's logs or waiting for its exit stops now
         ev = self._removed_events.pop(c.id, None)
         if ev is not None:
             ev.set()
@@ -570,6 +573,8 @@ class ContainersService:
         else:
             ev = self._exit_events.setdefault(c.id, asyncio.Event())
             asyncio.ensure_future(_relay(ev, stop))
+            if not c.running or c.id not in self._cache:  # it ended meanwhile
+                stop.set()
         async for entry in read_json_log(self._log_path(c), stdout=stdout, stderr=stderr, since=since,
                                          until=until, tail=tail, timestamps=timestamps, follow=follow, stop=stop):
             yield entry.stream, entry.line
