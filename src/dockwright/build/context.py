@@ -38,6 +38,8 @@ import zstandard
 
 from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
 from ..layers.compression import Compression, decompressor, detect
+from .extract import _refuse, extract_with_tar, gnu_tar
+from .extract import _clean as _entry_name
 
 __all__ = [
     "DockerIgnore",
@@ -54,6 +56,16 @@ __all__ = [
 DEFAULT_DOCKERFILE = "Dockerfile"
 _CHUNK = 1 << 16
 _DOCKER_PY_DOCKERFILE = re.compile(r"^\.dockerfile\.[0-9a-fA-F]+$")
+_TAR: list[str | None] = []
+
+
+def _gnu_tar() -> str | None:
+    """GNU tar for extraction (looked up once); ``DOCKWRIGHT_PY_EXTRACT=1`` forces the Python extractor."""
+    if os.environ.get("DOCKWRIGHT_PY_EXTRACT") == "1":
+        return None
+    if not _TAR:
+        _TAR.append(gnu_tar())
+    return _TAR[0]
 
 
 # ==================================================================================================
@@ -482,13 +494,23 @@ class _ChunkReader(io.RawIOBase):
             self._pos = 0
         return self._buf[self._pos : self._pos + n]
 
-    def readinto(self, b: Any) -> int:
+    def _fill(self) -> None:
         while self._pos >= len(self._buf) and not self._eof:
             chunk = self._get()
             if chunk is None:
                 self._eof = True
             else:
                 self._buf, self._pos = chunk, 0
+
+    def read_chunk(self, n: int = 0) -> bytes:
+        """The rest of the current chunk, or the next one (b"" at the end): no copy for whole chunks."""
+        self._fill()
+        out = self._buf[self._pos :] if self._pos else self._buf
+        self._pos = len(self._buf)
+        return out
+
+    def readinto(self, b: Any) -> int:
+        self._fill()
         avail = len(self._buf) - self._pos
         if avail <= 0:
             return 0
@@ -565,19 +587,6 @@ class _Decompressing(io.RawIOBase):
         return k
 
 
-def _refuse(name: str, why: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid build context: tar entry {name!r} {why}")
-
-
-def _entry_name(name: str) -> str:
-    if name.startswith("/"):
-        raise _refuse(name, "has an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise _refuse(name, "is outside of the build context")
-    return "/".join(parts)
-
-
 def _prepare_parent(dest: str, real_dest: str, rel: str, name: str) -> str:
     """Create the parent directories of ``rel`` under ``dest`` without writing through a symlink that
     leaves ``dest``; returns the full path of ``rel``."""
@@ -597,8 +606,7 @@ def _prepare_parent(dest: str, real_dest: str, rel: str, name: str) -> str:
             if not os.path.isdir(real):
                 raise _refuse(name, "has a parent that is not a directory")
         elif not stat.S_ISDIR(st.st_mode):
-            os.unlink(cur)  # a later entry replaces a file by a directory, as dockerd does
-            os.mkdir(cur, 0o755)
+            raise _refuse(name, "has a parent that is not a directory")  # dockerd: "not a directory"
     return dest + "/" + rel
 
 
@@ -686,14 +694,25 @@ def _extract_member(
     # character and block devices, fifos: not part of a build context
 
 
-def _extract_sync(reader: _ChunkReader, dest: Path) -> list[tuple[str, int, float]]:
+_Extracted = tuple[list[tuple[str, int, float]], dict[str, tuple[int, str]]]
+
+
+def _extract_sync(reader: _ChunkReader, dest: Path) -> _Extracted:
+    """Extract into ``dest``; the directories (path, mode, mtime) and, when GNU tar did the writing, the
+    regular files' ``path → (size, sha256 hex)``."""
     dirs: list[tuple[str, int, float]] = []
     head = reader.peek_head(8)
     if not head:
-        return dirs  # an empty body is an empty context, as for Go's tar reader
+        return dirs, {}  # an empty body is an empty context, as for Go's tar reader
     kind = detect(head)
     stream = _Decompressing(reader, kind)
     dest_s = str(dest)
+    tar = _gnu_tar()
+    if tar is not None:
+        read = reader.read_chunk if kind is Compression.NONE else stream.read
+        scan = extract_with_tar(tar, read, dest_s)
+        return ([(dest_s + "/" + rel, mode, mtime) for rel, mode, mtime in scan.dirs],
+                {dest_s + "/" + rel: v for rel, v in scan.digests.items()})
     real_dest = os.path.realpath(dest_s)
     try:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tf:  # type: ignore[call-overload]
@@ -701,11 +720,11 @@ def _extract_sync(reader: _ChunkReader, dest: Path) -> list[tuple[str, int, floa
                 _extract_member(tf, m, dest_s, real_dest, dirs)
     except tarfile.ReadError as exc:
         if str(exc) == "empty file":
-            return dirs
+            return dirs, {}
         raise DataCorrupted(f"invalid build context: {exc}") from exc
     except tarfile.TarError as exc:
         raise DataCorrupted(f"invalid build context: {exc}") from exc
-    return dirs
+    return dirs, {}
 
 
 def _force_put(q: asyncio.Queue[Any], item: Any) -> None:
@@ -717,7 +736,7 @@ def _force_put(q: asyncio.Queue[Any], item: Any) -> None:
     q.put_nowait(item)
 
 
-async def _stream_extract(chunks: AsyncIterator[bytes], dest: Path) -> list[tuple[str, int, float]]:
+async def _stream_extract(chunks: AsyncIterator[bytes], dest: Path) -> _Extracted:
     loop = asyncio.get_running_loop()
     q: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
     done = False
@@ -747,7 +766,7 @@ async def _stream_extract(chunks: AsyncIterator[bytes], dest: Path) -> list[tupl
     feeder = asyncio.ensure_future(feed())
     worker = loop.run_in_executor(None, _extract_sync, _ChunkReader(get), dest)
     try:
-        dirs = await asyncio.shield(worker)
+        result = await asyncio.shield(worker)
     except BaseException as exc:
         if not worker.done():  # we were cancelled: stop the worker
             worker.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -769,7 +788,7 @@ async def _stream_extract(chunks: AsyncIterator[bytes], dest: Path) -> list[tupl
     while not q.empty():  # unblock a pending put; the feeder now drains the rest of the body
         q.get_nowait()
     await feeder
-    return dirs
+    return result
 
 
 # ==================================================================================================
@@ -784,6 +803,8 @@ class ContextInfo:
     dockerfile: bytes
     dockerfile_path: str
     ignore: DockerIgnore = field(default_factory=lambda: DockerIgnore([]))
+    #: full path → (size, sha256 hex) of the regular files, hashed while the context streamed in
+    digests: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 def _read_scoped(root: Path, rel: str) -> bytes | None:
@@ -878,8 +899,10 @@ async def extract_context(
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    dirs = await _stream_extract(chunks, dest)
-    return await asyncio.to_thread(_finish_context, dest, dockerfile_name, dirs)
+    dirs, digests = await _stream_extract(chunks, dest)
+    info = await asyncio.to_thread(_finish_context, dest, dockerfile_name, dirs)
+    info.digests = digests
+    return info
 
 
 # ==================================================================================================
@@ -1185,7 +1208,7 @@ def resolve_sources(root: Path, pattern: str, ignore: DockerIgnore) -> list[Path
 # checksum
 
 
-def _hash_entry(h: Any, path: str, rel: str, follow: bool) -> None:
+def _hash_entry(h: Any, path: str, rel: str, follow: bool, digests: dict[str, tuple[int, str]]) -> None:
     def rec(*fields: str) -> None:
         h.update("\0".join(fields).encode("utf-8", "surrogateescape") + b"\n")
 
@@ -1200,22 +1223,28 @@ def _hash_entry(h: Any, path: str, rel: str, follow: bool) -> None:
     elif stat.S_ISDIR(st.st_mode):
         rec("dir", rel, perm)
         for name in sorted(os.listdir(path)):
-            _hash_entry(h, os.path.join(path, name), f"{rel}/{name}" if rel != "." else name, False)
+            _hash_entry(h, os.path.join(path, name), f"{rel}/{name}" if rel != "." else name, False, digests)
     elif stat.S_ISREG(st.st_mode):
-        fh = hashlib.sha256()
-        with open(path, "rb") as f:
-            while buf := f.read(1 << 20):
-                fh.update(buf)
-        rec("file", rel, perm, str(st.st_size), fh.hexdigest())
+        known = digests.get(path)
+        if known is not None and known[0] == st.st_size:
+            hexd = known[1]
+        else:
+            fh = hashlib.sha256()
+            with open(path, "rb") as f:
+                while buf := f.read(1 << 20):
+                    fh.update(buf)
+            hexd = fh.hexdigest()
+        rec("file", rel, perm, str(st.st_size), hexd)
     else:
         rec("other", rel, perm, str(stat.S_IFMT(st.st_mode)))
 
 
-def context_checksum(root: Path, sources: list[str]) -> str:
+def context_checksum(root: Path, sources: list[str], digests: dict[str, tuple[int, str]] | None = None) -> str:
     """``sha256:<hex>`` over the entries the ``sources`` (paths relative to ``root`` or absolute paths
     under it, e.g. from :func:`resolve_sources`) cover, in order: names relative to ``root``, types,
     permission bits, file contents and symlink targets (directories recursively, symlinks inside them
-    not followed).  Mtimes, owners and the location of ``root`` do not count."""
+    not followed).  Mtimes, owners and the location of ``root`` do not count.  ``digests`` (full path →
+    (size, sha256 hex), see :attr:`ContextInfo.digests`) saves reading files hashed while extracting."""
     root = Path(root)
     h = hashlib.sha256()
     root_s = str(root)
@@ -1229,5 +1258,5 @@ def context_checksum(root: Path, sources: list[str]) -> str:
         except ValueError:
             h.update(b"outside\0" + rel.encode("utf-8", "surrogateescape") + b"\n")
             continue
-        _hash_entry(h, str(full), rel, follow=False)
+        _hash_entry(h, str(full), rel, False, digests or {})
     return "sha256:" + h.hexdigest()

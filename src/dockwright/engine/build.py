@@ -28,12 +28,13 @@ from .. import reference as refs
 from ..build import changes as dfile
 from ..build.changes import apply_changes
 from ..errors import DockwrightError, ImageNotFound, InvalidArgument, NotSupported
-from ..layers.apply import ensure_chain
+from ..build.copy import copy_sources
+from ..layers.apply import adopt_snapshot, ensure_chain
 from ..layers.diff import write_layer_from_upper
 from ..metadata.db import LayerRecord
 from ..oci import mediatypes as mt
 from ..oci.config import container_config
-from ..oci.digest import short_id
+from ..oci.digest import sha256_digest, short_id
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..oci.platform import host_platform
 from ..snapshots import mount_all, unmount
@@ -97,6 +98,8 @@ class BuildOptions:
     memory: int = 0
     cpushares: int = 0
     shmsize: int = 0
+    #: full path → (size, sha256 hex) of context files hashed while the context streamed in
+    context_digests: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -623,7 +626,8 @@ class BuildService:
                              resolve_sources(src_root, s, _NoIgnore()))
             kind = "dir" if any(p.is_dir() for p in files) or len(files) > 1 else "file"
             checksum = await asyncio.to_thread(context_checksum, src_root,
-                                               [str(p.relative_to(src_root)) for p in files])
+                                               [str(p.relative_to(src_root)) for p in files],
+                                               opts.context_digests if src_root is root else None)
             created_by = f"/bin/sh -c #(nop) {cmd} {kind}:{checksum.split(':')[-1]} in {dest} "
             if flags.get("chown"):
                 created_by += f"--chown={flags['chown']} "
@@ -637,17 +641,18 @@ class BuildService:
                     yield StreamText(" ---> Using cache\n")
                     yield StreamText(f" ---> {short_id(hit)}\n")
                     return
-            key = f"build-copy-{os.urandom(8).hex()}"
+            key = f"extract-copy-{os.urandom(8).hex()}"  # "extract-": removed at start-up if left by a crash
             parent_chain = await self._chain(stage.image_id)
             await asyncio.to_thread(eng.snapshotter.prepare, key, parent_chain)
             target = eng.root / "tmp" / key
             target.mkdir(parents=True)
+            adopted = False
             try:
                 mounts = await asyncio.to_thread(eng.snapshotter.mounts, key)
                 await asyncio.to_thread(mount_all, mounts, target)
                 try:
                     uid, gid = _resolve_chown(flags.get("chown", ""), target)
-                    await asyncio.to_thread(_copy_into, files, src_root, target, dest, srcs, uid, gid,
+                    await asyncio.to_thread(copy_sources, files, target, dest, srcs, uid, gid,
                                             flags.get("chmod", ""), cmd == "ADD")
                 finally:
                     await asyncio.to_thread(unmount, target)
@@ -661,9 +666,16 @@ class BuildService:
                 except BaseException:
                     writer.abort()
                     raise
+                if clamp is None:
+                    # the upper directory is what the layer unpacks to: it becomes the layer's snapshot, so
+                    # the next RUN does not unpack the layer again (with a clamp the mtimes differ)
+                    chain = (res_l.diff_id if parent_chain is None
+                             else sha256_digest(f"{parent_chain} {res_l.diff_id}".encode()))
+                    adopted = await asyncio.to_thread(adopt_snapshot, eng.snapshotter, key, chain)
             finally:
                 shutil.rmtree(target, ignore_errors=True)
-                await asyncio.to_thread(eng.snapshotter.remove, key)
+                if not adopted:
+                    await asyncio.to_thread(eng.snapshotter.remove, key)
             layer = LayerRecord(digest, res_l.diff_id, mt.OCI_LAYER, res_l.size, res_l.diff_size, res_l.tar_size)
             cc = dict(stage.config)
             cc["Cmd"] = ["/bin/sh", "-c", f"#(nop) {cmd} {kind}:{checksum.split(':')[-1]} in {dest} "]

@@ -67,7 +67,7 @@ from ..snapshots import Kind, LayerSnapshotter
 from .compression import Compression, Decompressor, decompressor, detect
 from .tarstream import TarInspector
 
-__all__ = ["ApplyResult", "apply_layer", "ensure_chain", "remove_stale_extractions", "LayerOpener"]
+__all__ = ["ApplyResult", "apply_layer", "ensure_chain", "adopt_snapshot", "remove_stale_extractions", "LayerOpener"]
 
 log = logging.getLogger("dockwright.layers.apply")
 
@@ -753,6 +753,22 @@ def ensure_chain(snapshotter: LayerSnapshotter, layers: Sequence[tuple[str, Laye
                     log.exception("cannot remove the partial snapshot %s", key)
                 raise
     return chain[-1]
+
+
+def adopt_snapshot(snapshotter: LayerSnapshotter, key: str, chain_id: str) -> bool:
+    """Commit the active snapshot ``key`` as the snapshot of ``chain_id`` (its upper directory holds
+    exactly what the layer of that ChainID unpacks to: e.g. the directory a COPY step wrote and then
+    diffed), so that :func:`ensure_chain` need not unpack the layer again.  Returns False (and leaves
+    ``key`` alone) if a snapshot of ``chain_id`` exists already.  Blocking."""
+    root = str(getattr(snapshotter, "root", id(snapshotter)))
+    with _ChainLock(root, chain_id):
+        if snapshotter.exists(chain_id):
+            return False
+        try:
+            snapshotter.commit(chain_id, key)
+        except AlreadyExists:
+            return False
+        return True
 
 
 def remove_stale_extractions(snapshotter: Any) -> int:

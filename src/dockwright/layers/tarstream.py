@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import DataCorrupted
 
@@ -204,6 +205,11 @@ class TarInspector:
         self._size = 0
         self._root: dict[bytes, object] = {}
         self._nodes = 0
+        # subclasses: the raw header of the entry being applied, its PAX records, and a callable that
+        # is given the entry's body as it streams past (set in ``_apply``; None: the body is skipped)
+        self._hdr = b""
+        self._hdr_pax: dict[bytes, bytes] | None = None
+        self._sink: Any = None
 
     # ------------------------------------------------------------------ public
 
@@ -224,6 +230,8 @@ class TarInspector:
             while pos < n:
                 if self._body_left:
                     k = min(self._body_left, n - pos)
+                    if self._sink is not None:
+                        self._sink(mv[pos : pos + k])
                     self._body_left -= k
                     pos += k
                     continue
@@ -425,7 +433,10 @@ class TarInspector:
 
         self._entry_name = name
         self._entries += 1
+        self._hdr, self._hdr_pax, self._sink = blk, pax, None
         self._apply(typeflag, name, linkname, logical)
+        if sparse_ext or logical != body:
+            self._sink = None  # a sparse map is not the file's contents
 
         if sparse_ext:
             self._state = _SPARSE

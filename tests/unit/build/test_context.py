@@ -7,6 +7,7 @@ import asyncio
 import bz2
 import functools
 import gzip
+import hashlib
 import http.server
 import io
 import lzma
@@ -33,6 +34,17 @@ from dockwright.build.context import (
 from dockwright.errors import DataCorrupted, InvalidArgument
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, params=["gnu-tar", "python"])
+def extractor(request, monkeypatch):
+    """Every extraction test runs with GNU tar writing the files (when installed) and with the Python
+    extractor (the fallback without GNU tar)."""
+    if request.param == "python":
+        monkeypatch.setenv("DOCKWRIGHT_PY_EXTRACT", "1")
+    elif shutil.which("tar") is None:
+        pytest.skip("GNU tar is not installed")
+    return request.param
 
 
 def make_tar(entries, fmt=tarfile.PAX_FORMAT) -> bytes:
@@ -367,6 +379,7 @@ def test_extract_duplicate_entries_replace(tmp_path):
             ("f", b"old", {"mode": 0o444}),
             ("f", b"new"),
             ("d", b"file first"),
+            ("d", None, {"type": tarfile.DIRTYPE}),
             ("d/x", b"now a dir"),
             ("l", None, {"type": tarfile.SYMTYPE, "linkname": "f"}),
             ("l", b"regular now"),
@@ -381,6 +394,8 @@ def test_extract_duplicate_entries_replace(tmp_path):
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
+        ([("d", b"x"), ("d/x", b"y")], "parent that is not a directory"),
+        ([("l", None, {"type": tarfile.SYMTYPE, "linkname": "/etc"}), ("l/passwd", b"x")], "through a symlink"),
         ([("../evil", b"x")], "outside of the build context"),
         ([("a/../../evil", b"x")], "outside of the build context"),
         ([("/etc/evil", b"x")], "absolute path"),
@@ -717,3 +732,29 @@ def test_extract_cancelled_stops_the_worker(tmp_path):
     t.join(10)
     assert not t.is_alive()
     assert isinstance(result[0], (asyncio.TimeoutError, TimeoutError))
+
+
+def test_digests_hashed_while_extracting_match_the_files(tmp_path, extractor):
+    big = os.urandom(3 << 20)  # spans many chunks
+    tar = make_tar([("Dockerfile", b"FROM x"), ("d", None), ("d/big", big), ("d/empty", b""),
+                    ("h", None, {"type": tarfile.LNKTYPE, "linkname": "d/big"}),
+                    ("s", None, {"type": tarfile.SYMTYPE, "linkname": "d/big"}),
+                    ("d/re", b"old"), ("d/re", b"new")])
+    info = extract(tar, tmp_path / "c", size=65536)
+    root = str(tmp_path / "c")
+    if extractor == "python":
+        assert info.digests == {}  # read from disk by context_checksum instead
+    else:
+        assert info.digests == {
+            f"{root}/Dockerfile": (6, hashlib.sha256(b"FROM x").hexdigest()),
+            f"{root}/d/big": (len(big), hashlib.sha256(big).hexdigest()),
+            f"{root}/d/empty": (0, hashlib.sha256(b"").hexdigest()),
+            f"{root}/h": (len(big), hashlib.sha256(big).hexdigest()),
+            f"{root}/d/re": (3, hashlib.sha256(b"new").hexdigest()),
+        }
+    # the cache key is the same whether the bodies were hashed on the way in or read back
+    for srcs in (["d"], ["h", "s"], ["."]):
+        assert context_checksum(tmp_path / "c", srcs, info.digests) == context_checksum(tmp_path / "c", srcs)
+    # a stale digest (the size changed) is not trusted
+    (tmp_path / "c/d/big").write_bytes(b"changed")
+    assert context_checksum(tmp_path / "c", ["d"], info.digests) == context_checksum(tmp_path / "c", ["d"])

@@ -1,0 +1,232 @@
+"""Fast extraction of a build-context tar stream: checked and hashed in Python, written by GNU tar.
+
+This module owns :func:`extract_with_tar`, the worker-thread half of
+:func:`~dockwright.build.context.extract_context` when GNU ``tar`` is installed.  The (decompressed) stream
+passes through :class:`ContextScanner` — the push parser of :mod:`dockwright.layers.tarstream` with
+the build context's rules — *before* each chunk is handed to ``tar -x`` on a pipe, so an entry that
+would leave the context (absolute or ``..`` names, symlinks whose relative target climbs out, hard links
+to entries not in the archive, entries written through a symlink that points outside) is refused before
+``tar`` ever sees it, and a truncated or corrupt stream is refused by the parser.  GNU tar adds its own
+defence: symlinks with absolute or ``..`` targets are created only at the end (placeholders until then),
+so nothing is ever written through them.
+
+On the way, every regular file's body is hashed (sha256; hashlib releases the GIL), so the COPY cache
+key (:func:`~dockwright.build.context.context_checksum`) does not read the context a second time.  The
+directories' modes and mtimes are reported so that they can be restored after ``.dockerignore`` pruned
+files in them.  Files are owned by the daemon's user (``--no-same-owner``), as with the Python extractor.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import posixpath
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import DataCorrupted, InvalidArgument, SystemError_
+from ..layers.tarstream import TarInspector
+
+__all__ = ["ContextScanner", "extract_with_tar", "gnu_tar"]
+
+_REG, _LINK, _SYMLINK, _DIR, _CONT, _SPARSE = 0x30, 0x31, 0x32, 0x35, 0x37, 0x53
+_READ = 1 << 20
+_F_SETPIPE_SZ = 1031
+
+
+def gnu_tar() -> str | None:
+    """The path of GNU tar, or None (another tar, or none)."""
+    path = shutil.which("tar")
+    if path is None:
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if b"GNU tar" in out else None
+
+
+def _refuse(name: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"invalid build context: tar entry {name!r} {why}")
+
+
+def _clean(name: str) -> str:
+    if name.startswith("/"):
+        raise _refuse(name, "has an absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _refuse(name, "is outside of the build context")
+    return "/".join(parts)
+
+
+def _octal(field: bytes) -> int:
+    field = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(field, 8) if field else 0
+    except ValueError:
+        return 0
+
+
+class ContextScanner(TarInspector):
+    """Checks every entry of a build context and hashes the regular files' bodies.
+
+    After :meth:`close`: :attr:`digests` maps ``rel`` → ``(size, sha256 hex)`` of the last regular file
+    (or hard link to one) written at each path, :attr:`dirs` lists ``(rel, mode, mtime)`` of the
+    directory entries in archive order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.digests: dict[str, tuple[int, str]] = {}
+        self.dirs: list[tuple[str, int, float]] = []
+        self._links: dict[str, str] = {}  # symlinks in the archive: rel -> target
+        self._seen: set[str] = set()  # non-directory entries so far
+        self._cur: tuple[str, int, Any] | None = None
+        #: body slices seen by the last :meth:`feed`, hashed by :meth:`hash_pending` (after the chunk went
+        #: to tar, so that tar unpacks while this thread hashes)
+        self.pending: list[tuple[Any, memoryview]] = []
+        self._done: list[tuple[str, int, Any]] = []
+
+    def _finish_file(self) -> None:
+        if self._cur is not None:
+            self._done.append(self._cur)
+            self._cur = None
+
+    def hash_pending(self) -> None:
+        """Hash the body slices the last :meth:`feed` calls saw; record the digests of finished files."""
+        for h, mv in self.pending:
+            h.update(mv)
+        self.pending.clear()
+        for rel, size, h in self._done:
+            self.digests[rel] = (size, h.hexdigest())
+        self._done.clear()
+
+    def close(self) -> Any:
+        self._finish_file()
+        summary = super().close()
+        self.hash_pending()
+        return summary
+
+    def _check_parents(self, rel: str, name: str) -> None:
+        if "/" not in rel:
+            return
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            target = self._links.get(parent)
+            if target is None:
+                if parent in self._seen:
+                    raise _refuse(name, "has a parent that is not a directory")
+                continue
+            # GNU tar creates symlinks with absolute or ".." targets only at the end: writing through
+            # one would fail; a relative one without ".." stays inside the context
+            if target.startswith("/") or ".." in target.split("/"):
+                raise _refuse(name, "is written through a symlink that leaves the build context")
+
+    def _apply(self, typeflag: int, name_b: bytes, linkname_b: bytes, size: int) -> None:
+        self._finish_file()
+        name = name_b.decode("utf-8", "surrogateescape")
+        rel = _clean(name)
+        if rel == "":
+            if typeflag == _DIR:
+                return
+            raise _refuse(name, "is not a valid name")
+        self._check_parents(rel, name)
+        pax = self._hdr_pax or {}
+        if typeflag == _DIR:
+            mtime: float = _octal(self._hdr[136:148])
+            if b"mtime" in pax:
+                try:
+                    mtime = float(pax[b"mtime"])
+                except ValueError:
+                    pass
+            self.dirs.append((rel, _octal(self._hdr[100:108]) & 0o7777, mtime))
+            self._links.pop(rel, None)
+            self._seen.discard(rel)
+            return
+        self._seen.add(rel)
+        self._links.pop(rel, None)
+        self.digests.pop(rel, None)
+        link = linkname_b.decode("utf-8", "surrogateescape")
+        if typeflag == _SYMLINK:
+            if not link.startswith("/"):
+                resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), link))
+                if resolved == ".." or resolved.startswith("../"):
+                    raise _refuse(name, f"is a symlink to {link!r} outside of the build context")
+            self._links[rel] = link
+        elif typeflag == _LINK:
+            target = _clean(link)
+            self._check_parents(target, name)
+            if target == "" or target not in self._seen:
+                raise _refuse(name, f"is a hard link to {link!r}, which is not in the archive")
+            self.hash_pending()  # the target's digest
+            if target in self.digests:
+                self.digests[rel] = self.digests[target]
+        elif typeflag in (_REG, _CONT) and not any(k.startswith(b"GNU.sparse") for k in pax):
+            h = hashlib.sha256()
+            self._cur = (rel, size, h)
+            pending = self.pending
+            self._sink = lambda mv: pending.append((h, mv))
+            if size == 0:
+                self._finish_file()
+
+
+def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> ContextScanner:
+    """Extract the tar stream ``read`` gives (``read(n)`` → bytes, b"" at the end) into ``dest``.
+
+    Blocking (a worker thread).  Raises :class:`InvalidArgument` for a refused entry,
+    :class:`DataCorrupted` for a corrupt or truncated stream or what GNU tar could not extract.
+    """
+    scanner = ContextScanner()
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [tar, "-x", "-f", "-", "-C", dest, "--no-same-owner", "--warning=no-timestamp",
+         "--warning=no-unknown-keyword", "--no-overwrite-dir"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
+    )
+    assert proc.stdin is not None
+    fd = proc.stdin.fileno()
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _READ)  # tar unpacks a whole chunk while the next one is hashed
+    except OSError:
+        pass
+    ok = False
+    open_ = True  # tar still reads
+    try:
+        while True:
+            data = read(_READ)
+            if not data:
+                break
+            scanner.feed(data)  # refuses a hostile entry before tar sees the chunk holding it
+            mv = memoryview(data)
+            while open_ and mv:
+                try:
+                    mv = mv[os.write(fd, mv):]
+                except BrokenPipeError:
+                    open_ = False  # tar stopped reading: end of archive, or an error reported below
+            scanner.hash_pending()
+        scanner.close()
+        ok = True
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        if not ok:
+            proc.kill()
+        rc = proc.wait()
+        err.seek(0)
+        msg = err.read().decode("utf-8", "replace").strip()
+        err.close()
+    if rc != 0:
+        lines = [ln.removeprefix("tar: ") for ln in msg.splitlines() if "Exiting with failure" not in ln]
+        if "Cannot open: Not a directory" in msg or "Cannot create symlink" in msg:
+            raise InvalidArgument("invalid build context: " + "; ".join(lines[:3]))
+        if "Cannot" in msg or "No space" in msg:
+            raise SystemError_("error extracting build context: " + "; ".join(lines[:3]))
+        raise DataCorrupted("invalid build context: " + ("; ".join(lines[:3]) or f"tar exited with {rc}"))
+    return scanner
