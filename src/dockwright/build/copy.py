@@ -31,25 +31,22 @@ from .context import _scoped_resolve
 __all__ = ["copy_sources", "is_archive"]
 
 
-def _copy_data(src: str, dst: str, size: int) -> None:
+def _copy_file(src: str, dst: str, st: os.stat_result, mode: int, uid: int, gid: int) -> None:
+    """A new regular file ``dst`` with the contents (in-kernel ``sendfile``), ``mode``, owner and mtime."""
     fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            left = size
-            off = 0
-            while left > 0:
-                n = os.sendfile(fout, fin, off, min(left, 1 << 30))
+            off, size = 0, st.st_size
+            while off < size:
+                n = os.sendfile(fout, fin, off, size - off)
                 if n == 0:
                     break
                 off += n
-                left -= n
-            if left > 0 or os.read(fin, 1):  # the file changed size: copy what is there now
-                os.lseek(fin, 0, os.SEEK_SET)
-                os.ftruncate(fout, 0)
-                os.lseek(fout, 0, os.SEEK_SET)
-                while buf := os.read(fin, 1 << 20):
-                    os.write(fout, buf)
+            if uid or gid:
+                os.fchown(fout, uid, gid)  # before the mode: chown clears set-id bits
+            os.fchmod(fout, mode)
+            os.utime(fout, ns=(st.st_mtime_ns, st.st_mtime_ns))
         finally:
             os.close(fout)
     finally:
@@ -62,7 +59,7 @@ class _Copier:
         self.uid, self.gid, self.mode = uid, gid, mode
 
     def _finish(self, path: str, st: os.stat_result) -> None:
-        """Owner, mode and mtime of a copied entry (not a directory with children still to come)."""
+        """Owner, mode and mtime of a copied directory, symlink or special file."""
         os.lchown(path, self.uid, self.gid)
         if stat.S_ISLNK(st.st_mode):
             try:
@@ -73,13 +70,15 @@ class _Copier:
         os.chmod(path, self.mode if self.mode is not None else stat.S_IMODE(st.st_mode))
         os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns))
 
-    def entry(self, src: str, dst: str, st: os.stat_result) -> None:
-        """Copy one non-directory."""
+    def entry(self, src: str, dst: str, st: os.stat_result, fresh: bool = False) -> None:
+        """Copy one non-directory (``fresh``: nothing can be at ``dst`` yet)."""
         m = st.st_mode
-        _clear(dst, keep_dir=False)
+        if not fresh:
+            _clear(dst, keep_dir=False)
         if stat.S_ISREG(m):
-            _copy_data(src, dst, st.st_size)
-        elif stat.S_ISLNK(m):
+            _copy_file(src, dst, st, self.mode if self.mode is not None else stat.S_IMODE(m), self.uid, self.gid)
+            return
+        if stat.S_ISLNK(m):
             os.symlink(os.readlink(src), dst)
         elif stat.S_ISCHR(m) or stat.S_ISBLK(m) or stat.S_ISFIFO(m):
             os.mknod(dst, m, st.st_rdev)
@@ -87,8 +86,9 @@ class _Copier:
             return  # sockets: not copied, as tar does not
         self._finish(dst, st)
 
-    def tree(self, src: str, dst: str) -> None:
-        """Copy the contents of directory ``src`` into the existing directory ``dst``."""
+    def tree(self, src: str, dst: str, fresh: bool = False) -> None:
+        """Copy the contents of directory ``src`` into the existing directory ``dst`` (``fresh``: just
+        made, empty)."""
         with os.scandir(src) as it:
             entries = list(it)
         for e in entries:
@@ -96,29 +96,31 @@ class _Copier:
             d = dst + "/" + e.name
             st = e.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                d = self._dir(d)
-                self.tree(s, d)
+                d, made = (d, True) if fresh else self._dir(d)
+                if fresh:
+                    os.mkdir(d, 0o755)
+                self.tree(s, d, made)
                 self._finish(d, st)
             else:
-                self.entry(s, d, st)
+                self.entry(s, d, st, fresh)
 
-    def _dir(self, d: str) -> str:
+    def _dir(self, d: str) -> tuple[str, bool]:
         """Make sure ``d`` is a directory (an existing one is kept, through a symlink to a directory
-        resolved inside the rootfs); its path."""
+        resolved inside the rootfs); its path and whether it was made now."""
         try:
             st = os.lstat(d)
         except FileNotFoundError:
             os.mkdir(d, 0o755)
-            return d
+            return d, True
         if stat.S_ISDIR(st.st_mode):
-            return d
+            return d, False
         if stat.S_ISLNK(st.st_mode):
             real = str(_scoped_resolve(self.root, os.path.relpath(d, self.root)))
             if os.path.isdir(real) and not os.path.islink(real):
-                return real
+                return real, False
         os.unlink(d)
         os.mkdir(d, 0o755)
-        return d
+        return d, True
 
     def makedirs(self, rel: str, own: bool) -> tuple[str, bool]:
         """The directory ``rel`` of the rootfs, made (0755, owned by the copy's user if ``own``, root
@@ -163,7 +165,7 @@ def copy_sources(files: list[Path], target: Path, dest: str, srcs: list[str], ui
         st = os.lstat(src)
         if stat.S_ISDIR(st.st_mode):
             d, existed = cp.makedirs(rel_dest, own=False)
-            cp.tree(str(src), d)
+            cp.tree(str(src), d, fresh=not existed)
             if not existed:
                 os.lchown(d, uid, gid)
             continue

@@ -224,6 +224,9 @@ class _Out:
     def __init__(self, sink: LayerSink, level: int | None) -> None:
         self._sink = sink
         self._comp = gzip_compressor(level) if level is not None else None  # None: the tar as it is
+        # A plain tar into a fresh content-store writer: the writer's own hash is the DiffID (one sha256
+        # pass over the layer instead of two)
+        self._sink_hash = level is None and getattr(sink, "offset", None) == 0 and hasattr(sink, "digest")
         self._tar = hashlib.sha256()
         self._blob = hashlib.sha256()
         self.tar_size = 0
@@ -250,7 +253,8 @@ class _Out:
             self._put(data)
 
     def _put(self, data: bytes | memoryview) -> None:
-        self._tar.update(data)
+        if not self._sink_hash:
+            self._tar.update(data)
         self.tar_size += len(data)
         if self._comp is None:
             self.size += len(data)
@@ -268,7 +272,7 @@ class _Out:
     def close(self) -> tuple[str, str]:
         self._flush_pending()
         if self._comp is None:
-            digest = "sha256:" + self._tar.hexdigest()
+            digest = str(self._sink.digest) if self._sink_hash else "sha256:" + self._tar.hexdigest()  # type: ignore[attr-defined]
             return digest, digest
         out = self._comp.flush()
         if out:
