@@ -16,6 +16,7 @@ import docker.errors
 import pytest
 
 from conftest import FIXTURES, Daemon, make_rootfs_tar, small_tar
+from dockerd import Dockerd, dockerd_unavailable
 
 BB_ID = "sha256:e16d1152884b232c46812c11c6cf9c41cc64ee17a8a1a43fccf6301eae32d59c"
 WH_ID = "sha256:2154d5e589da22a2c1c4fc32e3eff1d58e5c22386fe6918dd604a64db407d2f7"
@@ -186,58 +187,27 @@ def test_skopeo_and_umoci_read_our_save(shared_daemon: Daemon, tmp_path: Path) -
     assert sorted(os.listdir(rootfs / "data" / "sub")) == ["n"]
 
 
-def _dockerd_available() -> str | None:
-    if os.geteuid() != 0:
-        return "not root"
-    if shutil.which("dockerd") is None:
-        return "dockerd (Debian docker.io) is not installed"
-    return None
-
-
-@pytest.mark.skipif(_dockerd_available() is not None, reason=str(_dockerd_available()))
+@pytest.mark.skipif(dockerd_unavailable() is not None, reason=str(dockerd_unavailable()))
 def test_interop_with_real_dockerd(shared_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> None:
-    base = Path("/tmp") / f"dwi-{os.getpid()}"  # short: containerd's socket path must stay < 108 bytes
-    base.mkdir(exist_ok=True)
-    sock = base / "docker.sock"
-    log = open(base / "log", "wb")
-    proc = subprocess.Popen(["dockerd", "--host", f"unix://{sock}", "--data-root", str(base / "root"),
-                             "--exec-root", str(base / "exec"), "--pidfile", str(base / "pid"),
-                             "--iptables=false", "--bridge=none"], stdout=log, stderr=log,
-                            start_new_session=True)
-    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}", "DOCKER_CONFIG": str(shared_daemon.docker_config)}
+    real = Dockerd(shared_daemon.docker_config)
     try:
-        from conftest import DOCKER
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if subprocess.run([DOCKER, "version"], env=env, capture_output=True).returncode == 0:  # type: ignore[list-item]
-                break
-            time.sleep(0.3)
-        else:
-            pytest.skip("dockerd did not start here: " + (base / "log").read_text()[-500:])
+        why = real.start()
+        if why is not None:
+            pytest.skip(why)
         tmp = tmp_path_factory.mktemp("interop")
         shared_daemon.docker("load", "-i", str(FIXTURES / "dockerd-20.10-save-whiteouts.tar"))
         ours = tmp / "ours.tar"
         shared_daemon.docker("save", "-o", str(ours), "fixture/whiteouts:1")
-        p = subprocess.run([DOCKER, "load", "-i", str(ours)], env=env, capture_output=True)  # type: ignore[list-item]
-        assert p.returncode == 0, p.stderr
-        p = subprocess.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", "fixture/whiteouts:1"], env=env,  # type: ignore[list-item]
-                           capture_output=True)
-        assert p.stdout.decode().strip() == WH_ID
+        real.docker("load", "-i", str(ours))
+        assert real.out("image", "inspect", "--format", "{{.Id}}", "fixture/whiteouts:1") == WH_ID
         # and dockerd's save of an image it imported loads into ours with the same ID
-        p = subprocess.run([DOCKER, "import", "-", "theirs/img:1"], env=env, input=small_tar({"t": b"t"}),  # type: ignore[list-item]
-                           capture_output=True)
-        theirs_id = p.stdout.decode().strip()
+        theirs_id = real.out("import", "-", "theirs/img:1", input=small_tar({"t": b"t"}))
         theirs = tmp / "theirs.tar"
-        subprocess.run([DOCKER, "save", "-o", str(theirs), "theirs/img:1"], env=env, check=True)  # type: ignore[list-item]
+        real.docker("save", "-o", str(theirs), "theirs/img:1")
         shared_daemon.docker("load", "-i", str(theirs))
         assert json.loads(shared_daemon.out("image", "inspect", "theirs/img:1"))[0]["Id"] == theirs_id
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        shutil.rmtree(base, ignore_errors=True)
+        real.stop()
 
 
 def _rss_peak_sampler(pid: int):  # type: ignore[no-untyped-def]

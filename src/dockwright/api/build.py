@@ -67,6 +67,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         else:
             ctx = await extract_context(_body(request), work / "ctx", dockerfile_name=opts.dockerfile)
         opts.context_digests = ctx.digests
+        opts.context_tarsums = getattr(ctx, "tarsums", None) or {}  # when the extractor provides them
         events = await eng.build.build(ctx.root, ctx.dockerfile, opts, ctx.ignore)  # syntax errors: HTTP 400
         stream = JSONStream(request)
         try:

@@ -1,4 +1,5 @@
-"""Dockerfile instructions applied to a container config: ``docker commit -c`` / ``docker import -c``.
+"""The Dockerfile parser and the instructions that change a config: ``docker commit -c`` / ``docker import -c``
+changes, and the classic builder's metadata steps (:func:`builder_dispatch`).
 
 This is dockerd's ``BuildFromConfig`` (moby ``builder/dockerfile/builder.go``): the ``changes`` are
 joined with newlines and parsed as one Dockerfile by BuildKit's parser
@@ -16,6 +17,10 @@ STOPSIGNAL, USER, VOLUME and WORKDIR; anything else (FROM, RUN, SHELL, ARG…) i
 ``<INSTRUCTION> is not a valid change command``. Every error is an :class:`InvalidArgument` worded
 as dockerd words it. The daemon modelled is a Linux one: paths are slash-separated, environment
 names are case-sensitive, signals are Linux's.
+
+:func:`builder_dispatch` applies one metadata instruction of a ``POST /build`` Dockerfile the same way (plus
+SHELL and MAINTAINER), expanding against the stage's build args too, and returns the commit message dockerd's
+classic builder records in the history, in its Go formatting.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from typing import Any
 from ..errors import InvalidArgument
 from ..timestamps import _go_quote, _parse_int64, parse_go_duration_ns
 
-__all__ = ["apply_changes", "VALID_CHANGE_COMMANDS"]
+__all__ = ["apply_changes", "VALID_CHANGE_COMMANDS", "builder_dispatch", "Dispatched", "BUILDER_METADATA_COMMANDS",
+           "go_duration", "validate_instruction"]
 
 #: ``validCommitCommands``: the instructions a change may be (lower case).
 VALID_CHANGE_COMMANDS = frozenset(
@@ -130,7 +136,7 @@ class _Heredoc:
 class _Node:
     """A parse-tree node; ``args`` is Go's ``Next`` chain as a list."""
 
-    __slots__ = ("value", "args", "children", "attributes", "original", "flags", "heredocs")
+    __slots__ = ("value", "args", "children", "attributes", "original", "flags", "heredocs", "start_line")
 
     def __init__(self, value: str = "", children: list[_Node] | None = None) -> None:
         self.value = value
@@ -140,6 +146,7 @@ class _Node:
         self.original = ""
         self.flags: list[str] = []
         self.heredocs: list[_Heredoc] = []
+        self.start_line = 0  # the Dockerfile line the instruction starts on (1-based)
 
 
 _NOT_STRING_ARRAY = "when using JSON array syntax, arrays must be comprised of strings only"
@@ -188,6 +195,7 @@ class _Lines:
         self.text = text
         self.pos = 0
         self.too_long = False
+        self.line = 0  # lines scanned so far
 
     def scan(self) -> str | None:
         if self.too_long or self.pos >= len(self.text):
@@ -199,6 +207,7 @@ class _Lines:
             self.too_long = True
             return None
         self.pos += len(line)
+        self.line += 1
         return line
 
 
@@ -234,6 +243,7 @@ def _parse(text: str) -> tuple[list[_Node], str]:
         if first:
             raw = raw.removeprefix("\ufeff")
             first = False
+        start_line = lines.line
         b = _process_line(d, raw, True)
         b, end = _trim_continuation(b, d)
         if end and b == "":
@@ -252,6 +262,7 @@ def _parse(text: str) -> tuple[list[_Node], str]:
             parts.append(nb)
         line = "".join(parts)
         child = _new_node_from_line(line, d)
+        child.start_line = start_line
         if _can_contain_heredoc(child) and "<<" in line:
             for heredoc in _heredocs_from_line(line):
                 terminated = False
@@ -1609,6 +1620,8 @@ class _State:
         self.os = os
         self.lex = _Lex(escape)
         self.cmd_set = False
+        self.expand_env: list[str] | None = None  # the builder expands against Env + build args
+        self.expanded_ports: list[str] = []
 
     def shell(self) -> list[str]:
         shell = _str_slice(self.c.get("Shell"))
@@ -1632,7 +1645,7 @@ class _State:
         c = self.c
         if isinstance(cmd, _StopSignalCommand) and self.os == "windows":
             raise _Error("The daemon on this platform does not support the command stopsignal")
-        envs = _Env(c.get("Env") or ())
+        envs = _Env(self.expand_env if self.expand_env is not None else (c.get("Env") or ()))
 
         def expand(word: str) -> str:
             return self.lex.process_word(word, envs)
@@ -1687,6 +1700,7 @@ class _State:
             ports: list[str] = []
             for p in cmd.ports:
                 ports.extend(self.lex.process_words(p, envs))
+            self.expanded_ports = ports
             exposed_ports: list[str] = []
             for spec in ports:
                 exposed_ports.extend(_parse_port_spec(spec))
@@ -1753,3 +1767,231 @@ def apply_changes(config: Mapping[str, Any] | None, changes: Iterable[str] | str
     except _Error as exc:
         raise InvalidArgument(str(exc)) from None
     return result
+
+
+# =============================================================================================
+# The classic builder's metadata steps (``POST /build``)
+
+#: The instructions :func:`builder_dispatch` applies (the ones that only change the config).
+BUILDER_METADATA_COMMANDS = VALID_CHANGE_COMMANDS | {"shell", "maintainer"}
+
+
+def _go_quote_rune(r: int) -> str:
+    """Go's ``strconv.QuoteRune`` (what ``%q`` prints for an integer)."""
+    if r > 0x10FFFF or 0xD800 <= r <= 0xDFFF or r < 0:
+        r = 0xFFFD
+    ch = chr(r)
+    named = {0x07: "\\a", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x0B: "\\v",
+             0x27: "\\'", 0x5C: "\\\\"}
+    if r in named:
+        return "'" + named[r] + "'"
+    if ch.isprintable():
+        return "'" + ch + "'"
+    if r < 0x20 or r == 0x7F:
+        return f"'\\x{r:02x}'"
+    return f"'\\u{r:04x}'" if r < 0x10000 else f"'\\U{r:08x}'"
+
+
+def go_duration(ns: int) -> str:
+    """Go's ``time.Duration.String``: ``1m30s``, ``1.5s``, ``100ms``, ``0s``."""
+
+    def frac(v: int, prec: int) -> tuple[int, str]:
+        whole, part = divmod(v, 10**prec)
+        digits = f"{part:0{prec}d}".rstrip("0")
+        return whole, ("." + digits if digits else "")
+
+    neg, u = ns < 0, abs(ns)
+    if u == 0:
+        return "0s"
+    if u < 1_000_000_000:
+        if u < 1_000:
+            out = f"{u}ns"
+        elif u < 1_000_000:
+            whole, f = frac(u, 3)
+            out = f"{whole}{f}µs"
+        else:
+            whole, f = frac(u, 6)
+            out = f"{whole}{f}ms"
+    else:
+        secs, f = frac(u, 9)
+        out = f"{secs % 60}{f}s"
+        minutes = secs // 60
+        if minutes:
+            out = f"{minutes % 60}m" + out
+            if minutes // 60:
+                out = f"{minutes // 60}h" + out
+    return ("-" if neg else "") + out
+
+
+def _go_q_list(items: Iterable[str] | None) -> str:
+    """``%q`` of a Go ``[]string``: ``["a" "b"]``."""
+    return "[" + " ".join(_go_quote(i) for i in (items or [])) + "]"
+
+
+def _health_text(h: Mapping[str, Any] | None) -> str:
+    """``%q`` of a ``*container.HealthConfig`` as dockerd 20.10 prints it in the HEALTHCHECK history."""
+    if h is None:
+        return "<nil>"
+    fields = [_go_q_list(h.get("Test")), _go_quote(go_duration(int(h.get("Interval") or 0))),
+              _go_quote(go_duration(int(h.get("Timeout") or 0))),
+              _go_quote(go_duration(int(h.get("StartPeriod") or 0)))]
+    if h.get("StartInterval"):  # a field dockerd 20.10 did not have
+        fields.append(_go_quote(go_duration(int(h["StartInterval"]))))
+    fields.append(_go_quote_rune(int(h.get("Retries") or 0)))
+    return "&{" + " ".join(fields) + "}"
+
+
+class Dispatched:
+    """What one metadata instruction did: the new ``config``, the ``message`` dockerd commits it with (the
+    history's ``/bin/sh -c #(nop)  <message>``) and whether a CMD was set in the stage (``cmd_set``)."""
+
+    __slots__ = ("config", "message", "cmd_set", "maintainer")
+
+    def __init__(self, config: dict[str, Any], message: str, cmd_set: bool, maintainer: str | None) -> None:
+        self.config = config
+        self.message = message
+        self.cmd_set = cmd_set
+        self.maintainer = maintainer
+
+
+# go-connections' port errors as dockerd 20.10 words them (newer releases lower-cased them)
+_PORT_ERRORS_2010 = (("invalid proto: ", "Invalid proto: "), ("invalid containerPort: ", "Invalid containerPort: "),
+                     ("invalid hostPort: ", "Invalid hostPort: "), ("no port specified: ", "No port specified: "),
+                     ("invalid ranges specified", "Invalid ranges specified"))
+
+
+def _docker_2010_words(message: str) -> str:
+    for new, old in _PORT_ERRORS_2010:
+        if message.startswith(new):
+            return old + message[len(new):]
+    return message
+
+
+def builder_dispatch(config: Mapping[str, Any] | None, instruction: "str | _Node", *,
+                     env: Iterable[str] | None = None, escape: str = "\\", cmd_set: bool = False) -> Dispatched:
+    """One metadata instruction of a Dockerfile (``ENV``, ``LABEL``, ``CMD``, ``ENTRYPOINT``, ``EXPOSE``,
+    ``VOLUME``, ``WORKDIR``, ``USER``, ``STOPSIGNAL``, ``HEALTHCHECK``, ``ONBUILD``, ``SHELL``,
+    ``MAINTAINER``) applied as the classic builder's dispatcher applies it (``dispatchers.go``);
+    ``instruction`` is its text or a node of the parsed Dockerfile.
+
+    Words are expanded against ``env`` (the config's ``Env`` plus the stage's build args, as dockerd's
+    ``dispatch``), or the config's ``Env`` if it is not given. ``cmd_set`` says whether a CMD with arguments
+    came earlier in the stage (an ``ENTRYPOINT`` then keeps ``Cmd``). The commit message is dockerd's, with its
+    Go formatting: ``CMD ["a" "b"]`` (``%q``), ``VOLUME [/a /b]`` and ``SHELL [/bin/sh -c]`` (``%v``),
+    ``EXPOSE`` with the sorted ports, ``HEALTHCHECK &{["CMD-SHELL" "x"] "5s" "3s" "0s" '\\x02'}``.
+
+    Raises :class:`InvalidArgument` with dockerd's message.
+    """
+    result: dict[str, Any] = copy.deepcopy(dict(config or {}))
+    try:
+        if isinstance(instruction, _Node):
+            nodes = [instruction]
+        else:
+            nodes, _ = _parse(instruction if escape == "\\" else f"# escape={escape}\n{instruction}")
+        if len(nodes) != 1:
+            raise _Error("expected exactly one instruction")
+        node = nodes[0]
+        kind = _go_lower(node.value)
+        if kind not in BUILDER_METADATA_COMMANDS:
+            raise _Error(f"{node.value} is not a metadata instruction")
+        if kind == "maintainer":
+            req = _Request(node)
+            _exactly_one(req, "MAINTAINER")
+            req.flags.parse()
+            return Dispatched(result, "MAINTAINER " + req.args[0], cmd_set, req.args[0])
+        if kind == "shell":
+            req = _Request(node)
+            req.flags.parse()
+            if not req.json:
+                raise _Error("SHELL requires the arguments to be in JSON form")
+            if not req.args:
+                raise _Error("SHELL requires at least one argument")
+            result["Shell"] = list(req.args)
+            return Dispatched(result, "SHELL [" + " ".join(req.args) + "]", cmd_set, None)
+        cmd = _parse_command(node)
+        state = _State(result, "linux", escape)
+        state.cmd_set = cmd_set
+        state.expand_env = list(env) if env is not None else None
+        state.dispatch(cmd)
+    except _Error as exc:
+        raise InvalidArgument(_docker_2010_words(str(exc))) from None
+    c = state.c
+    if isinstance(cmd, _LabelCommand):
+        message = "LABEL" + "".join(f" {k}={v}" for k, v in cmd.pairs)
+    elif isinstance(cmd, _EnvCommand):
+        message = "ENV" + "".join(f" {k}={v}" for k, v in cmd.pairs)
+    elif isinstance(cmd, _CmdCommand):
+        message = "CMD " + _go_q_list(c.get("Cmd"))
+    elif isinstance(cmd, _EntrypointCommand):
+        message = "ENTRYPOINT " + _go_q_list(c.get("Entrypoint"))
+    elif isinstance(cmd, _ExposeCommand):
+        message = "EXPOSE " + " ".join(state.expanded_ports)
+    elif isinstance(cmd, _VolumeCommand):
+        message = "VOLUME [" + " ".join(cmd.volumes) + "]"
+    elif isinstance(cmd, _WorkdirCommand):
+        message = "WORKDIR " + str(c.get("WorkingDir") or "")
+    elif isinstance(cmd, _UserCommand):
+        message = "USER " + cmd.user
+    elif isinstance(cmd, _StopSignalCommand):
+        message = "STOPSIGNAL " + cmd.signal
+    elif isinstance(cmd, _HealthcheckCommand):
+        message = "HEALTHCHECK " + _health_text(c.get("Healthcheck"))
+    elif isinstance(cmd, _OnbuildCommand):
+        message = "ONBUILD " + cmd.expression
+    else:  # pragma: no cover - every metadata command is listed above
+        message = node.original
+    return Dispatched(c, message, state.cmd_set, None)
+
+
+#: The flags each instruction takes (``instructions.Parse``); RUN's are refused when dispatched, as dockerd's
+#: classic builder does (they need BuildKit).
+_BUILDER_FLAGS: dict[str, tuple[str, ...]] = {
+    "from": ("platform",), "copy": ("from", "chown", "chmod"), "add": ("chown", "chmod"),
+    "run": ("mount", "network", "security"),
+}
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
+
+
+def validate_instruction(node: _Node) -> None:
+    """The checks dockerd 20.10's ``instructions.Parse`` makes on every instruction of a Dockerfile before the
+    build starts (flags, argument counts, SHELL's JSON form, ONBUILD triggers, stage names). Raises
+    :class:`InvalidArgument` with ``dockerfile parse error line N: <message>``."""
+    kind = _go_lower(node.value)
+    try:
+        if kind in VALID_CHANGE_COMMANDS:
+            _parse_command(node)
+            return
+        req = _Request(node)
+        if kind == "healthcheck":
+            return
+        for name in _BUILDER_FLAGS.get(kind, ()):
+            req.flags.add_string(name)
+        req.flags.parse()
+        if kind == "from":
+            if len(req.args) not in (1, 3) or (len(req.args) == 3 and _go_lower(req.args[1]) != "as"):
+                raise _Error("FROM requires either one or three arguments")
+            if len(req.args) == 3 and not _STAGE_NAME.match(_go_lower(req.args[2])):
+                raise _Error(f"invalid name for build stage: {_go_quote(req.args[2])}, name can't start with a "
+                             "number or contain symbols")
+        elif kind in ("copy", "add"):
+            if len(req.args) < 2:
+                raise _Error(f"{kind.upper()} requires at least two arguments, but only one was provided. "
+                             "Destination could not be determined")
+        elif kind == "arg":
+            if not req.args:
+                raise _Error("ARG requires at least one argument")
+        elif kind == "maintainer":
+            _exactly_one(req, "MAINTAINER")
+        elif kind == "shell":
+            if not req.json:
+                raise _Error("SHELL requires the arguments to be in JSON form")
+            if not req.args:
+                raise _Error("SHELL requires at least one argument")
+        elif kind != "run":
+            raise _Error(f"unknown instruction: {_go_upper(node.value)}")
+    except _Error as exc:
+        msg = str(exc)
+        m = re.match(r"unknown flag: --([^ ]+)", msg)
+        if m:
+            msg = f"Unknown flag: {m.group(1)}"  # dockerd 20.10's words
+        raise InvalidArgument(f"dockerfile parse error line {node.start_line}: {msg}") from None

@@ -1,11 +1,16 @@
-"""The classic builder (``POST /build``, ``docker build`` with ``DOCKER_BUILDKIT=0``).
+"""The classic builder (``POST /build``, ``docker build`` with ``DOCKER_BUILDKIT=0``), with dockerd 20.10's
+classic builder as the reference for every output line, history entry and config.
 
 Each instruction is a step on top of the previous image, as dockerd's classic builder does: metadata steps
-commit an image with an empty-layer history entry (``/bin/sh -c #(nop)  ENV …``); RUN runs a container in runc
-on an overlay snapshot of the parent and commits its upper directory; COPY/ADD copy context files into a
-snapshot and commit the diff. Every step's result is an intermediate image whose parent is the previous one, and
-the cache is keyed by (parent image, the step as recorded in the history, with COPY sources by content
-checksum), so an unchanged rebuild is all "Using cache". Layers are written deterministically (sorted entries,
+commit an image with an empty-layer history entry (``/bin/sh -c #(nop)  ENV …``) and print the ``Running in``/
+``Removing intermediate container`` lines of the container dockerd commits them through; WORKDIR makes its
+directory (a layer unless it existed); RUN runs a container in runc on an overlay snapshot of the parent (VOLUMEs
+as anonymous volumes) and commits its upper directory; COPY/ADD copy context files, an image's files
+(``--from``), heredocs or (ADD) downloaded URLs into a snapshot and commit the diff, named in the history by
+dockerd's checksums (:mod:`..build.srchash`). FROM runs the base image's ONBUILD triggers. Every step's result is
+an intermediate image whose parent is the previous one, and the cache is keyed by (parent image, config, the step
+as recorded in the history), so an unchanged rebuild is all "Using cache"; with ``cachefrom`` the given images'
+histories are the cache, as dockerd's ``ImageCache``. Layers are written deterministically (sorted entries,
 numeric owners; mtimes clamped to ``SOURCE_DATE_EPOCH`` when that build arg is given) and stored as plain tars
 (OCI ``tar`` media type; the digest is the DiffID): no deflate on the build's critical path, as dockerd's graph
 driver, and push/save send them as they are.
@@ -17,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -26,7 +32,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from .. import reference as refs
 from ..build import changes as dfile
-from ..build.changes import apply_changes
+from ..build import srchash
+from ..build.remote_add import RemoteFile, download, is_url
 from ..errors import DockwrightError, ImageNotFound, InvalidArgument, NotSupported
 from ..build.copy import copy_sources
 from ..layers.apply import adopt_snapshot, ensure_chain
@@ -39,7 +46,7 @@ from ..oci.gojson import go_dumps, rfc3339_nano
 from ..oci.platform import host_platform
 from ..snapshots import mount_all, unmount
 from .containers import EMPTY_LAYER_DIFF_ID
-from .progress import Aux, ProgressEvent, StreamText
+from .progress import Aux, Progress, ProgressEvent, StreamText, run_with_events
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -66,8 +73,6 @@ CREATE TABLE IF NOT EXISTS build_cache (
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
               "no_proxy", "ALL_PROXY", "all_proxy")
-METADATA = {"env", "label", "cmd", "entrypoint", "expose", "volume", "workdir", "user", "stopsignal",
-            "healthcheck", "onbuild", "shell", "maintainer", "arg"}
 
 
 class BuildError(DockwrightError):
@@ -100,6 +105,17 @@ class BuildOptions:
     shmsize: int = 0
     #: full path → (size, sha256 hex) of context files hashed while the context streamed in
     context_digests: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: full path → the entry's tarsum (``srchash.context_entry_header`` + bytes) hashed as the context streamed
+    #: in: COPY's checksums then read no file again
+    context_tarsums: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _CacheFrom:
+    """The ``cachefrom`` images of one build (dockerd's ``ImageCache``): with them, a step is cached only by a
+    local image in one of their parent chains, or by their history (see :meth:`BuildService._cache_from`)."""
+
+    sources: list[str]
 
 
 @dataclass
@@ -109,11 +125,13 @@ class _Stage:
     config: dict[str, Any]
     args: dict[str, str | None] = field(default_factory=dict)
     shell: list[str] = field(default_factory=lambda: ["/bin/sh", "-c"])
-
-
-def _go_q(items: list[str]) -> str:
-    """Go's %q of a []string: ["a" "b"]."""
-    return "[" + " ".join(json.dumps(i) for i in items) + "]"
+    meta_args: dict[str, str | None] = field(default_factory=dict)  # the global ARGs (before the first FROM)
+    maintainer: str = ""            # MAINTAINER: the author of what the stage commits
+    cmd_set: bool = False           # a CMD with arguments came in this stage (an ENTRYPOINT then keeps Cmd)
+    container: str = ""             # the container the next commit records (``container``, ContainerConfig.Hostname)
+    cache: _CacheFrom | None = None
+    cache_busted: bool = False      # dockerd's imageProber: after a miss, the stage looks no more
+    triggers: list[str] = field(default_factory=list)  # the base image's ONBUILD triggers, run after FROM
 
 
 class BuildService:
@@ -204,33 +222,22 @@ class BuildService:
 
     async def build(self, root: Path, dockerfile_text: bytes, opts: BuildOptions,
                     ignore: Any = None) -> AsyncIterator[ProgressEvent]:
+        """Check the whole Dockerfile as dockerd's ``instructions.Parse`` does (an error is ``dockerfile parse
+        error line N: …``, HTTP 400 before the stream starts), then return the build's event stream."""
         nodes, escape = await self.parse(dockerfile_text)
-        valid = METADATA | {"from", "run", "copy", "add"}
-        lines = dockerfile_text.decode("utf-8", errors="replace").splitlines()
-        at = 0
         for n in nodes:
-            word = n.value.lower()
-            while at < len(lines) and not (lines[at].strip().lower().startswith(word)
-                                           and not lines[at].lstrip().startswith("#")):
-                at += 1
-            if word not in valid:
-                raise InvalidArgument(f"dockerfile parse error on line {at + 1}: unknown instruction: "
-                                      f"{n.value.upper()}")
-            at += 1
+            dfile.validate_instruction(n)
         return self._run(root, nodes, escape, opts, ignore)
 
     async def _run(self, root: Path, nodes: list[Any], escape: str, opts: BuildOptions,
                    ignore: Any) -> AsyncIterator[ProgressEvent]:
         lex = dfile._Lex(escape)  # noqa: SLF001
-        # global ARGs before the first FROM
-        global_args: dict[str, str | None] = {}
+        # global ARGs before the first FROM: steps of their own, expanded against the ones before
+        meta_nodes: list[Any] = []
         i = 0
         while i < len(nodes) and nodes[i].value.lower() == "arg":
-            for a in nodes[i].args:
-                k, _, v = a.value.partition("=")
-                global_args[k] = opts.buildargs.get(k, v if "=" in a.value else None)
+            meta_nodes.append(nodes[i])
             i += 1
-        # stages
         stages: list[list[Any]] = []
         for n in nodes[i:]:
             if n.value.lower() == "from":
@@ -241,46 +248,65 @@ class BuildService:
                 raise InvalidArgument("Please provide a source image with `from` prior to commit")
         if not stages:
             raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
+        # --label: one LABEL step per label (sorted), added to the file's last stage (buildLabelOptions)
+        for k, v in sorted(opts.labels.items()):
+            label = dfile._parse(f"LABEL {dfile._go_quote(k)}='{v}'")[0][0]  # noqa: SLF001 - quoted: not expanded
+            label.original = f"LABEL {k}={v}"
+            stages[-1].append(label)
         names = [(s[0].args[2].value.lower() if len(s[0].args) >= 3 and s[0].args[1].value.lower() == "as"
-                  else str(k)) for k, s in enumerate(stages)]
+                  else "") for s in stages]
         if opts.target:
             if opts.target.lower() not in names:
                 raise InvalidArgument(f"failed to reach build target {opts.target} in Dockerfile")
             stages = stages[: names.index(opts.target.lower()) + 1]
-        total = sum(len(s) for s in stages)
+        total = len(meta_nodes) + sum(len(s) for s in stages)
         step = 0
-        built: dict[str, str | None] = {}
+        built: dict[str, str | None] = {}     # stage results by name and by index (COPY --from)
+        by_name: dict[str, str | None] = {}   # stage results by name only (FROM)
         used_args: set[str] = set()
+        cache = await self._cache_sources(opts)
+        global_args: dict[str, str | None] = {}
+        for n in meta_nodes:
+            step += 1
+            if not opts.quiet:
+                yield StreamText(f"Step {step}/{total} : {n.original.strip()}")
+                yield StreamText("\n")
+            env = dfile._Env([f"{k}={v}" for k, v in global_args.items() if v is not None])  # noqa: SLF001
+            for a in n.args:
+                k, eq, v = a.value.partition("=")
+                k = lex.process_word(k, env)
+                val = lex.process_word(v, env) if eq else None
+                global_args[k] = opts.buildargs[k] if opts.buildargs.get(k) is not None else val
         stage: _Stage | None = None
         for k, instrs in enumerate(stages):
             for n in instrs:
                 step += 1
                 cmd = n.value.lower()
                 if not opts.quiet:
-                    yield StreamText(f"Step {step}/{total} : {n.original.strip()}\n")
+                    yield StreamText(f"Step {step}/{total} : {n.original.strip()}")
+                    yield StreamText("\n")
                 if cmd == "from":
-                    stage = await self._from(n, lex, global_args, built, opts)
-                    if not opts.quiet and stage.image_id:
-                        yield StreamText(f" ---> {short_id(stage.image_id)}\n")
-                    continue
-                assert stage is not None
-                async for ev in self._step(stage, n, lex, opts, root, ignore, built, used_args):
-                    if not opts.quiet or isinstance(ev, Aux):
-                        yield ev
+                    stage = await self._from(n, lex, global_args, by_name, opts)
+                    stage.cache = cache
+                    if stage.triggers:
+                        async for ev in self._triggers(stage, lex, opts, root, ignore, built, used_args):
+                            if not opts.quiet or isinstance(ev, Aux):
+                                yield ev
+                else:
+                    assert stage is not None
+                    async for ev in self._step(stage, n, lex, opts, root, ignore, built, used_args):
+                        if not opts.quiet or isinstance(ev, Aux):
+                            yield ev
+                if not opts.quiet:
+                    yield StreamText(f" ---> {short_id(stage.image_id) if stage.image_id else ''}\n")
             assert stage is not None
-            built[names[k]] = stage.image_id
+            if names[k]:
+                built[names[k]] = by_name[names[k]] = stage.image_id
             built[str(k)] = stage.image_id
         assert stage is not None
         final_id = stage.image_id
         if final_id is None:
             raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
-        if opts.labels:
-            cfg = dict(stage.config)
-            labels = dict(cfg.get("Labels") or {})
-            labels.update(opts.labels)
-            cfg["Labels"] = labels
-            final_id, _ = await self._meta(stage, cfg, "LABEL " + " ".join(f"{k}={v}" for k, v in
-                                                                            sorted(opts.labels.items())), opts)
         unused = [a for a in opts.buildargs if a not in used_args and a not in global_args
                   and a not in PROXY_ARGS]
         if unused and not opts.quiet:
@@ -297,24 +323,70 @@ class BuildService:
             yield StreamText(final_id + "\n")
         self.engine.events.publish("image", "create", final_id, {"name": final_id})
 
-    async def _from(self, n: Any, lex: Any, global_args: dict[str, str | None], built: dict[str, str | None],
+    async def _cache_sources(self, opts: BuildOptions) -> _CacheFrom | None:
+        """The ``cachefrom`` images that exist (dockerd skips, with a warning in its log, the ones it lacks)."""
+        if not opts.cachefrom:
+            return None
+        sources: list[str] = []
+        for ref in opts.cachefrom:
+            try:
+                sources.append(self.engine.images.resolve(ref).id)
+            except DockwrightError as exc:
+                log.warning("Could not look up %s for cache resolution, skipping: %s", ref, exc)
+        return _CacheFrom(sources)
+
+    async def _from(self, n: Any, lex: Any, global_args: dict[str, str | None], stages: dict[str, str | None],
                     opts: BuildOptions) -> _Stage:
+        """FROM (``initializeStage``): an earlier stage by name, ``scratch`` or an image (pulled if absent); the
+        default PATH is added when the config has none, and the base image's ONBUILD triggers are taken out of
+        the config, to be run at once."""
         env = dfile._Env([f"{k}={v}" for k, v in global_args.items() if v is not None])  # noqa: SLF001
         name = lex.process_word(n.args[0].value, env) if n.args else ""
         stage_name = n.args[2].value.lower() if len(n.args) >= 3 else ""
-        if name.lower() in built:
-            image_id = built[name.lower()]
+        if name.lower() in stages:
+            image_id = stages[name.lower()]
         elif name == "scratch":
             image_id = None
         else:
             image_id = await self._image(name, opts)
-        if image_id is None:
-            return _Stage(stage_name, None, {"Env": [f"PATH={DEFAULT_PATH}"]}, {})
-        rec = self.engine.db.get_image(image_id)
-        if rec is None:
-            raise ImageNotFound(image_id)
-        cfg = dict(self.engine.images.config_of(rec).config)
-        return _Stage(stage_name, image_id, cfg, {}, list(cfg.get("Shell") or ["/bin/sh", "-c"]))
+        cfg: dict[str, Any] = {}
+        if image_id is not None:
+            rec = self.engine.db.get_image(image_id)
+            if rec is None:
+                raise ImageNotFound(image_id)
+            cfg = dict(self.engine.images.config_of(rec).config or {})
+        env_list = list(cfg.get("Env") or [])
+        if not any(e.partition("=")[0] == "PATH" for e in env_list):
+            cfg["Env"] = env_list + [f"PATH={DEFAULT_PATH}"]
+        cfg["OpenStdin"] = False
+        cfg["StdinOnce"] = False
+        triggers = list(cfg.get("OnBuild") or [])
+        if triggers:
+            cfg["OnBuild"] = None
+        return _Stage(stage_name, image_id, cfg, {}, list(cfg.get("Shell") or ["/bin/sh", "-c"]),
+                      meta_args=dict(global_args), triggers=triggers)
+
+    async def _triggers(self, stage: _Stage, lex: Any, opts: BuildOptions, root: Path, ignore: Any,
+                        built: dict[str, str | None], used_args: set[str]) -> AsyncIterator[ProgressEvent]:
+        """The base image's ONBUILD triggers, each dispatched like a step of the child (``dispatchTriggeredOnBuild``)."""
+        triggers, stage.triggers = stage.triggers, []
+        yield StreamText(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n")
+        for trigger in triggers:
+            try:
+                nodes, _ = dfile._parse(trigger)  # noqa: SLF001
+            except dfile._Error as exc:  # noqa: SLF001
+                raise InvalidArgument(str(exc)) from exc
+            if len(nodes) != 1:
+                raise InvalidArgument("onbuild trigger should be a single expression")
+            node = nodes[0]
+            if node.value.lower() in ("from", "onbuild", "maintainer"):
+                raise InvalidArgument(f"{node.value.upper()} isn't allowed as an ONBUILD trigger")
+            try:
+                dfile.validate_instruction(node)
+            except InvalidArgument as exc:
+                raise InvalidArgument(str(exc).split(": ", 1)[-1]) from None
+            async for ev in self._step(stage, node, lex, opts, root, ignore, built, used_args):
+                yield ev
 
     async def _image(self, name: str, opts: BuildOptions) -> str:
         if not opts.pull:
@@ -330,36 +402,61 @@ class BuildService:
         return self.engine.images.resolve(str(ref)).id
 
     # ---- one step ---------------------------------------------------------------------------------------------
+    def _arg_value(self, stage: _Stage, opts: BuildOptions, k: str) -> str | None:
+        """A declared ARG's value (``BuildArgs.getBuildArg``): the request's, else the ARG's default, else the
+        global ARG's."""
+        if opts.buildargs.get(k) is not None:
+            return opts.buildargs[k]
+        v = stage.args.get(k)
+        if v is None:
+            v = stage.meta_args.get(k)
+        return v
+
     def _env(self, stage: _Stage, opts: BuildOptions) -> list[str]:
+        """What words are expanded against: the config's Env plus the declared build args it does not set
+        (``runConfig.Env`` + ``buildArgs.FilterAllowed``)."""
         env = list(stage.config.get("Env") or [])
         keys = {e.split("=", 1)[0] for e in env}
-        for k, v in stage.args.items():
-            val = opts.buildargs.get(k, v) if k in opts.buildargs else v
+        for k in stage.args:
+            val = self._arg_value(stage, opts, k)
             if val is not None and k not in keys:
                 env.append(f"{k}={val}")
         return env
 
     async def _step(self, stage: _Stage, n: Any, lex: Any, opts: BuildOptions, root: Path, ignore: Any,
                     built: dict[str, str | None], used_args: set[str]) -> AsyncIterator[ProgressEvent]:
+        """One instruction after FROM. It prints what dockerd prints during the step; the caller prints the
+        step's `` ---> <image>`` line."""
         cmd = n.value.lower()
         if cmd == "arg":
+            env = dfile._Env(self._env(stage, opts))  # noqa: SLF001
+            shown = []
             for a in n.args:
-                k, _, v = a.value.partition("=")
-                stage.args[k] = v if "=" in a.value else None
+                k, eq, v = a.value.partition("=")
+                k = lex.process_word(k, env)
+                val = lex.process_word(v, env) if eq else None
+                stage.args[k] = val
                 if k in opts.buildargs:
                     used_args.add(k)
-            created_by = "ARG " + " ".join(a.value for a in n.args)
-            image_id = await self._meta(stage, stage.config, created_by, opts)
-            async for ev in self._emit_meta(image_id):
+                shown.append(f"{k}={val}" if val is not None else k)
+            async for ev in self._meta_step(stage, stage.config, "ARG " + " ".join(shown), opts):
                 yield ev
             return
-        if cmd in METADATA:
-            cfg = self._apply_meta(stage, n, opts)
-            created_by = self._meta_text(cmd, n, cfg, stage)
+        if cmd in dfile.BUILDER_METADATA_COMMANDS:
+            if n.heredocs:
+                raise InvalidArgument(f"heredocs are only supported in RUN, COPY and ADD, not in {n.value.upper()}")
+            d = dfile.builder_dispatch(stage.config, n, env=self._env(stage, opts), escape=lex.escape,
+                                       cmd_set=stage.cmd_set)
+            stage.cmd_set = d.cmd_set
+            if d.maintainer is not None:
+                stage.maintainer = d.maintainer
             if cmd == "shell":
-                stage.shell = list(cfg.get("Shell") or stage.shell)
-            image_id = await self._meta(stage, cfg, created_by, opts)
-            async for ev in self._emit_meta(image_id):
+                stage.shell = list(d.config.get("Shell") or stage.shell)
+            if cmd == "workdir":
+                steps = self._workdir_step(stage, d.config, d.message, opts)
+            else:
+                steps = self._meta_step(stage, d.config, d.message, opts)
+            async for ev in steps:
                 yield ev
             return
         if cmd == "run":
@@ -372,114 +469,256 @@ class BuildService:
             return
         raise InvalidArgument(f"unknown instruction: {n.value.upper()}")
 
-    async def _emit_meta(self, result: tuple[str, bool]) -> AsyncIterator[ProgressEvent]:
-        image_id, cached = result
-        if cached:
-            yield StreamText(" ---> Using cache\n")
-        yield StreamText(f" ---> {short_id(image_id)}\n")
+    def _container_id(self, opts: BuildOptions) -> str:
+        """The ID of a step's (intermediate) container. Metadata steps run no process, but their commit is
+        recorded as dockerd records it: ``Running in``/``Removing intermediate container`` lines and the ID in
+        the image's ``container`` field."""
+        return os.urandom(32).hex()
 
-    def _apply_meta(self, stage: _Stage, n: Any, opts: BuildOptions) -> dict[str, Any]:
-        base = dict(stage.config)
-        if n.value.lower() == "maintainer":
-            return base
-        argenv = {k: (opts.buildargs.get(k, v) if k in opts.buildargs else v) for k, v in stage.args.items()}
-        injected = {k: v for k, v in argenv.items() if v is not None
-                    and k not in {e.split("=", 1)[0] for e in base.get("Env") or []}}
-        tmp = dict(base)
-        tmp["Env"] = list(base.get("Env") or []) + [f"{k}={v}" for k, v in injected.items()]
-        text = n.original
-        if n.heredocs:
-            raise InvalidArgument(f"heredocs are only supported in RUN and COPY, not in {n.value.upper()}")
-        if n.value.lower() == "shell":
-            try:
-                shell = json.loads(text.split(None, 1)[1])
-            except (ValueError, IndexError) as exc:
-                raise InvalidArgument("SHELL requires the arguments to be in JSON form") from exc
-            out = dict(base)
-            out["Shell"] = shell
-            return out
+    async def _meta_step(self, stage: _Stage, cfg: dict[str, Any], message: str,
+                         opts: BuildOptions) -> AsyncIterator[ProgressEvent]:
+        """A step that changes only the config (``commit``): an empty layer, ``/bin/sh -c #(nop)  <message>``."""
+        full = f"/bin/sh -c #(nop)  {message}"
+        hit = await self._probe(stage, (stage.image_id or "") + "|" + json.dumps(cfg, sort_keys=True), full, cfg,
+                                opts)
+        if hit is not None:
+            yield StreamText(" ---> Using cache\n")
+            return
+        cid = self._container_id(opts)
+        yield StreamText(f" ---> Running in {cid[:12]}\n")
+        cc = dict(cfg)
+        cc["Cmd"] = ["/bin/sh", "-c", "#(nop) ", message]
+        stage.container = cid
+        await self._commit(stage, cfg, cc, None, full, empty=True, opts=opts)
+        if opts.rm or opts.forcerm:
+            yield StreamText(f"Removing intermediate container {cid[:12]}\n")
+
+    async def _workdir_step(self, stage: _Stage, cfg: dict[str, Any], message: str,
+                            opts: BuildOptions) -> AsyncIterator[ProgressEvent]:
+        """WORKDIR (``dispatchWorkdir``): the directory is made in the step's container (root-owned, 0755), so the
+        step has a layer unless it existed; history ``/bin/sh -c #(nop) WORKDIR <dir>``."""
+        full = f"/bin/sh -c #(nop) {message}"
+        hit = await self._probe(stage, (stage.image_id or "") + "|" + json.dumps(cfg, sort_keys=True), full, cfg,
+                                opts)
+        if hit is not None:
+            yield StreamText(" ---> Using cache\n")
+            return
+        cid = self._container_id(opts)
+        yield StreamText(f" ---> Running in {cid[:12]}\n")
+        workdir = str(cfg.get("WorkingDir") or "/")
+        layer = await self._layer_from_rootfs(stage, lambda rootfs: _make_workdir(rootfs, workdir), opts)
+        cc = dict(cfg)
+        cc["Cmd"] = ["/bin/sh", "-c", "#(nop) " + message]
+        stage.container = cid
+        await self._commit(stage, cfg, cc, layer, full, empty=layer is None, opts=opts)
+        if opts.rm or opts.forcerm:
+            yield StreamText(f"Removing intermediate container {cid[:12]}\n")
+
+    async def _layer_from_rootfs(self, stage: _Stage, change: Any, opts: BuildOptions) -> LayerRecord | None:
+        """Run ``change(rootfs)`` (blocking, in a thread) on a writable snapshot of the stage's image and write
+        what it changed as a layer; None if it changed nothing."""
+        eng = self.engine
+        key = f"extract-step-{os.urandom(8).hex()}"  # "extract-": removed at start-up if left by a crash
+        parent_chain = await self._chain(stage.image_id)
+        await asyncio.to_thread(eng.snapshotter.prepare, key, parent_chain)
+        target = eng.root / "tmp" / key
+        target.mkdir(parents=True)
         try:
-            out = apply_changes(tmp, [text])
-        except InvalidArgument as exc:
-            raise InvalidArgument(f"dockerfile parse error: {exc}") from exc
-        env = []
-        for e in out.get("Env") or []:
-            k, _, v = e.partition("=")
-            if k in injected and v == injected[k] and n.value.lower() != "env":
+            mounts = await asyncio.to_thread(eng.snapshotter.mounts, key)
+            await asyncio.to_thread(mount_all, mounts, target)
+            try:
+                await asyncio.to_thread(change, target)
+            finally:
+                await asyncio.to_thread(unmount, target)
+            writer = eng.content.writer()
+            try:
+                clamp = float(opts.buildargs["SOURCE_DATE_EPOCH"]) if opts.buildargs.get("SOURCE_DATE_EPOCH") else None
+                res_l = await asyncio.to_thread(write_layer_from_upper, eng.snapshotter.upper_dir(key), writer,
+                                                mtime_clamp=clamp, level=None)
+                digest = await asyncio.to_thread(writer.commit, res_l.digest, res_l.size)
+            except BaseException:
+                writer.abort()
+                raise
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+            await asyncio.to_thread(eng.snapshotter.remove, key)
+        if res_l.diff_id == EMPTY_LAYER_DIFF_ID:
+            await eng.images.collect({digest})
+            return None
+        return LayerRecord(digest, res_l.diff_id, mt.OCI_LAYER, res_l.size, res_l.diff_size, res_l.tar_size)
+
+    # ---- cache ------------------------------------------------------------------------------------------------
+    async def _probe(self, stage: _Stage, cache_parent: str, created_by: str, cfg: dict[str, Any],
+                     opts: BuildOptions) -> str | None:
+        """The cached image for a step (dockerd's ``imageProber.Probe``), which becomes the stage's image; None
+        on a miss, after which the stage looks no more. Without ``cachefrom`` the local build cache answers;
+        with it, a local hit counts only if it is in the parent chain of a ``cachefrom`` image, and the
+        ``cachefrom`` images' histories are searched next."""
+        if opts.nocache or stage.cache_busted:
+            return None
+        hit = self._cache_get(cache_parent, created_by)
+        if stage.cache is not None:
+            if hit is not None and not any(self._is_ancestor(hit, s) for s in stage.cache.sources):
+                hit = None
+            if hit is None:
+                hit = await self._cache_from(stage, created_by, cfg)
+        if hit is None:
+            stage.cache_busted = True
+            return None
+        stage.image_id = hit
+        stage.config = cfg
+        return hit
+
+    def _is_ancestor(self, candidate: str, image_id: str) -> bool:
+        """Whether ``candidate`` is in the parent chain of ``image_id`` (dockerd's ``isParent``)."""
+        seen: set[str] = set()
+        rec = self.engine.db.get_image(image_id)
+        while rec is not None and rec.parent and rec.parent not in seen:
+            if rec.parent == candidate:
+                return True
+            seen.add(rec.parent)
+            rec = self.engine.db.get_image(rec.parent)
+        return False
+
+    async def _cache_from(self, stage: _Stage, created_by: str, cfg: dict[str, Any]) -> str | None:
+        """dockerd's ``ImageCache.GetCache`` over the ``cachefrom`` images: one whose history and layers start
+        with the stage image's, and whose next history entry is this step, gives the step — the image itself if
+        that entry is its last one (it then gets the stage image as parent), else an image made from the
+        parent and that entry (``restoreCachedImage``); the build then keeps to that one source."""
+        eng = self.engine
+        assert stage.cache is not None
+        parent_id = stage.image_id
+        p_hist: list[Any] = []
+        p_diff: list[str] = []
+        if parent_id is not None:
+            prec = eng.db.get_image(parent_id)
+            if prec is None:
+                return None
+            pcfg = eng.images.config_of(prec)
+            p_hist, p_diff = pcfg.history, pcfg.diff_ids
+        n = len(p_hist)
+        for src in list(stage.cache.sources):
+            rec = eng.db.get_image(src)
+            if rec is None:
                 continue
-            if k in injected and v == injected[k] and n.value.lower() == "env" and f"{k}=" not in text:
+            tcfg = eng.images.config_of(rec)
+            t_hist, t_diff = tcfg.history, tcfg.diff_ids
+            if not t_hist or len(t_hist) <= n:
                 continue
-            env.append(e)
-        out["Env"] = env or None
+            if p_hist or p_diff:
+                if len(p_diff) > len(t_diff) or t_hist[:n] != p_hist or t_diff[:len(p_diff)] != p_diff:
+                    continue
+            if (t_hist[n].get("created_by") or "") != created_by:
+                continue
+            if n == len(t_hist) - 1:
+                if parent_id is not None and rec.parent != parent_id:
+                    with eng.db.tx() as c:
+                        c.execute("UPDATE images SET parent=? WHERE id=?", (parent_id, src))
+                return src
+            image_id = await self._restore_cached(parent_id, tcfg.data, rec, n, cfg)
+            stage.cache.sources = [src]
+            return image_id
+        return None
+
+    async def _restore_cached(self, parent_id: str | None, target: dict[str, Any], target_rec: Any, index: int,
+                              cfg: dict[str, Any]) -> str:
+        """``restoreCachedImage``: the parent plus history entry ``index`` of ``target`` (and its layer)."""
+        eng = self.engine
+        layers = self._layers_of(parent_id)
+        parent_hist = eng.images.config_of(eng.db.get_image(parent_id)).history if parent_id else []
+        t_hist = list(target.get("history") or [])
+        entry = t_hist[index]
+        if not entry.get("empty_layer"):
+            li = sum(1 for h in t_hist[:index] if not h.get("empty_layer"))
+            trec = eng.db.get_image(target_rec.id, with_layers=True)
+            layer = eng.db.get_layer(trec.layers[li][2]) if trec is not None and li < len(trec.layers) else None
+            if layer is None:
+                raise ImageNotFound(target_rec.id, f"layer {li} of image {target_rec.id} is missing")
+            layers.append(layer)
+        written = dict(cfg)
+        written["Image"] = parent_id or ""
+        top: dict[str, Any] = {
+            "architecture": target.get("architecture") or host_platform().architecture,
+            "config": container_config(written), "container_config": container_config({}),
+            "created": entry.get("created") or target.get("created"), "docker_version": eng.images.engine_version,
+            "history": [*parent_hist, entry], "os": target.get("os") or "linux",
+            "rootfs": {"type": "layers", "diff_ids": [lay.diff_id for lay in layers]},
+        }
+        if target.get("author"):
+            top["author"] = target["author"]
+        for key in ("os.version", "os.features"):
+            if target.get(key):
+                top[key] = target[key]
+        image_id, _ = await eng.images.commit_image(go_dumps(dict(sorted(top.items()))), layers,
+                                                    parent=parent_id or "")
+        return image_id
+
+    def _layers_of(self, image_id: str | None) -> list[LayerRecord]:
+        eng = self.engine
+        if image_id is None:
+            return []
+        rec = eng.db.get_image(image_id, with_layers=True)
+        if rec is None:
+            raise ImageNotFound(image_id)
+        out = []
+        for _, _, dg in rec.layers:
+            lr = eng.db.get_layer(dg)
+            if lr is None:
+                raise ImageNotFound(image_id, f"layer {dg} of image {image_id} is missing")
+            out.append(lr)
         return out
 
-    def _meta_text(self, cmd: str, n: Any, cfg: dict[str, Any], stage: _Stage) -> str:
-        c = cmd.upper()
-        if cmd in ("cmd", "entrypoint"):
-            return f"{c} {_go_q(list(cfg.get(c.capitalize() if cmd == 'cmd' else 'Entrypoint') or []))}" \
-                if cmd == "entrypoint" else f"CMD {_go_q(list(cfg.get('Cmd') or []))}"
-        if cmd == "env":
-            return "ENV " + " ".join(f"{a.value}={b.value}" for a, b in zip(n.args[::2], n.args[1::2]))
-        if cmd == "label":
-            return "LABEL " + " ".join(f"{a.value}={b.value}" for a, b in zip(n.args[::2], n.args[1::2]))
-        if cmd == "workdir":
-            return f"WORKDIR {cfg.get('WorkingDir', '')}"
-        if cmd == "expose":
-            return "EXPOSE " + " ".join(a.value for a in n.args)
-        if cmd == "volume":
-            return "VOLUME " + _go_q([a.value for a in n.args])
-        return n.original.strip()
-
-    async def _meta(self, stage: _Stage, cfg: dict[str, Any], created_by: str,
-                    opts: BuildOptions) -> tuple[str, bool]:
-        full = f"/bin/sh -c #(nop)  {created_by}"
-        if not opts.nocache:
-            hit = self._cache_get((stage.image_id or "") + "|" + json.dumps(cfg, sort_keys=True), full)
-            if hit is not None:
-                stage.image_id = hit
-                stage.config = cfg
-                return hit, True
-        return await self._commit_meta(stage, cfg, created_by, opts), False
-
-    async def _commit_meta(self, stage: _Stage, cfg: dict[str, Any], created_by: str, opts: BuildOptions) -> str:
-        full = f"/bin/sh -c #(nop)  {created_by}"
-        cc = dict(cfg)
-        cc["Cmd"] = ["/bin/sh", "-c", "#(nop) ", created_by]
-        return await self._commit(stage, cfg, cc, None, full, empty=True, opts=opts)
-
+    # ---- commit -----------------------------------------------------------------------------------------------
     async def _commit(self, stage: _Stage, cfg: dict[str, Any], container_cfg: dict[str, Any],
                       layer: LayerRecord | None, created_by: str, *, empty: bool, opts: BuildOptions,
                       cache_parent: str | None = None) -> str:
+        """Write the step's image as dockerd's ``NewChildImage``: the parent's history plus this step's (with
+        the MAINTAINER as author), ``config.Image`` the parent, ``container`` the step's container (not with
+        ``SOURCE_DATE_EPOCH``: a random ID would make the image irreproducible)."""
         eng = self.engine
         parent_id = stage.image_id
-        layers: list[LayerRecord] = []
+        layers = self._layers_of(parent_id)
         parent_cfg: dict[str, Any] = {}
         if parent_id is not None:
-            prec = eng.db.get_image(parent_id, with_layers=True)
+            prec = eng.db.get_image(parent_id)
             if prec is None:
                 raise ImageNotFound(parent_id)
             parent_cfg = eng.images.config_of(prec).data
-            for _, _, dg in prec.layers:
-                lr = eng.db.get_layer(dg)
-                if lr is None:
-                    raise ImageNotFound(parent_id, f"layer {dg} of image {parent_id} is missing")
-                layers.append(lr)
         if layer is not None:
             layers.append(layer)
+        container = "" if opts.buildargs.get("SOURCE_DATE_EPOCH") else stage.container
+        stage.container = ""
         now = self._created(opts)
         hist = list(parent_cfg.get("history") or [])
-        h: dict[str, Any] = {"created": now, "created_by": created_by}
+        h: dict[str, Any] = {"created": now}
+        if stage.maintainer:
+            h["author"] = stage.maintainer
+        h["created_by"] = created_by
         if empty:
             h["empty_layer"] = True
         hist.append(h)
+        written = dict(cfg)
+        written["Image"] = parent_id or ""
+        cc = dict(container_cfg)
+        cc["Image"] = parent_id or ""
+        if container:
+            cc["Hostname"] = container[:12]
+        if created_by.startswith("/bin/sh -c #(nop) ") and not created_by.startswith("/bin/sh -c #(nop)  "):
+            cc["Cmd"] = ["/bin/sh", "-c", created_by[len("/bin/sh -c "):]]  # COPY/ADD/WORKDIR: the history's words
         plat = host_platform()
         top: dict[str, Any] = {
             "architecture": parent_cfg.get("architecture") or plat.architecture,
-            "config": container_config(cfg), "container_config": container_config(container_cfg),
+            "config": container_config(written), "container_config": container_config(cc),
             "created": now, "docker_version": eng.images.engine_version, "history": hist,
             "os": parent_cfg.get("os") or "linux",
             "rootfs": {"type": "layers", "diff_ids": [lay.diff_id for lay in layers]},
         }
+        if parent_cfg.get("variant"):
+            top["variant"] = parent_cfg["variant"]
+        if stage.maintainer:
+            top["author"] = stage.maintainer
+        if container:
+            top["container"] = container
         raw = go_dumps(dict(sorted(top.items())))
         image_id, _ = await eng.images.commit_image(raw, layers, parent=parent_id or "")
         key_parent = (cache_parent if cache_parent is not None else
@@ -505,37 +744,56 @@ class BuildService:
         eng = self.engine
         if stage.image_id is None:
             raise InvalidArgument("no image to RUN in: FROM scratch has no shell")
+        for f in n.flags:
+            name = f.lstrip("-").split("=", 1)[0]
+            raise InvalidArgument(f"the --{name} option requires BuildKit. Refer to "
+                                  "https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit "
+                                  "enabled")
         if n.attributes.get("json"):
             args = [a.value for a in n.args]
-            shown = _go_q(args)
         else:
             script = n.args[0].value if n.args else ""
             if n.heredocs:
                 script = n.heredocs[0].content
             args = list(stage.shell) + [script]
-            shown = " ".join(args)
-        argenv = []
-        for k, v in stage.args.items():
-            val = opts.buildargs.get(k, v) if k in opts.buildargs else v
-            if val is not None:
+        shown = " ".join(args)
+        # the declared build args the config's Env does not set (FilterAllowed): in the container's Env, and
+        # (sorted; proxy args only when declared) in the history as "|N k=v … cmd" (prependEnvOnCmd)
+        env_keys = {e.partition("=")[0] for e in stage.config.get("Env") or []}
+        argenv: list[str] = []
+        for k in dict.fromkeys([*stage.args, *(p for p in PROXY_ARGS if opts.buildargs.get(p) is not None)]):
+            val = self._arg_value(stage, opts, k)
+            if val is not None and k not in env_keys:
                 argenv.append(f"{k}={val}")
                 if k in opts.buildargs:
                     used_args.add(k)
-        created_by = (f"|{len(argenv)} {' '.join(argenv)} {shown}" if argenv else shown)
+        shown_args = sorted(a for a in argenv if a.partition("=")[0] in stage.args)
+        created_by = (f"|{len(shown_args)} {' '.join(shown_args)} {shown}" if shown_args else shown)
         cache_parent = stage.image_id + "|" + json.dumps(stage.config, sort_keys=True)
-        if not opts.nocache:
-            hit = self._cache_get(cache_parent, created_by)
-            if hit is not None:
-                stage.image_id = hit
-                yield StreamText(" ---> Using cache\n")
-                yield StreamText(f" ---> {short_id(hit)}\n")
-                return
-        body = {"Image": stage.image_id, "Cmd": args, "Entrypoint": None,
+        if await self._probe(stage, cache_parent, created_by, stage.config, opts) is not None:
+            yield StreamText(" ---> Using cache\n")
+            return
+        # VOLUMEs: an anonymous volume each, as dockerd gives the step's container — it starts with the image's
+        # files there, and what RUN writes into it is not part of the layer
+        volumes = sorted((stage.config.get("Volumes") or {}).keys())
+        vol_root = eng.root / "tmp" / f"build-vol-{os.urandom(8).hex()}" if volumes else None
+        binds: list[str] = []
+        if vol_root is not None:
+            binds = await self._volumes(stage.image_id, volumes, vol_root)
+        # the command as the whole entrypoint: the image's ENTRYPOINT does not wrap a RUN (dockerd overrides it)
+        body = {"Image": stage.image_id, "Entrypoint": args, "Cmd": None,
                 "Env": list(stage.config.get("Env") or []) + argenv, "User": stage.config.get("User", ""),
                 "WorkingDir": stage.config.get("WorkingDir", ""),
                 "HostConfig": {"NetworkMode": opts.networkmode or "default", "ExtraHosts": opts.extrahosts,
-                               "Memory": opts.memory, "CpuShares": opts.cpushares, "ShmSize": opts.shmsize}}
-        cid, _ = await eng.containers.create(body)
+                               "Memory": opts.memory, "CpuShares": opts.cpushares, "ShmSize": opts.shmsize,
+                               "Binds": binds}}
+        try:
+            cid, _ = await eng.containers.create(body)
+        except BaseException:
+            if vol_root is not None:
+                shutil.rmtree(vol_root, ignore_errors=True)
+            raise
+        stage.container = cid
         yield StreamText(f" ---> Running in {cid[:12]}\n")
         removed = False
         try:
@@ -583,25 +841,57 @@ class BuildService:
                     removed = True
                 except DockwrightError:
                     pass
+            if removed and vol_root is not None:
+                shutil.rmtree(vol_root, ignore_errors=True)
         if removed:
             yield StreamText(f"Removing intermediate container {cid[:12]}\n")
-        yield StreamText(f" ---> {short_id(image_id)}\n")
+
+    async def _volumes(self, image_id: str, volumes: list[str], vol_root: Path) -> list[str]:
+        """Directories for a RUN's anonymous volumes, filled with what the image has at each path (dockerd copies
+        it into a new volume), as ``Binds``."""
+        view_key, view_dir = await self._mount_image(image_id)
+        try:
+            def fill() -> list[str]:
+                binds = []
+                for i, vol in enumerate(volumes):
+                    d = vol_root / str(i)
+                    real = srchash.follow_in_scope(view_dir, vol)
+                    src = view_dir / real if real != "." else view_dir
+                    if src.is_dir() and not src.is_symlink():
+                        shutil.copytree(src, d, symlinks=True)
+                    else:
+                        d.mkdir(parents=True)
+                    binds.append(f"{d}:{vol}")
+                return binds
+
+            return await asyncio.to_thread(fill)
+        finally:
+            await self._unmount_image(view_key, view_dir)
 
     # ---- COPY / ADD -------------------------------------------------------------------------------------------
     async def _copy_step(self, stage: _Stage, n: Any, lex: Any, opts: BuildOptions, root: Path, ignore: Any,
                          built: dict[str, str | None]) -> AsyncIterator[ProgressEvent]:
-        from ..build.context import context_checksum, resolve_sources
+        """COPY/ADD (``performCopy``): the sources are context files (or an image's files with ``--from``),
+        heredocs and, for ADD, URLs; the history names them by dockerd's checksums
+        (``COPY [--chown=u:g]<file:…|dir:…|multi:…> in <dest> ``), which is also the cache key."""
+        from ..build.context import resolve_sources
+        from ..build.copy import is_archive
         eng = self.engine
-        cmd = n.value.upper()
+        instr = n.value.upper()
         flags = dict(f.lstrip("-").split("=", 1) if "=" in f else (f.lstrip("-"), "") for f in n.flags)
         env = dfile._Env(self._env(stage, opts))  # noqa: SLF001
-        words = [lex.process_word(a.value, env) for a in n.args]
-        if n.heredocs:
-            raise NotSupported(f"{cmd} with a heredoc is not supported by this builder yet")
+        raw = [a.value for a in n.args]
+        is_doc = [bool(n.heredocs) and dfile._parse_heredoc(r) is not None for r in raw]  # noqa: SLF001
+        words = [r if doc else lex.process_word(r, env) for r, doc in zip(raw, is_doc)]
+        if flags.get("chown"):
+            flags["chown"] = lex.process_word(flags["chown"], env)
         if len(words) < 2:
-            raise InvalidArgument(f"{cmd} requires at least two arguments, but only one was provided. "
-                                  f"Destination could not be determined.")
-        srcs, dest = words[:-1], words[-1]
+            raise InvalidArgument(f"{instr} requires at least two arguments, but only one was provided. "
+                                  f"Destination could not be determined")
+        if is_doc[-1]:
+            raise InvalidArgument(f"{instr} cannot accept a heredoc as a destination")
+        srcs, dest_word = words[:-1], words[-1]
+        dest = dest_word
         workdir = stage.config.get("WorkingDir") or "/"
         if not dest.startswith("/"):
             dest = os.path.join(workdir, dest) + ("/" if dest.endswith("/") or dest == "." else "")
@@ -617,30 +907,57 @@ class BuildService:
             view_key, view_dir = await self._mount_image(other)
             src_root = view_dir
             src_ignore = None
+        extra = eng.root / "tmp" / f"build-src-{os.urandom(8).hex()}"  # heredocs and downloads
         try:
             files: list[Path] = []
-            for s in srcs:
-                if cmd == "ADD" and (s.startswith("http://") or s.startswith("https://")):
-                    raise NotSupported("ADD of a URL is not supported by this builder yet")
-                files.extend(resolve_sources(src_root, s, src_ignore) if src_ignore is not None else
-                             resolve_sources(src_root, s, _NoIgnore()))
-            kind = "dir" if any(p.is_dir() for p in files) or len(files) > 1 else "file"
-            checksum = await asyncio.to_thread(context_checksum, src_root,
-                                               [str(p.relative_to(src_root)) for p in files],
-                                               opts.context_digests if src_root is root else None)
-            created_by = f"/bin/sh -c #(nop) {cmd} {kind}:{checksum.split(':')[-1]} in {dest} "
-            if flags.get("chown"):
-                created_by += f"--chown={flags['chown']} "
-            if flags.get("chmod"):
-                created_by += f"--chmod={flags['chmod']} "
+            ids: list[str] = []
+            local = False
+            downloaded: list[RemoteFile] = []
+            docs = iter(n.heredocs)
+            for s, doc in zip(srcs, is_doc):
+                if doc:
+                    path = await asyncio.to_thread(_write_heredoc, extra / str(len(files)), next(docs), env)
+                    files.append(path)
+                    ids.append(await asyncio.to_thread(srchash.source_hash, path.parent, path.name, lazy=True))
+                elif instr == "ADD" and is_url(s):
+                    got: list[RemoteFile] = []
+                    async for ev in run_with_events(lambda emit, u=s: self._download(u, extra, emit, got)):
+                        yield ev
+                    yield StreamText("\n")
+                    if not got[0].name and dest_word.endswith("/"):
+                        raise InvalidArgument(f"ADD failed: cannot determine filename for source {s}")
+                    files.append(got[0].path)
+                    ids.append(got[0].hash)
+                    downloaded.append(got[0])
+                else:
+                    try:
+                        found = resolve_sources(src_root, s, src_ignore if src_ignore is not None else _NoIgnore())
+                    except InvalidArgument as exc:
+                        raise InvalidArgument(str(exc).replace("COPY failed:", f"{instr} failed:", 1)) from None
+                    local = True
+                    files.extend(found)
+                    known = opts.context_tarsums if view_dir is None else None
+                    ids.extend(await asyncio.to_thread(
+                        lambda found=found: [srchash.source_hash(src_root, p, lazy=view_dir is not None, known=known)
+                                             for p in found]))
+            if not files:
+                raise InvalidArgument(f"{instr} failed: no source files were specified")
+            src_hash = srchash.combine(ids)
+            kind, _, hexpart = src_hash.rpartition(":")
+            checksum = "sha256:" + hexpart
+            chmod = f"--chmod={flags['chmod']} " if flags.get("chmod") else ""
+            chown = f"--chown={flags['chown']}" if flags.get("chown") else ""  # no space before the hash: dockerd's
+            created_by = f"/bin/sh -c #(nop) {instr} {chmod}{chown}{src_hash} in {dest_word} "
+            # what ADD unpacks: local archives only, never a download or a heredoc
+            cmd = "ADD" if instr == "ADD" and local else "COPY"
+            if cmd == "ADD" and downloaded and any(await asyncio.to_thread(
+                    lambda: [is_archive(r.path) for r in downloaded])):
+                raise NotSupported("ADD of a URL that is an archive together with local sources is not supported "
+                                   "by this builder: use two ADD instructions")
             cache_parent = (stage.image_id or "") + "|" + json.dumps(stage.config, sort_keys=True)
-            if not opts.nocache:
-                hit = self._cache_get(cache_parent, created_by)
-                if hit is not None:
-                    stage.image_id = hit
-                    yield StreamText(" ---> Using cache\n")
-                    yield StreamText(f" ---> {short_id(hit)}\n")
-                    return
+            if await self._probe(stage, cache_parent, created_by, stage.config, opts) is not None:
+                yield StreamText(" ---> Using cache\n")
+                return
             key = f"extract-copy-{os.urandom(8).hex()}"  # "extract-": removed at start-up if left by a crash
             parent_chain = await self._chain(stage.image_id)
             await asyncio.to_thread(eng.snapshotter.prepare, key, parent_chain)
@@ -684,7 +1001,17 @@ class BuildService:
         finally:
             if view_key is not None:
                 await self._unmount_image(view_key, view_dir)
-        yield StreamText(f" ---> {short_id(image_id)}\n")
+            shutil.rmtree(extra, ignore_errors=True)
+
+    async def _download(self, url: str, tmp: Path, emit: Any, out: list[RemoteFile]) -> None:
+        """ADD of a URL: the download, its progress as dockerd's ``Downloading`` bar."""
+        def progress(current: int, total: int | None) -> None:
+            emit(Progress("Downloading", None, current, total))
+
+        try:
+            out.append(await download(url, tmp, progress))
+        except DockwrightError as exc:
+            raise type(exc)(f"ADD failed: {exc}") from exc
 
     async def _chain(self, image_id: str | None) -> str | None:
         if image_id is None:
@@ -729,6 +1056,48 @@ class _NoIgnore:
 
 def _go_list(items: list[str]) -> str:
     return "[" + " ".join(items) + "]"
+
+
+def _write_heredoc(directory: Path, doc: Any, env: Any) -> Path:
+    """A COPY/ADD heredoc as the file BuildKit makes of it: named by its delimiter, mode 0664, tabs stripped
+    for ``<<-``, variables expanded (quotes kept) unless the delimiter was quoted."""
+    content = doc.content
+    if doc.chomp:
+        content = re.sub(r"(?m)^\t+", "", content)
+    if doc.expand:
+        lex = dfile._Lex("\\")  # noqa: SLF001
+        lex.skip_process_quotes = True
+        content = lex.process_word(content, env)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / doc.name
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    os.chmod(path, 0o664)
+    return path
+
+
+def _make_workdir(rootfs: Path, workdir: str) -> None:
+    """``SetupWorkingDirectory``: make ``workdir`` (symlinks resolved inside the rootfs) and its missing parents,
+    0755 and owned by root; an existing non-directory fails as dockerd fails."""
+    real = srchash.follow_in_scope(rootfs, workdir)
+    if real == ".":
+        return
+    path = rootfs / real
+    if os.path.isdir(path):
+        return
+    if os.path.lexists(path):
+        raise InvalidArgument(f"Cannot mkdir: {workdir} is not a directory")
+    missing = []
+    p = path
+    while not os.path.lexists(p) and p != rootfs:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o755)
+        except NotADirectoryError:
+            raise InvalidArgument(f"Cannot mkdir: {workdir} is not a directory") from None
+        os.chmod(d, 0o755)
+        os.lchown(d, 0, 0)
 
 
 def _resolve_chown(spec: str, rootfs: Path) -> tuple[int, int]:
