@@ -30,6 +30,16 @@ def find_docker_cli() -> str | None:
 
 DOCKER = find_docker_cli()
 
+SLOW_TIMEOUT = 1200  # seconds: the default (pyproject's `timeout`) is for ordinary tests
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.slow`` tests (e.g. the 1 GiB save/load) get a longer pytest-timeout limit, unless they set
+    their own ``@pytest.mark.timeout``."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+
 
 class Daemon:
     """A dockwright daemon process on its own socket and data root."""

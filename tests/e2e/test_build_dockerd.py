@@ -285,8 +285,13 @@ def test_copy_checksums_of_links_like_dockerd(shared_daemon: Daemon, dockerd: Do
     assert [h.get("created_by") for h in c1["history"]] == [h.get("created_by") for h in c2["history"]]
 
 
-@pytest.mark.xfail(strict=True, reason="build/copy.py: COPY keeps a setuid bit dockerd's chown clears, and a "
-                                       "wildcard-matched symlink is copied under its target's name")
+# mount points dockerd's init layer adds to every container's filesystem when the image lacks them
+INIT_MOUNT_POINTS = {"dev", "etc", "proc", "sys", "etc/hostname", "etc/hosts", "etc/resolv.conf"}
+
+
 def test_copy_files_of_links_like_dockerd(shared_daemon: Daemon, dockerd: Dockerd,
                                           edges: tuple[list[str], list[str]]) -> None:
-    assert _listing(shared_daemon.docker, "cmp/edges:1") == _listing(dockerd.docker, "cmp/edges:1")
+    ours = _listing(shared_daemon.docker, "cmp/edges:1")
+    names = {e[0] for e in ours}
+    theirs = [e for e in _listing(dockerd.docker, "cmp/edges:1") if e[0] in names or e[0] not in INIT_MOUNT_POINTS]
+    assert ours == theirs

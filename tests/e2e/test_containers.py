@@ -10,6 +10,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import docker.errors
 import pytest
@@ -153,6 +154,107 @@ def test_docker_py_containers(shared_daemon: Daemon) -> None:
     assert info["Containers"] == len(api.containers(all=True))
     df = api.df()
     assert isinstance(df["Containers"], list)
+
+
+def test_short_lived_runs_never_hang_and_always_die(shared_daemon: Daemon) -> None:
+    """Regression: docker-py's ``containers.run(..., remove=True)`` (create, start, ``logs(follow)``, ``wait``,
+    ``DELETE``, then read the logs) hung when the DELETE came while the daemon was still handling the exit: the
+    removal cancelled the exit handling after the state said "exited" but before the exit event was set, so the
+    log follow never ended (and no ``die`` event was sent). Short-lived containers, with and without output,
+    from docker-py and ``docker run --rm`` at once, for a few seconds."""
+    import threading
+
+    d = shared_daemon
+    image = "stress/bb:1"
+    _bb(d, image)
+    since = time.time() - 1
+    runs = [(["echo", "hi"], b"hi\n"), (["true"], b""), (["sh", "-c", "echo out; echo err >&2"], b"out\n"),
+            (["sh", "-c", "exit 0"], b"")]
+    deadline = time.monotonic() + 4.0
+    errors: list[str] = []
+    done = {"py": 0, "cli": 0}
+
+    def py_worker(k: int) -> None:
+        c = d.client()
+        i = k
+        while time.monotonic() < deadline:
+            cmd, expected = runs[i % len(runs)]
+            i += 1
+            try:
+                out = c.containers.run(image, cmd, remove=True)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"docker-py run {cmd}: {exc!r}")
+                return
+            if out != expected:
+                errors.append(f"docker-py run {cmd}: {out!r} != {expected!r}")
+            done["py"] += 1
+
+    def cli_worker() -> None:
+        while time.monotonic() < deadline:
+            p = d.docker("run", "--rm", image, "sh", "-c", "echo cli", check=False, timeout=30)
+            if p.returncode != 0 or p.stdout != b"cli\n":
+                errors.append(f"docker run --rm: {p.returncode} {p.stdout!r} {p.stderr!r}")
+            done["cli"] += 1
+
+    workers = [threading.Thread(target=py_worker, args=(k,), daemon=True) for k in range(3)]
+    workers.append(threading.Thread(target=cli_worker, daemon=True))
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(max(0.0, deadline - time.monotonic()) + 30)  # a run takes well under a second
+    assert not any(t.is_alive() for t in workers), f"a run hung (log follow or wait never ended); done: {done}"
+    assert not errors, errors
+    assert done["py"] >= 3 and done["cli"] >= 1, done
+    events = d.client().events(since=since, until=time.time(), decode=True,
+                               filters={"type": "container", "image": image})
+    actions: dict[str, list[str]] = {}
+    for e in events:
+        actions.setdefault(e["id"], []).append(e["Action"])
+    assert len(actions) == done["py"] + done["cli"]
+    wrong = {cid[:12]: acts for cid, acts in actions.items() if acts[-2:] != ["die", "destroy"]}
+    assert not wrong, f"containers not ending with die, destroy: {wrong}"
+    assert d.out("ps", "-aq", "--filter", f"ancestor={image}") == ""
+
+
+def test_waits_and_log_follows_end_with_the_container(shared_daemon: Daemon) -> None:
+    """dockerd's semantics: ``wait?condition=removed`` of an AutoRemove container gives its exit code,
+    ``next-exit`` and ``logs --follow`` end when the container is removed; bad waits are HTTP errors."""
+    d = shared_daemon
+    _bb(d)
+    c = d.client()
+    api = c.api
+    # AutoRemove: `wait?condition=removed` registered before start returns the exit code once it is gone
+    cont = api.create_container("bb:1", ["sh", "-c", "exit 4"], host_config=api.create_host_config(auto_remove=True))
+    cid = cont["Id"]
+    import threading
+
+    def wait_while(ref: object, condition: str, action: Any) -> dict[str, object]:
+        result: dict[str, object] = {}
+        waiter = threading.Thread(target=lambda: result.update(api.wait(ref, condition=condition)), daemon=True)
+        waiter.start()
+        time.sleep(0.2)
+        action(ref)
+        waiter.join(30)
+        return result
+
+    result = wait_while(cid, "removed", api.start)
+    assert result.get("StatusCode") == 4, result
+    with pytest.raises(docker.errors.NotFound):
+        api.inspect_container(cid)
+    # next-exit on a created container ends when it is removed (as dockerd's waiters do)
+    result = wait_while(api.create_container("bb:1", ["true"]), "next-exit", api.remove_container)
+    assert result.get("StatusCode") == 0, result
+    # a log follower of a running container ends when it is force-removed
+    cont = api.create_container("bb:1", ["sh", "-c", "echo up; while true; do sleep 0.1; done"])
+    api.start(cont)
+    stream = api.logs(cont, stream=True, follow=True)
+    assert next(stream) == b"up\n"
+    api.remove_container(cont, force=True)
+    assert list(stream) == []
+    status, _ = d.api_json("POST", "/containers/nonexistent/wait")
+    assert status == 404
+    status, _ = d.api_json("POST", f"/containers/{cont['Id']}/wait?condition=bogus")
+    assert status == 400
 
 
 def test_fixture_whiteouts_in_a_container(shared_daemon: Daemon) -> None:

@@ -66,8 +66,7 @@ async def build(request: web.Request) -> web.StreamResponse:
             ctx = await fetch_remote(opts.remote, work / "ctx", dockerfile_name=opts.dockerfile)
         else:
             ctx = await extract_context(_body(request), work / "ctx", dockerfile_name=opts.dockerfile)
-        opts.context_digests = ctx.digests
-        opts.context_tarsums = getattr(ctx, "tarsums", None) or {}  # when the extractor provides them
+        opts.context_tarsums = ctx.tarsums  # hashed while extracting (empty: computed when needed)
         events = await eng.build.build(ctx.root, ctx.dockerfile, opts, ctx.ignore)  # syntax errors: HTTP 400
         stream = JSONStream(request)
         try:

@@ -215,13 +215,17 @@ async def delete_container(request: web.Request) -> web.Response:
 
 async def wait_container(request: web.Request) -> web.StreamResponse:
     eng = _engine(request)
-    cid = request.match_info["id"]
-    cond = request.query.get("condition", "not-running")
-    eng.containers.get(cid) if cond != "removed" else None
+    # registered before the headers go out (as dockerd): a client that starts the container once it has them
+    # cannot have the exit happen before the wait; a missing container or a bad condition is an HTTP error
+    waiting = eng.containers.wait(request.match_info["id"], request.query.get("condition", "not-running"))
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-    await resp.prepare(request)  # the client learns at once that the wait is registered
     try:
-        result = await eng.containers.wait(cid, cond)
+        await resp.prepare(request)  # the client learns at once that the wait is registered
+    except BaseException:
+        waiting.close()
+        raise
+    try:
+        result = await waiting
     except Exception as exc:  # noqa: BLE001
         result = {"StatusCode": -1, "Error": {"Message": str(exc)}}
     await resp.write((json.dumps(result) + "\n").encode())
@@ -244,13 +248,15 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     tail_raw = request.query.get("tail", "all")
     tail = None if tail_raw in ("", "all") else int(tail_raw) if tail_raw.lstrip("-").isdigit() else None
     tty = bool(c.config.get("Tty"))
+    # before the headers go out: the log is opened and a follow is tied to this run's exit (see logs())
+    lines = eng.containers.logs(
+        c.id, stdout=stdout, stderr=stderr, since=_since(request.query.get("since", "")),
+        until=_since(request.query.get("until", "")), tail=tail,
+        timestamps=params.bool_value(request, "timestamps"), follow=params.bool_value(request, "follow"))
     resp = web.StreamResponse(status=200, headers={
         "Content-Type": "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"})
     await resp.prepare(request)
-    async for stream, line in eng.containers.logs(
-            c.id, stdout=stdout, stderr=stderr, since=_since(request.query.get("since", "")),
-            until=_since(request.query.get("until", "")), tail=tail,
-            timestamps=params.bool_value(request, "timestamps"), follow=params.bool_value(request, "follow")):
+    async for stream, line in lines:
         await resp.write(line if tty else frame(stream, line))
     await resp.write_eof()
     return resp

@@ -8,8 +8,7 @@ COPY/ADD source resolution and the content checksum used in the build cache key.
   and removes what ``.dockerignore`` excludes (see :func:`extract_context`);
 * :func:`fetch_remote` does the same for the ``remote`` parameter of ``POST /build`` (tarball URL,
   plain-text Dockerfile URL, git repository);
-* :func:`resolve_sources` resolves one COPY/ADD source the way dockerd's ``copier.calcCopyInfo`` does;
-* :func:`context_checksum` hashes what a COPY would copy.
+* :func:`resolve_sources` resolves one COPY/ADD source the way dockerd's ``copier.calcCopyInfo`` does.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import bz2
 import gzip
-import hashlib
 import io
 import lzma
 import os
@@ -46,8 +44,8 @@ __all__ = [
     "ContextInfo",
     "extract_context",
     "fetch_remote",
-    "context_checksum",
     "resolve_sources",
+    "resolve_sources_named",
     "contains_wildcards",
     "go_path_match",
     "is_git_url",
@@ -635,13 +633,8 @@ def _extract_member(
         if m.isdir():
             return
         raise _refuse(m.name, "is not a valid name")
-    if m.issym():
-        target = m.linkname
-        if not target.startswith("/"):
-            resolved = _go_clean(posixpath.join(posixpath.dirname(rel), target))
-            if resolved == ".." or resolved.startswith("../"):
-                raise _refuse(m.name, f"is a symlink to {target!r} outside of the build context")
-    elif m.islnk():
+    if m.islnk():  # symlinks may point anywhere: dockerd keeps them; they are resolved inside the context
+
         target_rel = _entry_name(m.linkname)
         if target_rel == "":
             raise _refuse(m.name, f"is a hard link to {m.linkname!r}")
@@ -694,12 +687,12 @@ def _extract_member(
     # character and block devices, fifos: not part of a build context
 
 
-_Extracted = tuple[list[tuple[str, int, float]], dict[str, tuple[int, str]]]
+_Extracted = tuple[list[tuple[str, int, float]], dict[str, str]]
 
 
 def _extract_sync(reader: _ChunkReader, dest: Path) -> _Extracted:
     """Extract into ``dest``; the directories (path, mode, mtime) and, when GNU tar did the writing, the
-    regular files' ``path → (size, sha256 hex)``."""
+    entries' tarsums (``path → hex``, see :class:`~dockwright.build.extract.ContextScanner`)."""
     dirs: list[tuple[str, int, float]] = []
     head = reader.peek_head(8)
     if not head:
@@ -712,7 +705,7 @@ def _extract_sync(reader: _ChunkReader, dest: Path) -> _Extracted:
         read = reader.read_chunk if kind is Compression.NONE else stream.read
         scan = extract_with_tar(tar, read, dest_s)
         return ([(dest_s + "/" + rel, mode, mtime) for rel, mode, mtime in scan.dirs],
-                {dest_s + "/" + rel: v for rel, v in scan.digests.items()})
+                {dest_s + "/" + rel: v for rel, v in scan.tarsums.items()})
     real_dest = os.path.realpath(dest_s)
     try:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tf:  # type: ignore[call-overload]
@@ -803,8 +796,8 @@ class ContextInfo:
     dockerfile: bytes
     dockerfile_path: str
     ignore: DockerIgnore = field(default_factory=lambda: DockerIgnore([]))
-    #: full path → (size, sha256 hex) of the regular files, hashed while the context streamed in
-    digests: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: full path → tarsum (hex) of the context's entries, hashed while the context streamed in
+    tarsums: dict[str, str] = field(default_factory=dict)
 
 
 def _read_scoped(root: Path, rel: str) -> bytes | None:
@@ -899,9 +892,9 @@ async def extract_context(
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    dirs, digests = await _stream_extract(chunks, dest)
+    dirs, tarsums = await _stream_extract(chunks, dest)
     info = await asyncio.to_thread(_finish_context, dest, dockerfile_name, dirs)
-    info.digests = digests
+    info.tarsums = tarsums
     return info
 
 
@@ -1179,13 +1172,19 @@ def _copy_info(root: Path, rel: str, ignore: DockerIgnore) -> Path:
 def resolve_sources(root: Path, pattern: str, ignore: DockerIgnore) -> list[Path]:
     """The paths a COPY/ADD source ``pattern`` names in the context at ``root`` (dockerd's
     ``calcCopyInfo``): symlinks are resolved inside the context, so the paths returned are the real
-    entries (files or directories) under ``root``.
+    entries (files or directories) under ``root``.  :func:`resolve_sources_named` also gives the names.
 
     Wildcards (``*``, ``?``, ``[…]``, Go's ``filepath.Match``) are matched against every entry of the
     context; a pattern that matches nothing gives ``[]`` (the caller reports dockerd's
     "COPY failed: no source files were specified" when all sources are empty).  Files excluded by
     ``ignore`` are invisible.
     """
+    return [p for p, _ in resolve_sources_named(root, pattern, ignore)]
+
+
+def resolve_sources_named(root: Path, pattern: str, ignore: DockerIgnore) -> list[tuple[Path, str]]:
+    """:func:`resolve_sources` with each entry's name as the source names it — a symlink's own name, which
+    dockerd gives the copy of what the symlink points to."""
     root = Path(root)
     orig = pattern
     if orig.startswith("/"):
@@ -1193,70 +1192,15 @@ def resolve_sources(root: Path, pattern: str, ignore: DockerIgnore) -> list[Path
     if orig.startswith("./"):
         orig = orig[2:]
     if contains_wildcards(orig):
-        out: list[Path] = []
+        out: list[tuple[Path, str]] = []
         for rel, is_dir in _walk_rel(root):
             if not go_path_match(orig, rel):
                 continue
             if not is_dir and ignore.matches(rel):
                 continue
-            out.append(_copy_info(root, rel, ignore))
+            out.append((_copy_info(root, rel, ignore), posixpath.basename(rel)))
         return out
-    return [_copy_info(root, orig if orig else ".", ignore)]
-
-
-# ==================================================================================================
-# checksum
-
-
-def _hash_entry(h: Any, path: str, rel: str, follow: bool, digests: dict[str, tuple[int, str]]) -> None:
-    def rec(*fields: str) -> None:
-        h.update("\0".join(fields).encode("utf-8", "surrogateescape") + b"\n")
-
-    try:
-        st = os.stat(path) if follow else os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        rec("missing", rel)
-        return
-    perm = f"{stat.S_IMODE(st.st_mode):o}"
-    if stat.S_ISLNK(st.st_mode):
-        rec("symlink", rel, perm, os.readlink(path))
-    elif stat.S_ISDIR(st.st_mode):
-        rec("dir", rel, perm)
-        for name in sorted(os.listdir(path)):
-            _hash_entry(h, os.path.join(path, name), f"{rel}/{name}" if rel != "." else name, False, digests)
-    elif stat.S_ISREG(st.st_mode):
-        known = digests.get(path)
-        if known is not None and known[0] == st.st_size:
-            hexd = known[1]
-        else:
-            fh = hashlib.sha256()
-            with open(path, "rb") as f:
-                while buf := f.read(1 << 20):
-                    fh.update(buf)
-            hexd = fh.hexdigest()
-        rec("file", rel, perm, str(st.st_size), hexd)
-    else:
-        rec("other", rel, perm, str(stat.S_IFMT(st.st_mode)))
-
-
-def context_checksum(root: Path, sources: list[str], digests: dict[str, tuple[int, str]] | None = None) -> str:
-    """``sha256:<hex>`` over the entries the ``sources`` (paths relative to ``root`` or absolute paths
-    under it, e.g. from :func:`resolve_sources`) cover, in order: names relative to ``root``, types,
-    permission bits, file contents and symlink targets (directories recursively, symlinks inside them
-    not followed).  Mtimes, owners and the location of ``root`` do not count.  ``digests`` (full path →
-    (size, sha256 hex), see :attr:`ContextInfo.digests`) saves reading files hashed while extracting."""
-    root = Path(root)
-    h = hashlib.sha256()
-    root_s = str(root)
-    for src in sources:
-        p = Path(src)
-        rel = os.path.relpath(str(p), root_s) if p.is_absolute() else str(p)
-        rel = _go_clean(rel.replace(os.sep, "/"))
-        h.update(b"source\0")
-        try:
-            full = _scoped_resolve(root, rel)  # symlinks are followed inside the context only
-        except ValueError:
-            h.update(b"outside\0" + rel.encode("utf-8", "surrogateescape") + b"\n")
-            continue
-        _hash_entry(h, str(full), rel, False, digests or {})
-    return "sha256:" + h.hexdigest()
+    rel = orig if orig else "."
+    full = _copy_info(root, rel, ignore)
+    name = posixpath.basename(_go_clean(rel))
+    return [(full, name if name not in (".", "", "..") else full.name)]

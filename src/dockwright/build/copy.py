@@ -7,7 +7,8 @@ layer are the builder's).  It follows dockerd 20.10's ``performCopyForInfo``:
   source goes to ``dest`` itself, or into it when ``dest`` ends in ``/`` or is an existing directory;
   several sources need a directory destination;
 * modes and mtimes of files, directories and symlinks are kept; everything copied (and a destination
-  directory that did not exist) is owned by the ``--chown`` user, root otherwise (``fixPermissions``);
+  directory that did not exist) is owned by the ``--chown`` user, root otherwise (``fixPermissions``) — that
+  chown drops a regular file's set-user-ID bit (and set-group-ID with group execute), as in dockerd;
   missing parent directories are made 0755;
 * ``--chmod`` sets the mode of what is copied (BuildKit's flag, accepted by this builder);
 * ADD of a local tar archive (any compression the layer code reads) unpacks it into the destination.
@@ -53,10 +54,20 @@ def _copy_file(src: str, dst: str, st: os.stat_result, mode: int, uid: int, gid:
         os.close(fin)
 
 
+def _chowned_mode(mode: int) -> int:
+    """The mode of a regular file after dockerd's ``fixPermissions`` chowned it: the kernel drops set-user-ID,
+    and set-group-ID when the group may execute (also for root)."""
+    mode &= ~stat.S_ISUID
+    if mode & stat.S_IXGRP:
+        mode &= ~stat.S_ISGID
+    return mode
+
+
 class _Copier:
     def __init__(self, root: Path, uid: int, gid: int, mode: int | None) -> None:
         self.root = root
         self.uid, self.gid, self.mode = uid, gid, mode
+        self._links: dict[tuple[int, int], str] = {}  # multiply-linked source inodes → their first copy
 
     def _finish(self, path: str, st: os.stat_result) -> None:
         """Owner, mode and mtime of a copied directory, symlink or special file."""
@@ -75,8 +86,18 @@ class _Copier:
         m = st.st_mode
         if not fresh:
             _clear(dst, keep_dir=False)
+        if stat.S_ISREG(m) and st.st_nlink > 1:
+            first = self._links.get((st.st_dev, st.st_ino))
+            if first is not None and first != dst:
+                try:  # hard links among what is copied stay hard links, as with dockerd's tar copy
+                    os.link(first, dst)
+                    return
+                except FileNotFoundError:
+                    pass  # the first copy was replaced since
+            self._links[(st.st_dev, st.st_ino)] = dst
         if stat.S_ISREG(m):
-            _copy_file(src, dst, st, self.mode if self.mode is not None else stat.S_IMODE(m), self.uid, self.gid)
+            _copy_file(src, dst, st, self.mode if self.mode is not None else _chowned_mode(stat.S_IMODE(m)),
+                       self.uid, self.gid)
             return
         if stat.S_ISLNK(m):
             os.symlink(os.readlink(src), dst)
@@ -152,16 +173,19 @@ def is_archive(p: Path) -> bool:
 
 
 def copy_sources(files: list[Path], target: Path, dest: str, srcs: list[str], uid: int, gid: int,
-                 chmod: str, decompress: bool) -> None:
+                 chmod: str, decompress: bool, names: list[str] | None = None) -> None:
     """Copy the resolved sources ``files`` to ``dest`` (absolute in the rootfs mounted at ``target``).
 
     ``srcs`` are the sources as written (several need a directory destination); ``decompress`` is ADD's
-    unpacking of local archives.  Blocking: call it from a worker thread.
+    unpacking of local archives; ``names`` the name each file gets in a directory destination (default:
+    its own; a symlink source's own name, see :func:`~dockwright.build.context.resolve_sources_named`).
+    Blocking: call it from a worker thread.
     """
     cp = _Copier(target, uid, gid, int(chmod, 8) if chmod else None)
     dest_is_dir = dest.endswith("/") or len(files) > 1 or len(srcs) > 1
     rel_dest = dest.strip("/")
-    for src in files:
+    for i, src in enumerate(files):
+        name = names[i] if names is not None else src.name
         st = os.lstat(src)
         if stat.S_ISDIR(st.st_mode):
             d, existed = cp.makedirs(rel_dest, own=False)
@@ -177,7 +201,7 @@ def copy_sources(files: list[Path], target: Path, dest: str, srcs: list[str], ui
         full = str(_scoped_resolve(target, rel_dest)) if rel_dest else str(target)
         if dest_is_dir or os.path.isdir(full):
             d, _ = cp.makedirs(rel_dest, own=True)
-            cp.entry(str(src), d + "/" + src.name, st)
+            cp.entry(str(src), d + "/" + name, st)
         else:
             parent = os.path.dirname(rel_dest)
             d, _ = cp.makedirs(parent, own=True) if parent else (str(target), True)

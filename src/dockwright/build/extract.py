@@ -10,8 +10,9 @@ to entries not in the archive, entries written through a symlink that points out
 defence: symlinks with absolute or ``..`` targets are created only at the end (placeholders until then),
 so nothing is ever written through them.
 
-On the way, every regular file's body is hashed (sha256; hashlib releases the GIL), so the COPY cache
-key (:func:`~dockwright.build.context.context_checksum`) does not read the context a second time.  The
+On the way, every entry's tarsum — the hash dockerd's COPY/ADD checksums are made of (see
+:mod:`~dockwright.build.srchash`) — is computed from its header and body (sha256; hashlib releases the GIL), so
+the COPY cache key does not read the context a second time.  The
 directories' modes and mtimes are reported so that they can be restored after ``.dockerignore`` pruned
 files in them.  Files are owned by the daemon's user (``--no-same-owner``), as with the Python extractor.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import posixpath
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import DataCorrupted, InvalidArgument, SystemError_
-from ..layers.tarstream import TarInspector
+from ..layers.tarstream import TarInspector, _BadNumber, _parse_numeric
+from .srchash import context_entry_header
 
 __all__ = ["ContextScanner", "extract_with_tar", "gnu_tar"]
 
@@ -72,24 +73,25 @@ def _octal(field: bytes) -> int:
 
 
 class ContextScanner(TarInspector):
-    """Checks every entry of a build context and hashes the regular files' bodies.
+    """Checks every entry of a build context and computes its tarsum as the entry streams past.
 
-    After :meth:`close`: :attr:`digests` maps ``rel`` → ``(size, sha256 hex)`` of the last regular file
-    (or hard link to one) written at each path, :attr:`dirs` lists ``(rel, mode, mtime)`` of the
+    After :meth:`close`: :attr:`tarsums` maps ``rel`` → the hex tarsum v1 of the last entry at each path
+    (what dockerd's ``remotecontext.FromArchive`` computes: :func:`~dockwright.build.srchash.context_entry_header`
+    of the raw header, then a regular file's bytes), :attr:`dirs` lists ``(rel, mode, mtime)`` of the
     directory entries in archive order.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.digests: dict[str, tuple[int, str]] = {}
+        self.tarsums: dict[str, str] = {}
         self.dirs: list[tuple[str, int, float]] = []
         self._links: dict[str, str] = {}  # symlinks in the archive: rel -> target
         self._seen: set[str] = set()  # non-directory entries so far
-        self._cur: tuple[str, int, Any] | None = None
+        self._cur: tuple[str, Any] | None = None
         #: body slices seen by the last :meth:`feed`, hashed by :meth:`hash_pending` (after the chunk went
         #: to tar, so that tar unpacks while this thread hashes)
         self.pending: list[tuple[Any, memoryview]] = []
-        self._done: list[tuple[str, int, Any]] = []
+        self._done: list[tuple[str, Any]] = []
 
     def _finish_file(self) -> None:
         if self._cur is not None:
@@ -101,8 +103,11 @@ class ContextScanner(TarInspector):
         for h, mv in self.pending:
             h.update(mv)
         self.pending.clear()
-        for rel, size, h in self._done:
-            self.digests[rel] = (size, h.hexdigest())
+        for rel, h in self._done:
+            if h is None:
+                self.tarsums.pop(rel, None)
+            else:
+                self.tarsums[rel] = h.hexdigest()
         self._done.clear()
 
     def close(self) -> Any:
@@ -137,7 +142,20 @@ class ContextScanner(TarInspector):
             raise _refuse(name, "is not a valid name")
         self._check_parents(rel, name)
         pax = self._hdr_pax or {}
+        hdr = self._hdr
+        xattrs = {k[13:].decode("utf-8", "surrogateescape"): v for k, v in pax.items()
+                  if k.startswith(b"SCHILY.xattr.")}
+        ids = []
+        for key, lo, hi in ((b"uid", 108, 116), (b"gid", 116, 124)):
+            try:
+                ids.append(int(pax[key]) if key in pax else _parse_numeric(hdr[lo:hi]))
+            except (ValueError, _BadNumber):
+                ids.append(0)
+        link = linkname_b.decode("utf-8", "surrogateescape")
+        head = context_entry_header(name, _octal(hdr[100:108]), ids[0], ids[1], size, chr(typeflag), link,
+                                    _octal(hdr[329:337]), _octal(hdr[337:345]), xattrs)
         if typeflag == _DIR:
+            self._done.append((rel, hashlib.sha256(head)))  # in entry order with the files' tarsums
             mtime: float = _octal(self._hdr[136:148])
             if b"mtime" in pax:
                 try:
@@ -150,29 +168,27 @@ class ContextScanner(TarInspector):
             return
         self._seen.add(rel)
         self._links.pop(rel, None)
-        self.digests.pop(rel, None)
-        link = linkname_b.decode("utf-8", "surrogateescape")
         if typeflag == _SYMLINK:
-            if not link.startswith("/"):
-                resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), link))
-                if resolved == ".." or resolved.startswith("../"):
-                    raise _refuse(name, f"is a symlink to {link!r} outside of the build context")
+            # a relative target may climb out of the context (dockerd unpacks contexts in a chroot and keeps
+            # it): it is resolved inside the context when used, and nothing is written through it here
             self._links[rel] = link
         elif typeflag == _LINK:
             target = _clean(link)
             self._check_parents(target, name)
             if target == "" or target not in self._seen:
                 raise _refuse(name, f"is a hard link to {link!r}, which is not in the archive")
-            self.hash_pending()  # the target's digest
-            if target in self.digests:
-                self.digests[rel] = self.digests[target]
-        elif typeflag in (_REG, _CONT) and not any(k.startswith(b"GNU.sparse") for k in pax):
-            h = hashlib.sha256()
-            self._cur = (rel, size, h)
+        elif typeflag in (_REG, _CONT):
+            if any(k.startswith(b"GNU.sparse") for k in pax):
+                self._done.append((rel, None))  # not hashed here: computed from the file when needed
+                return
+            h = hashlib.sha256(head)
+            self._cur = (rel, h)
             pending = self.pending
             self._sink = lambda mv: pending.append((h, mv))
             if size == 0:
                 self._finish_file()
+            return
+        self._done.append((rel, hashlib.sha256(head)))
 
 
 def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> ContextScanner:

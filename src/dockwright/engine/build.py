@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,8 +102,6 @@ class BuildOptions:
     memory: int = 0
     cpushares: int = 0
     shmsize: int = 0
-    #: full path → (size, sha256 hex) of context files hashed while the context streamed in
-    context_digests: dict[str, tuple[int, str]] = field(default_factory=dict)
     #: full path → the entry's tarsum (``srchash.context_entry_header`` + bytes) hashed as the context streamed
     #: in: COPY's checksums then read no file again
     context_tarsums: dict[str, str] = field(default_factory=dict)
@@ -830,8 +827,8 @@ class BuildService:
                                                    res_l.diff_size, res_l.tar_size)
             cc = dict(stage.config)
             cc["Cmd"] = args
-            image_id = await self._commit(stage, dict(stage.config), cc, layer, created_by, empty=empty, opts=opts,
-                                          cache_parent=cache_parent)
+            await self._commit(stage, dict(stage.config), cc, layer, created_by, empty=empty, opts=opts,
+                               cache_parent=cache_parent)
             if empty:
                 await eng.images.collect({digest})
         finally:
@@ -874,7 +871,7 @@ class BuildService:
         """COPY/ADD (``performCopy``): the sources are context files (or an image's files with ``--from``),
         heredocs and, for ADD, URLs; the history names them by dockerd's checksums
         (``COPY [--chown=u:g]<file:…|dir:…|multi:…> in <dest> ``), which is also the cache key."""
-        from ..build.context import resolve_sources
+        from ..build.context import resolve_sources_named
         from ..build.copy import is_archive
         eng = self.engine
         instr = n.value.upper()
@@ -910,6 +907,7 @@ class BuildService:
         extra = eng.root / "tmp" / f"build-src-{os.urandom(8).hex()}"  # heredocs and downloads
         try:
             files: list[Path] = []
+            names: list[str] = []  # the name each gets in a directory destination
             ids: list[str] = []
             local = False
             downloaded: list[RemoteFile] = []
@@ -918,6 +916,7 @@ class BuildService:
                 if doc:
                     path = await asyncio.to_thread(_write_heredoc, extra / str(len(files)), next(docs), env)
                     files.append(path)
+                    names.append(path.name)
                     ids.append(await asyncio.to_thread(srchash.source_hash, path.parent, path.name, lazy=True))
                 elif instr == "ADD" and is_url(s):
                     got: list[RemoteFile] = []
@@ -927,15 +926,19 @@ class BuildService:
                     if not got[0].name and dest_word.endswith("/"):
                         raise InvalidArgument(f"ADD failed: cannot determine filename for source {s}")
                     files.append(got[0].path)
+                    names.append(got[0].path.name)
                     ids.append(got[0].hash)
                     downloaded.append(got[0])
                 else:
                     try:
-                        found = resolve_sources(src_root, s, src_ignore if src_ignore is not None else _NoIgnore())
+                        named = resolve_sources_named(src_root, s,
+                                                      src_ignore if src_ignore is not None else _NoIgnore())
+                        found = [p for p, _ in named]
                     except InvalidArgument as exc:
                         raise InvalidArgument(str(exc).replace("COPY failed:", f"{instr} failed:", 1)) from None
                     local = True
                     files.extend(found)
+                    names.extend(nm for _, nm in named)
                     known = opts.context_tarsums if view_dir is None else None
                     ids.extend(await asyncio.to_thread(
                         lambda found=found: [srchash.source_hash(src_root, p, lazy=view_dir is not None, known=known)
@@ -970,7 +973,7 @@ class BuildService:
                 try:
                     uid, gid = _resolve_chown(flags.get("chown", ""), target)
                     await asyncio.to_thread(copy_sources, files, target, dest, srcs, uid, gid,
-                                            flags.get("chmod", ""), cmd == "ADD")
+                                            flags.get("chmod", ""), cmd == "ADD", names)
                 finally:
                     await asyncio.to_thread(unmount, target)
                 writer = eng.content.writer()
@@ -996,8 +999,8 @@ class BuildService:
             layer = LayerRecord(digest, res_l.diff_id, mt.OCI_LAYER, res_l.size, res_l.diff_size, res_l.tar_size)
             cc = dict(stage.config)
             cc["Cmd"] = ["/bin/sh", "-c", f"#(nop) {cmd} {kind}:{checksum.split(':')[-1]} in {dest} "]
-            image_id = await self._commit(stage, dict(stage.config), cc, layer, created_by, empty=False, opts=opts,
-                                          cache_parent=cache_parent)
+            await self._commit(stage, dict(stage.config), cc, layer, created_by, empty=False, opts=opts,
+                               cache_parent=cache_parent)
         finally:
             if view_key is not None:
                 await self._unmount_image(view_key, view_dir)
@@ -1123,69 +1126,3 @@ def _resolve_chown(spec: str, rootfs: Path) -> tuple[int, int]:
     uid = lookup(user, "etc/passwd", None)
     gid = lookup(group, "etc/group", None) if group else uid
     return uid, gid
-
-
-def _copy_into(files: list[Path], src_root: Path, target: Path, dest: str, srcs: list[str], uid: int, gid: int,
-               chmod: str, is_add: bool) -> None:
-    """COPY semantics: a directory source copies its contents; several sources need a directory destination."""
-    dest_is_dir = dest.endswith("/") or len(files) > 1 or len(srcs) > 1
-    rel_dest = dest.lstrip("/")
-    dst_base = target / rel_dest
-    mode = int(chmod, 8) if chmod else None
-
-    def own(p: Path) -> None:
-        os.lchown(p, uid, gid)
-        if mode is not None and not p.is_symlink():
-            os.chmod(p, mode)
-
-    def ensure_dir(d: Path) -> None:
-        if not d.exists():
-            d.mkdir(parents=True, exist_ok=True)
-
-    for src in files:
-        if src.is_dir() and not src.is_symlink():
-            ensure_dir(dst_base)
-            for dirpath, dirnames, filenames in os.walk(src):
-                rel = Path(dirpath).relative_to(src)
-                d = dst_base / rel
-                ensure_dir(d)
-                if rel != Path("."):
-                    own(d)
-                for fn in filenames + [x for x in dirnames if (Path(dirpath) / x).is_symlink()]:
-                    sp = Path(dirpath) / fn
-                    dp = d / fn
-                    _copy_one(sp, dp)
-                    own(dp)
-            continue
-        if is_add and _is_tar(src):
-            ensure_dir(dst_base)
-            with tarfile.open(src) as tf:
-                tf.extractall(dst_base, filter="data")
-            continue
-        if dest_is_dir:
-            ensure_dir(dst_base)
-            dp = dst_base / src.name
-        else:
-            ensure_dir(dst_base.parent)
-            dp = dst_base if not dst_base.is_dir() else dst_base / src.name
-        _copy_one(src, dp)
-        own(dp)
-
-
-def _copy_one(src: Path, dst: Path) -> None:
-    if dst.exists() or dst.is_symlink():
-        if dst.is_dir() and not dst.is_symlink():
-            shutil.rmtree(dst)
-        else:
-            dst.unlink()
-    if src.is_symlink():
-        os.symlink(os.readlink(src), dst)
-    else:
-        shutil.copy2(src, dst)
-
-
-def _is_tar(p: Path) -> bool:
-    try:
-        return tarfile.is_tarfile(p)
-    except OSError:
-        return False

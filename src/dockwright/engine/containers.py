@@ -18,7 +18,7 @@ import signal as _signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import IO, Any, AsyncIterator, Coroutine
 
 from ..build.changes import apply_changes
 from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument
@@ -160,6 +160,8 @@ class ContainersService:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._exit_events: dict[str, asyncio.Event] = {}
         self._removed_events: dict[str, asyncio.Event] = {}
+        self._removing: set[str] = set()  # ids whose removal is in progress (dockerd's RemovalInProgress)
+        self._starting: dict[str, asyncio.Event] = {}  # ids being started: set when the start is over
         self._lock = asyncio.Lock()
         for c in self._load_all():
             self._cache[c.id] = c
@@ -317,50 +319,83 @@ class ContainersService:
             dns_options=list(hc.get("DnsOptions") or []))
 
     async def start(self, ref: str) -> bool:
-        """Start; False when it was already running (HTTP 304)."""
+        """Start; False when it was already running (HTTP 304). A removal waits for a start in progress (as
+        dockerd's container lock); a failed start of an AutoRemove container removes it."""
         c = self.get(ref)
+        failed: Exception | None = None
         async with self._lock:
             if c.running:
                 return False
-            rootfs = await self._mount(c)
-            bundle = self._bundle(c)
-            if bundle.exists():  # a restart: clear what the last run left
-                if c.id not in self._runtime_gone and await self.runc.state(c.id):
-                    await self.runc.delete(c.id, force=True)
-                shutil.rmtree(bundle, ignore_errors=True)
-            self._runtime_gone.discard(c.id)
+            if c.id in self._removing or c.id not in self._cache:
+                raise Conflict("container is marked for removal and cannot be started")
+            starting = self._starting[c.id] = asyncio.Event()
             try:
-                spec = self._spec(c, rootfs)
-                await asyncio.to_thread(build_bundle, spec, bundle)
-                await self.runc.create(c.id, bundle, log_path=self._log_path(c), stdin=spec.open_stdin)
+                await self._start_locked(c)
             except Exception as exc:
-                await self._unmount(c)
-                await self._start_failed(c, exc)
-                raise
-            created = self._created.setdefault(c.id, asyncio.Event())
-            created.set()
-            pending = self._pending_attach.get(c.id)
-            if pending:  # let `docker run`'s attach connect before the process runs
+                failed = exc
+            finally:
+                del self._starting[c.id]
+                starting.set()
+        if failed is not None:
+            if c.host_config.get("AutoRemove") and c.id in self._cache and c.id not in self._removing:
                 try:
-                    await asyncio.wait_for(asyncio.gather(*[p.wait() for p in pending]), 5)
-                except asyncio.TimeoutError:
+                    await self.remove(c.id, force=True)
+                except (ContainerNotFound, Conflict):
                     pass
-            await self.runc.start(c.id)
-            st = await self.runc.state(c.id)
-            c.state.update({"Status": "running", "Running": True, "Paused": False, "Pid": int((st or {}).get("pid", 0)),
-                            "ExitCode": 0, "Error": "", "StartedAt": rfc3339_nano(),
-                            "FinishedAt": "0001-01-01T00:00:00Z"})
-            self._save(c)
-            ev = self._exit_events.get(c.id)
-            if ev is None or ev.is_set():  # keep the event a wait(next-exit) sent before start waits on
-                self._exit_events[c.id] = asyncio.Event()
-            self._watchers[c.id] = asyncio.ensure_future(self._watch(c))
+                except Exception as e:  # noqa: BLE001
+                    log.warning("auto-remove of %s failed: %s", c.id, e)
+            raise failed
         self._event(c, "start")
         return True
 
-    async def _start_failed(self, c: Container, exc: Exception) -> None:
+    async def _start_locked(self, c: Container) -> None:
+        rootfs = await self._mount(c)
+        bundle = self._bundle(c)
+        if bundle.exists():  # a restart: clear what the last run left
+            if c.id not in self._runtime_gone and await self.runc.state(c.id):
+                await self.runc.delete(c.id, force=True)
+            shutil.rmtree(bundle, ignore_errors=True)
+        self._runtime_gone.discard(c.id)
+        try:
+            spec = self._spec(c, rootfs)
+            await asyncio.to_thread(build_bundle, spec, bundle)
+            await self.runc.create(c.id, bundle, log_path=self._log_path(c), stdin=spec.open_stdin)
+        except Exception as exc:
+            await self._unmount(c)
+            self._start_failed(c, exc)
+            raise
+        created = self._created.setdefault(c.id, asyncio.Event())
+        created.set()
+        pending = self._pending_attach.get(c.id)
+        if pending:  # let `docker run`'s attach connect before the process runs
+            try:
+                await asyncio.wait_for(asyncio.gather(*[p.wait() for p in pending]), 5)
+            except asyncio.TimeoutError:
+                pass
+        try:
+            await self.runc.start(c.id)
+        except Exception as exc:
+            try:
+                await self.runc.delete(c.id, force=True)
+            except Exception:  # noqa: BLE001
+                pass
+            self._runtime_gone.add(c.id)
+            await self._unmount(c)
+            self._start_failed(c, exc)
+            raise
+        st = await self.runc.state(c.id)
+        c.state.update({"Status": "running", "Running": True, "Paused": False, "Pid": int((st or {}).get("pid", 0)),
+                        "ExitCode": 0, "Error": "", "StartedAt": rfc3339_nano(),
+                        "FinishedAt": "0001-01-01T00:00:00Z"})
+        self._save(c)
+        ev = self._exit_events.get(c.id)
+        if ev is None or ev.is_set():  # keep the event a wait(next-exit) sent before start waits on
+            self._exit_events[c.id] = asyncio.Event()
+        self._watchers[c.id] = asyncio.ensure_future(self._watch(c))
+
+    def _start_failed(self, c: Container, exc: Exception) -> None:
         """As dockerd: the error is recorded, exit code 127 for a command not found (126 otherwise), waiters and
-        attaches released, and an AutoRemove container removed."""
+        attaches released (start() then removes an AutoRemove container)."""
         msg = str(exc)
         code = 127 if ("not found" in msg or "no such file" in msg.lower()) else 126
         c.state.update({"Running": False, "ExitCode": code, "Error": msg})  # Status stays created (or exited)
@@ -372,11 +407,6 @@ class ContainersService:
         created = self._created.pop(c.id, None)
         if created is not None:
             created.set()  # pending attaches wake up and fail to connect: their streams end
-        if c.host_config.get("AutoRemove"):
-            try:
-                await self.remove(c.id, force=True)
-            except Exception as e:  # noqa: BLE001
-                log.warning("auto-remove of %s failed: %s", c.id, e)
 
     async def _watch(self, c: Container) -> None:
         try:
@@ -389,29 +419,52 @@ class ContainersService:
         await self._exited(c, status)
 
     async def _exited(self, c: Container, status: Any) -> None:
+        """The container's init has exited (its output is all in the log). As dockerd's handleContainerExit:
+        clean up first (runc's state, the rootfs mount), then publish the exit — state, exit event, ``die`` — in
+        one step with no await in between, so that whoever sees the container stopped (``wait``, ``logs``,
+        ``ps``, ``rm``) also finds its exit event set. The publication also happens when this task is cancelled
+        during the clean-up; then an AutoRemove container is removed."""
+        try:
+            try:
+                await self.runc.delete(c.id, force=True)
+                self._runtime_gone.add(c.id)
+            except ContainerNotFound:
+                self._runtime_gone.add(c.id)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("deleting container %s from the runtime: %s", c.id, exc)
+            try:
+                await self._unmount(c)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("unmounting the rootfs of %s: %s", c.id, exc)
+        finally:
+            self._publish_exit(c, status)
+        if c.host_config.get("AutoRemove") and c.id in self._cache and c.id not in self._removing:
+            try:
+                await self.remove(c.id, force=True)
+            except (ContainerNotFound, Conflict):
+                pass  # removed meanwhile, or being removed by a request
+            except Exception as exc:  # noqa: BLE001
+                log.warning("auto-remove of %s failed: %s", c.id, exc)
+
+    def _publish_exit(self, c: Container, status: Any) -> None:
+        """Record a container's exit and wake everyone waiting for it. Synchronous on purpose: nothing can run
+        between the state change and the exit event."""
         code = int(status.exit_code) if status is not None else 255
         c.state.update({"Status": "exited", "Running": False, "Paused": False, "Pid": 0, "ExitCode": code,
                         "OOMKilled": bool(getattr(status, "oom_killed", False)),
                         "FinishedAt": rfc3339_nano()})
         self._finished[c.id] = (time.time(), code)
-        self._save(c)
-        try:
-            await self.runc.delete(c.id, force=True)
-            self._runtime_gone.add(c.id)
-        except Exception:  # noqa: BLE001
-            pass
-        await self._unmount(c)
-        self._watchers.pop(c.id, None)
-        self._event(c, "die", {"exitCode": str(code)})
+        if self._watchers.get(c.id) is asyncio.current_task():
+            del self._watchers[c.id]
+        self._created.pop(c.id, None)
         ev = self._exit_events.get(c.id)
         if ev is not None:
             ev.set()
-        self._created.pop(c.id, None)
-        if c.host_config.get("AutoRemove"):
-            try:
-                await self.remove(c.id, force=True)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("auto-remove of %s failed: %s", c.id, exc)
+        try:
+            self._save(c)
+        except Exception as exc:  # noqa: BLE001 - the exit is known in memory; the next one saves it
+            log.warning("saving the state of %s: %s", c.id, exc)
+        self._event(c, "die", {"exitCode": str(code)})
 
     async def recover(self) -> None:
         """After a daemon restart: find running containers again, or record how they ended."""
@@ -428,37 +481,52 @@ class ContainersService:
             await self._exited(c, status)
 
     # ---- wait / stop / kill / pause ---------------------------------------------------------------------------
-    async def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:
+    def wait(self, ref: str, condition: str = "not-running") -> Coroutine[Any, Any, dict[str, Any]]:
+        """``{"StatusCode": …, "Error": …}`` once ``condition`` holds. The waiter is registered by this call,
+        before the returned awaitable runs (as dockerd registers it before answering the request's headers), so
+        an exit that follows the call is never missed. Errors (no such container, bad condition) raise here."""
         if condition not in ("", "not-running", "next-exit", "removed"):
             raise InvalidArgument(f"invalid condition: {condition!r}")
         try:
             c = self.get(ref)
         except ContainerNotFound:
             gone = self._removed.get(ref)
-            if condition == "removed" and gone and time.time() - gone[0] < 30:
-                return {"StatusCode": gone[1], "Error": None}
+            if condition == "removed" and gone and time.time() - gone[0] < _REMOVED_MEMORY:
+                return _value({"StatusCode": gone[1], "Error": None})
             raise
         recent = self._finished.get(c.id)
         if condition in ("", "not-running") and not c.running:
-            return {"StatusCode": c.state.get("ExitCode", 0), "Error": None}
+            return _value({"StatusCode": c.state.get("ExitCode", 0), "Error": None})
         if condition == "next-exit" and not c.running and recent and time.time() - recent[0] < 2:
-            return {"StatusCode": recent[1], "Error": None}  # exited just before this request arrived
+            return _value({"StatusCode": recent[1], "Error": None})  # exited just before this request arrived
         if condition == "removed":
-            ev = self._removed_events.setdefault(c.id, asyncio.Event())
-            await ev.wait()
-            return {"StatusCode": self._removed.get(c.id, (0, 0))[1], "Error": None}
+            return self._wait_removed(c, self._removed_events.setdefault(c.id, asyncio.Event()))
         ev = self._exit_events.setdefault(c.id, asyncio.Event())
         if ev.is_set() and condition == "next-exit":
             ev = self._exit_events[c.id] = asyncio.Event()
-        await ev.wait()
+        return self._wait_exit(c, ev)
+
+    @staticmethod
+    async def _wait_exit(c: Container, ev: asyncio.Event) -> dict[str, Any]:
+        await ev.wait()  # set by the exit, or by the removal (as dockerd's waiters end when a container goes)
         return {"StatusCode": c.state.get("ExitCode", 0), "Error": None}
+
+    async def _wait_removed(self, c: Container, ev: asyncio.Event) -> dict[str, Any]:
+        await ev.wait()
+        code = int(c.state.get("ExitCode", 0))
+        if c.id in self._cache:  # the removal failed (dockerd's SetRemovalError)
+            return {"StatusCode": code, "Error": {"Message": str(c.state.get("Error") or "removal failed")}}
+        return {"StatusCode": code, "Error": None}
 
     async def kill(self, ref: str, signal: str | int | None = None) -> None:
         c = self.get(ref)
         sig = parse_signal(signal, _signal.SIGKILL)
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
-        await self.runc.kill(c.id, sig, all=sig == _signal.SIGKILL)
+        try:
+            await self.runc.kill(c.id, sig, all=sig == _signal.SIGKILL)
+        except ContainerNotFound:  # runc has forgotten it: it exited, its exit is being handled
+            raise Conflict(f"Container {c.id} is not running") from None
         self._event(c, "kill", {"signal": str(sig)})
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
@@ -470,11 +538,14 @@ class ContainersService:
         t = 10 if timeout is None else timeout
         ev = self._exit_events.setdefault(c.id, asyncio.Event())
         if c.state.get("Paused"):
-            await self.runc.resume(c.id)
+            try:
+                await self.runc.resume(c.id)
+            except (Conflict, ContainerNotFound):
+                pass
         try:
             await self.runc.kill(c.id, sig)
-        except Conflict:
-            pass
+        except (Conflict, ContainerNotFound):
+            pass  # exiting already: its exit event comes
         try:
             if t >= 0:
                 await asyncio.wait_for(ev.wait(), t)
@@ -483,7 +554,7 @@ class ContainersService:
         except asyncio.TimeoutError:
             try:
                 await self.runc.kill(c.id, _signal.SIGKILL, all=True)
-            except Conflict:
+            except (Conflict, ContainerNotFound):
                 pass
             await asyncio.wait_for(ev.wait(), 30)
         self._event(c, "stop")
@@ -495,7 +566,10 @@ class ContainersService:
             raise Conflict(f"Container {c.id} is not running")
         if c.state.get("Paused"):
             raise Conflict(f"Container {c.id} is already paused")
-        await self.runc.pause(c.id)
+        try:
+            await self.runc.pause(c.id)
+        except ContainerNotFound:
+            raise Conflict(f"Container {c.id} is not running") from None
         c.state.update({"Paused": True, "Status": "paused"})
         self._save(c)
         self._event(c, "pause")
@@ -504,38 +578,72 @@ class ContainersService:
         c = self.get(ref)
         if not c.state.get("Paused"):
             raise Conflict(f"Container {c.id} is not paused")
-        await self.runc.resume(c.id)
+        try:
+            await self.runc.resume(c.id)
+        except ContainerNotFound:
+            raise Conflict(f"Container {c.id} is not running") from None
         c.state.update({"Paused": False, "Status": "running"})
         self._save(c)
         self._event(c, "unpause")
 
     # ---- remove -----------------------------------------------------------------------------------------------
     async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container (``force`` kills a running one first). One removal at a time: another request
+        meanwhile is a conflict, as dockerd's "removal … is already in progress"."""
         c = self.get(ref)
-        if c.running:
-            if not force:
-                state = "paused" if c.state.get("Paused") else "running"
-                raise Conflict(f"cannot remove container \"/{c.name}\": container is {state}: stop the "
+        if c.id in self._removing:
+            raise Conflict(f"removal of container {ref} is already in progress")
+        if c.running and not force:
+            state = "paused" if c.state.get("Paused") else "running"
+            raise Conflict(f"cannot remove container \"/{c.name}\": container is {state}: stop the "
+                           f"container before removing or force remove")
+        self._removing.add(c.id)
+        try:
+            starting = self._starting.get(c.id)
+            if starting is not None:  # as dockerd's container lock: the start finishes first
+                await starting.wait()
+            if c.running and not force:
+                raise Conflict(f"cannot remove container \"/{c.name}\": container is running: stop the "
                                f"container before removing or force remove")
-            ev = self._exit_events.setdefault(c.id, asyncio.Event())
-            if c.state.get("Paused"):
-                try:
-                    await self.runc.resume(c.id)
-                except Conflict:
-                    pass
+            if c.running:
+                await self._kill_for_removal(c)
+            if c.id not in self._cache:
+                return
             try:
-                await self.runc.kill(c.id, _signal.SIGKILL, all=True)
-            except Conflict:
-                pass
+                await self._remove_stopped(c)
+            except Exception as exc:
+                if c.id in self._cache:  # as dockerd's SetRemovalError: `wait --condition removed` ends with it
+                    c.state["Error"] = f"unable to remove container {c.id}: {exc}"
+                    ev = self._removed_events.pop(c.id, None)
+                    if ev is not None:
+                        ev.set()
+                raise
+        finally:
+            self._removing.discard(c.id)
+
+    async def _kill_for_removal(self, c: Container) -> None:
+        ev = self._exit_events.setdefault(c.id, asyncio.Event())
+        if c.state.get("Paused"):
             try:
-                await asyncio.wait_for(ev.wait(), 30)
-            except asyncio.TimeoutError:
+                await self.runc.resume(c.id)
+            except (Conflict, ContainerNotFound):
                 pass
-        if c.id not in self._cache:
-            return
-        task = self._watchers.pop(c.id, None)
-        if task is not None:
-            task.cancel()
+        try:
+            await self.runc.kill(c.id, _signal.SIGKILL, all=True)
+        except (Conflict, ContainerNotFound):
+            pass  # it is exiting already: its watcher publishes the exit
+        try:
+            await asyncio.wait_for(ev.wait(), 30)
+        except asyncio.TimeoutError:
+            # the runtime never reported the exit: stop watching and record it as lost
+            log.warning("container %s did not exit after SIGKILL; removing it anyway", c.id)
+            task = self._watchers.pop(c.id, None)
+            if task is not None:
+                task.cancel()
+            if c.running:
+                self._publish_exit(c, None)
+
+    async def _remove_stopped(self, c: Container) -> None:
         if c.id not in self._runtime_gone:
             try:
                 await self.runc.delete(c.id, force=True)
@@ -547,37 +655,52 @@ class ContainersService:
             await asyncio.to_thread(self.snapshotter.remove, c.id)
         except Exception as exc:  # noqa: BLE001
             log.warning("removing the snapshot of %s: %s", c.id, exc)
-        shutil.rmtree(self._dir(c.id), ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self._dir(c.id), True)
         with self.db.tx() as conn:
             conn.execute("DELETE FROM containers WHERE id=?", (c.id,))
+        # from here on nothing awaits: the container is gone for everyone at once
         self._cache.pop(c.id, None)
-        self._removed[c.id] = (time.time(), int(c.state.get("ExitCode", 0)))
+        now = time.time()
+        for key, (when, _) in list(self._removed.items()):
+            if now - when > _REMOVED_MEMORY:
+                del self._removed[key]
+        self._removed[c.id] = (now, int(c.state.get("ExitCode", 0)))
         self._removed[c.name] = self._removed[c.id]
+        self._finished.pop(c.id, None)
+        self._pending_attach.pop(c.id, None)
+        created = self._created.pop(c.id, None)
+        if created is not None:
+            created.set()  # attaches waiting for a start wake up and fail to connect: their streams end
         self.images._changed()  # noqa: SLF001
         self._event(c, "destroy")
-        done = self._exit_events.get(c.id)
+        done = self._exit_events.pop(c.id, None)
         if done is not None:
-            done.set()  # anyone still following this container's logs or waiting for its exit stops now
+            done.set()  # anyone still following this container's logs or waiting for it stops now (as dockerd)
         ev = self._removed_events.pop(c.id, None)
         if ev is not None:
             ev.set()
 
     # ---- logs / attach / changes / export ---------------------------------------------------------------------
-    async def logs(self, ref: str, *, stdout: bool = True, stderr: bool = True, since: float | None = None,
-                   until: float | None = None, tail: int | None = None, timestamps: bool = False,
-                   follow: bool = False) -> AsyncIterator[tuple[int, bytes]]:
+    def logs(self, ref: str, *, stdout: bool = True, stderr: bool = True, since: float | None = None,
+             until: float | None = None, tail: int | None = None, timestamps: bool = False,
+             follow: bool = False) -> AsyncIterator[tuple[int, bytes]]:
+        """The container's log lines as ``(stream, line)``. Everything is settled by this call, before the
+        iteration starts: the log file is opened (a removal that follows cannot take the output away) and, with
+        ``follow``, the stream is tied to this run's exit event, so it ends once the container has stopped (or
+        is removed) and all it wrote has been read, as dockerd's."""
         c = self.get(ref)
-        stop = asyncio.Event()
-        if not c.running:
-            stop.set()
+        if follow and c.running:
+            stop = self._exit_events.setdefault(c.id, asyncio.Event())  # set by this run's exit, with no gap
         else:
-            ev = self._exit_events.setdefault(c.id, asyncio.Event())
-            asyncio.ensure_future(_relay(ev, stop))
-            if not c.running or c.id not in self._cache:  # it ended meanwhile
-                stop.set()
-        async for entry in read_json_log(self._log_path(c), stdout=stdout, stderr=stderr, since=since,
-                                         until=until, tail=tail, timestamps=timestamps, follow=follow, stop=stop):
-            yield entry.stream, entry.line
+            stop = asyncio.Event()
+            stop.set()
+        path = self._log_path(c)
+        try:
+            source: Path | IO[bytes] = open(path, "rb")  # noqa: SIM115 - read_json_log closes it
+        except FileNotFoundError:
+            source = path  # never started: nothing yet (follow waits for the file until the exit event)
+        return _log_lines(read_json_log(source, stdout=stdout, stderr=stderr, since=since, until=until, tail=tail,
+                                        timestamps=timestamps, follow=follow, stop=stop))
 
     def reserve_attach(self, ref: str) -> asyncio.Event | None:
         """Called before the hijack is answered: a start that follows waits for this attach to connect."""
@@ -619,8 +742,11 @@ class ContainersService:
         c = self.get(ref)
         was_mounted = is_mountpoint(self._rootfs(c))
         rootfs = await self._mount(c)
+        # names as dockerd's export writes them: "bin/sh", not "./bin/sh" (hard link targets too)
+        top = sorted(await asyncio.to_thread(os.listdir, rootfs))
         proc = await asyncio.create_subprocess_exec("tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf",
-                                                    "-", ".", stdout=asyncio.subprocess.PIPE,
+                                                    "-", *(["--", *top] if top else ["-T", "/dev/null"]),
+                                                    stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.DEVNULL)
 
         async def gen() -> AsyncIterator[bytes]:
@@ -719,6 +845,8 @@ class ContainersService:
         return image_id
 
 
+_REMOVED_MEMORY = 30.0  # seconds a removed container's exit code is still told to `wait --condition removed`
+
 EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
 
@@ -732,6 +860,10 @@ def _merge_missing(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _relay(src: asyncio.Event, dst: asyncio.Event) -> None:
-    await src.wait()
-    dst.set()
+async def _value(value: dict[str, Any]) -> dict[str, Any]:
+    return value
+
+
+async def _log_lines(entries: AsyncIterator[Any]) -> AsyncIterator[tuple[int, bytes]]:
+    async for entry in entries:
+        yield entry.stream, entry.line

@@ -136,13 +136,14 @@ def _open(path: Path) -> IO[bytes] | None:
         return None
 
 
-async def read_json_log(path: Path, *, stdout: bool = True, stderr: bool = True, since: float | None = None,
+async def read_json_log(path: Path | IO[bytes], *, stdout: bool = True, stderr: bool = True, since: float | None = None,
                         until: float | None = None, tail: int | None = None, timestamps: bool = False,
                         follow: bool = False, stop: asyncio.Event | None = None,
                         poll_interval: float = 0.05) -> AsyncIterator[LogEntry]:
     """The lines of a json-file log as :class:`LogEntry` tuples ``(stream, line, time)``.
 
-    ``since``/``until`` are Unix seconds (None: no bound); ``tail`` None or negative means all lines;
+    ``path`` may also be the log already opened (binary; it is closed at the end), so that a caller can hold the
+    output before the file is removed. ``since``/``until`` are Unix seconds (None: no bound); ``tail`` None or negative means all lines;
     ``timestamps`` prefixes each line with its RFC3339NanoFixed time and a space. With ``follow`` the
     iterator waits for new lines until ``stop`` is set (then it returns after the last line written before)
     or ``until`` has passed; a caller may also just stop iterating.
@@ -150,12 +151,15 @@ async def read_json_log(path: Path, *, stdout: bool = True, stderr: bool = True,
     since_ns = None if since is None else int(since * 1_000_000_000)
     until_ns = None if until is None else int(until * 1_000_000_000)
     wanted = {s for s, ok in ((STDOUT, stdout), (STDERR, stderr)) if ok}
-    f = await asyncio.to_thread(_open, Path(path))
-    while f is None:
-        if not follow or (stop is not None and stop.is_set()):
-            return
-        await asyncio.sleep(poll_interval)
+    if isinstance(path, (str, os.PathLike)):
         f = await asyncio.to_thread(_open, Path(path))
+        while f is None:
+            if not follow or (stop is not None and stop.is_set()):
+                return
+            await asyncio.sleep(poll_interval)
+            f = await asyncio.to_thread(_open, Path(path))
+    else:
+        f = path
     try:
         if tail is not None and tail >= 0:
             offset = await asyncio.to_thread(_tail_offset, f, tail)

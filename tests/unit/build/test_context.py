@@ -24,7 +24,6 @@ import zstandard
 from dockwright.build.context import (
     ContextInfo,
     DockerIgnore,
-    context_checksum,
     extract_context,
     fetch_remote,
     go_path_match,
@@ -399,8 +398,7 @@ def test_extract_duplicate_entries_replace(tmp_path):
         ([("../evil", b"x")], "outside of the build context"),
         ([("a/../../evil", b"x")], "outside of the build context"),
         ([("/etc/evil", b"x")], "absolute path"),
-        ([("l", None, {"type": tarfile.SYMTYPE, "linkname": "../../etc"})], "symlink to '../../etc'"),
-        ([("d/l", None, {"type": tarfile.SYMTYPE, "linkname": "../.."})], "outside of the build context"),
+        ([("l", None, {"type": tarfile.SYMTYPE, "linkname": "../../etc"}), ("l/passwd", b"x")], "through a symlink"),
         (
             [("l", None, {"type": tarfile.SYMTYPE, "linkname": "/"}), ("l/tmp/evil", b"x")],
             "through a symlink that leaves the build context",
@@ -526,39 +524,6 @@ def test_resolve_sources_errors(tmp_path):
     with pytest.raises(InvalidArgument, match="stat present.log"):
         resolve_sources(root, "present.log", ig)
     assert resolve_sources(root, "*.log", ig) == []
-
-
-def test_context_checksum(tmp_path):
-    root, ig = _ctx(tmp_path)
-    srcs = [str(p) for p in resolve_sources(root, "dir", ig)]
-    c1 = context_checksum(root, srcs)
-    assert c1.startswith("sha256:") and len(c1) == 71
-    assert context_checksum(root, ["dir"]) == c1
-    os.utime(root / "dir/x.txt", (1, 1))
-    assert context_checksum(root, ["dir"]) == c1  # mtimes do not count
-    # the location of the context does not count
-    other = tmp_path / "copy"
-    shutil.copytree(root, other, symlinks=True)
-    assert context_checksum(other, ["dir"]) == c1
-    (root / "dir/x.txt").write_bytes(b"changed")
-    c2 = context_checksum(root, ["dir"])
-    assert c2 != c1
-    os.chmod(root / "dir/x.txt", 0o600)
-    assert context_checksum(root, ["dir"]) != c2
-    assert context_checksum(root, ["a.txt", "b.txt"]) != context_checksum(root, ["b.txt", "a.txt"])
-    assert context_checksum(root, ["a.txt"]) != context_checksum(root, ["b.txt"])
-    # symlink targets count
-    os.symlink("a.txt", root / "dir/l")
-    c3 = context_checksum(root, ["dir"])
-    os.unlink(root / "dir/l")
-    os.symlink("b.txt", root / "dir/l")
-    assert context_checksum(root, ["dir"]) != c3
-    # a top-level symlink is followed inside the context only
-    (tmp_path / "outside").write_text("secret")
-    os.symlink("../../outside", root / "up")
-    before = context_checksum(root, ["up"])
-    (tmp_path / "outside").write_text("changed")
-    assert context_checksum(root, ["up"]) == before
 
 
 # -- remote contexts -------------------------------------------------------------------------------
@@ -734,27 +699,31 @@ def test_extract_cancelled_stops_the_worker(tmp_path):
     assert isinstance(result[0], (asyncio.TimeoutError, TimeoutError))
 
 
-def test_digests_hashed_while_extracting_match_the_files(tmp_path, extractor):
+def test_relative_symlinks_out_of_the_context_are_kept(tmp_path):
+    # dockerd unpacks contexts in a chroot, so such a link is kept; it is resolved inside the context when used
+    tar = make_tar([("Dockerfile", b"FROM x"), ("d", None),
+                    ("d/l", None, {"type": tarfile.SYMTYPE, "linkname": "../../etc"})])
+    extract(tar, tmp_path / "c")
+    assert os.readlink(tmp_path / "c/d/l") == "../../etc"
+
+
+def test_tarsums_hashed_while_extracting_are_dockerds(tmp_path, extractor):
+    """The tarsums the scanner computes from the client's headers are what srchash computes from the files
+    for a docker-CLI-like context, so the COPY checksum is the same either way."""
     big = os.urandom(3 << 20)  # spans many chunks
     tar = make_tar([("Dockerfile", b"FROM x"), ("d", None), ("d/big", big), ("d/empty", b""),
-                    ("h", None, {"type": tarfile.LNKTYPE, "linkname": "d/big"}),
                     ("s", None, {"type": tarfile.SYMTYPE, "linkname": "d/big"}),
-                    ("d/re", b"old"), ("d/re", b"new")])
+                    ("d/re", b"old"), ("d/re", b"new"), ("x", b"file"), ("x", None)], fmt=tarfile.GNU_FORMAT)
     info = extract(tar, tmp_path / "c", size=65536)
-    root = str(tmp_path / "c")
+    root = tmp_path / "c"
     if extractor == "python":
-        assert info.digests == {}  # read from disk by context_checksum instead
-    else:
-        assert info.digests == {
-            f"{root}/Dockerfile": (6, hashlib.sha256(b"FROM x").hexdigest()),
-            f"{root}/d/big": (len(big), hashlib.sha256(big).hexdigest()),
-            f"{root}/d/empty": (0, hashlib.sha256(b"").hexdigest()),
-            f"{root}/h": (len(big), hashlib.sha256(big).hexdigest()),
-            f"{root}/d/re": (3, hashlib.sha256(b"new").hexdigest()),
-        }
-    # the cache key is the same whether the bodies were hashed on the way in or read back
-    for srcs in (["d"], ["h", "s"], ["."]):
-        assert context_checksum(tmp_path / "c", srcs, info.digests) == context_checksum(tmp_path / "c", srcs)
-    # a stale digest (the size changed) is not trusted
-    (tmp_path / "c/d/big").write_bytes(b"changed")
-    assert context_checksum(tmp_path / "c", ["d"], info.digests) == context_checksum(tmp_path / "c", ["d"])
+        assert info.tarsums == {}  # computed from the files instead
+        return
+    from dockwright.build import srchash
+    assert set(info.tarsums) == {f"{root}/{n}" for n in ("Dockerfile", "d", "d/big", "d/empty", "s", "d/re", "x")}
+    assert info.tarsums[f"{root}/d/re"] == hashlib.sha256(
+        srchash.context_entry_header("d/re", 0o644, 0, 0, 3, "0") + b"new").hexdigest()
+    assert info.tarsums[f"{root}/x"] == hashlib.sha256(
+        srchash.context_entry_header("x/", 0o755, 0, 0, 0, "5")).hexdigest()  # the later entry wins
+    for src in ("d", "s", "Dockerfile", "d/big"):
+        assert (srchash.source_hash(root, src, known=info.tarsums) == srchash.source_hash(root, src)), src
