@@ -138,6 +138,20 @@ def test_builder_prune_and_df(daemon: Daemon, tmp_path: Path) -> None:
     d.docker("build", "-t", "pr/app:1", str(ctx))
     s, df = d.api_json("GET", "/system/df")
     assert df["BuildCache"], "build cache records are listed"
+    total = sum(r["Size"] for r in df["BuildCache"])
+    assert total > 0
+    # limits that already hold delete nothing; until= keeps what is younger
+    for query in (f"max-used-space={total}", f"reserved-space={total}", f"keep-storage={total}", "min-free-space=1"):
+        s, res = d.api_json("POST", f"/v1.51/build/prune?{query}")
+        assert s == 200 and res == {"CachesDeleted": None, "SpaceReclaimed": 0}, (query, res)
+    out = d.out("builder", "prune", "-a", "-f", "--filter", "until=1h")
+    assert "Total reclaimed space: 0B" in out
+    # a limit that does not hold deletes the oldest records until it does
+    s, res = d.api_json("POST", f"/v1.51/build/prune?max-used-space={total - 1}")
+    assert res["CachesDeleted"] and 0 < res["SpaceReclaimed"] <= total
+    s, df = d.api_json("GET", "/system/df")
+    left = sum(r["Size"] for r in df["BuildCache"])
+    assert left <= total - 1 and left + res["SpaceReclaimed"] == total
     out = d.out("builder", "prune", "-f")
     assert "Total reclaimed space" in out
     s, df = d.api_json("GET", "/system/df")
@@ -146,6 +160,37 @@ def test_builder_prune_and_df(daemon: Daemon, tmp_path: Path) -> None:
     assert c.api.prune_builds()["SpaceReclaimed"] == 0
     # the tagged result survives
     assert d.out("run", "--rm", "pr/app:1") == "hello world"
+
+
+def test_client_disconnect_cancels_the_build_and_its_run_container(shared_daemon: Daemon, tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    from conftest import DOCKER
+    d = shared_daemon
+    _base(d)
+    ctx = _context(tmp_path, "FROM base/bb:1\nRUN echo started && sleep 300\n")
+    env = dict(os.environ, DOCKER_HOST=d.host, DOCKER_BUILDKIT="0")
+    p = subprocess.Popen([DOCKER, "build", "-t", "cancelled:1", str(ctx)], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert p.stdout is not None
+        seen = b""
+        while True:  # the RUN's own output (not the step line, which also says "started")
+            line = p.stdout.readline()
+            assert line, seen
+            seen += line
+            if line.strip() == b"started":
+                break
+        assert d.out("ps", "-q"), "the RUN container is running"
+    finally:
+        p.kill()  # the client goes away mid-step
+        p.wait()
+    deadline = time.monotonic() + 15
+    while d.out("ps", "-aq") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert d.out("ps", "-aq") == "", "the RUN container was killed and removed"
+    assert d.docker("image", "inspect", "cancelled:1", check=False).returncode != 0
 
 
 def test_reproducible_with_source_date_epoch(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import shutil
 from typing import Any, AsyncIterator
 
@@ -17,6 +19,8 @@ from .errors import json_body, message_of
 from .streams import JSONStream
 
 __all__ = ["routes"]
+
+log = logging.getLogger("dockwright.api.build")
 
 
 def _engine(request: web.Request) -> Engine:
@@ -69,10 +73,24 @@ async def build(request: web.Request) -> web.StreamResponse:
         opts.context_tarsums = ctx.tarsums  # hashed while extracting (empty: computed when needed)
         events = await eng.build.build(ctx.root, ctx.dockerfile, opts, ctx.ignore)  # syntax errors: HTTP 400
         stream = JSONStream(request)
-        try:
-            await stream.start()
+
+        async def pump() -> None:
             async for ev in events:
                 await stream.send_event(ev)
+
+        try:
+            await stream.start()
+            task = asyncio.ensure_future(pump())
+            watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not watcher.done():
+                    raise
+                log.info("build cancelled: the client went away")  # its RUN container was killed on the way out
+                return stream.response
+            finally:
+                watcher.cancel()
         except Exception as exc:  # noqa: BLE001 - in-band, with the RUN exit code
             msg = message_of(exc)
             detail: dict[str, Any] = {"message": msg}
@@ -81,17 +99,31 @@ async def build(request: web.Request) -> web.StreamResponse:
             await stream.send({"errorDetail": detail, "error": msg})
         return await stream.finish()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+async def _cancel_on_disconnect(request: web.Request, task: asyncio.Future[None]) -> None:
+    """Cancel ``task`` (the build, killing a running RUN container on the way out) when the client hangs up,
+    as dockerd cancels a build with its request context; aiohttp does not cancel handlers itself."""
+    while not task.done():
+        await asyncio.sleep(0.25)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            task.cancel()
+            return
 
 
 async def build_prune(request: web.Request) -> web.Response:
     eng = _engine(request)
     v = params.api_version(request)
-    keep = params.int_value(request, "keep-storage", 0)
+    keep = params.int_value(request, "keep-storage", 0)  # deprecated name of reserved-space
+    max_used = min_free = 0
     if v >= (1, 48):
         keep = params.int_value(request, "reserved-space", keep)
+        max_used = params.int_value(request, "max-used-space", 0)
+        min_free = params.int_value(request, "min-free-space", 0)
     deleted, reclaimed = await eng.build.prune(all=params.bool_value(request, "all"), filters=params.filters(request),
-                                              keep=keep)
+                                              keep=keep, max_used=max_used, min_free=min_free)
     return json_body({"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
 

@@ -170,8 +170,14 @@ class BuildService:
                         "_image": image_id, "_parent": parent, "_created": created, "_created_by": created_by})
         return out
 
-    async def prune(self, *, all: bool = False, filters: Any = None, keep: int = 0) -> tuple[list[str], int]:
-        """Drop build cache records (and the intermediate images only they kept alive)."""
+    async def prune(self, *, all: bool = False, filters: Any = None, keep: int = 0, max_used: int = 0,
+                    min_free: int = 0) -> tuple[list[str], int]:
+        """Drop build cache records (and the intermediate images only they kept alive), oldest first.
+
+        Without limits every matching record goes; with limits, records go until all of them hold: the cache
+        uses at most ``keep`` (``reserved-space``/``keep-storage``) and ``max_used`` bytes
+        (``max-used-space``), and the data root's file system has ``min_free`` bytes free
+        (``min-free-space``)."""
         from ..timestamps import parse_timestamp
         f = filters
         until = None
@@ -192,8 +198,10 @@ class BuildService:
                 continue
             if f is not None and f.get("description") and not any(d in r["Description"] for d in f.get("description")):
                 continue
-            if keep and total <= keep:
-                break
+            if keep or max_used or min_free:
+                if ((not keep or total <= keep) and (not max_used or total <= max_used)
+                        and (not min_free or _free_bytes(self.engine.root) >= min_free)):
+                    break
             with self.engine.db.tx() as c:
                 c.execute("DELETE FROM build_cache WHERE parent=? AND created_by=?", (r["_parent"], r["_created_by"]))
             deleted.append(r["ID"])
@@ -826,7 +834,7 @@ class BuildService:
             layer = None if empty else LayerRecord(digest, res_l.diff_id, mt.OCI_LAYER, res_l.size,
                                                    res_l.diff_size, res_l.tar_size)
             cc = dict(stage.config)
-            cc["Cmd"] = args
+            cc["Cmd"] = ([f"|{len(shown_args)}", *shown_args, *args] if shown_args else args)  # dockerd's saveCmd
             await self._commit(stage, dict(stage.config), cc, layer, created_by, empty=empty, opts=opts,
                                cache_parent=cache_parent)
             if empty:
@@ -1055,6 +1063,11 @@ class BuildService:
 class _NoIgnore:
     def matches(self, path: str) -> bool:
         return False
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def _go_list(items: list[str]) -> str:
