@@ -519,15 +519,21 @@ class BuildService:
         if opts.rm or opts.forcerm:
             yield StreamText(f"Removing intermediate container {cid[:12]}\n")
 
-    async def _layer_from_rootfs(self, stage: _Stage, change: Any, opts: BuildOptions) -> LayerRecord | None:
+    async def _layer_from_rootfs(self, stage: _Stage, change: Any, opts: BuildOptions, *,
+                                 keep_empty: bool = False) -> LayerRecord | None:
         """Run ``change(rootfs)`` (blocking, in a thread) on a writable snapshot of the stage's image and write
-        what it changed as a layer; None if it changed nothing."""
+        what it changed as a layer; None if it changed nothing (unless ``keep_empty``).
+
+        The snapshot's upper directory is exactly what the layer unpacks to, so it becomes the snapshot of the
+        layer's ChainID (unless ``SOURCE_DATE_EPOCH`` clamps the layer's mtimes): the next RUN mounts it instead
+        of unpacking the layer again."""
         eng = self.engine
         key = f"extract-step-{os.urandom(8).hex()}"  # "extract-": removed at start-up if left by a crash
         parent_chain = await self._chain(stage.image_id)
         await asyncio.to_thread(eng.snapshotter.prepare, key, parent_chain)
         target = eng.root / "tmp" / key
         target.mkdir(parents=True)
+        adopted = False
         try:
             mounts = await asyncio.to_thread(eng.snapshotter.mounts, key)
             await asyncio.to_thread(mount_all, mounts, target)
@@ -544,10 +550,15 @@ class BuildService:
             except BaseException:
                 writer.abort()
                 raise
+            if clamp is None and (keep_empty or res_l.diff_id != EMPTY_LAYER_DIFF_ID):
+                chain = (res_l.diff_id if parent_chain is None
+                         else sha256_digest(f"{parent_chain} {res_l.diff_id}".encode()))
+                adopted = await asyncio.to_thread(adopt_snapshot, eng.snapshotter, key, chain)
         finally:
             shutil.rmtree(target, ignore_errors=True)
-            await asyncio.to_thread(eng.snapshotter.remove, key)
-        if res_l.diff_id == EMPTY_LAYER_DIFF_ID:
+            if not adopted:
+                await asyncio.to_thread(eng.snapshotter.remove, key)
+        if res_l.diff_id == EMPTY_LAYER_DIFF_ID and not keep_empty:
             await eng.images.collect({digest})
             return None
         return LayerRecord(digest, res_l.diff_id, mt.OCI_LAYER, res_l.size, res_l.diff_size, res_l.tar_size)
@@ -969,42 +980,14 @@ class BuildService:
             if await self._probe(stage, cache_parent, created_by, stage.config, opts) is not None:
                 yield StreamText(" ---> Using cache\n")
                 return
-            key = f"extract-copy-{os.urandom(8).hex()}"  # "extract-": removed at start-up if left by a crash
-            parent_chain = await self._chain(stage.image_id)
-            await asyncio.to_thread(eng.snapshotter.prepare, key, parent_chain)
-            target = eng.root / "tmp" / key
-            target.mkdir(parents=True)
-            adopted = False
-            try:
-                mounts = await asyncio.to_thread(eng.snapshotter.mounts, key)
-                await asyncio.to_thread(mount_all, mounts, target)
-                try:
-                    uid, gid = _resolve_chown(flags.get("chown", ""), target)
-                    await asyncio.to_thread(copy_sources, files, target, dest, srcs, uid, gid,
-                                            flags.get("chmod", ""), cmd == "ADD", names)
-                finally:
-                    await asyncio.to_thread(unmount, target)
-                writer = eng.content.writer()
-                try:
-                    clamp = float(opts.buildargs["SOURCE_DATE_EPOCH"]) if opts.buildargs.get("SOURCE_DATE_EPOCH") \
-                        else None
-                    res_l = await asyncio.to_thread(write_layer_from_upper, eng.snapshotter.upper_dir(key), writer,
-                                                    mtime_clamp=clamp, level=None)
-                    digest = await asyncio.to_thread(writer.commit, res_l.digest, res_l.size)
-                except BaseException:
-                    writer.abort()
-                    raise
-                if clamp is None:
-                    # the upper directory is what the layer unpacks to: it becomes the layer's snapshot, so
-                    # the next RUN does not unpack the layer again (with a clamp the mtimes differ)
-                    chain = (res_l.diff_id if parent_chain is None
-                             else sha256_digest(f"{parent_chain} {res_l.diff_id}".encode()))
-                    adopted = await asyncio.to_thread(adopt_snapshot, eng.snapshotter, key, chain)
-            finally:
-                shutil.rmtree(target, ignore_errors=True)
-                if not adopted:
-                    await asyncio.to_thread(eng.snapshotter.remove, key)
-            layer = LayerRecord(digest, res_l.diff_id, mt.OCI_LAYER, res_l.size, res_l.diff_size, res_l.tar_size)
+            chown_spec, chmod_flag = flags.get("chown", ""), flags.get("chmod", "")
+
+            def copy(target: Path) -> None:
+                uid, gid = _resolve_chown(chown_spec, target)
+                copy_sources(files, target, dest, srcs, uid, gid, chmod_flag, cmd == "ADD", names)
+
+            layer = await self._layer_from_rootfs(stage, copy, opts, keep_empty=True)
+            assert layer is not None
             cc = dict(stage.config)
             cc["Cmd"] = ["/bin/sh", "-c", f"#(nop) {cmd} {kind}:{checksum.split(':')[-1]} in {dest} "]
             await self._commit(stage, dict(stage.config), cc, layer, created_by, empty=False, opts=opts,
