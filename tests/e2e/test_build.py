@@ -477,3 +477,14 @@ def test_metadata_steps_like_dockerd(shared_daemon: Daemon, tmp_path: Path) -> N
     assert p.returncode != 0 and b"failed to reach build target 0 in Dockerfile" in p.stderr
     d.docker("build", "-t", "meta/copy0:1", str(ctx))
     assert d.out("run", "--rm", "meta/copy0:1", "cat", "/one") == "one"
+
+
+def test_refused_requests(shared_daemon: Daemon) -> None:
+    """Requests the classic builder refuses before reading the context, with dockerd's status and words."""
+    d = shared_daemon
+    s, body = d.api_json("POST", "/v1.41/build?squash=1", b"")
+    assert (s, body) == (400, {"message": "squash is only supported with experimental mode"})
+    s, body = d.api_json("POST", "/v1.41/build?version=2", b"")
+    assert s in (400, 501) and "BuildKit" in body["message"]  # type: ignore[index]
+    s, body = d.api_json("POST", "/v1.41/build?t=Bad:Name", b"")
+    assert s == 400

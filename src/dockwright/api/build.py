@@ -49,6 +49,8 @@ async def build(request: web.Request) -> web.StreamResponse:
     if q.get("version", "1") == "2":
         raise NotSupported("BuildKit (version=2) is not supported by this engine: use the classic builder "
                            "(DOCKER_BUILDKIT=0)")
+    if params.bool_value(request, "squash"):
+        raise InvalidArgument("squash is only supported with experimental mode")  # dockerd without --experimental
     opts = BuildOptions(
         dockerfile=q.get("dockerfile") or "Dockerfile", tags=params.strings(request, "t"),
         quiet=params.bool_value(request, "q"), nocache=params.bool_value(request, "nocache"),
