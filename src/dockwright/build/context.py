@@ -53,6 +53,7 @@ __all__ = [
 
 DEFAULT_DOCKERFILE = "Dockerfile"
 _CHUNK = 1 << 16
+_HANDOVER = 1 << 20
 _DOCKER_PY_DOCKERFILE = re.compile(r"^\.dockerfile\.[0-9a-fA-F]+$")
 _TAR: list[str | None] = []
 
@@ -741,12 +742,22 @@ async def _stream_extract(chunks: AsyncIterator[bytes], dest: Path) -> _Extracte
         return item
 
     async def feed() -> None:
+        # the body arrives in socket-sized pieces; they go to the worker about 1 MiB at a time (each hand-over
+        # costs a cross-thread wake-up)
+        batch: list[bytes] = []
+        size = 0
         try:
             async for chunk in chunks:
                 if done:
                     continue  # the archive ended; drain the rest of the body
                 if chunk:
-                    await q.put(bytes(chunk))
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= _HANDOVER:
+                        await q.put(batch[0] if len(batch) == 1 else b"".join(batch))
+                        batch, size = [], 0
+            if batch and not done:
+                await q.put(batch[0] if len(batch) == 1 else b"".join(batch))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:

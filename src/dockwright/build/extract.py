@@ -10,7 +10,8 @@ to entries not in the archive, entries written through a symlink that points out
 defence: symlinks with absolute or ``..`` targets are created only at the end (placeholders until then),
 so nothing is ever written through them.
 
-On the way, every entry's tarsum — the hash dockerd's COPY/ADD checksums are made of (see
+File bodies are hashed by a helper thread, chunk by chunk in order, while this thread parses the next chunk
+and tar unpacks the last one.  On the way, every entry's tarsum — the hash dockerd's COPY/ADD checksums are made of (see
 :mod:`~dockwright.build.srchash`) — is computed from its header and body (sha256; hashlib releases the GIL), so
 the COPY cache key does not read the context a second time.  The
 directories' modes and mtimes are reported so that they can be restored after ``.dockerignore`` pruned
@@ -20,6 +21,8 @@ files in them.  Files are owned by the daemon's user (``--no-same-owner``), as w
 from __future__ import annotations
 
 import fcntl
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 import hashlib
 import os
 import shutil
@@ -37,6 +40,7 @@ __all__ = ["ContextScanner", "extract_with_tar", "gnu_tar"]
 _REG, _LINK, _SYMLINK, _DIR, _CONT, _SPARSE = 0x30, 0x31, 0x32, 0x35, 0x37, 0x53
 _READ = 1 << 20
 _F_SETPIPE_SZ = 1031
+_IN_FLIGHT = 4  # chunks handed to the hashing thread and not yet hashed
 
 
 def gnu_tar() -> str | None:
@@ -62,6 +66,16 @@ def _clean(name: str) -> str:
     if ".." in parts:
         raise _refuse(name, "is outside of the build context")
     return "/".join(parts)
+
+
+_NO_PAX: dict[bytes, bytes] = {}
+
+
+def _pax_id(pax: dict[bytes, bytes], key: bytes, field: bytes) -> int:
+    try:
+        return int(pax[key]) if key in pax else _parse_numeric(field)
+    except (ValueError, _BadNumber):
+        return 0
 
 
 def _octal(field: bytes) -> int:
@@ -92,6 +106,8 @@ class ContextScanner(TarInspector):
         #: to tar, so that tar unpacks while this thread hashes)
         self.pending: list[tuple[Any, memoryview]] = []
         self._done: list[tuple[str, Any]] = []
+        self._hasher: ThreadPoolExecutor | None = None
+        self._inflight: deque[Future[None]] = deque()
 
     def _finish_file(self) -> None:
         if self._cur is not None:
@@ -99,22 +115,46 @@ class ContextScanner(TarInspector):
             self._cur = None
 
     def hash_pending(self) -> None:
-        """Hash the body slices the last :meth:`feed` calls saw; record the digests of finished files."""
-        for h, mv in self.pending:
-            h.update(mv)
+        """Hand the body slices the last :meth:`feed` calls saw, and the entries they finish, to the hashing
+        thread (in order), so that the next chunk is parsed while these are hashed; at most a few chunks are
+        in flight (bounded memory)."""
+        if not self.pending and not self._done:
+            return
+        work, done = self.pending[:], self._done[:]
         self.pending.clear()
-        for rel, h in self._done:
+        self._done.clear()
+        if self._hasher is None:
+            self._hasher = ThreadPoolExecutor(1, thread_name_prefix="context-hash")
+        self._inflight.append(self._hasher.submit(self._hash, work, done))
+        while len(self._inflight) > _IN_FLIGHT:
+            self._inflight.popleft().result()
+
+    def _hash(self, work: list[tuple[Any, memoryview]], done: list[tuple[str, Any]]) -> None:
+        for h, mv in work:
+            h.update(mv)
+        for rel, h in done:
             if h is None:
                 self.tarsums.pop(rel, None)
             else:
                 self.tarsums[rel] = h.hexdigest()
-        self._done.clear()
 
     def close(self) -> Any:
         self._finish_file()
-        summary = super().close()
-        self.hash_pending()
+        try:
+            summary = super().close()
+            self.hash_pending()
+            while self._inflight:
+                self._inflight.popleft().result()
+        finally:
+            self.shutdown()
         return summary
+
+    def shutdown(self) -> None:
+        """Stop the hashing thread (after an error: what is in flight is dropped)."""
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True, cancel_futures=True)
+            self._hasher = None
+        self._inflight.clear()
 
     def _check_parents(self, rel: str, name: str) -> None:
         if "/" not in rel:
@@ -141,19 +181,16 @@ class ContextScanner(TarInspector):
                 return
             raise _refuse(name, "is not a valid name")
         self._check_parents(rel, name)
-        pax = self._hdr_pax or {}
+        pax = self._hdr_pax or _NO_PAX
         hdr = self._hdr
+        link = linkname_b.decode("utf-8", "surrogateescape") if linkname_b else ""
         xattrs = {k[13:].decode("utf-8", "surrogateescape"): v for k, v in pax.items()
-                  if k.startswith(b"SCHILY.xattr.")}
-        ids = []
-        for key, lo, hi in ((b"uid", 108, 116), (b"gid", 116, 124)):
-            try:
-                ids.append(int(pax[key]) if key in pax else _parse_numeric(hdr[lo:hi]))
-            except (ValueError, _BadNumber):
-                ids.append(0)
-        link = linkname_b.decode("utf-8", "surrogateescape")
-        head = context_entry_header(name, _octal(hdr[100:108]), ids[0], ids[1], size, chr(typeflag), link,
-                                    _octal(hdr[329:337]), _octal(hdr[337:345]), xattrs)
+                  if k.startswith(b"SCHILY.xattr.")} if pax else None
+        uid, gid = _pax_id(pax, b"uid", hdr[108:116]), _pax_id(pax, b"gid", hdr[116:124])
+        major = _octal(hdr[329:337]) if hdr[329] else 0
+        minor = _octal(hdr[337:345]) if hdr[337] else 0
+        head = context_entry_header(name, _octal(hdr[100:108]), uid, gid, size, chr(typeflag), link, major, minor,
+                                    xattrs)
         if typeflag == _DIR:
             self._done.append((rel, hashlib.sha256(head)))  # in entry order with the files' tarsums
             mtime: float = _octal(self._hdr[136:148])
@@ -234,6 +271,7 @@ def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> Conte
             pass
         if not ok:
             proc.kill()
+            scanner.shutdown()
         rc = proc.wait()
         err.seek(0)
         msg = err.read().decode("utf-8", "replace").strip()

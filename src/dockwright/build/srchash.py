@@ -236,11 +236,9 @@ def context_entry_header(name: str, mode: int, uid: int, gid: int, size: int, ty
     """The bytes a context entry's hash starts with, from the fields of its header in the client's tar (tarsum
     v1 as ``remotecontext.FromArchive`` computes it: no mtime, user and group names blanked); the entry's hash
     is sha256 of these followed by the file's bytes. For an extractor that hashes the context as it streams."""
-    fields = (("name", name), ("mode", str(mode)), ("uid", str(uid)), ("gid", str(gid)), ("size", str(size)),
-              ("typeflag", typeflag), ("linkname", linkname), ("uname", ""), ("gname", ""),
-              ("devmajor", str(devmajor)), ("devminor", str(devminor)))
-    out = b"".join((k + v).encode("utf-8", "surrogateescape") for k, v in fields)
-    return out + b"".join(k.encode() + v for k, v in sorted((xattrs or {}).items()))
+    out = (f"name{name}mode{mode}uid{uid}gid{gid}size{size}typeflag{typeflag}linkname{linkname}unamegname"
+           f"devmajor{devmajor}devminor{devminor}").encode("utf-8", "surrogateescape")  # one call per context entry
+    return out + b"".join(k.encode() + v for k, v in sorted(xattrs.items())) if xattrs else out
 
 
 def combine(ids: list[str]) -> str:
