@@ -60,6 +60,8 @@ def _refuse(name: str, why: str) -> InvalidArgument:
 
 
 def _clean(name: str) -> str:
+    if name and name[0] not in "./" and "//" not in name and "/." not in name:
+        return name[:-1] if name[-1] == "/" else name  # already clean (the docker CLI's names)
     if name.startswith("/"):
         raise _refuse(name, "has an absolute path")
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -72,6 +74,8 @@ _NO_PAX: dict[bytes, bytes] = {}
 
 
 def _pax_id(pax: dict[bytes, bytes], key: bytes, field: bytes) -> int:
+    if field == b"0000000\0" and not pax:
+        return 0  # root, as the docker CLI writes it
     try:
         return int(pax[key]) if key in pax else _parse_numeric(field)
     except (ValueError, _BadNumber):
@@ -101,6 +105,7 @@ class ContextScanner(TarInspector):
         self.dirs: list[tuple[str, int, float]] = []
         self._links: dict[str, str] = {}  # symlinks in the archive: rel -> target
         self._seen: set[str] = set()  # non-directory entries so far
+        self._ok_parent: str | None = None  # the last directory _check_parents passed
         self._cur: tuple[str, Any] | None = None
         #: body slices seen by the last :meth:`feed`, hashed by :meth:`hash_pending` (after the chunk went
         #: to tar, so that tar unpacks while this thread hashes)
@@ -157,11 +162,15 @@ class ContextScanner(TarInspector):
         self._inflight.clear()
 
     def _check_parents(self, rel: str, name: str) -> None:
-        if "/" not in rel:
+        end = rel.rfind("/")
+        if end < 0:
             return
-        parts = rel.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
+        if rel[:end] == self._ok_parent:
+            return  # the previous entry's directory, checked then (and not replaced since)
+        i = rel.find("/")
+        while i > 0:
+            parent = rel[:i]
+            i = rel.find("/", i + 1)
             target = self._links.get(parent)
             if target is None:
                 if parent in self._seen:
@@ -171,6 +180,7 @@ class ContextScanner(TarInspector):
             # one would fail; a relative one without ".." stays inside the context
             if target.startswith("/") or ".." in target.split("/"):
                 raise _refuse(name, "is written through a symlink that leaves the build context")
+        self._ok_parent = rel[:end]
 
     def _apply(self, typeflag: int, name_b: bytes, linkname_b: bytes, size: int) -> None:
         self._finish_file()
@@ -205,6 +215,9 @@ class ContextScanner(TarInspector):
             return
         self._seen.add(rel)
         self._links.pop(rel, None)
+        ok = self._ok_parent
+        if ok is not None and (ok == rel or ok.startswith(rel + "/")):
+            self._ok_parent = None  # a directory checked earlier is replaced by a non-directory
         if typeflag == _SYMLINK:
             # a relative target may climb out of the context (dockerd unpacks contexts in a chroot and keeps
             # it): it is resolved inside the context when used, and nothing is written through it here
