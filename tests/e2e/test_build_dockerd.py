@@ -295,3 +295,28 @@ def test_copy_files_of_links_like_dockerd(shared_daemon: Daemon, dockerd: Docker
     names = {e[0] for e in ours}
     theirs = [e for e in _listing(dockerd.docker, "cmp/edges:1") if e[0] in names or e[0] not in INIT_MOUNT_POINTS]
     assert ours == theirs
+
+
+def test_docker_py_context_checksums_like_dockerd(shared_daemon: Daemon, dockerd: Dockerd, tmp_path: Path) -> None:
+    """docker-py tars the context itself, with the files' own owners (not the CLI's 0:0) and its own header
+    layout: the COPY checksums come from those headers on both daemons, so the history is the same."""
+    import docker
+
+    ctx = tmp_path / "pyctx"
+    (ctx / "app" / "sub").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text("FROM bb:1\nCOPY app /app\nCOPY app/one.txt /one.txt\nCOPY . /all/\n")
+    (ctx / "app" / "one.txt").write_text("one\n")
+    (ctx / "app" / "sub" / "two.txt").write_text("two\n")
+    os.symlink("one.txt", ctx / "app" / "link")
+    for p in (ctx / "app", ctx / "app" / "one.txt", ctx / "app" / "sub", ctx / "app" / "sub" / "two.txt"):
+        os.chown(p, 1000, 1000)
+    histories = []
+    for host in (shared_daemon.host, dockerd.host):
+        client = docker.DockerClient(base_url=host, version="1.41")
+        try:
+            image, _ = client.images.build(path=str(ctx), tag="cmp/py:1", rm=True)
+            histories.append([h["CreatedBy"] for h in image.history()])
+        finally:
+            client.close()
+    assert histories[0] == histories[1]
+    assert any("COPY dir:" in h for h in histories[0]) and any("COPY file:" in h for h in histories[0])
