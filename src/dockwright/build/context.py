@@ -38,6 +38,9 @@ from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemErro
 from ..layers.compression import Compression, decompressor, detect
 from .extract import _refuse, extract_with_tar, gnu_tar
 from .extract import _clean as _entry_name
+from .paths import go_clean as _go_clean
+from .paths import scoped_resolve as _scoped_resolve
+from .paths import within as _within
 
 __all__ = [
     "DockerIgnore",
@@ -69,16 +72,6 @@ def _gnu_tar() -> str | None:
 
 # ==================================================================================================
 # Go helpers
-
-
-def _go_clean(p: str) -> str:
-    """Go's ``path.Clean`` (``filepath.Clean`` on Unix)."""
-    if p == "":
-        return "."
-    r = posixpath.normpath(p)
-    if r.startswith("//"):
-        r = "/" + r.lstrip("/")
-    return r
 
 
 def _go_dir(p: str) -> str:
@@ -408,58 +401,6 @@ class DockerIgnore:
         return matched
 
 
-# ==================================================================================================
-# scoped paths
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _scoped_resolve(root: Path, rel: str) -> Path:
-    """moby's ``FollowSymlinkInScope(filepath.Join(root, rel), root)``: symlinks are resolved with the
-    root as ``/``.  Raises :class:`ValueError` if ``rel`` leaves the root lexically."""
-    root_s = _go_clean(str(root))
-    full = _go_clean(root_s + "/" + rel)
-    if full == root_s:
-        return Path(root_s)
-    if not _within(full, root_s):
-        raise ValueError(f"{full} is not in {root_s}")
-    path = _go_clean(full[len(root_s) :] if root_s != "/" else full)
-    b = ""
-    n = 0
-    while path:
-        n += 1
-        if n > 255:
-            raise ValueError(f"too many links in {full}")
-        i = path.find("/")
-        if i == -1:
-            p, path = path, ""
-        else:
-            p, path = path[:i], path[i + 1 :]
-        if p == "":
-            continue
-        clean_p = _go_clean("/" + b + p)
-        if clean_p == "/":
-            b = ""
-            continue
-        full_p = _go_clean(root_s + clean_p)
-        try:
-            st = os.lstat(full_p)
-        except FileNotFoundError:
-            b += p + "/"
-            continue
-        except NotADirectoryError:
-            b += p + "/"
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            b += p + "/"
-            continue
-        dest = os.readlink(full_p)
-        if dest.startswith("/"):
-            b = ""
-        path = dest + "/" + path
-    return Path(_go_clean(root_s + _go_clean("/" + b)))
 
 
 # ==================================================================================================

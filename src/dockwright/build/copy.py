@@ -27,7 +27,7 @@ import tarfile
 from pathlib import Path
 
 from .context import _remove_existing as _clear
-from .context import _scoped_resolve
+from .paths import scoped_resolve as _scoped_resolve
 
 __all__ = ["copy_sources", "is_archive"]
 

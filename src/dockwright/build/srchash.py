@@ -31,6 +31,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from .paths import follow_in_scope
+
 __all__ = ["entry_hash", "source_hash", "combine", "follow_in_scope", "lazy_file_hasher", "context_entry_header"]
 
 _CHUNK = 1 << 20
@@ -40,38 +42,6 @@ _TYPE_BITS = ((stat.S_ISREG, 0o100000), (stat.S_ISDIR, 0o40000), (stat.S_ISLNK, 
               (stat.S_ISCHR, 0o20000))
 _NAMES: dict[tuple[str, int], str] = {}
 _LINKS: dict[str, dict[tuple[int, int], str]] = {}
-
-
-def follow_in_scope(root: Path | str, rel: str) -> str:
-    """moby's ``FollowSymlinkInScope(root/rel, root)`` as a path relative to ``root`` (``"."`` for the root):
-    symlinks are resolved with ``root`` as ``/`` and ``..`` never leaves it."""
-    root_s = os.path.normpath(str(root))
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    hops = 0
-    while parts:
-        p = parts.pop(0)
-        if p == "..":
-            if done:
-                done.pop()
-            continue
-        cur = os.path.join(root_s, *done, p)
-        try:
-            st = os.lstat(cur)
-        except OSError:
-            done.append(p)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            done.append(p)
-            continue
-        hops += 1
-        if hops > 255:
-            raise OSError(f"too many links in {rel}")
-        target = os.readlink(cur)
-        if target.startswith("/"):
-            done = []
-        parts = [x for x in target.split("/") if x not in ("", ".")] + parts
-    return "/".join(done) or "."
 
 
 def _name_of(kind: str, ident: int) -> str:

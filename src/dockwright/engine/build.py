@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from .. import reference as refs
 from ..build import changes as dfile
 from ..build import srchash
+from ..build.paths import follow_in_scope
 from ..build.remote_add import RemoteFile, download, is_url
 from ..errors import DockwrightError, ImageNotFound, InvalidArgument, NotSupported
 from ..build.copy import copy_sources
@@ -871,7 +872,7 @@ class BuildService:
                 binds = []
                 for i, vol in enumerate(volumes):
                     d = vol_root / str(i)
-                    real = srchash.follow_in_scope(view_dir, vol)
+                    real = follow_in_scope(view_dir, vol)
                     src = view_dir / real if real != "." else view_dir
                     if src.is_dir() and not src.is_symlink():
                         shutil.copytree(src, d, symlinks=True)
@@ -1077,7 +1078,7 @@ def _write_heredoc(directory: Path, doc: Any, env: Any) -> Path:
 def _make_workdir(rootfs: Path, workdir: str) -> None:
     """``SetupWorkingDirectory``: make ``workdir`` (symlinks resolved inside the rootfs) and its missing parents,
     0755 and owned by root; an existing non-directory fails as dockerd fails."""
-    real = srchash.follow_in_scope(rootfs, workdir)
+    real = follow_in_scope(rootfs, workdir)
     if real == ".":
         return
     path = rootfs / real
