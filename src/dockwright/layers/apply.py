@@ -65,7 +65,7 @@ from ..errors import (
 from ..oci.digest import sha256_digest
 from ..snapshots import Kind, LayerSnapshotter
 from .compression import Compression, Decompressor, decompressor, detect
-from .tarstream import TarInspector
+from .tarstream import TarInspector, clean_components
 
 __all__ = ["ApplyResult", "apply_layer", "ensure_chain", "adopt_snapshot", "remove_stale_extractions", "LayerOpener"]
 
@@ -204,18 +204,9 @@ def _show(name: bytes | str) -> str:
 
 def _clean(name: bytes, entry: str, what: str = "tar entry") -> list[bytes]:
     """Components of ``name`` cleaned like Go's ``filepath.Clean`` below the root; refuses ``../`` escapes."""
-    absolute = name.startswith(b"/")
-    out: list[bytes] = []
-    for part in name.split(b"/"):
-        if not part or part == b".":
-            continue
-        if part == b"..":
-            if out:
-                out.pop()
-            elif not absolute:
-                raise DataCorrupted(f"{what} {entry} escapes the layer root")
-            continue
-        out.append(part)
+    out = clean_components(name)
+    if out is None:
+        raise DataCorrupted(f"{what} {entry} escapes the layer root")
     return out
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from ..errors import DataCorrupted
 
-__all__ = ["TarInspector", "TarSummary", "BLOCK_SIZE", "PATH_MAX"]
+__all__ = ["TarInspector", "TarSummary", "BLOCK_SIZE", "PATH_MAX", "clean_components"]
 
 BLOCK_SIZE = 512
 #: Longest cleaned entry path accepted; the kernel refuses longer paths, so dockerd cannot extract them.
@@ -169,6 +169,24 @@ def _describe(name: bytes, link: bytes | None) -> str:
     if link is None:
         return f"tar entry {_show(name)}"
     return f"hardlink {_show(name)} -> {_show(link)}"
+
+
+def clean_components(name: bytes) -> list[bytes] | None:
+    """The components of a tar entry's ``name`` cleaned like Go's ``filepath.Clean`` below the root (an
+    absolute name is taken as relative to it), or None if a relative name climbs above the root."""
+    absolute = name.startswith(b"/")
+    out: list[bytes] = []
+    for part in name.split(b"/"):
+        if not part or part == b".":
+            continue
+        if part == b"..":
+            if out:
+                out.pop()
+            elif not absolute:
+                return None
+            continue
+        out.append(part)
+    return out
 
 
 class TarInspector:
@@ -535,18 +553,9 @@ class TarInspector:
         ``what`` and ``link`` only serve the error message: ``what`` is the entry's name and ``link``,
         when given, the hardlink target being cleaned.
         """
-        absolute = name.startswith(b"/")
-        out: list[bytes] = []
-        for part in name.split(b"/"):
-            if not part or part == b".":
-                continue
-            if part == b"..":
-                if out:
-                    out.pop()
-                elif not absolute:
-                    raise DataCorrupted(f"{_describe(what, link)} escapes the layer root")
-                continue
-            out.append(part)
+        out = clean_components(name)
+        if out is None:
+            raise DataCorrupted(f"{_describe(what, link)} escapes the layer root")
         if len(name) > PATH_MAX - 1 and sum(map(len, out)) + len(out) - 1 > PATH_MAX - 1:
             raise DataCorrupted(f"{_describe(what, link)} has a path longer than {PATH_MAX - 1} bytes")
         return out
