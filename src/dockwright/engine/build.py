@@ -485,8 +485,7 @@ class BuildService:
                          opts: BuildOptions) -> AsyncIterator[ProgressEvent]:
         """A step that changes only the config (``commit``): an empty layer, ``/bin/sh -c #(nop)  <message>``."""
         full = f"/bin/sh -c #(nop)  {message}"
-        hit = await self._probe(stage, (stage.image_id or "") + "|" + json.dumps(cfg, sort_keys=True), full, cfg,
-                                opts)
+        hit = await self._probe(stage, _cache_parent(stage.image_id, cfg), full, cfg, opts)
         if hit is not None:
             yield StreamText(" ---> Using cache\n")
             return
@@ -504,8 +503,7 @@ class BuildService:
         """WORKDIR (``dispatchWorkdir``): the directory is made in the step's container (root-owned, 0755), so the
         step has a layer unless it existed; history ``/bin/sh -c #(nop) WORKDIR <dir>``."""
         full = f"/bin/sh -c #(nop) {message}"
-        hit = await self._probe(stage, (stage.image_id or "") + "|" + json.dumps(cfg, sort_keys=True), full, cfg,
-                                opts)
+        hit = await self._probe(stage, _cache_parent(stage.image_id, cfg), full, cfg, opts)
         if hit is not None:
             yield StreamText(" ---> Using cache\n")
             return
@@ -738,8 +736,7 @@ class BuildService:
             top["container"] = container
         raw = go_dumps(dict(sorted(top.items())))
         image_id, _ = await eng.images.commit_image(raw, layers, parent=parent_id or "")
-        key_parent = (cache_parent if cache_parent is not None else
-                      (parent_id or "") + "|" + json.dumps(cfg, sort_keys=True))
+        key_parent = cache_parent if cache_parent is not None else _cache_parent(parent_id, cfg)
         self._cache_put(key_parent, created_by, image_id, layer.diff_size if layer else 0,
                         "regular" if layer else "internal")
         stage.image_id = image_id
@@ -786,7 +783,7 @@ class BuildService:
                     used_args.add(k)
         shown_args = sorted(a for a in argenv if a.partition("=")[0] in stage.args)
         created_by = (f"|{len(shown_args)} {' '.join(shown_args)} {shown}" if shown_args else shown)
-        cache_parent = stage.image_id + "|" + json.dumps(stage.config, sort_keys=True)
+        cache_parent = _cache_parent(stage.image_id, stage.config)
         if await self._probe(stage, cache_parent, created_by, stage.config, opts) is not None:
             yield StreamText(" ---> Using cache\n")
             return
@@ -977,7 +974,7 @@ class BuildService:
                     lambda: [is_archive(r.path) for r in downloaded])):
                 raise NotSupported("ADD of a URL that is an archive together with local sources is not supported "
                                    "by this builder: use two ADD instructions")
-            cache_parent = (stage.image_id or "") + "|" + json.dumps(stage.config, sort_keys=True)
+            cache_parent = _cache_parent(stage.image_id, stage.config)
             if await self._probe(stage, cache_parent, created_by, stage.config, opts) is not None:
                 yield StreamText(" ---> Using cache\n")
                 return
@@ -1047,6 +1044,11 @@ class BuildService:
 class _NoIgnore:
     def matches(self, path: str) -> bool:
         return False
+
+
+def _cache_parent(image_id: str | None, cfg: dict[str, Any]) -> str:
+    """The first half of a build cache key: the parent image and the config the step starts from."""
+    return (image_id or "") + "|" + json.dumps(cfg, sort_keys=True)
 
 
 def _free_bytes(path: Path) -> int:
