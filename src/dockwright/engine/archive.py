@@ -107,7 +107,7 @@ class ArchiveService:
 
     async def _stream(self, images: list[SaveImage]) -> AsyncIterator[bytes]:
         try:
-            async for chunk in write_save(images, self._open_blob):
+            async for chunk in write_save(images, self.images.blob_chunks):
                 yield chunk
             for img in images:
                 attrs = dict((self.db.get_image(img.config_digest) or _NoRec()).labels or {})
@@ -117,17 +117,6 @@ class ArchiveService:
             for img in images:
                 for lay in img.layers:
                     self.images.release(lay.digest)
-
-    async def _open_blob(self, digest: str) -> AsyncIterator[bytes]:
-        f = await asyncio.to_thread(self.content.open, digest)
-        try:
-            while True:
-                chunk = await asyncio.to_thread(f.read, 1 << 20)
-                if not chunk:
-                    return
-                yield chunk
-        finally:
-            f.close()
 
     # ================================================================================================ load ===
     async def load(self, chunks: AsyncIterator[bytes], *, quiet: bool = False,

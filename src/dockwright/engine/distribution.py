@@ -384,7 +384,7 @@ class DistributionService:
                         state["last"] = n
                         emit(Progress("Pushing", sid, n, size))
 
-                await repo.push_blob(digest, size, _read_blob(self.content, digest), progress=progress)
+                await repo.push_blob(digest, size, self.images.blob_chunks(digest), progress=progress)
                 emit(_detail("Pushed", sid))
                 sources.append((digest, repo_name.domain, repo_name.path))
 
@@ -400,7 +400,7 @@ class DistributionService:
             raise push_error(ref, exc) from exc
         cfg = manifest["config"]
         if await repo.blob_exists(cfg["digest"]) is None:
-            await repo.push_blob(cfg["digest"], int(cfg["size"]), _read_blob(self.content, cfg["digest"]))
+            await repo.push_blob(cfg["digest"], int(cfg["size"]), self.images.blob_chunks(cfg["digest"]))
         media_type = manifest.get("mediaType") or rec.target_media_type
         digest = await repo.put_manifest(ref.tag or "latest", media_type, manifest_raw)
         with self.db.tx() as c:
@@ -526,16 +526,6 @@ def _replay_prefix(content: ContentStore, writer: Writer, verifier: LayerVerifie
             verifier.feed(chunk)
 
 
-async def _read_blob(content: ContentStore, digest: str) -> AsyncIterator[bytes]:
-    f = await asyncio.to_thread(content.open, digest)
-    try:
-        while True:
-            chunk = await asyncio.to_thread(f.read, 1 << 20)
-            if not chunk:
-                return
-            yield chunk
-    finally:
-        f.close()
 
 
 async def _first(gen: AsyncIterator[ProgressEvent]) -> ProgressEvent | None:
