@@ -193,6 +193,21 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         d.stop()
 
 
+def overlay_or_skip(tmp: Path) -> None:
+    """Skip (with the reason) unless this process can mount overlayfs: root and a kernel that has it."""
+    if os.geteuid() != 0:
+        pytest.skip("overlay mounts need root")
+    probe = tmp / "overlay-probe"
+    for d in ("l1", "l2", "m"):
+        (probe / d).mkdir(parents=True)
+    opts = f"lowerdir={probe / 'l1'}:{probe / 'l2'}"
+    proc = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(probe / "m")],
+                          check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"overlayfs unavailable: {proc.stderr.strip()}")
+    subprocess.run(["umount", str(probe / "m")], check=True)
+
+
 def busybox_path() -> Path | None:
     for cand in ("/bin/busybox", "/usr/bin/busybox"):
         if os.path.exists(cand):

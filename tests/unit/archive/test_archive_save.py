@@ -24,7 +24,7 @@ from dockwright.errors import DataCorrupted
 from dockwright.layers.ingest import LayerIngester
 from dockwright.oci.platform import Platform
 
-FIXTURES = Path("/work/shared/fixtures")
+from conftest import FIXTURES
 SAVE_BUSYBOX = FIXTURES / "dockerd-20.10-save-busybox.tar"
 SAVE_WHITEOUTS = FIXTURES / "dockerd-20.10-save-whiteouts.tar"
 SKOPEO = FIXTURES / "skopeo-oci-archive-whiteouts.tar"

@@ -24,7 +24,8 @@ from dockwright.layers.apply import ApplyResult, apply_layer
 from dockwright.layers.compression import gzip_compressor
 from dockwright.layers.tarstream import TarInspector
 
-FIXTURES = Path("/work/shared/fixtures")
+from conftest import FIXTURES, overlay_or_skip
+
 SAVE_WHITEOUTS = FIXTURES / "dockerd-20.10-save-whiteouts.tar"
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (device nodes, ownership, trusted.* xattrs)")
@@ -102,20 +103,6 @@ def fixture_layers() -> list[bytes]:
     with tarfile.open(SAVE_WHITEOUTS) as t:
         manifest = json.load(t.extractfile("manifest.json"))  # type: ignore[arg-type]
         return [t.extractfile(name).read() for name in manifest[0]["Layers"]]  # type: ignore[union-attr]
-
-
-def overlay_or_skip(tmp: Path) -> None:
-    if not IS_ROOT:
-        pytest.skip("overlay mounts need root")
-    probe = tmp / "overlay-probe"
-    for d in ("l1", "l2", "m"):
-        (probe / d).mkdir(parents=True)
-    opts = f"lowerdir={probe / 'l1'}:{probe / 'l2'}"
-    proc = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(probe / "m")],
-                          check=False, capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"overlayfs unavailable: {proc.stderr.strip()}")
-    subprocess.run(["umount", str(probe / "m")], check=True)
 
 
 def is_whiteout(p: Path) -> bool:

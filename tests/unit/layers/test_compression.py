@@ -12,7 +12,6 @@ import os
 import random
 import tarfile
 import zlib
-from pathlib import Path
 
 import pytest
 import zstandard
@@ -29,7 +28,7 @@ from dockwright.layers.compression import (
     zstd_compressor,
 )
 
-FIXTURES = Path("/work/shared/fixtures")
+from conftest import FIXTURES
 SKOPEO = FIXTURES / "skopeo-oci-archive-whiteouts.tar"
 
 

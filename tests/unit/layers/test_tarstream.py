@@ -17,7 +17,7 @@ from dockwright.errors import DataCorrupted
 from dockwright.layers.compression import Compression, decompressor
 from dockwright.layers.tarstream import TarInspector, TarSummary
 
-FIXTURES = Path("/work/shared/fixtures")
+from conftest import FIXTURES
 SAVE_WHITEOUTS = FIXTURES / "dockerd-20.10-save-whiteouts.tar"
 SAVE_BUSYBOX = FIXTURES / "dockerd-20.10-save-busybox.tar"
 INSPECT_WHITEOUTS = FIXTURES / "dockerd-20.10-inspect-whiteouts.json"

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import tarfile
 import threading
 import time
@@ -36,26 +35,12 @@ from dockwright.snapshots import (
     unmount,
 )
 
-FIXTURES = Path("/work/shared/fixtures")
+from conftest import FIXTURES, overlay_or_skip
+
 SAVE_WHITEOUTS = FIXTURES / "dockerd-20.10-save-whiteouts.tar"
-IS_ROOT = os.geteuid() == 0
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def overlay_or_skip(tmp: Path) -> None:
-    if not IS_ROOT:
-        pytest.skip("overlay mounts need root")
-    probe = tmp / "overlay-probe"
-    for d in ("l1", "l2", "m"):
-        (probe / d).mkdir(parents=True)
-    opts = f"lowerdir={probe / 'l1'}:{probe / 'l2'}"
-    proc = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(probe / "m")],
-                          check=False, capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"overlayfs unavailable: {proc.stderr.strip()}")
-    subprocess.run(["umount", str(probe / "m")], check=True)
 
 
 def fixture_layers() -> list[bytes]:
