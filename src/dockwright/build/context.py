@@ -58,16 +58,11 @@ DEFAULT_DOCKERFILE = "Dockerfile"
 _CHUNK = 1 << 16
 _HANDOVER = 1 << 20
 _DOCKER_PY_DOCKERFILE = re.compile(r"^\.dockerfile\.[0-9a-fA-F]+$")
-_TAR: list[str | None] = []
 
 
 def _gnu_tar() -> str | None:
-    """GNU tar for extraction (looked up once); ``DOCKWRIGHT_PY_EXTRACT=1`` forces the Python extractor."""
-    if os.environ.get("DOCKWRIGHT_PY_EXTRACT") == "1":
-        return None
-    if not _TAR:
-        _TAR.append(gnu_tar())
-    return _TAR[0]
+    """GNU tar for extraction; ``DOCKWRIGHT_PY_EXTRACT=1`` forces the Python extractor."""
+    return None if os.environ.get("DOCKWRIGHT_PY_EXTRACT") == "1" else gnu_tar()
 
 
 # ==================================================================================================

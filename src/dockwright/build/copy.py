@@ -117,9 +117,11 @@ class _Copier:
             d = dst + "/" + e.name
             st = e.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                d, made = (d, True) if fresh else self._dir(d)
                 if fresh:
                     os.mkdir(d, 0o755)
+                    made = True
+                else:
+                    d, made = self._dir(d)
                 self.tree(s, d, made)
                 self._finish(d, st)
             else:

@@ -21,6 +21,7 @@ files in them.  Files are owned by the daemon's user (``--no-same-owner``), as w
 from __future__ import annotations
 
 import fcntl
+import functools
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 import hashlib
@@ -43,8 +44,9 @@ _F_SETPIPE_SZ = 1031
 _IN_FLIGHT = 4  # chunks handed to the hashing thread and not yet hashed
 
 
+@functools.cache
 def gnu_tar() -> str | None:
-    """The path of GNU tar, or None (another tar, or none)."""
+    """The path of GNU tar, or None (another tar, or none); looked up once."""
     path = shutil.which("tar")
     if path is None:
         return None
@@ -76,17 +78,19 @@ _NO_PAX: dict[bytes, bytes] = {}
 def _pax_id(pax: dict[bytes, bytes], key: bytes, field: bytes) -> int:
     if field == b"0000000\0" and not pax:
         return 0  # root, as the docker CLI writes it
+    if key not in pax:
+        return _num(field)
     try:
-        return int(pax[key]) if key in pax else _parse_numeric(field)
-    except (ValueError, _BadNumber):
+        return int(pax[key])
+    except ValueError:
         return 0
 
 
-def _octal(field: bytes) -> int:
-    field = field.split(b"\0", 1)[0].strip()
+def _num(field: bytes) -> int:
+    """A header number field (octal or base-256); 0 if it does not parse."""
     try:
-        return int(field, 8) if field else 0
-    except ValueError:
+        return _parse_numeric(field)
+    except _BadNumber:
         return 0
 
 
@@ -197,19 +201,19 @@ class ContextScanner(TarInspector):
         xattrs = {k[13:].decode("utf-8", "surrogateescape"): v for k, v in pax.items()
                   if k.startswith(b"SCHILY.xattr.")} if pax else None
         uid, gid = _pax_id(pax, b"uid", hdr[108:116]), _pax_id(pax, b"gid", hdr[116:124])
-        major = _octal(hdr[329:337]) if hdr[329] else 0
-        minor = _octal(hdr[337:345]) if hdr[337] else 0
-        head = context_entry_header(name, _octal(hdr[100:108]), uid, gid, size, chr(typeflag), link, major, minor,
+        major = _num(hdr[329:337]) if hdr[329] else 0
+        minor = _num(hdr[337:345]) if hdr[337] else 0
+        head = context_entry_header(name, _num(hdr[100:108]), uid, gid, size, chr(typeflag), link, major, minor,
                                     xattrs)
         if typeflag == _DIR:
             self._done.append((rel, hashlib.sha256(head)))  # in entry order with the files' tarsums
-            mtime: float = _octal(self._hdr[136:148])
+            mtime: float = _num(self._hdr[136:148])
             if b"mtime" in pax:
                 try:
                     mtime = float(pax[b"mtime"])
                 except ValueError:
                     pass
-            self.dirs.append((rel, _octal(self._hdr[100:108]) & 0o7777, mtime))
+            self.dirs.append((rel, _num(self._hdr[100:108]) & 0o7777, mtime))
             self._links.pop(rel, None)
             self._seen.discard(rel)
             return
