@@ -1,0 +1,22 @@
+"""Every test file under tests/ is collected by pytest (a test file that never runs guards nothing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_every_test_file_is_collected() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(TESTS)],
+        cwd=TESTS.parent, capture_output=True, text=True, timeout=240)
+    collected = {line.split("::", 1)[0] for line in out.stdout.splitlines() if "::" in line}
+    collected = {str((TESTS.parent / p).resolve().relative_to(TESTS.parent)) for p in collected}
+    files = {str(p.relative_to(TESTS.parent)) for p in TESTS.rglob("test_*.py")
+             if not any(part.startswith(".") or part == "__pycache__" for part in p.parts)}
+    missing = sorted(files - collected)
+    assert not missing, f"pytest does not collect these test files: {missing}\n{out.stdout[-2000:]}{out.stderr[-2000:]}"
+    assert "tests/unit/build/test_changes.py" in collected
