@@ -11,21 +11,29 @@ layer are the builder's).  It follows dockerd 20.10's ``performCopyForInfo``:
   chown drops a regular file's set-user-ID bit (and set-group-ID with group execute), as in dockerd;
   missing parent directories are made 0755;
 * ``--chmod`` sets the mode of what is copied (BuildKit's flag, accepted by this builder);
-* ADD of a local tar archive (any compression the layer code reads) unpacks it into the destination.
+* ADD of a local tar archive (any compression the layer code reads: :func:`is_archive`) unpacks it into
+  the destination as dockerd's ``chrootarchive.Untar`` does: through the one hardened extractor,
+  :func:`~dockwright.layers.apply.extract_archive`, with the destination directory as the root of the
+  extraction (the archive's symlinks resolve inside it, ``..`` names are refused, nothing is written
+  outside it), owners, modes and extended attributes taken from the archive (``--chown`` does not apply),
+  ``.wh.*`` entries unpacked as ordinary files.
 
-Paths in the rootfs are resolved with the rootfs as ``/`` (an absolute symlink in the image never
-points at the host) and an existing symlink in the destination is replaced, never written through.
-It works on plain ``os`` calls and ``sendfile`` copies: a context of tens of thousands of files costs
-little more than the kernel's copying.
+Paths in the rootfs are resolved with the rootfs as ``/`` (``FollowSymlinkInScope``: an absolute or
+climbing symlink in the image never points at the host; a destination under a dangling symlink is made
+where the symlink points, inside the rootfs, as dockerd's ``MkdirAll`` on the resolved path does) and an
+existing symlink at the destination itself is replaced, never written through.  It works on plain ``os``
+calls and ``sendfile`` copies: a context of tens of thousands of files costs little more than the kernel's
+copying.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-import tarfile
 from pathlib import Path
 
+from ..errors import DataCorrupted
+from ..layers.apply import extract_archive, is_tar_archive
 from .context import _remove_existing as _clear
 from .paths import scoped_resolve as _scoped_resolve
 
@@ -90,7 +98,7 @@ class _Copier:
             first = self._links.get((st.st_dev, st.st_ino))
             if first is not None and first != dst:
                 try:  # hard links among what is copied stay hard links, as with dockerd's tar copy
-                    os.link(first, dst)
+                    os.link(first, dst, follow_symlinks=False)
                     return
                 except FileNotFoundError:
                     pass  # the first copy was replaced since
@@ -147,16 +155,15 @@ class _Copier:
 
     def makedirs(self, rel: str, own: bool) -> tuple[str, bool]:
         """The directory ``rel`` of the rootfs, made (0755, owned by the copy's user if ``own``, root
-        otherwise) with its missing parents; its path and whether it existed."""
+        otherwise) with its missing parents; its path and whether it existed.  Symlinks on the way are
+        resolved inside the rootfs, a dangling one included: what is made is where it points."""
         full = str(_scoped_resolve(self.root, rel))
         if os.path.isdir(full):
             return full, True
-        parent = os.path.dirname(rel.rstrip("/"))
-        if parent and parent != rel:
-            pfull, _ = self.makedirs(parent, own)
-            full = pfull + "/" + os.path.basename(rel.rstrip("/"))
-        else:
-            full = str(self.root) + "/" + rel.strip("/")
+        real = os.path.relpath(full, self.root)  # rel with every symlink resolved: no symlink left in it
+        parent = os.path.dirname(real)
+        base = self.makedirs(parent, own)[0] if parent else str(self.root)
+        full = base + "/" + os.path.basename(real)
         _clear(full, keep_dir=False)
         os.mkdir(full, 0o755)
         if own:
@@ -165,13 +172,19 @@ class _Copier:
 
 
 def is_archive(p: Path) -> bool:
-    """Whether ADD unpacks ``p``: a tar archive, plain or compressed."""
+    """Whether ADD unpacks ``p``: a tar archive, plain or compressed with gzip, bzip2, xz or zstd (moby's
+    ``IsArchivePath``).  Only the start of the file is read."""
+    return is_tar_archive(p)
+
+
+def _untar(src: Path, root: Path, dest_dir: str, shown: str) -> None:
+    """ADD's unpacking of the local archive ``src`` into ``dest_dir`` (a directory of the rootfs at
+    ``root``, as a path there), confined to that directory."""
     try:
-        with tarfile.open(p) as tf:
-            tf.next()
-        return True
-    except (tarfile.TarError, OSError, EOFError, ValueError):
-        return False
+        with open(src, "rb") as f:
+            extract_archive(iter(lambda: f.read(1 << 20), b""), root, os.path.relpath(dest_dir, root))
+    except DataCorrupted as exc:
+        raise DataCorrupted(f"ADD failed: cannot unpack {shown}: {exc}") from exc
 
 
 def copy_sources(files: list[Path], target: Path, dest: str, srcs: list[str], uid: int, gid: int,
@@ -197,8 +210,7 @@ def copy_sources(files: list[Path], target: Path, dest: str, srcs: list[str], ui
             continue
         if decompress and stat.S_ISREG(st.st_mode) and is_archive(src):
             d, _ = cp.makedirs(rel_dest, own=False)
-            with tarfile.open(src) as tf:
-                tf.extractall(d, filter="data")
+            _untar(src, target, d, name)
             continue
         full = str(_scoped_resolve(target, rel_dest)) if rel_dest else str(target)
         if dest_is_dir or os.path.isdir(full):

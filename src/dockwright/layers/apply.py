@@ -67,7 +67,9 @@ from ..snapshots import Kind, LayerSnapshotter
 from .compression import Compression, Decompressor, decompressor, detect
 from .tarstream import TarInspector, clean_components
 
-__all__ = ["ApplyResult", "apply_layer", "ensure_chain", "adopt_snapshot", "remove_stale_extractions", "LayerOpener"]
+__all__ = ["ApplyResult", "ExtractRules", "LAYER_RULES", "ARCHIVE_RULES", "TarExtractor", "apply_layer",
+           "extract_archive", "is_tar_archive", "open_dir_in_root", "ensure_chain", "adopt_snapshot",
+           "remove_stale_extractions", "LayerOpener"]
 
 log = logging.getLogger("dockwright.layers.apply")
 
@@ -202,11 +204,11 @@ def _show(name: bytes | str) -> str:
     return repr(text)
 
 
-def _clean(name: bytes, entry: str, what: str = "tar entry") -> list[bytes]:
+def _clean(name: bytes, entry: str, what: str = "tar entry", root: str = "the layer root") -> list[bytes]:
     """Components of ``name`` cleaned like Go's ``filepath.Clean`` below the root; refuses ``../`` escapes."""
     out = clean_components(name)
     if out is None:
-        raise DataCorrupted(f"{what} {entry} escapes the layer root")
+        raise DataCorrupted(f"{what} {entry} escapes {root}")
     return out
 
 
@@ -378,10 +380,46 @@ def _proc_path(dir_fd: int, name: bytes) -> bytes:
     return b"/proc/self/fd/%d/%s" % (dir_fd, name)
 
 
-class _Extractor:
-    def __init__(self, target: Path) -> None:
+@dataclass(frozen=True, slots=True)
+class ExtractRules:
+    """What an extraction keeps of an archive.  The confinement (nothing written outside the root) is the
+    same whatever the rules.
+
+    ``whiteouts``: the overlay whiteout conversion (layers: moby's ``Unpack`` with the overlay converter);
+    without it ``.wh.*`` entries are ordinary files, as moby's ``Untar`` (ADD, ``docker cp``) writes them.
+    ``owners``: ownership from the headers (when running as root).  ``specials``: device nodes and fifos
+    (skipped otherwise).  ``xattrs``: ``SCHILY.xattr.*`` records.  ``dir_modes``: directory modes from the
+    headers (otherwise new directories are ``0755`` and the caller sets their modes).  ``kind`` and ``root``
+    name the archive and its root in messages.
+    """
+
+    whiteouts: bool = False
+    owners: bool = True
+    specials: bool = True
+    xattrs: bool = True
+    dir_modes: bool = True
+    kind: str = "archive"
+    root: str = "the destination"
+
+
+#: a layer unpacked into a snapshot (overlay whiteouts)
+LAYER_RULES = ExtractRules(whiteouts=True, kind="layer", root="the layer root")
+#: an archive unpacked into a directory (ADD of a local archive, ``docker cp``): moby's ``Untar``
+ARCHIVE_RULES = ExtractRules()
+
+
+class TarExtractor:
+    """Unpacks :mod:`tarfile` members below a root directory, one :meth:`entry` at a time, never writing
+    outside it (see the module docstring).  ``root`` is a path or a directory descriptor (duplicated: the
+    caller keeps its own).  :meth:`finish_dirs` sets directory times at the end; :meth:`close` always."""
+
+    def __init__(self, root: Path | str | int, rules: ExtractRules = ARCHIVE_RULES) -> None:
+        self.rules = rules
         self.is_root = os.geteuid() == 0
-        self.root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if isinstance(root, int):
+            self.root_fd = os.dup(root)
+        else:
+            self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.walker = _Walker(self.root_fd, create=True, is_root=self.is_root)
         self.links = _Walker(self.root_fd, create=False, is_root=self.is_root)
         self.dirs: list[tuple[list[bytes], int, int]] = []
@@ -408,12 +446,23 @@ class _Extractor:
             return None
 
     def _chown(self, parent: int, name: bytes, uid: int, gid: int) -> None:
+        if not self.rules.owners:
+            return
         try:
             os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
         except PermissionError:
             if self.is_root:
                 raise
             # Not root: ownership cannot be kept (dockerd in a user namespace maps it instead).
+
+    def _fchown(self, fd: int, uid: int, gid: int) -> None:
+        if not self.rules.owners:
+            return
+        try:
+            os.fchown(fd, uid, gid)
+        except PermissionError:
+            if self.is_root:
+                raise
 
     def _set_xattrs(self, target: int | bytes, xattrs: list[tuple[str, bytes]], entry: str) -> None:
         for name, value in xattrs:
@@ -424,33 +473,37 @@ class _Extractor:
                     os.setxattr(target, name, value, follow_symlinks=False)
             except OSError as exc:
                 if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
-                    log.debug("layer entry %s: cannot set extended attribute %s: %s", entry, name, exc)
+                    log.debug("tar entry %s: cannot set extended attribute %s: %s", entry, name, exc)
                     continue
                 raise
 
     # ------------------------------------------------------------ one entry
 
     def entry(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        rules = self.rules
         raw = os.fsencode(member.name)
         entry = _show(raw)
-        comps = _clean(raw, entry)
+        comps = _clean(raw, entry, root=rules.root)
         if not comps:
             if member.isdir():
                 return  # moby skips the root entry when the target exists
-            raise DataCorrupted(f"tar entry {entry} would replace the layer root")
+            raise DataCorrupted(f"tar entry {entry} would replace {rules.root}")
 
         if not (member.isreg() or member.isdir() or member.issym() or member.islnk() or member.isdev()):
-            log.debug("layer entry %s of type %r skipped", entry, member.type)
+            log.debug("tar entry %s of type %r skipped", entry, member.type)
+            return
+        if member.isdev() and not rules.specials:
+            log.debug("tar entry %s: device node or fifo skipped", entry)
             return
         if member.islnk():  # checked before anything is made, as TarInspector does
-            link_comps = _clean(os.fsencode(member.linkname).lstrip(b"/"), entry, "hardlink target of")
+            link_comps = _clean(os.fsencode(member.linkname).lstrip(b"/"), entry, "hardlink target of", rules.root)
             if not link_comps:
-                raise DataCorrupted(f"hardlink {entry} points at the layer root")
+                raise DataCorrupted(f"hardlink {entry} points at {rules.root}")
 
         base = comps[-1]
         parent = self.walker.resolve(comps[:-1], entry)
 
-        if base.startswith(_WHITEOUT_PREFIX):
+        if rules.whiteouts and base.startswith(_WHITEOUT_PREFIX):
             self._whiteout(parent, base, member, entry)
             return
 
@@ -461,17 +514,20 @@ class _Extractor:
 
         mode = member.mode & 0o7777
         uid, gid = member.uid, member.gid
-        xattrs = _xattrs(member)
+        xattrs = _xattrs(member) if rules.xattrs else []
         atime, mtime = _times(member)
 
         if member.isdir():
             if old is None:
-                os.mkdir(base, 0o700, dir_fd=parent)
+                os.mkdir(base, 0o700 if rules.dir_modes else 0o755, dir_fd=parent)
             fd = os.open(base, _O_DIR, dir_fd=parent)
             try:
                 self._fchown(fd, uid, gid)
                 self._set_xattrs(fd, xattrs, entry)
-                os.fchmod(fd, mode)
+                if rules.dir_modes:
+                    os.fchmod(fd, mode)
+                elif old is None:
+                    os.fchmod(fd, 0o755)  # whatever the umask
             finally:
                 os.close(fd)
             self.dirs.append((comps, atime, mtime))
@@ -511,7 +567,7 @@ class _Extractor:
             os.mkfifo(base, 0o600, dir_fd=parent)
         else:
             if not self.is_root:
-                log.debug("layer entry %s: device node skipped (not running as root)", entry)
+                log.debug("tar entry %s: device node skipped (not running as root)", entry)
                 return
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
             os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=parent)
@@ -519,13 +575,6 @@ class _Extractor:
         self._set_xattrs(_proc_path(parent, base), xattrs, entry)
         os.chmod(base, mode, dir_fd=parent)  # the node was just made: not a symlink
         os.utime(base, ns=(atime, mtime), dir_fd=parent, follow_symlinks=False)
-
-    def _fchown(self, fd: int, uid: int, gid: int) -> None:
-        try:
-            os.fchown(fd, uid, gid)
-        except PermissionError:
-            if self.is_root:
-                raise
 
     def _copy_body(self, tf: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
         remaining = member.size
@@ -580,22 +629,15 @@ class _Extractor:
                     parent = walker.resolve(comps[:-1], "")
                     os.utime(comps[-1], ns=(atime, mtime), dir_fd=parent, follow_symlinks=False)
                 except (FileNotFoundError, NotADirectoryError, DataCorrupted):
-                    continue  # removed or replaced later in the layer
+                    continue  # removed or replaced later in the archive
         finally:
             walker.close()
 
 
-def apply_layer(stream_chunks: Iterable[bytes], target: Path | str, *,
-                expected_diff_id: str | None = None) -> ApplyResult:
-    """Extract a layer into ``target`` (an existing directory, normally empty) with overlay whiteouts.
-
-    ``stream_chunks`` are the bytes of the layer blob; its compression is detected.  Blocking: call it
-    from a worker thread.  Raises :class:`~dockwright.errors.DataCorrupted` for a broken, truncated or
-    hostile layer (naming the entry) or when ``expected_diff_id`` does not match; ``target`` is then left
-    partially written for the caller to remove.
-    """
-    stream = _LayerStream(stream_chunks)
-    ext = _Extractor(Path(target))
+def _unpack(stream: _LayerStream, ext: TarExtractor) -> Any:
+    """Extract the members ``stream`` holds with ``ext``; the inspector's summary.  Errors as
+    :func:`apply_layer` says (the partial tree is left to the caller)."""
+    rules = ext.rules
     member: tarfile.TarInfo | None = None
     try:
         try:
@@ -615,25 +657,124 @@ def apply_layer(stream_chunks: Iterable[bytes], target: Path | str, *,
             member = None
         ext.finish_dirs()
         stream.drain()
-        summary = stream.inspector.close()
+        return stream.inspector.close()
+    except DataCorrupted as exc:
+        if rules.root != LAYER_RULES.root and LAYER_RULES.root in str(exc):  # the inspector's words
+            raise DataCorrupted(str(exc).replace(LAYER_RULES.root, rules.root)) from exc
+        raise
     except DockwrightError:
         raise
     except (tarfile.TarError, EOFError, UnicodeError) as exc:
         where = f" at tar entry {_show(member.name)}" if member is not None else ""
-        raise DataCorrupted(f"invalid layer tar{where}: {exc}") from exc
+        raise DataCorrupted(f"invalid {rules.kind} tar{where}: {exc}") from exc
     except OSError as exc:
-        where = f"tar entry {_show(member.name)}" if member is not None else "layer"
+        where = f"tar entry {_show(member.name)}" if member is not None else rules.kind
         if exc.errno in _HOST_ERRNOS:
             raise SystemError_(f"failed to extract {where}: {exc}") from exc
         if exc.errno in (errno.EPERM, errno.EACCES) and not ext.is_root:
-            raise Forbidden(f"failed to extract {where}: {exc.strerror} (layers are unpacked as root)") from exc
+            raise Forbidden(f"failed to extract {where}: {exc.strerror} ({rules.kind}s are unpacked as root)") from exc
         raise DataCorrupted(f"failed to extract {where}: {exc.strerror or exc}") from exc
+
+
+def apply_layer(stream_chunks: Iterable[bytes], target: Path | str, *,
+                expected_diff_id: str | None = None) -> ApplyResult:
+    """Extract a layer into ``target`` (an existing directory, normally empty) with overlay whiteouts.
+
+    ``stream_chunks`` are the bytes of the layer blob; its compression is detected.  Blocking: call it
+    from a worker thread.  Raises :class:`~dockwright.errors.DataCorrupted` for a broken, truncated or
+    hostile layer (naming the entry) or when ``expected_diff_id`` does not match; ``target`` is then left
+    partially written for the caller to remove.
+    """
+    stream = _LayerStream(stream_chunks)
+    ext = TarExtractor(Path(target), LAYER_RULES)
+    try:
+        summary = _unpack(stream, ext)
     finally:
         ext.close()
     diff_id = "sha256:" + stream.hash.hexdigest()
     if expected_diff_id is not None and diff_id != expected_diff_id:
         raise DataCorrupted(f"layer diff ID mismatch: got {diff_id}, expected {expected_diff_id}")
     return ApplyResult(diff_id=diff_id, size=stream.size, diff_size=summary.diff_size, entries=summary.entries)
+
+
+_PROBE_LIMIT = 2 << 20  # decompressed bytes is_tar_archive reads at most
+
+
+class _ProbeStream(_LayerStream):
+    """The decompressed start of a file for :func:`is_tar_archive`: neither hashed nor inspected, and no
+    more than ``_PROBE_LIMIT`` bytes of it (a huge PAX header in a small compressed file stays small)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        super().__init__(chunks)
+        self._left = _PROBE_LIMIT
+
+    def _plain(self, data: bytes) -> None:
+        self._left -= len(data)
+        if self._left < 0:
+            raise tarfile.ReadError("no tar header in the first bytes")
+
+
+def is_tar_archive(path: Path | str) -> bool:
+    """Whether the file at ``path`` is a tar archive, plain or compressed as :func:`extract_archive` reads it
+    (moby's ``IsArchivePath``: the compression undone, the first header reads).  Reads the start of the file
+    only; never extracts anything."""
+    try:
+        with open(path, "rb") as f:
+            stream = _ProbeStream(iter(lambda: f.read(_BLOB_READ_SIZE), b""))
+            tf = tarfile.open(fileobj=stream, mode="r|", bufsize=_READ_SIZE,  # type: ignore[call-overload]
+                              encoding="utf-8", errors="surrogateescape")
+            return tf.next() is not None
+    except (tarfile.TarError, DockwrightError, OSError, EOFError, ValueError, UnicodeError):
+        return False
+
+
+def open_dir_in_root(root: Path | str | int, rel: str) -> int:
+    """A descriptor of the existing directory ``rel`` below ``root`` (a path or a descriptor), resolved with
+    ``root`` as ``/``: symlinks on the way are followed *inside* ``root`` (``FollowSymlinkInScope``, without
+    a window between resolving and using the result).  The caller closes it.  Raises
+    :class:`~dockwright.errors.InvalidArgument` if ``rel`` is not a directory there."""
+    own = not isinstance(root, int)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if own else root  # type: ignore[arg-type]
+    walker = _Walker(root_fd, create=False, is_root=os.geteuid() == 0)
+    try:
+        comps = clean_components(os.fsencode(rel).lstrip(b"/")) or []
+        try:
+            return os.dup(walker.resolve(comps, _show(rel)))
+        except OSError as exc:
+            raise InvalidArgument(f"{rel}: not a directory: {exc.strerror}") from exc
+        except DataCorrupted as exc:
+            raise InvalidArgument(f"{rel}: {exc}") from exc
+    finally:
+        walker.close()
+        if own:
+            os.close(root_fd)
+
+
+def extract_archive(stream_chunks: Iterable[bytes], root: Path | str | int, subdir: str = "", *,
+                    rules: ExtractRules = ARCHIVE_RULES) -> ApplyResult:
+    """Unpack a tar archive (plain, gzip, bzip2, xz or zstd) into the existing directory ``subdir`` of
+    ``root`` — moby's ``chrootarchive.Untar``, which ADD of a local archive uses.
+
+    ``subdir`` is resolved inside ``root`` (:func:`open_dir_in_root`) and is the root of the extraction, as
+    the chroot of ``Untar`` is its destination: a symlink of the archive (or already there) is followed
+    with that directory as ``/``, a ``..`` name or hardlink target is refused, and nothing is written
+    outside it.  ``rules`` (default :data:`ARCHIVE_RULES`: owners, modes, devices and extended attributes
+    kept, ``.wh.*`` entries ordinary files) say what is kept.  Blocking.  Raises
+    :class:`~dockwright.errors.DataCorrupted` naming the entry for a broken or hostile archive (what was
+    unpacked before it stays).
+    """
+    fd = open_dir_in_root(root, subdir)
+    try:
+        ext = TarExtractor(fd, rules)
+    finally:
+        os.close(fd)
+    stream = _LayerStream(stream_chunks)
+    try:
+        summary = _unpack(stream, ext)
+    finally:
+        ext.close()
+    return ApplyResult(diff_id="sha256:" + stream.hash.hexdigest(), size=stream.size, diff_size=summary.diff_size,
+                       entries=summary.entries)
 
 
 # --------------------------------------------------------------------------------------------------
