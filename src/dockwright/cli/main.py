@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import signal
 import socket
+import ssl
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 
-__all__ = ["main", "parse_host", "load_daemon_json"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["main", "parse_host", "load_daemon_json", "TLSSettings", "resolve_tls", "server_tls_context",
+           "insecure_tcp_warnings", "socket_gid"]
 
 log = logging.getLogger("dockwright")
 
@@ -23,18 +30,24 @@ DEFAULT_SOCKET = "unix:///run/dockwright.sock"
 DEFAULT_DATA_ROOT = "/var/lib/dockwright"
 DEFAULT_EXEC_ROOT = "/run/dockwright"
 DEFAULT_CONFIG_FILE = "/etc/dockwright/daemon.json"
+DEFAULT_TLS_HOST = "tcp://localhost:2376"  # dockerd's opts.DefaultTLSHost: -H unset and TLS on
+DEFAULT_SOCKET_GROUP = "docker"  # dockerd's -G default; a missing "docker" group is only a warning
 
 # daemon.json keys dockwright uses (dockerd's names)
 KNOWN_KEYS = {"hosts", "data-root", "exec-root", "registry-mirrors", "insecure-registries",
               "max-concurrent-downloads", "max-concurrent-uploads", "log-level", "pidfile", "debug",
-              "experimental", "labels", "registry-mirrors-by-host"}
+              "experimental", "labels", "registry-mirrors-by-host", "group", "tls", "tlsverify", "tlscacert",
+              "tlscert", "tlskey"}
 # dockerd keys accepted without effect (no warning: they describe things dockwright does not have)
 IGNORED_KEYS = {"storage-driver", "storage-opts", "iptables", "ip6tables", "bridge", "bip", "log-driver",
                 "log-opts", "live-restore", "features", "builder", "default-runtime", "runtimes", "dns",
-                "dns-opts", "dns-search", "mtu", "userland-proxy", "group", "tls", "tlsverify", "tlscacert",
-                "tlscert", "tlskey", "containerd", "default-address-pools", "cgroup-parent", "exec-opts",
-                "default-ulimits", "ipv6", "fixed-cidr", "fixed-cidr-v6", "seccomp-profile", "selinux-enabled",
-                "userns-remap", "max-download-attempts", "shutdown-timeout", "debug-key"}
+                "dns-opts", "dns-search", "mtu", "userland-proxy", "containerd", "default-address-pools",
+                "cgroup-parent", "exec-opts", "default-ulimits", "ipv6", "fixed-cidr", "fixed-cidr-v6",
+                "seccomp-profile", "selinux-enabled", "userns-remap", "max-download-attempts", "shutdown-timeout",
+                "debug-key"}
+# the JSON type of the daemon.json keys whose type dockwright checks (dockerd's Config field types)
+_KEY_TYPES: dict[str, type] = {"tls": bool, "tlsverify": bool, "tlscacert": str, "tlscert": str, "tlskey": str,
+                               "group": str}
 
 
 class ConfigError(Exception):
@@ -47,16 +60,32 @@ def parse_host(h: str) -> tuple[str, Any]:
         path = h[len("unix://"):] or "/run/dockwright.sock"
         return "unix", path
     if h.startswith("tcp://") or h.startswith("http://"):
+        # dockerd's opts.ParseTCPAddr: a missing host is localhost, a missing port 2375 (also with TLS)
         rest = h.split("://", 1)[1].rstrip("/")
-        host, _, port = rest.rpartition(":")
-        if not host:
-            host, port = rest, "2375"
-        if not port.isdigit():
+        if rest.startswith("["):
+            host, _, port = rest[1:].partition("]")
+            port = port[1:] if port.startswith(":") else ""
+        elif rest.count(":") == 1 or ":" not in rest:
+            host, _, port = rest.partition(":")
+        else:
             raise ConfigError(f"invalid bind address format: {h}")
-        return "tcp", (host.strip("[]") or "0.0.0.0", int(port))
+        port = port or "2375"
+        if not port.isdigit() or int(port) == 0 or int(port) > 65535:
+            raise ConfigError(f"invalid bind address ({h}): invalid port: {port}")
+        return "tcp", (host or "localhost", int(port))
     if h.startswith("/"):
         return "unix", h
     raise ConfigError(f"invalid bind address format: {h} (use unix://PATH or tcp://HOST:PORT)")
+
+
+def _json_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    return "array" if isinstance(v, list) else "object"
 
 
 def load_daemon_json(path: str, explicit: bool) -> dict[str, Any]:
@@ -72,10 +101,26 @@ def load_daemon_json(path: str, explicit: bool) -> dict[str, Any]:
         raise ConfigError(f"unable to configure the Docker daemon with file {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"unable to configure the Docker daemon with file {path}: not a JSON object")
+    for key, want in _KEY_TYPES.items():
+        if data.get(key) is None:
+            data.pop(key, None)  # JSON null leaves a Go field unset
+        elif not isinstance(data[key], want):
+            raise ConfigError(f"unable to configure the Docker daemon with file {path}: json: cannot unmarshal "
+                              f"{_json_type(data[key])} into Go struct field Config.{key} of type "
+                              f"{'bool' if want is bool else 'string'}")
     unknown = sorted(k for k in data if k not in KNOWN_KEYS and k not in IGNORED_KEYS)
     if unknown:
         log.warning("%s: ignoring unknown configuration keys: %s", path, ", ".join(unknown))
     return data
+
+
+def _parse_bool(text: str) -> bool:
+    """Go's ``strconv.ParseBool``, which pflag applies to ``--tls=false`` / ``--tlsverify=false``."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f'strconv.ParseBool: parsing "{text}": invalid syntax')
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -84,6 +129,15 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     s = sub.add_parser("serve", help="run the daemon (Docker Engine API)")
     s.add_argument("-H", "--host", action="append", default=None, help="unix://PATH or tcp://HOST:PORT (repeatable)")
+    s.add_argument("-G", "--group", default=None,
+                   help=f"group for the unix socket (default {DEFAULT_SOCKET_GROUP!r}, when that group exists)")
+    s.add_argument("--tls", nargs="?", const=True, default=None, type=_parse_bool, metavar="BOOL",
+                   help="use TLS; implied by --tlsverify")
+    s.add_argument("--tlsverify", nargs="?", const=True, default=None, type=_parse_bool, metavar="BOOL",
+                   help="use TLS and verify the remote (client certificates signed by --tlscacert)")
+    s.add_argument("--tlscacert", default=None, help="trust certs signed only by this CA (default ~/.docker/ca.pem)")
+    s.add_argument("--tlscert", default=None, help="path to TLS certificate file (default ~/.docker/cert.pem)")
+    s.add_argument("--tlskey", default=None, help="path to TLS key file (default ~/.docker/key.pem)")
     s.add_argument("--data-root", default=None)
     s.add_argument("--exec-root", default=None)
     s.add_argument("--config-file", default=None)
@@ -111,6 +165,342 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING if lv > logging.DEBUG else logging.DEBUG)
 
 
+def _gofmt(v: Any) -> str:
+    """A value as Go's ``%v`` prints it (dockerd's flag/file conflict message)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + " ".join(_gofmt(x) for x in v) + "]"
+    return str(v)
+
+
+# ---- TLS (dockerd's cmd/dockerd options.go setDefaultOptions, daemon.go loadDaemonCliConfig) ------------------
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """The API's TLS as dockerd resolves it. ``tls`` and ``verify`` stay None when neither a flag nor daemon.json
+    mentions them, which is what decides the louder insecure-TCP warnings."""
+
+    tls: bool | None = None
+    verify: bool | None = None
+    cacert: str = ""
+    cert: str = ""
+    key: str = ""
+
+    @property
+    def client_auth(self) -> bool:
+        """TLS that requires and verifies a client certificate (dockerd's RequireAndVerifyClientCert)."""
+        return bool(self.tls) and self.verify is not False
+
+    def auth_ok(self) -> bool:
+        """dockerd's checkTLSAuthOK: TCP without client auth was explicitly asked for (``--tls=false``,
+        ``--tlsverify=false``), rather than left to the default."""
+        if self.tls is None:
+            return False  # dockerd's DefaultTLSValue
+        return (not self.tls) or self.verify is not None
+
+
+def default_cert_dir() -> str:
+    """dockerd's default directory for ca.pem, cert.pem and key.pem: $DOCKER_CERT_PATH, else $DOCKER_CONFIG, else
+    ~/.docker."""
+    return (os.environ.get("DOCKER_CERT_PATH") or os.environ.get("DOCKER_CONFIG")
+            or os.path.join(os.path.expanduser("~"), ".docker"))
+
+
+def resolve_tls(tls: bool | None, tlsverify: bool | None, tlscacert: str | None, tlscert: str | None,
+                tlskey: str | None, conf: dict[str, Any]) -> tuple[TLSSettings, bool | None]:
+    """Flags (None when not given) and daemon.json → (the settings, the ``tls`` value dockerd's default ``-H``
+    looks at, which is taken before a daemon.json ``tlsverify`` turns TLS on).
+
+    As dockerd: ``--tlsverify`` (any value) implies ``--tls``; ``--tls`` alone verifies clients unless
+    ``--tlsverify=false``; the default files under :func:`default_cert_dir` apply only when a TLS flag is given
+    (the certificate and key only when they exist); daemon.json values win over those defaults (a key given both
+    as a flag and in the file was refused before); ``tlsverify`` in daemon.json, true or false, turns TLS on.
+    """
+    cacert = cert = key = ""
+    if tlsverify is not None or tls:
+        d = default_cert_dir()
+        cacert = tlscacert if tlscacert is not None else os.path.join(d, "ca.pem")
+        cert = tlscert if tlscert is not None else _existing(os.path.join(d, "cert.pem"))
+        key = tlskey if tlskey is not None else _existing(os.path.join(d, "key.pem"))
+    use_tls, verify = tls, None
+    if tlsverify is not None:
+        use_tls, verify = True, tlsverify
+    if "tls" in conf:
+        use_tls = conf["tls"]
+    if "tlsverify" in conf:
+        verify = conf["tlsverify"]
+    cacert = conf.get("tlscacert") or cacert
+    cert = conf.get("tlscert") or cert
+    key = conf.get("tlskey") or key
+    hosts_tls = use_tls
+    if tlsverify is not None or "tlsverify" in conf:
+        use_tls = True
+    if verify is None and use_tls is not None:
+        verify = use_tls
+    return TLSSettings(use_tls, verify, cacert, cert, key), hosts_tls
+
+
+def _existing(path: str) -> str:
+    return path if os.path.exists(path) else ""
+
+
+# Go's tlsconfig.ServerDefault: TLS 1.2 at least; for TLS 1.2, ECDHE with AES-GCM, then the ECDHE CBC suites
+_SERVER_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES256-SHA",
+    "ECDHE-RSA-AES128-SHA"))
+
+
+def _open_error(path: str, exc: OSError) -> str:
+    """A failed open as Go words it (``open PATH: no such file or directory``)."""
+    reason = (exc.strerror or str(exc)).lower()
+    return f"open {path}: {reason}"
+
+
+def server_tls_context(t: TLSSettings) -> ssl.SSLContext | None:
+    """dockerd's newAPIServerTLSConfig (go-connections ``tlsconfig.Server``): None without TLS; raises
+    :class:`ConfigError` ("invalid TLS configuration: …") when a file is missing or unusable."""
+    if not t.tls:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(_SERVER_CIPHERS)
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_alpn_protocols(["http/1.1"])
+    pair = f'(cert: "{t.cert}", key: "{t.key}")'
+    for path in (t.cert, t.key):
+        try:
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError as exc:
+            raise ConfigError(f"invalid TLS configuration: could not load X509 key pair {pair}: "
+                              f"{_open_error(path, exc)}") from None
+        except OSError as exc:
+            raise ConfigError(f"invalid TLS configuration: error reading X509 key pair - make sure the key is not "
+                              f"encrypted {pair}: {_open_error(path, exc)}") from None
+    try:
+        ctx.load_cert_chain(t.cert, t.key, password=lambda: b"")  # an encrypted key fails instead of prompting
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"invalid TLS configuration: error reading X509 key pair - make sure the key is not "
+                          f"encrypted {pair}: {exc}") from None
+    if t.client_auth:
+        ctx.verify_mode = ssl.CERT_REQUIRED  # without a CA file no client certificate verifies
+        if t.cacert:
+            try:
+                with open(t.cacert, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(f'invalid TLS configuration: could not read CA certificate "{t.cacert}": '
+                                  f"{_open_error(t.cacert, exc)}") from None
+            try:
+                ctx.load_verify_locations(cafile=t.cacert)
+            except (ssl.SSLError, ValueError):
+                raise ConfigError(f'invalid TLS configuration: failed to append certificates from PEM file: '
+                                  f'"{t.cacert}"') from None
+    return ctx
+
+
+def _is_loopback(host: str) -> bool:
+    """``host`` names a loopback address (a name is resolved, as dockerd's net.ResolveIPAddr: its first
+    address)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        log.error("Error looking up specified host address: %s host=%s", exc, host)
+        return False
+    return bool(infos) and ipaddress.ip_address(infos[0][4][0].split("%")[0]).is_loopback
+
+
+def _tcp_name(host: str, port: int) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def insecure_tcp_warnings(host: str, port: int, t: TLSSettings) -> tuple[list[str], float]:
+    """dockerd 28's loadListeners for one ``tcp://`` address: the warnings to log and the start-up delay (seconds).
+
+    Nothing when TLS verifies client certificates. Otherwise three warnings and one second; and when TCP without
+    client authentication was not explicitly asked for (neither ``tls`` nor ``tlsverify`` set) on an address that
+    is not loopback, four more and fifteen seconds more.
+    """
+    if t.client_auth:
+        return [], 0.0
+    name = _tcp_name(host, port)
+    msgs = [
+        "Binding to IP address without --tlsverify is insecure and gives root access on this machine to everyone "
+        "who has access to your network.",
+        "Binding to an IP address, even on localhost, can also give access to scripts run in a browser. "
+        "Be safe out there!",
+        "[DEPRECATION NOTICE] In future versions this will be a hard failure preventing the daemon from starting! "
+        "Learn more at: https://docs.docker.com/go/api-security/",
+    ]
+    delay = 1.0
+    if not t.auth_ok() and host != "localhost" and not _is_loopback(host):
+        msgs += [
+            "Binding to an IP address without --tlsverify is deprecated. Startup is intentionally being slowed "
+            "down to show this message",
+            "Please consider generating tls certificates with client validation to prevent exposing "
+            "unauthenticated root access to your network",
+            "You can override this by explicitly specifying '--tls=false' or '--tlsverify=false'",
+            "Support for listening on TCP without authentication or explicit intent to run without authentication "
+            "will be removed in the next release",
+        ]
+        delay += 15.0
+    return [f'{m} host="{name}"' for m in msgs], delay
+
+
+# ---- listeners --------------------------------------------------------------------------------------------
+
+def socket_gid(group: str) -> int:
+    """dockerd's lookupGID: the group's id, else ``group`` as a number; :class:`LookupError` when neither."""
+    import grp
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        pass
+    try:
+        return int(group)
+    except ValueError:
+        raise LookupError(f"group {group} not found") from None
+
+
+def _resolve_socket_group(group: str) -> tuple[int, str | None]:
+    """(gid for the unix sockets, the reason for a warning): a missing *default* group falls back to the daemon's
+    own group with a warning, as dockerd; any other group that does not exist stops the daemon."""
+    try:
+        return socket_gid(group), None
+    except LookupError as exc:
+        if group and group != DEFAULT_SOCKET_GROUP:
+            raise ConfigError(f"failed to load listeners: {exc}") from None
+        return os.getgid(), (str(exc) if group else None)
+
+
+def _bind_unix(path: str, gid: int) -> socket.socket:
+    """go-connections' NewUnixSocket: bound, then ``0660`` and group ``gid`` before it listens (so that nobody can
+    connect in between)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        try:
+            os.chmod(path, 0)
+            os.chown(path, -1, gid)  # the owner is the daemon (root)
+            os.chmod(path, 0o660)
+        except OSError:
+            os.unlink(path)
+            raise
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    """Go's net.Listen: one address (the first IPv4 one when a name has several)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = next((i for i in infos if i[0] == socket.AF_INET), infos[0])
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+# the first bytes of a plain HTTP request, as Go's http server recognises one sent to a TLS port
+_HTTP_HEADS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
+_HANDSHAKE_TIMEOUT = 60.0
+
+
+def _tls_site(runner: "web.BaseRunner", sock: socket.socket, ctx: ssl.SSLContext) -> "web.BaseSite":
+    from aiohttp import web
+
+    class TLSSite(web.BaseSite):
+        """TLS on an accepted socket; a plain HTTP request gets Go's answer ("Client sent an HTTP request to an
+        HTTPS server.") instead of a failed handshake, so the docker CLI shows why it failed."""
+
+        def __init__(self) -> None:
+            super().__init__(runner, ssl_context=ctx)
+            self._tasks: set[asyncio.Task[None]] = set()
+            self._accepting: asyncio.Task[None] | None = None
+
+        @property
+        def name(self) -> str:
+            host, port = sock.getsockname()[:2]
+            return f"https://{_tcp_name(host, port)[len('tcp://'):]}"
+
+        async def start(self) -> None:
+            await super().start()
+            sock.setblocking(False)
+            sock.listen(self._backlog)
+            self._accepting = asyncio.ensure_future(self._accept())
+
+        async def stop(self) -> None:
+            for t in [self._accepting, *self._tasks]:
+                if t is not None:
+                    t.cancel()
+            sock.close()
+            await super().stop()
+
+        async def _accept(self) -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                try:
+                    conn, addr = await loop.sock_accept(sock)
+                except OSError as exc:
+                    log.warning("accept on %s: %s", self.name, exc)
+                    await asyncio.sleep(0.1)
+                    continue
+                t = asyncio.ensure_future(self._handshake(conn, addr))
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
+
+        async def _handshake(self, conn: socket.socket, addr: Any) -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                first = await asyncio.wait_for(_peek(loop, conn), _HANDSHAKE_TIMEOUT)
+                if first != b"\x16":  # not a TLS handshake record
+                    head = b""
+                    while first and len(head) < 5:
+                        chunk = await asyncio.wait_for(loop.sock_recv(conn, 5 - len(head)), _HANDSHAKE_TIMEOUT)
+                        if not chunk:
+                            break
+                        head += chunk
+                    if head in _HTTP_HEADS:
+                        await loop.sock_sendall(conn, b"HTTP/1.0 400 Bad Request\r\n\r\n"
+                                                      b"Client sent an HTTP request to an HTTPS server.\n")
+                    conn.close()
+                    return
+                server = runner.server
+                assert server is not None
+                await loop.connect_accepted_socket(server, conn, ssl=ctx, ssl_handshake_timeout=_HANDSHAKE_TIMEOUT)
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                log.debug("http: TLS handshake error from %s: %s", addr, exc)
+                conn.close()
+
+    return TLSSite()
+
+
+async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
+    """The first byte the client sent, left in the socket (b"" at EOF)."""
+    while True:
+        try:
+            return conn.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            pass
+        ready = loop.create_future()
+        loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_reader(conn.fileno())
+
+
 def _merge(args: argparse.Namespace) -> dict[str, Any]:
     cfg_path = args.config_file or DEFAULT_CONFIG_FILE
     conf = load_daemon_json(cfg_path, explicit=args.config_file is not None)
@@ -119,9 +509,10 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
                       ("registry_mirror", "registry-mirrors"), ("insecure_registry", "insecure-registries"),
                       ("max_concurrent_downloads", "max-concurrent-downloads"),
                       ("max_concurrent_uploads", "max-concurrent-uploads"), ("log_level", "log-level"),
-                      ("pidfile", "pidfile")):
+                      ("pidfile", "pidfile"), ("group", "group"), ("tls", "tls"), ("tlsverify", "tlsverify"),
+                      ("tlscacert", "tlscacert"), ("tlscert", "tlscert"), ("tlskey", "tlskey")):
         if getattr(args, flag) is not None and key in conf:
-            both.append(f"{key}: (from flag: {getattr(args, flag)}, from file: {conf[key]})")
+            both.append(f"{key}: (from flag: {_gofmt(getattr(args, flag))}, from file: {_gofmt(conf[key])})")
     if both:
         raise ConfigError("the following directives are specified both as a flag and in the configuration "
                           "file: " + ", ".join(both))
@@ -132,8 +523,12 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
             return v
         return conf.get(key, default)
 
+    tls, hosts_tls = resolve_tls(args.tls, args.tlsverify, args.tlscacert, args.tlscert, args.tlskey, conf)
+    hosts = [h for h in pick("host", "hosts", []) if str(h).strip()]
     return {
-        "hosts": pick("host", "hosts", [DEFAULT_SOCKET]),
+        "hosts": hosts or [DEFAULT_TLS_HOST if hosts_tls else DEFAULT_SOCKET],
+        "group": pick("group", "group", DEFAULT_SOCKET_GROUP),
+        "tls": tls,
         "data_root": pick("data_root", "data-root", DEFAULT_DATA_ROOT),
         "exec_root": pick("exec_root", "exec-root", DEFAULT_EXEC_ROOT),
         "mirrors": pick("registry_mirror", "registry-mirrors", []),
@@ -170,10 +565,14 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
     from ..engine.engine import Engine
     from ..errors import Unavailable
 
+    os.umask(0o022)  # dockerd's setDefaultUmask
     hosts = [parse_host(h) for h in opts["hosts"]]
     for h in opts["insecure"]:
         if not isinstance(h, str):
             raise ConfigError(f"invalid insecure registry: {h!r}")
+    tls: TLSSettings = opts["tls"]
+    tls_ctx = server_tls_context(tls)  # refuses to start on missing/bad files, before the data root is touched
+    gid, group_warning = _resolve_socket_group(str(opts["group"]))
     config = EngineConfig(
         data_root=Path(opts["data_root"]), exec_root=Path(opts["exec_root"]),
         registry_mirrors=list(opts["mirrors"]), insecure_registries=list(opts["insecure"]),
@@ -187,7 +586,6 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
     except Unavailable as exc:
         print(f"dockwright: {exc}", file=sys.stderr)
         return 1
-    Path(opts["exec_root"]).mkdir(parents=True, exist_ok=True)
     await engine.start()
     pidfile = opts["pidfile"]
     app = make_app(engine)
@@ -202,22 +600,35 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
                         raise ConfigError(f"{where}: address already in use by another daemon")
                     os.unlink(where)
                 Path(where).parent.mkdir(parents=True, exist_ok=True)
-                site: web.BaseSite = web.UnixSite(runner, where)
-                await site.start()
-                os.chmod(where, 0o660)
+                if group_warning:
+                    log.warning("could not change group %s to %s: %s", where, opts["group"], group_warning)
+                sock = _bind_unix(where, gid)
                 sockets.append(where)
+                site: web.BaseSite = web.SockSite(runner, sock)
+                await site.start()
                 print(f"dockwright {__version__}: API listening on unix://{where}", file=sys.stderr)
                 print(f"  export DOCKER_HOST=unix://{where}", file=sys.stderr)
             else:
                 host, port = where
-                site = web.TCPSite(runner, host, port)
+                warnings, delay = insecure_tcp_warnings(host, port, tls)
+                for w in warnings:
+                    log.warning("%s", w)
+                if delay:
+                    await asyncio.sleep(delay)
+                sock = _bind_tcp(host, port)
+                site = _tls_site(runner, sock, tls_ctx) if tls_ctx is not None else web.SockSite(runner, sock)
                 await site.start()
-                print(f"dockwright {__version__}: API listening on tcp://{host}:{port} (no TLS)", file=sys.stderr)
-                print(f"  export DOCKER_HOST=tcp://{host}:{port}", file=sys.stderr)
+                mode = ("TLS, client certificates verified" if tls.client_auth else "TLS, no client verification") \
+                    if tls_ctx is not None else "no TLS"
+                print(f"dockwright {__version__}: API listening on {_tcp_name(host, port)} ({mode})", file=sys.stderr)
+                print(f"  export DOCKER_HOST={_tcp_name(host, port)}"
+                      + (" DOCKER_TLS_VERIFY=1" if tls_ctx is not None else ""), file=sys.stderr)
     except (OSError, ConfigError) as exc:
-        print(f"dockwright: failed to listen: {exc}", file=sys.stderr)
+        print(f"dockwright: failed to load listeners: {exc}", file=sys.stderr)
         await runner.cleanup()
-        engine.close()
+        await engine.aclose()
+        for path in sockets:
+            _unlink(path)
         return 1
     if pidfile:
         Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
@@ -234,16 +645,17 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
     await runner.cleanup()
     await engine.aclose()
     for path in sockets:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        _unlink(path)
     if pidfile:
-        try:
-            os.unlink(pidfile)
-        except FileNotFoundError:
-            pass
+        _unlink(pidfile)
     return 0
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _fsck(args: argparse.Namespace) -> int:

@@ -88,8 +88,8 @@ class Writer:
         if target.exists():
             shutil.rmtree(self._dir, ignore_errors=True)
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self._path, 0o444)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self._path, 0o400)  # read-only, and only the daemon reads blobs
         os.rename(self._path, target)
         shutil.rmtree(self._dir, ignore_errors=True)
         return digest
@@ -116,12 +116,16 @@ class Writer:
 
 
 class ContentStore:
+    """Blobs under ``root``: every directory is 0700 (made so, or fixed on open), as only the daemon reads them."""
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.blobs_dir = self.root / "blobs" / "sha256"
         self.ingest_dir = self.root / "ingest"
-        self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.root, self.root / "blobs", self.blobs_dir, self.ingest_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if os.stat(d).st_mode & 0o7777 != 0o700:
+                os.chmod(d, 0o700)
 
     def path(self, digest: str) -> Path:
         if not DIGEST_RE.match(digest):

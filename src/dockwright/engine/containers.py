@@ -251,7 +251,7 @@ class ContainersService:
         if not cfg.get("Cmd") and not cfg.get("Entrypoint"):
             raise InvalidArgument("no command specified")
         c = Container(cid, name, rec.id, image_ref, rfc3339_nano(), cfg, host_config, _new_state())
-        self._dir(cid).mkdir(parents=True, exist_ok=True)
+        self._dir(cid).mkdir(mode=0o710, parents=True, exist_ok=True)  # dockerd's container root mode
         await self._prepare_rootfs(c, rec)
         self._save(c)
         self._cache[cid] = c

@@ -21,7 +21,7 @@ from .system import SystemService
 if TYPE_CHECKING:
     from .distribution import DistributionService
 
-__all__ = ["Engine", "ENGINE_VERSION", "API_VERSION", "MIN_API_VERSION"]
+__all__ = ["Engine", "ENGINE_VERSION", "API_VERSION", "MIN_API_VERSION", "private_dir", "secure_layout"]
 
 log = logging.getLogger("dockwright")
 
@@ -30,6 +30,37 @@ ENGINE_VERSION = "28.5.2"
 API_VERSION = "1.51"
 MIN_API_VERSION = "1.24"
 
+# dockerd's modes since its fix for CVE-2021-41091 (v20.10.9): the data root, containers/, containers/<id> and the
+# overlay directory are 0710 root:root, so that no other user can reach a running container's rootfs (and run its
+# set-user-ID binaries as root on the host); what only the daemon reads is 0700/0600.
+DATA_ROOT_MODE = 0o710
+CONTAINERS_MODE = 0o710  # containers/ and containers/<id>
+PRIVATE_MODE = 0o700  # content/, tmp/, containers/<id>/bundle, the exec root
+EXEC_ROOT_MODE = 0o700
+
+
+def private_dir(path: Path, mode: int) -> None:
+    """Create ``path`` (with its parents) with ``mode``, or set ``mode`` on the existing directory."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    if (os.stat(path).st_mode & 0o7777) != mode:
+        os.chmod(path, mode)
+
+
+def secure_layout(root: Path, exec_root: Path) -> None:
+    """Give a data root (new, or made by an older dockwright with 0755 directories) dockerd's modes: what the
+    stores create themselves (content/, snapshots/, the databases) they fix on open."""
+    private_dir(root / "tmp", PRIVATE_MODE)
+    containers = root / "containers"
+    private_dir(containers, CONTAINERS_MODE)
+    for entry in os.scandir(containers):
+        if entry.is_dir(follow_symlinks=False):
+            private_dir(Path(entry.path), CONTAINERS_MODE)
+            bundle = Path(entry.path) / "bundle"
+            if bundle.is_dir():
+                private_dir(bundle, PRIVATE_MODE)
+    if exec_root.is_dir():
+        private_dir(exec_root, EXEC_ROOT_MODE)
+
 
 class Engine:
     """The image engine, usable in-process: ``Engine(EngineConfig(data_root=...))`` or ``Engine.open(path)``."""
@@ -37,10 +68,10 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         root = Path(config.data_root)
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root, DATA_ROOT_MODE)
         self.root = root
         self._lock_file: IO[str] | None = self._lock(root)
-        (root / "tmp").mkdir(exist_ok=True)
+        secure_layout(root, Path(config.exec_root))
         self.content = ContentStore(root / "content")
         self.db = MetadataDB(root / "metadata.db")
         self.events = EventBus()
@@ -81,6 +112,7 @@ class Engine:
 
     async def start(self) -> None:
         """Work that needs the event loop at daemon start: find running containers again."""
+        private_dir(Path(self.config.exec_root), EXEC_ROOT_MODE)
         await self.containers.recover()
 
     @classmethod
@@ -89,7 +121,9 @@ class Engine:
 
     @staticmethod
     def _lock(root: Path) -> IO[str]:
-        f = open(root / "dockwright.lock", "a+")
+        fd = os.open(root / "dockwright.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        f = open(fd, "a+")
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

@@ -15,6 +15,7 @@ crash leaves at worst unreferenced blobs, which GC removes.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["MetadataDB", "ImageRecord", "LayerRecord"]
+__all__ = ["MetadataDB", "ImageRecord", "LayerRecord", "private_sqlite"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -126,9 +127,26 @@ _IMAGE_COLS = ("id, target_media_type, target_digest, target_size, created, crea
                "os, architecture, variant, last_tag_time, added, seq")
 
 
+def private_sqlite(path: Path) -> None:
+    """Make the SQLite file ``path`` (created empty when missing) and its ``-wal``/``-shm``/``-journal`` files mode
+    0600. SQLite creates those with the database file's own mode, so new ones follow."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o7777 != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        try:
+            os.chmod(f"{path}{suffix}", 0o600)
+        except FileNotFoundError:
+            pass
+
+
 class MetadataDB:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        private_sqlite(self.path)
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
         with self._lock:

@@ -452,7 +452,9 @@ def build_bundle(spec: ContainerSpec, bundle_dir: Path) -> Path:
     user = resolve_user(rootfs, spec.user)
 
     bundle_dir = Path(bundle_dir)
-    bundle_dir.mkdir(parents=True, exist_ok=True)
+    bundle_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # only the daemon, the shim and runc read it
+    if os.stat(bundle_dir).st_mode & 0o7777 != 0o700:
+        os.chmod(bundle_dir, 0o700)
     try:
         wd = resolve_in_root(rootfs, cwd)
         if not wd.exists():

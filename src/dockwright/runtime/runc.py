@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal as _signal
 import sys
@@ -214,10 +215,11 @@ class Runc:
         except (OSError, ValueError) as exc:
             raise InvalidArgument(f"bundle {bundle} has no valid config.json: {exc}") from exc
         tty = bool(config.get("process", {}).get("terminal"))
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the exec root: 0700, as dockerd's
+        self.root.mkdir(mode=0o700, exist_ok=True)
         runc_log = (self.log_dir / f"{id}-runc.log") if self.log_dir is not None else bundle / "runc.log"
         if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         cfg = {
             "id": id,
@@ -242,7 +244,8 @@ class Runc:
             await proc.stdin.drain()
             proc.stdin.close()
         else:
-            with open(bundle / "shim.log", "ab") as shim_log:
+            shim_log_fd = os.open(bundle / "shim.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            with open(shim_log_fd, "ab") as shim_log:
                 try:
                     proc = await asyncio.create_subprocess_exec(
                         sys.executable, "-I", "-S", str(_SHIM_PATH), json.dumps(cfg),
