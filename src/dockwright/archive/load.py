@@ -6,8 +6,9 @@ it knows no metadata database, no names resolution beyond parsing, and no HTTP.
 
 **Reading.** The body may be a plain tar or a gzip, bzip2, xz or zstd compressed one (detected from the first
 bytes). The outer tar is read by a push parser of our own (USTAR, GNU, PAX; checksums verified), fed from the
-event loop in 1 MiB pieces that are processed in a worker thread; decompression output is bounded (256 KiB at a
-time), so memory stays flat however big the archive is. Every regular file is routed as it streams in, before
+event loop in 1 MiB pieces that are processed in a worker thread; decompression output comes in bounded pieces
+(256 KiB at a time for the outer stream, 1 MiB for a layer's, whatever the compression ratio), so memory stays
+flat however big the archive is and however far it inflates. Every regular file is routed as it streams in, before
 the archive's metadata is known (``manifest.json`` and ``index.json`` may come first or last):
 
 * ``manifest.json``, ``index.json``, ``oci-layout``, ``repositories``: kept in memory (16 MiB cap,
@@ -26,9 +27,6 @@ the archive's metadata is known (``manifest.json`` and ``index.json`` may come f
   - anything else up to 16 MiB (configs, manifests, ``<id>/json``, ``VERSION``…) → kept, in memory while the
     total stays under 64 MiB and in a spill file under ``tmp_dir`` beyond that;
   - larger files that are neither → skipped (an error only if something refers to them).
-
-  Compressed layer bytes reach the layer decompressors 32 KiB at a time, which bounds what one call makes of
-  very compressible data (gzip: ~32 MiB at most; zstd can expand further — a limit of ``layers.compression``).
 
   A ``blobs/sha256/<hex>`` file is checked against its name whatever its kind: a mismatch is an
   :class:`ArchiveError` naming the file. (The one exception: an uncompressed file whose tar turns out to be
@@ -78,10 +76,8 @@ Other failures (I/O, cancellation) propagate as they are; pass ``committed=set()
 from __future__ import annotations
 
 import asyncio
-import bz2
 import hashlib
 import json
-import lzma
 import re
 import shutil
 import tempfile
@@ -91,13 +87,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 from .. import reference as refs
 from ..content.store import ContentStore, Writer
 from ..errors import DataCorrupted, DockwrightError, InvalidReference
 from ..layers import compression as comp
-from ..layers.compression import Compression, detect
+from ..layers.compression import Compression, decompressor, detect
 from ..layers.ingest import LayerIngester
 from ..layers.verify import LayerVerifier
 from ..oci import mediatypes as mt
@@ -106,15 +100,6 @@ from ..oci.descriptor import Descriptor
 from ..oci.digest import DIGEST_RE, hex_of, sha256_digest
 from ..oci.gojson import go_dumps, parse_rfc3339
 from ..oci.platform import Platform, host_platform
-
-try:
-    from isal import isal_zlib as _zlib
-
-    _ZLIB_ERRORS: tuple[type[BaseException], ...] = (_zlib.error,)
-except ImportError:  # pragma: no cover
-    import zlib as _zlib  # type: ignore[no-redef]
-
-    _ZLIB_ERRORS = (_zlib.error,)
 
 __all__ = [
     "ArchiveError",
@@ -130,9 +115,8 @@ JSON_LIMIT = 16 << 20
 _MEMORY_BUDGET = 64 << 20  # small files kept in memory, in total; beyond this they spill to tmp_dir
 _SPILL_OVER = 1 << 20  # a small file bigger than this always spills
 _FEED_SIZE = 1 << 20  # input handed to the worker thread at a time
-_OUT_CHUNK = 256 << 10  # decompressed output produced at a time
-_INFLATE_PIECE = 32 << 10  # compressed layer bytes handed to a layer decompressor at a time
-_INGEST_PIECE = 256 << 10  # uncompressed layer bytes handed to the ingester at a time
+_OUT_CHUNK = 256 << 10  # decompressed output of the outer stream produced at a time
+_INGEST_PIECE = 256 << 10  # layer bytes handed to the ingester at a time
 _PROGRESS_EVERY = 512 << 10
 _MAX_META = 1 << 20  # PAX / GNU long-name headers
 _MAX_LINK_HOPS = 40
@@ -356,9 +340,7 @@ class _FileSink(_Sink):
             self._writer.write(data)
             if self._verifier is not None:
                 try:
-                    # small pieces bound what one decompress call makes of very compressible data
-                    for i in range(0, len(data), _INFLATE_PIECE):
-                        self._verifier.feed(data[i : i + _INFLATE_PIECE])
+                    self._verifier.feed(data)  # its decompressor yields bounded pieces
                 except DataCorrupted as exc:
                     self._invalid = str(exc)
                     self._verifier = None
@@ -366,7 +348,7 @@ class _FileSink(_Sink):
         elif mode == "ingest":
             if self._ingester is not None:
                 self._pending += data
-                piece = _INGEST_PIECE if self._kind is Compression.NONE else _INFLATE_PIECE
+                piece = _INGEST_PIECE
                 if len(self._pending) >= piece:
                     n = len(self._pending) // piece * piece
                     ready = bytes(self._pending[:n])
@@ -467,7 +449,7 @@ class _FileSink(_Sink):
         if self._ingester is not None and self._pending:
             rest = bytes(self._pending)
             self._pending = bytearray()
-            self._feed_ingester(rest, _INGEST_PIECE if self._kind is Compression.NONE else _INFLATE_PIECE)
+            self._feed_ingester(rest, _INGEST_PIECE)
         ing = self._ingester
         self._ingester = None
         layer = None
@@ -526,106 +508,29 @@ def _looks_like_tar(head: bytes) -> bool:
 
 # ==================================================================================================== outer stream
 class _Inflater:
-    """Decompresses the outer stream with bounded output, handing each piece to ``sink``."""
+    """Decompresses the outer stream, handing each piece of output (256 KiB at most) to ``sink``."""
 
     def __init__(self, kind: Compression, sink: Callable[[bytes], None]) -> None:
         self.kind = kind
         self._sink = sink
-        self._obj: Any = None
-        self._members = 0
-        self._zstd: Any = None
-        if kind is Compression.ZSTD:
-            self._zstd = zstandard.ZstdDecompressor().stream_writer(_CallWriter(sink), write_size=_OUT_CHUNK)
+        self._dec = decompressor(kind, max_piece=_OUT_CHUNK)
 
     def feed(self, data: bytes) -> None:
-        kind = self.kind
-        if kind is Compression.NONE:
-            for i in range(0, len(data), _OUT_CHUNK):
-                self._sink(data[i : i + _OUT_CHUNK])
-        elif kind is Compression.ZSTD:
-            try:
-                self._zstd.write(data)
-            except zstandard.ZstdError as exc:
-                raise ArchiveError(f"invalid archive: invalid zstd data: {exc}") from exc
-        elif kind is Compression.GZIP:
-            self._feed_zlib(data)
-        else:
-            self._feed_bz_xz(data)
-
-    def _new(self) -> Any:
-        self._members += 1
-        if self.kind is Compression.GZIP:
-            return _zlib.decompressobj(wbits=31)
-        if self.kind is Compression.BZIP2:
-            return bz2.BZ2Decompressor()
-        return lzma.LZMADecompressor(format=lzma.FORMAT_AUTO)
-
-    def _feed_zlib(self, data: bytes) -> None:
+        pieces = self._dec.feed(data)
         while True:
-            if self._obj is None:
-                if not data:
-                    return
-                if self._members and data[0] == 0:
-                    data = data.lstrip(b"\0")
-                    if not data:
-                        return
-                self._obj = self._new()
-            try:
-                out = self._obj.decompress(data, _OUT_CHUNK)
-            except _ZLIB_ERRORS as exc:
-                raise ArchiveError(f"invalid archive: invalid gzip data: {exc}") from exc
-            if out:
-                self._sink(out)
-            if self._obj.eof:
-                data = self._obj.unused_data
-                self._obj = None
-                continue
-            data = self._obj.unconsumed_tail
-            if not data and len(out) < _OUT_CHUNK:
+            try:  # only the decompressor's errors are about the compressed stream (the sink has its own)
+                piece = next(pieces, None)
+            except DataCorrupted as exc:
+                raise ArchiveError(f"invalid archive: {exc}") from exc
+            if piece is None:
                 return
-
-    def _feed_bz_xz(self, data: bytes) -> None:
-        errors = (OSError, EOFError, ValueError, lzma.LZMAError)
-        while True:
-            if self._obj is None:
-                if not data:
-                    return
-                if self._members and self.kind is Compression.XZ and data[0] == 0:
-                    data = data.lstrip(b"\0")
-                    if not data:
-                        return
-                self._obj = self._new()
-            try:
-                out = self._obj.decompress(data, _OUT_CHUNK)
-            except errors as exc:
-                raise ArchiveError(f"invalid archive: invalid {self.kind.value} data: {exc}") from exc
-            data = b""
-            if out:
-                self._sink(out)
-            if self._obj.eof:
-                data = self._obj.unused_data
-                self._obj = None
-                continue
-            if self._obj.needs_input:
-                return
+            self._sink(piece)
 
     def finish(self) -> None:
-        if self.kind in (Compression.NONE, Compression.ZSTD):
-            # zstd: a stream cut inside a frame leaves the tar short, which the tar reader reports.
-            return
-        if self._obj is not None:
-            raise ArchiveError(f"invalid archive: unexpected EOF: the {self.kind.value} stream is truncated")
-
-
-class _CallWriter:
-    """The file-like object zstandard's stream_writer writes decompressed chunks to."""
-
-    def __init__(self, fn: Callable[[bytes], None]) -> None:
-        self._fn = fn
-
-    def write(self, data: bytes) -> int:
-        self._fn(bytes(data))
-        return len(data)
+        try:
+            self._dec.finish()
+        except DataCorrupted as exc:
+            raise ArchiveError(f"invalid archive: {exc}") from exc
 
 
 # ==================================================================================================== tar reader
@@ -1038,9 +943,8 @@ class _Loader:
         ing = LayerIngester(self.store, level=self.level, fsync=self.fsync)
         try:
             data = entry.read()
-            piece = _INGEST_PIECE if detect(data[:16]) is Compression.NONE else _INFLATE_PIECE
-            for i in range(0, len(data), piece):
-                ing.feed(data[i : i + piece])
+            for i in range(0, len(data), _INGEST_PIECE):
+                ing.feed(data[i : i + _INGEST_PIECE])
             got = ing.finish()
         except DataCorrupted as exc:
             ing.abort()

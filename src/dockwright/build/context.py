@@ -458,29 +458,21 @@ class _ChunkReader(io.RawIOBase):
 _DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, zlib.error, ValueError)
 
 
-class _SlicingReader:
-    """``read(n)`` over :func:`~dockwright.layers.compression.decompressor`, fed with input slices sized
-    so that one call yields a few MiB at most (bounded memory even for highly compressible input)."""
-
-    _TARGET = 4 << 20
+class _PieceReader:
+    """``read(n)`` over :func:`~dockwright.layers.compression.decompressor`'s output pieces (1 MiB at
+    most each, however compressible the input: memory stays bounded)."""
 
     def __init__(self, raw: _ChunkReader, kind: Compression) -> None:
-        self._raw = raw
-        self._dec = decompressor(kind)
+        self._pieces = decompressor(kind).stream(iter(raw.read_chunk, b""))
         self._out = b""
         self._pos = 0
-        self._step = 256
-        self._eof = False
 
     def read(self, n: int) -> bytes:
-        while self._pos >= len(self._out) and not self._eof:
-            data = self._raw.read(self._step)
-            if not data:
-                self._out, self._pos, self._eof = self._dec.finish(), 0, True
-                break
-            self._out, self._pos = self._dec.decompress(data), 0
-            ratio = len(self._out) // len(data) + 1
-            self._step = max(256, min(1 << 16, self._TARGET // ratio))
+        while self._pos >= len(self._out):
+            out = next(self._pieces, None)
+            if out is None:
+                return b""
+            self._out, self._pos = out, 0
         chunk = self._out[self._pos : self._pos + n]
         self._pos += len(chunk)
         return chunk
@@ -501,7 +493,7 @@ class _Decompressing(io.RawIOBase):
             self._inner = lzma.LZMAFile(raw, "rb", format=lzma.FORMAT_AUTO)
         elif kind is Compression.ZSTD:
             # zstandard's stream_reader ends silently on a truncated frame: use the checked decompressor
-            self._inner = _SlicingReader(raw, kind)
+            self._inner = _PieceReader(raw, kind)
         else:
             self._inner = raw
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import asyncio.sslproto
+import contextlib
 import ipaddress
 import json
 import logging
@@ -474,16 +476,41 @@ def _tls_site(runner: "web.BaseRunner", sock: socket.socket, ctx: ssl.SSLContext
                     if head in _HTTP_HEADS:
                         await loop.sock_sendall(conn, b"HTTP/1.0 400 Bad Request\r\n\r\n"
                                                       b"Client sent an HTTP request to an HTTPS server.\n")
+                        # read what the client sent, so that closing does not reset the connection before the
+                        # client has read the answer
+                        conn.shutdown(socket.SHUT_WR)
+                        with contextlib.suppress(TimeoutError, OSError):
+                            async with asyncio.timeout(2):
+                                while await loop.sock_recv(conn, 65536):
+                                    pass
                     conn.close()
                     return
                 server = runner.server
                 assert server is not None
-                await loop.connect_accepted_socket(server, conn, ssl=ctx, ssl_handshake_timeout=_HANDSHAKE_TIMEOUT)
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                done = loop.create_future()
+                protocol = _AlertingSSLProtocol(loop, server(), ctx, done, server_side=True,
+                                                ssl_handshake_timeout=_HANDSHAKE_TIMEOUT)
+                await loop.connect_accepted_socket(lambda: protocol, conn)
+                await done
+            except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
                 log.debug("http: TLS handshake error from %s: %s", addr, exc)
                 conn.close()
 
     return TLSSite()
+
+
+class _AlertingSSLProtocol(asyncio.sslproto.SSLProtocol):
+    """asyncio's server-side TLS, except that a failed handshake still sends OpenSSL's alert before the connection
+    closes (asyncio drops it), so a client learns why, as from Go's server: "remote error: tls: certificate
+    required", "… unknown certificate authority"."""
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            try:
+                self._process_outgoing()
+            except Exception:  # noqa: BLE001 - the alert is a courtesy; the connection closes anyway
+                pass
+        super()._on_handshake_complete(handshake_exc)
 
 
 async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -126,7 +127,7 @@ class _LayerStream:
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._it: Iterator[bytes] = iter(chunks)
         self._decomp: Decompressor | None = None
-        self._ended = False
+        self._pieces: Iterator[bytes] | None = None  # the decompressed output, in bounded pieces
         self._buf = b""
         self._pos = 0
         self.hash = hashlib.sha256()
@@ -141,27 +142,17 @@ class _LayerStream:
             self.size += len(data)
 
     def _more(self) -> bytes:
-        """The next non-empty piece of decompressed data, or b"" at the end."""
-        while not self._ended:
-            if self._decomp is None:
-                head = bytearray()
-                for chunk in self._it:
-                    head += chunk
-                    if len(head) >= _DETECT_BYTES:
-                        break
-                self.compression = detect(head)
-                self._decomp = decompressor(self.compression)
-                out = self._decomp.decompress(head)
-                if len(head) < _DETECT_BYTES:  # the iterator is exhausted
-                    out += self._decomp.finish()
-                    self._ended = True
-            else:
-                piece = next(self._it, None)
-                if piece is None:
-                    out = self._decomp.finish()
-                    self._ended = True
-                else:
-                    out = self._decomp.decompress(piece)
+        """The next non-empty piece of decompressed data (1 MiB at most), or b"" at the end."""
+        if self._pieces is None:
+            head = bytearray()
+            for chunk in self._it:
+                head += chunk
+                if len(head) >= _DETECT_BYTES:
+                    break
+            self.compression = detect(head)
+            self._decomp = decompressor(self.compression)
+            self._pieces = self._decomp.stream(itertools.chain((bytes(head),), self._it))
+        for out in self._pieces:
             if out:
                 self._plain(out)
                 return out

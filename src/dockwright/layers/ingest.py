@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..content.store import ContentStore, Writer
 from ..oci import mediatypes as mt
-from .compression import Compression, decompressor, detect, gzip_compressor
+from .compression import Compression, Decompressor, decompressor, detect, gzip_compressor
 from .tarstream import TarInspector
 
 __all__ = ["IngestedLayer", "LayerIngester"]
@@ -47,7 +47,7 @@ class LayerIngester:
         self._fsync = fsync
         self._head = bytearray()
         self._mode: Compression | None = None
-        self._decomp = None
+        self._decomp: Decompressor | None = None
         self._comp = None
         self._writer: Writer | None = None
         self._diff = hashlib.sha256()
@@ -95,7 +95,8 @@ class LayerIngester:
             assert self._writer is not None
             self._writer.write(data)
         if self._decomp is not None:
-            self._uncompressed(self._decomp.decompress(data))
+            for piece in self._decomp.feed(data):  # bounded pieces, however far the data inflates
+                self._uncompressed(piece)
         else:
             self._uncompressed(data)
 
@@ -119,7 +120,7 @@ class LayerIngester:
                 self._start(head)
                 self._process(head)
             if self._decomp is not None:
-                self._uncompressed(self._decomp.finish())
+                self._decomp.finish()
             summary = self._tar.close()
             assert self._writer is not None
             if self._comp is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .compression import Compression, decompressor, detect
+from .compression import Compression, Decompressor, decompressor, detect
 from .tarstream import TarInspector, TarSummary
 
 __all__ = ["LayerVerifier"]
@@ -20,7 +20,7 @@ class LayerVerifier:
 
     def __init__(self) -> None:
         self._head = bytearray()
-        self._decomp = None
+        self._decomp: Decompressor | None = None
         self._started = False
         self._diff = hashlib.sha256()
         self._tar = TarInspector()
@@ -37,7 +37,11 @@ class LayerVerifier:
             self._tar.feed(data)
 
     def _process(self, data: bytes) -> None:
-        self._plain(self._decomp.decompress(data) if self._decomp is not None else data)
+        if self._decomp is None:
+            self._plain(data)
+            return
+        for piece in self._decomp.feed(data):  # bounded pieces, however far the data inflates
+            self._plain(piece)
 
     def feed(self, data: bytes | memoryview) -> None:
         if not self._started:
@@ -57,6 +61,6 @@ class LayerVerifier:
             self._start(head)
             self._process(head)
         if self._decomp is not None:
-            self._plain(self._decomp.finish())
+            self._decomp.finish()
         summary = self._tar.close()
         return "sha256:" + self._diff.hexdigest(), summary

@@ -50,13 +50,17 @@ def compress_with(kind: Compression, data: bytes) -> bytes:
     return zstandard.ZstdCompressor(write_checksum=True).compress(data)
 
 
-def run(kind: Compression, blob: bytes, chunk: int | None = None) -> bytes:
-    d = decompressor(kind)
-    if chunk is None:
-        out = d.decompress(blob)
-    else:
-        out = b"".join(d.decompress(blob[i : i + chunk]) for i in range(0, len(blob), chunk))
-    return out + d.finish()
+def run(kind: Compression, blob: bytes, chunk: int | None = None, max_piece: int = comp.MAX_PIECE) -> bytes:
+    """Decompress ``blob`` fed in ``chunk``-sized pieces (all at once if None); every output piece is checked
+    against the bound."""
+    d = decompressor(kind, max_piece=max_piece)
+    out = []
+    for i in range(0, len(blob), chunk or max(len(blob), 1)):
+        for piece in d.feed(blob[i : i + (chunk or len(blob))]):
+            assert 0 < len(piece) <= max_piece
+            out.append(piece)
+    d.finish()
+    return b"".join(out)
 
 
 ALL = list(Compression)
@@ -96,9 +100,10 @@ def test_detect_zstd_skippable_frame() -> None:
 
 @pytest.mark.parametrize("kind", ALL)
 @pytest.mark.parametrize("chunk", [None, 1 << 20, 4096, 7])
-def test_round_trip(kind: Compression, chunk: int | None) -> None:
+@pytest.mark.parametrize("max_piece", [comp.MAX_PIECE, 1000])
+def test_round_trip(kind: Compression, chunk: int | None, max_piece: int) -> None:
     data = payload()
-    assert run(kind, compress_with(kind, data), chunk) == data
+    assert run(kind, compress_with(kind, data), chunk, max_piece) == data
 
 
 @pytest.mark.parametrize("kind", ALL)
@@ -112,8 +117,9 @@ def test_memoryview_and_bytearray_input(kind: Compression) -> None:
     data = payload(5000)
     blob = compress_with(kind, data)
     d = decompressor(kind)
-    out = d.decompress(memoryview(blob)[:100]) + d.decompress(bytearray(blob[100:]))
-    assert out + d.finish() == data
+    out = b"".join(d.feed(memoryview(blob)[:100])) + b"".join(d.feed(bytearray(blob[100:])))
+    d.finish()
+    assert out == data
 
 
 @pytest.mark.parametrize("level", list(range(-1, 10)))
@@ -235,7 +241,8 @@ def test_truncated_stream(kind: Compression, cut: float) -> None:
     blob = compress_with(kind, payload(50_000))
     n = int(len(blob) * cut) if isinstance(cut, float) else len(blob) - cut
     d = decompressor(kind)
-    d.decompress(blob[:n])
+    for _ in d.feed(blob[:n]):
+        pass
     with pytest.raises(DataCorrupted, match="unexpected EOF"):
         d.finish()
 
@@ -243,7 +250,7 @@ def test_truncated_stream(kind: Compression, cut: float) -> None:
 @pytest.mark.parametrize("kind", COMPRESSED)
 def test_empty_stream(kind: Compression) -> None:
     d = decompressor(kind)
-    assert d.decompress(b"") == b""
+    assert list(d.feed(b"")) == []
     with pytest.raises(DataCorrupted, match="unexpected EOF"):
         d.finish()
 
@@ -278,10 +285,24 @@ def test_gzip_crc_mismatch() -> None:
 def test_finished_decompressor_cannot_be_reused() -> None:
     for kind in ALL:
         d = decompressor(kind)
-        d.decompress(compress_with(kind, b"x"))
+        assert b"".join(d.feed(compress_with(kind, b"x"))) == b"x"
         d.finish()
         with pytest.raises(ValueError):
-            d.decompress(b"x")
+            d.feed(b"x")
+        with pytest.raises(ValueError):
+            d.finish()
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_unconsumed_output_is_an_error(kind: Compression) -> None:
+    """Output not taken before the next feed() would be lost: feed() and finish() refuse to go on."""
+    d = decompressor(kind, max_piece=1000)
+    pieces = d.feed(compress_with(kind, payload(20_000)))
+    assert len(next(pieces)) == 1000
+    with pytest.raises(ValueError, match="not consumed"):
+        d.feed(b"more")
+    with pytest.raises(ValueError, match="not consumed"):
+        d.finish()
 
 
 # ---------------------------------------------------------------------------------------- media types
@@ -357,6 +378,8 @@ def test_large_input_chunks_are_memory_sane() -> None:
     d = decompressor(Compression.GZIP)
     total = 0
     for i in range(0, len(blob), 1 << 20):
-        total += len(d.decompress(blob[i : i + (1 << 20)]))
+        for piece in d.feed(blob[i : i + (1 << 20)]):
+            assert len(piece) <= comp.MAX_PIECE
+            total += len(piece)
     d.finish()
     assert total == len(data)
