@@ -29,6 +29,7 @@ import copy
 import ipaddress
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,7 +37,8 @@ from ..errors import InvalidArgument
 from ..timestamps import _go_quote, _parse_int64, parse_go_duration_ns
 
 __all__ = ["apply_changes", "VALID_CHANGE_COMMANDS", "builder_dispatch", "Dispatched", "BUILDER_METADATA_COMMANDS",
-           "go_duration", "validate_instruction"]
+           "go_duration", "validate_instruction", "parse_dockerfile", "check_env_size", "ParseCancelled",
+           "MAX_DOCKERFILE_SIZE", "MAX_EXPANDED_SIZE", "MAX_ENV_SIZE"]
 
 #: ``validCommitCommands``: the instructions a change may be (lower case).
 VALID_CHANGE_COMMANDS = frozenset(
@@ -60,6 +62,21 @@ class _Error(Exception):
     """An error with dockerd's message; becomes :class:`InvalidArgument` at the boundary."""
 
 
+# ---- bounds ------------------------------------------------------------------------------------------------
+# dockerd has none of these but BuildKit's Dockerfile size: they are far beyond any real Dockerfile, and keep a
+# hostile one from taking the daemon's time and memory (issue 10).
+
+#: The largest Dockerfile read: BuildKit's ``maxFileSize`` (the gRPC message limit, 16 MiB), with its message.
+MAX_DOCKERFILE_SIZE = 16 << 20
+#: The largest word (in characters) an expansion may make (an ARG or ENV value, a LABEL, a COPY source…): 8 times
+#: what Linux lets one environment string be (``MAX_ARG_STRLEN``, 128 KiB). Doubling ``ARG X=${X}${X}`` from 8
+#: characters reaches it in 17 lines.
+MAX_EXPANDED_SIZE = 1 << 20
+#: The largest environment words are expanded against (a stage's ``Env`` plus its build args, in characters of
+#: ``KEY=value``): twice Linux's ``ARG_MAX`` for a whole environment (2 MiB), past which no RUN could start.
+MAX_ENV_SIZE = 4 << 20
+
+
 # =============================================================================================
 # Go text helpers
 
@@ -74,20 +91,15 @@ def _is_space(ch: str | None) -> bool:
     return ch is not None and ch in _GO_SPACE
 
 
+_GO_SPACE_CHARS = "".join(sorted(_GO_SPACE))
+
+
 def _trim_space(s: str) -> str:
-    i, j = 0, len(s)
-    while i < j and s[i] in _GO_SPACE:
-        i += 1
-    while j > i and s[j - 1] in _GO_SPACE:
-        j -= 1
-    return s[i:j]
+    return s.strip(_GO_SPACE_CHARS)
 
 
 def _trim_left_space(s: str) -> str:
-    i = 0
-    while i < len(s) and s[i] in _GO_SPACE:
-        i += 1
-    return s[i:]
+    return s.lstrip(_GO_SPACE_CHARS)
 
 
 def _go_upper(s: str) -> str:
@@ -166,8 +178,6 @@ class _Directives:
         if s not in ("`", "\\"):
             raise _Error(f"invalid escape token '{s}' does not match ` or \\")
         self.escape = s
-        e = re.escape(s)
-        self.continuation = re.compile(r"([^" + e + r"])" + e + r"[ \t]*\Z|^" + e + r"[ \t]*\Z")
 
     def possible_directive(self, line: str) -> bool:
         if self.done:
@@ -228,18 +238,28 @@ def _process_line(d: _Directives, token: str, strip_left: bool) -> str:
 
 
 def _trim_continuation(line: str, d: _Directives) -> tuple[str, bool]:
-    if d.continuation.search(line):
-        return d.continuation.sub(r"\1", line), False
+    """The line without its continuation (an escape token, then only spaces and tabs, not after another escape
+    token: ``([^\\])\\[ \t]*$``), and whether the instruction ends with it."""
+    stripped = line.rstrip(" \t")
+    if stripped.endswith(d.escape) and (len(stripped) == 1 or stripped[-2] != d.escape):
+        return stripped[:-1], False
     return line, True
 
 
-def _parse(text: str) -> tuple[list[_Node], str]:
-    """``parser.Parse``: the instructions of ``text`` and the escape token."""
+class ParseCancelled(Exception):
+    """:func:`parse_dockerfile` stopped because its ``cancel`` event was set."""
+
+
+def _parse(text: str, cancel: "threading.Event | None" = None) -> tuple[list[_Node], str]:
+    """``parser.Parse``: the instructions of ``text`` and the escape token. Linear in the text; ``cancel`` (set
+    from another thread) stops it between instructions."""
     d = _Directives()
     lines = _Lines(text)
     children: list[_Node] = []
     first = True
     while (raw := lines.scan()) is not None:
+        if cancel is not None and cancel.is_set():
+            raise ParseCancelled()
         if first:
             raw = raw.removeprefix("\ufeff")
             first = False
@@ -250,6 +270,8 @@ def _parse(text: str) -> tuple[list[_Node], str]:
             continue
         parts = [b]
         while not end:
+            if cancel is not None and cancel.is_set():
+                raise ParseCancelled()
             nxt = lines.scan()
             if nxt is None:
                 break
@@ -266,6 +288,7 @@ def _parse(text: str) -> tuple[list[_Node], str]:
         if _can_contain_heredoc(child) and "<<" in line:
             for heredoc in _heredocs_from_line(line):
                 terminated = False
+                content: list[str] = []
                 while (body := lines.scan()) is not None:
                     possible = _trim_newline(body)
                     if heredoc.chomp:
@@ -273,9 +296,10 @@ def _parse(text: str) -> tuple[list[_Node], str]:
                     if possible == heredoc.name:
                         terminated = True
                         break
-                    heredoc.content += body
+                    content.append(body)
                 if not terminated:
                     raise _Error("unterminated heredoc")
+                heredoc.content = "".join(content)
                 child.heredocs.append(heredoc)
         children.append(child)
     if not children:
@@ -679,7 +703,10 @@ _EMPTY_ENV = _Env(())
 
 
 class _Scanner:
-    """text/scanner's Next/Peek: runes, a leading BOM skipped, None at the end."""
+    """text/scanner's Next/Peek: runes, a leading BOM skipped, None at the end. The lexer also reads ``s`` and
+    moves ``i`` itself, a run of ordinary characters at a time."""
+
+    __slots__ = ("s", "i")
 
     def __init__(self, s: str) -> None:
         self.s = s[1:] if s.startswith("\ufeff") else s
@@ -695,44 +722,116 @@ class _Scanner:
         return None
 
 
-class _Builder:
-    __slots__ = ("s",)
+class _TooLarge(_Error):
+    """An expansion past :data:`MAX_EXPANDED_SIZE`."""
 
     def __init__(self) -> None:
-        self.s = ""
+        super().__init__(f"the expanded word exceeds the maximum allowed size of {MAX_EXPANDED_SIZE} "
+                         "characters")
+
+
+def _checked(size: int) -> int:
+    if size > MAX_EXPANDED_SIZE:
+        raise _TooLarge()
+    return size
+
+
+class _Builder:
+    """The word being built (Go's ``word += …``) as parts joined once, so that building it is linear."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def add(self, s: str) -> None:
+        self.parts.append(s)
+        self.size = _checked(self.size + len(s))
+
+    def clear(self) -> None:
+        self.parts.clear()
+        self.size = 0
+
+    def take(self) -> str:
+        s = "".join(self.parts)
+        self.clear()
+        return s
+
+
+_SPACE_CLASS = "".join(re.escape(c) for c in sorted(_GO_SPACE))
+_RE_SPACES = re.compile(f"[{_SPACE_CLASS}]+")
+_PLAIN_RUNS: dict[tuple[str, str | None, bool], re.Pattern[str]] = {}
+
+
+def _plain_run(escape: str, stop: str | None, quotes: bool) -> re.Pattern[str]:
+    """A run of characters ``processStopOn`` takes one by one with nothing special to do: no space, ``$``,
+    escape token, stop character or (when quotes are processed) quote."""
+    key = (escape, stop, quotes)
+    rx = _PLAIN_RUNS.get(key)
+    if rx is None:
+        special = "$" + escape + (stop or "") + ("'\"" if quotes else "")
+        rx = _PLAIN_RUNS[key] = re.compile(f"[^{_SPACE_CLASS}{re.escape(special)}]+")
+    return rx
+
+
+_DQ_RUNS: dict[str, re.Pattern[str]] = {}
+
+
+def _dq_run(escape: str) -> re.Pattern[str]:
+    rx = _DQ_RUNS.get(escape)
+    if rx is None:
+        rx = _DQ_RUNS[escape] = re.compile(f"[^{re.escape(chr(34) + '$' + escape)}]+")
+    return rx
 
 
 class _Words:
+    __slots__ = ("buf", "words", "in_word")
+
     def __init__(self, buf: _Builder) -> None:
         self.buf = buf
         self.words: list[str] = []
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
-        if ch in _GO_SPACE and self.in_word:
-            if self.buf.s:
-                self.words.append(self.buf.s)
-                self.buf.s = ""
+        if ch in _GO_SPACE:
+            if self.in_word and self.buf.size:
+                self.words.append(self.buf.take())
                 self.in_word = False
-        elif ch not in _GO_SPACE:
+        else:
             self.add_raw_char(ch)
 
     def add_raw_char(self, ch: str) -> None:
-        self.buf.s += ch
+        self.buf.add(ch)
         self.in_word = True
 
     def add_string(self, s: str) -> None:
-        for ch in s:
-            self.add_char(ch)
+        """``addChar`` for every rune of ``s``, a run at a time: a run of spaces acts as its first space, a run
+        of other characters as ``addRawString``."""
+        if not s:
+            return
+        pieces = _RE_SPACES.split(s)
+        if pieces[0]:
+            self.add_raw_string(pieces[0])
+        if len(pieces) == 1:
+            return
+        self.add_char(" ")
+        if len(pieces) > 2:
+            # after a space the buffer is empty: every piece between two space runs is a word of its own
+            mids = pieces[1:-1]
+            _checked(sum(map(len, mids)))
+            self.words.extend(mids)
+            self.in_word = False
+        if pieces[-1]:
+            self.add_raw_string(pieces[-1])
 
     def add_raw_string(self, s: str) -> None:
-        self.buf.s += s
+        self.buf.add(s)
         self.in_word = True
 
     def get_words(self) -> list[str]:
-        if self.buf.s:
-            self.words.append(self.buf.s)
-            self.buf.s = ""
+        if self.buf.size:
+            self.words.append(self.buf.take())
             self.in_word = False
         return self.words
 
@@ -752,7 +851,15 @@ class _Lex:
         return _ShellWord(self, word, env).process(word)[1]
 
 
+def _shorten(s: str, limit: int = 120) -> str:
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
 class _ShellWord:
+    """BuildKit's ``shellWord``, in linear time: runs of ordinary characters are taken at once, and words are
+    built from parts joined once (Go's ``string +=`` one rune at a time is quadratic in Python). Every result is
+    bounded by :data:`MAX_EXPANDED_SIZE`, checked as it grows."""
+
     def __init__(self, lex: _Lex, word: str, env: _Env) -> None:
         self.lex = lex
         self.escape = lex.escape
@@ -765,47 +872,71 @@ class _ShellWord:
     def process(self, source: str) -> tuple[str, list[str]]:
         try:
             return self.process_stop_on(None, self.raw_escapes)
+        except _TooLarge as exc:
+            # the source may be a whole (continued) line: quote its start only
+            raise _Error(f"failed to process {_go_quote(_shorten(source))}: {exc}") from None
         except _Error as exc:
             raise _Error(f"failed to process {_go_quote(source)}: {exc}") from None
 
     def process_stop_on(self, stop: str | None, raw_escapes: bool) -> tuple[str, list[str]]:
         result: list[str] = []
-        self.words_buffer.s = ""
+        size = 0
+        self.words_buffer.clear()
         words = _Words(self.words_buffer)
-        funcs = {"$": self.process_dollar}
-        if not self.lex.skip_process_quotes:
-            funcs["'"] = self.process_single_quote
-            funcs['"'] = self.process_double_quote
+        quotes = not self.lex.skip_process_quotes
         restore: bool | None = None
         if raw_escapes != self.raw_escapes:
             self.raw_escapes = raw_escapes
             restore = not raw_escapes
+        sc = self.sc
+        s = sc.s
+        n = len(s)
+        esc = self.escape
+        plain = _plain_run(esc, stop, quotes)
         try:
-            while (ch := self.sc.peek()) is not None:
-                if stop is not None and ch == stop:
-                    self.sc.next()
+            while sc.i < n:
+                ch = s[sc.i]
+                if ch == stop:
+                    sc.i += 1
                     return "".join(result), words.get_words()
-                fn = funcs.get(ch)
-                if fn is not None:
-                    tmp = fn()
+                if ch == "$" or (quotes and (ch == "'" or ch == '"')):
+                    if ch == "$":
+                        tmp = self.process_dollar()
+                    elif ch == "'":
+                        tmp = self.process_single_quote()
+                    else:
+                        tmp = self.process_double_quote()
+                    size = _checked(size + len(tmp))
                     result.append(tmp)
                     if ch == "$":
                         words.add_string(tmp)
                     else:
                         words.add_raw_string(tmp)
                     continue
-                ch = self.sc.next()
-                if ch == self.escape:
+                if ch == esc:
+                    sc.i += 1
                     if self.raw_escapes:
                         words.add_raw_char(ch)
                         result.append(ch)
-                    ch = self.sc.next()
-                    if ch is None:
+                        size += 1
+                    if sc.i >= n:
                         break
+                    ch = s[sc.i]
+                    sc.i += 1
                     words.add_raw_char(ch)
+                    result.append(ch)
+                    size = _checked(size + 1)
+                    continue
+                m = plain.match(s, sc.i) or _RE_SPACES.match(s, sc.i)
+                assert m is not None
+                run = m.group()
+                sc.i = m.end()
+                if run[0] in _GO_SPACE:
+                    words.add_char(run[0])  # the rest of a run of spaces changes nothing
                 else:
-                    words.add_char(ch)  # type: ignore[arg-type]
-                result.append(ch)  # type: ignore[arg-type]
+                    words.add_raw_string(run)
+                result.append(run)
+                size = _checked(size + len(run))
             if stop is not None:
                 raise _Error(f"unexpected end of statement while looking for matching {stop}")
             return "".join(result), words.get_words()
@@ -814,47 +945,63 @@ class _ShellWord:
                 self.raw_escapes = restore
 
     def process_single_quote(self) -> str:
-        result: list[str] = []
-        ch = self.sc.next()
-        if self.lex.raw_quotes:
-            result.append(_rune(ch))
-        while True:
-            ch = self.sc.next()
-            if ch is None:
-                raise _Error("unexpected end of statement while looking for matching single-quote")
-            if ch == "'":
-                if self.lex.raw_quotes:
-                    result.append(ch)
-                return "".join(result)
-            result.append(ch)
+        sc = self.sc
+        s = sc.s
+        sc.i += 1  # the opening quote
+        end = s.find("'", sc.i)
+        if end < 0:
+            sc.i = len(s)
+            raise _Error("unexpected end of statement while looking for matching single-quote")
+        body = s[sc.i : end]
+        sc.i = end + 1
+        return "'" + body + "'" if self.lex.raw_quotes else body
 
     def process_double_quote(self) -> str:
+        sc = self.sc
+        s = sc.s
+        n = len(s)
+        esc = self.escape
+        run_rx = _dq_run(esc)
         result: list[str] = []
-        ch = self.sc.next()
+        size = 0
+        sc.i += 1  # the opening quote
         if self.lex.raw_quotes:
-            result.append(_rune(ch))
+            result.append('"')
         while True:
-            peek = self.sc.peek()
-            if peek is None:
+            if sc.i >= n:
                 raise _Error("unexpected end of statement while looking for matching double-quote")
+            peek = s[sc.i]
             if peek == '"':
-                ch = self.sc.next()
+                sc.i += 1
                 if self.lex.raw_quotes:
-                    result.append(_rune(ch))
+                    result.append('"')
                 return "".join(result)
             if peek == "$":
-                result.append(self.process_dollar())
+                value = self.process_dollar()
+                size = _checked(size + len(value))
+                result.append(value)
                 continue
-            ch = self.sc.next()
-            if ch == self.escape:
+            if peek == esc:
+                sc.i += 1
                 if self.raw_escapes:
-                    result.append(ch)
-                nxt = self.sc.peek()
-                if nxt is None:
+                    result.append(esc)
+                    size += 1
+                if sc.i >= n:
                     continue  # an escape at the end of the word is dropped
-                if nxt in ('"', "$", self.escape):
-                    ch = self.sc.next()
-            result.append(_rune(ch))
+                nxt = s[sc.i]
+                if nxt in ('"', "$", esc):
+                    sc.i += 1
+                    result.append(nxt)
+                else:
+                    result.append(esc)
+                size = _checked(size + 1)
+                continue
+            m = run_rx.match(s, sc.i)
+            assert m is not None
+            run = m.group()
+            sc.i = m.end()
+            result.append(run)
+            size = _checked(size + len(run))
 
     def get_env(self, name: str) -> tuple[str, bool]:
         return self.env.get(name)
@@ -873,6 +1020,17 @@ class _ShellWord:
                 break
             name.append(self.sc.next())  # type: ignore[arg-type]
         return "".join(name)
+
+    def _sub_word(self, stop: str, raw_escapes: bool, missing: str) -> str:
+        """``processStopOn(stop)`` inside ``${…}``: at the end of the word, the error is ``missing``."""
+        try:
+            return self.process_stop_on(stop, raw_escapes)[0]
+        except _TooLarge:
+            raise
+        except _Error:
+            if self.sc.peek() is None:
+                raise _Error(missing) from None
+            raise
 
     def process_dollar(self) -> str:
         self.sc.next()
@@ -909,12 +1067,7 @@ class _ShellWord:
             raw_escapes = ch in ("#", "%")
             if null_is_unset and raw_escapes:
                 raise _Error(f"unsupported modifier ({chs}) in substitution")
-            try:
-                word, _ = self.process_stop_on("}", raw_escapes)
-            except _Error:
-                if self.sc.peek() is None:
-                    raise _Error("syntax error: missing '}'") from None
-                raise
+            word = self._sub_word("}", raw_escapes, "syntax error: missing '}'")
             value, found = self.get_env(name)
             if self.lex.skip_unset_env and not found:
                 return "${" + name + chs + word + "}"
@@ -945,70 +1098,228 @@ class _ShellWord:
             replace_all = self.sc.peek() == "/"
             if replace_all:
                 self.sc.next()
-            try:
-                pattern, _ = self.process_stop_on("/", True)
-            except _Error:
-                if self.sc.peek() is None:
-                    raise _Error("syntax error: missing '/' in ${}") from None
-                raise
-            try:
-                replacement, _ = self.process_stop_on("}", True)
-            except _Error:
-                if self.sc.peek() is None:
-                    raise _Error("syntax error: missing '}'") from None
-                raise
+            pattern = self._sub_word("/", True, "syntax error: missing '/' in ${}")
+            replacement = self._sub_word("}", True, "syntax error: missing '}'")
             value, found = self.get_env(name)
             if self.lex.skip_unset_env and not found:
                 return "${" + name + "/" + pattern + "/" + replacement + "}"
             try:
-                rx = _shell_pattern_to_regex(pattern, True, False)
+                pat = _ShellPattern(pattern, True)
             except _Error as exc:
                 raise _Error(f"invalid pattern ({pattern}) in substitution: {exc}") from None
             if replace_all:
-                return _go_replace_all(rx, value, replacement)
-            m = rx.search(value)
-            if m is not None:
-                value = value[: m.start()] + replacement + value[m.end() :]
+                return _go_replace_all(pat, value, replacement)
+            span = pat.search(_Text(value), 0)
+            if span is not None:
+                value = value[: span[0]] + replacement + value[span[1] :]
             return value
         raise _Error(f"unsupported modifier ({chs}) in substitution")
 
 
-def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> re.Pattern[str]:
-    """``convertShellPatternToRegex``: ``?`` one character, ``*`` the shortest (or longest) run."""
+# ---- shell patterns (``${x#…}``, ``${x%…}``, ``${x/…/…}``) -------------------------------------------------------
+
+_ANY = 0  # ``?``: one character but a newline (Go's ``.``)
+_STAR = 1  # ``*``: a run of characters without a newline (``.*`` or ``.*?``)
+
+
+def _pattern_tokens(pattern: str) -> list[str | int]:
+    """``convertShellPatternToRegex``'s reading of a pattern: literal characters, :data:`_ANY` and
+    :data:`_STAR`; its errors are BuildKit's."""
     sc = _Scanner(pattern)
-    out = ["^"] if anchored else []
-    star = ".*" if greedy else ".*?"
+    out: list[str | int] = []
     while (tok := sc.next()) is not None:
         if tok == "*":
-            out.append(star)
+            out.append(_STAR)
             continue
         if tok == "?":
-            out.append(".")
+            out.append(_ANY)
             continue
         if tok == "\\":
             if sc.peek() in ("}", "/"):
                 continue
-            out.append("\\")
             tok = sc.next()
             if tok not in ("*", "?", "\\"):
                 raise _Error(f"invalid escape '\\{_rune(tok)}'")
-        elif tok in "[]{}.+()|^$":
-            out.append("\\")
-        out.append(tok)  # type: ignore[arg-type]
-    try:
-        return re.compile("".join(out))
-    except re.error as exc:  # pragma: no cover - the escaping above leaves nothing invalid
-        raise _Error(str(exc)) from None
+        out.append(tok)
+    return out
+
+
+class _Text:
+    """A value being matched, with its reverse made once when a backward search needs it."""
+
+    __slots__ = ("s", "n", "_rev")
+
+    def __init__(self, s: str) -> None:
+        self.s = s
+        self.n = len(s)
+        self._rev: str | None = None
+
+    @property
+    def rev(self) -> str:
+        if self._rev is None:
+            self._rev = self.s[::-1]
+        return self._rev
+
+
+class _Segment:
+    """The characters between two stars: literals and ``?``, of a fixed length."""
+
+    __slots__ = ("n", "lit", "rx", "rrx", "first_nl")
+
+    def __init__(self, atoms: list[str | int]) -> None:
+        self.n = len(atoms)
+        chars = [a for a in atoms if isinstance(a, str)]
+        self.first_nl = next((i for i, a in enumerate(atoms) if a == "\n"), -1)
+        self.lit: str | None = "".join(chars) if len(chars) == len(atoms) else None
+        self.rx: re.Pattern[str] | None = None
+        self.rrx: re.Pattern[str] | None = None
+        if self.lit is None:
+            def rx_of(seq: Iterable[str | int]) -> re.Pattern[str]:
+                return re.compile("".join("." if a == _ANY else re.escape(a) for a in seq))  # type: ignore[arg-type]
+            self.rx = rx_of(atoms)
+            self.rrx = rx_of(reversed(atoms))
+
+    def at(self, t: _Text, a: int) -> bool:
+        if self.lit is not None:
+            return t.s.startswith(self.lit, a)
+        return self.rx.match(t.s, a) is not None  # type: ignore[union-attr]
+
+    def find(self, t: _Text, lo: int, hi: int) -> int:
+        """The first start ``a >= lo`` of the segment ending by ``hi``, else -1."""
+        if self.lit is not None:
+            return t.s.find(self.lit, lo, hi)
+        m = self.rx.search(t.s, lo, hi)  # type: ignore[union-attr]
+        return -1 if m is None else m.start()
+
+    def rfind(self, t: _Text, lo: int, hi: int) -> int:
+        """The last start ``a >= lo`` of the segment ending by ``hi``, else -1."""
+        if self.lit is not None:
+            return t.s.rfind(self.lit, lo, hi)
+        if hi - lo < self.n:
+            return -1
+        m = self.rrx.search(t.rev, t.n - hi, t.n - lo)  # type: ignore[union-attr]
+        return -1 if m is None else t.n - m.start() - self.n
+
+
+class _ShellPattern:
+    """A shell pattern matched with Go's leftmost-first semantics (those of the regular expression
+    ``convertShellPatternToRegex`` makes) in linear time: Python's backtracking ``re`` takes O(n^k) on a pattern
+    of k stars that does not match, which a Dockerfile must not be able to make the daemon do.
+
+    The pattern is ``S0 * S1 … * Sk``. Neither a star nor ``?`` crosses a newline, so the segments between two
+    segments holding a newline sit on one line, and a segment holding a newline is pinned to the end of the
+    line the match has reached. On one line, the leftmost placement of each segment in turn fits whenever any
+    placement does (the non-greedy match, whose end is the last segment's), and the greedy match ends where the
+    last segment's rightmost placement that leaves room for the ones before ends."""
+
+    def __init__(self, pattern: str, greedy: bool) -> None:
+        tokens = _pattern_tokens(pattern)
+        self.greedy = greedy
+        self.segments: list[_Segment] = []
+        current: list[str | int] = []
+        for tok in tokens:
+            if tok == _STAR:
+                self.segments.append(_Segment(current))
+                current = []
+            else:
+                current.append(tok)
+        self.segments.append(_Segment(current))
+        self.rx: re.Pattern[str] | None = None
+        if len(self.segments) == 1:  # no star: a fixed-length expression, which ``re`` matches in linear time
+            seg = self.segments[0]
+            self.rx = re.compile(re.escape(seg.lit)) if seg.lit is not None else seg.rx
+
+    def match_prefix(self, value: str) -> int | None:
+        """The end of the match anchored at the start of ``value`` (``^pattern``), None if there is none."""
+        if self.rx is not None:
+            m = self.rx.match(value)
+            return None if m is None else m.end()
+        return self._match_at(_Text(value), 0)
+
+    def search(self, t: _Text, pos: int) -> tuple[int, int] | None:
+        """The leftmost match starting at ``pos`` or later, as ``re.search(value, pos).span()``."""
+        if self.rx is not None:
+            m = self.rx.search(t.s, pos)
+            return None if m is None else m.span()
+        first = self.segments[0]
+        p = pos
+        while p <= t.n:
+            a = first.find(t, p, t.n)
+            if a < 0:
+                return None
+            end = self._match_at(t, a)
+            if end is not None:
+                return a, end
+            if first.first_nl >= 0:
+                p = a + 1
+                continue
+            # the rest of the pattern fits less well the later it starts on a line: no start on this line does
+            nl = t.s.find("\n", a)
+            if nl < 0:
+                return None
+            p = nl + 1
+        return None
+
+    def _match_at(self, t: _Text, start: int) -> int | None:
+        segs = self.segments
+        k = len(segs)
+        if not segs[0].at(t, start):
+            return None
+        q = start + segs[0].n
+        i = 1
+        while i < k:
+            j = i
+            while j < k and segs[j].first_nl < 0:
+                j += 1
+            line_end = t.s.find("\n", q)
+            if line_end < 0:
+                line_end = t.n
+            if j < k:
+                # segs[j] holds a newline: its first one is the end of this line
+                pinned = line_end - segs[j].first_nl
+                if pinned < q:
+                    return None
+                p = q
+                for g in segs[i:j]:
+                    a = g.find(t, p, pinned)
+                    if a < 0:
+                        return None
+                    p = a + g.n
+                if not segs[j].at(t, pinned):
+                    return None
+                q = pinned + segs[j].n
+                i = j + 1
+                continue
+            group = segs[i:]
+            if self.greedy:
+                hi = line_end
+                end = -1
+                for g in reversed(group):
+                    a = g.rfind(t, q, hi)
+                    if a < 0:
+                        return None
+                    if end < 0:
+                        end = a + g.n
+                    hi = a
+                return end
+            p = q
+            for g in group:
+                a = g.find(t, p, line_end)
+                if a < 0:
+                    return None
+                p = a + g.n
+            return p
+        return q
 
 
 def _trim_prefix(word: str, value: str, greedy: bool) -> str:
     try:
-        rx = _shell_pattern_to_regex(word, greedy, True)
+        pat = _ShellPattern(word, greedy)
     except _Error as exc:
         raise _Error(f"invalid pattern ({word}) in substitution: {exc}") from None
-    m = rx.search(value)
-    if m is not None:
-        value = value[m.end() :]
+    end = pat.match_prefix(value)
+    if end is not None:
+        value = value[end:]
     return value
 
 
@@ -1035,20 +1346,39 @@ def _trim_suffix(pattern: str, word: str, greedy: bool) -> str:
     return _trim_prefix(_reverse_pattern(pattern), word[::-1], greedy)[::-1]
 
 
-def _go_replace_all(rx: re.Pattern[str], src: str, template: str) -> str:
-    """``Regexp.ReplaceAllString``: Go's rules for empty matches and ``$`` in the replacement."""
+def _go_replace_all(pat: _ShellPattern, src: str, template: str) -> str:
+    """``Regexp.ReplaceAllString``: Go's rules for empty matches and ``$`` in the replacement; the result is
+    bounded by :data:`MAX_EXPANDED_SIZE` as it grows."""
+    n = len(src)
+    if pat.rx is not None and pat.segments[0].n:
+        # a fixed-length, never empty match: Go's loop is re.sub's
+        growth = 0
+
+        def replace(m: re.Match[str]) -> str:
+            nonlocal growth
+            expanded = _go_expand(template, m.group()) if "$" in template else template
+            growth += len(expanded) - len(m.group())
+            _checked(n + growth)
+            return expanded
+
+        return pat.rx.sub(replace, src)
     out: list[str] = []
+    size = 0
     last_end = 0
     search_pos = 0
-    n = len(src)
+    t = _Text(src)
     while search_pos <= n:
-        m = rx.search(src, search_pos)
-        if m is None:
+        span = pat.search(t, search_pos)
+        if span is None:
             break
-        a0, a1 = m.span()
+        a0, a1 = span
         out.append(src[last_end:a0])
+        size += a0 - last_end
         if a1 > last_end or a0 == 0:
-            out.append(_go_expand(template, m))
+            expanded = _go_expand(template, src[a0:a1])
+            out.append(expanded)
+            size += len(expanded)
+        _checked(size)
         last_end = a1
         width = 1 if search_pos < n else 0
         if search_pos + width > a1:
@@ -1058,10 +1388,11 @@ def _go_replace_all(rx: re.Pattern[str], src: str, template: str) -> str:
         else:
             search_pos = a1
     out.append(src[last_end:])
+    _checked(size + n - last_end)
     return "".join(out)
 
 
-def _go_expand(template: str, m: re.Match[str]) -> str:
+def _go_expand(template: str, matched: str) -> str:
     out: list[str] = []
     while template:
         i = template.find("$")
@@ -1079,7 +1410,7 @@ def _go_expand(template: str, m: re.Match[str]) -> str:
             continue
         num, template = extracted
         if num == 0:
-            out.append(m.group(0))
+            out.append(matched)
         # the pattern has no capture groups: every other reference is empty
     out.append(template)
     return "".join(out)
@@ -1671,13 +2002,16 @@ class _State:
             c["Labels"] = labels
         elif isinstance(cmd, _EnvCommand):
             env = list(c.get("Env") or ())
+            index: dict[str, int] = {}  # the first entry of each key, which a new value replaces
+            for i, existing in enumerate(env):
+                index.setdefault(existing.partition("=")[0], i)
             for key, value in cmd.pairs:
                 entry = key + "=" + value
-                for i, existing in enumerate(env):
-                    if existing.partition("=")[0] == key:
-                        env[i] = entry
-                        break
+                i = index.get(key, -1)
+                if i >= 0:
+                    env[i] = entry
                 else:
+                    index[key] = len(env)
                     env.append(entry)
             c["Env"] = env
         elif isinstance(cmd, _OnbuildCommand):
@@ -1941,6 +2275,36 @@ def builder_dispatch(config: Mapping[str, Any] | None, instruction: "str | _Node
     else:  # pragma: no cover - every metadata command is listed above
         message = node.original
     return Dispatched(c, message, state.cmd_set, None)
+
+
+def parse_dockerfile(data: bytes, name: str = "Dockerfile",
+                     cancel: "threading.Event | None" = None) -> tuple[list[_Node], str]:
+    """A build's Dockerfile: refused past :data:`MAX_DOCKERFILE_SIZE` (BuildKit's words), parsed, and every
+    instruction checked as dockerd's ``instructions.Parse`` checks it (:func:`validate_instruction`). Linear in
+    the file's size; meant to run off the event loop, ``cancel`` (an event set from another thread) stopping it
+    with :class:`ParseCancelled`. Raises :class:`InvalidArgument`."""
+    if len(data) > MAX_DOCKERFILE_SIZE:
+        raise InvalidArgument(f"{name} exceeds maximum allowed size of {MAX_DOCKERFILE_SIZE} bytes")
+    try:
+        nodes, escape = _parse(data.decode("utf-8", errors="replace"), cancel)
+    except _Error as exc:
+        raise InvalidArgument(f"dockerfile parse error on line 1: {exc}") from exc
+    for i, node in enumerate(nodes):
+        if cancel is not None and not i % 1024 and cancel.is_set():
+            raise ParseCancelled()
+        validate_instruction(node)
+    return nodes, escape
+
+
+def check_env_size(env: Iterable[str], where: str) -> None:
+    """Refuse an environment of more than :data:`MAX_ENV_SIZE` characters (``KEY=value`` entries): ``where`` names
+    the instruction that made it."""
+    total = 0
+    for entry in env:
+        total += len(entry)
+        if total > MAX_ENV_SIZE:
+            raise InvalidArgument(f"{where}: the environment and build arguments of the stage exceed the maximum "
+                                  f"allowed size of {MAX_ENV_SIZE} characters")
 
 
 #: The flags each instruction takes (``instructions.Parse``); RUN's are refused when dispatched, as dockerd's
