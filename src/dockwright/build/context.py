@@ -23,7 +23,6 @@ import posixpath
 import re
 import shutil
 import stat
-import tarfile
 import tempfile
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -36,11 +35,9 @@ import zstandard
 
 from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
 from ..layers.compression import Compression, decompressor, detect
-from .extract import _refuse, extract_with_tar, gnu_tar
-from .extract import _clean as _entry_name
+from .extract import extract_with_python, extract_with_tar, gnu_tar
 from .paths import go_clean as _go_clean
 from .paths import scoped_resolve as _scoped_resolve
-from .paths import within as _within
 
 __all__ = [
     "DockerIgnore",
@@ -61,7 +58,8 @@ _DOCKER_PY_DOCKERFILE = re.compile(r"^\.dockerfile\.[0-9a-fA-F]+$")
 
 
 def _gnu_tar() -> str | None:
-    """GNU tar for extraction; ``DOCKWRIGHT_PY_EXTRACT=1`` forces the Python extractor."""
+    """GNU tar for extraction (None where it cannot run confined); ``DOCKWRIGHT_PY_EXTRACT=1`` forces the Python
+    extractor."""
     return None if os.environ.get("DOCKWRIGHT_PY_EXTRACT") == "1" else gnu_tar()
 
 
@@ -514,29 +512,6 @@ class _Decompressing(io.RawIOBase):
         return k
 
 
-def _prepare_parent(dest: str, real_dest: str, rel: str, name: str) -> str:
-    """Create the parent directories of ``rel`` under ``dest`` without writing through a symlink that
-    leaves ``dest``; returns the full path of ``rel``."""
-    parts = rel.split("/")
-    cur = dest
-    for comp in parts[:-1]:
-        cur = cur + "/" + comp
-        try:
-            st = os.lstat(cur)
-        except FileNotFoundError:
-            os.mkdir(cur, 0o755)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            real = os.path.realpath(cur)
-            if not _within(real, real_dest):
-                raise _refuse(name, "is written through a symlink that leaves the build context")
-            if not os.path.isdir(real):
-                raise _refuse(name, "has a parent that is not a directory")
-        elif not stat.S_ISDIR(st.st_mode):
-            raise _refuse(name, "has a parent that is not a directory")  # dockerd: "not a directory"
-    return dest + "/" + rel
-
-
 def _remove_existing(path: str, keep_dir: bool) -> bool:
     """Remove what is at ``path`` unless it is a directory and ``keep_dir``; True if a dir was kept."""
     try:
@@ -552,101 +527,23 @@ def _remove_existing(path: str, keep_dir: bool) -> bool:
     return False
 
 
-def _extract_member(
-    tf: tarfile.TarFile, m: tarfile.TarInfo, dest: str, real_dest: str, dirs: list[tuple[str, int, float]]
-) -> None:
-    rel = _entry_name(m.name)
-    mode = m.mode & 0o7777
-    mtime = float(m.mtime)
-    if rel == "":
-        if m.isdir():
-            return
-        raise _refuse(m.name, "is not a valid name")
-    if m.islnk():  # symlinks may point anywhere: dockerd keeps them; they are resolved inside the context
-
-        target_rel = _entry_name(m.linkname)
-        if target_rel == "":
-            raise _refuse(m.name, f"is a hard link to {m.linkname!r}")
-    path = _prepare_parent(dest, real_dest, rel, m.name)
-    if m.isdir():
-        if not _remove_existing(path, keep_dir=True):
-            os.mkdir(path, 0o755)
-        dirs.append((path, mode, mtime))
-        return
-    if m.isreg():
-        _remove_existing(path, keep_dir=False)
-        src = tf.extractfile(m)
-        assert src is not None
-        written = 0
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as out:
-                while True:
-                    buf = src.read(_CHUNK)
-                    if not buf:
-                        break
-                    out.write(buf)
-                    written += len(buf)
-            if written != m.size:
-                raise DataCorrupted("invalid build context: unexpected EOF in tar stream")
-            os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
-        os.utime(path, (mtime, mtime), follow_symlinks=False)
-        return
-    if m.issym():
-        _remove_existing(path, keep_dir=False)
-        os.symlink(m.linkname, path)
-        try:
-            os.utime(path, (mtime, mtime), follow_symlinks=False)
-        except (NotImplementedError, OSError):
-            pass
-        return
-    if m.islnk():
-        target_path = _prepare_parent(dest, real_dest, target_rel, m.name)
-        if not os.path.lexists(target_path):
-            raise _refuse(m.name, f"is a hard link to {m.linkname!r}, which is not in the archive")
-        if os.path.isdir(target_path) and not os.path.islink(target_path):
-            raise _refuse(m.name, f"is a hard link to the directory {m.linkname!r}")
-        if os.path.realpath(target_path) == os.path.realpath(path):
-            return
-        _remove_existing(path, keep_dir=False)
-        os.link(target_path, path, follow_symlinks=False)
-        return
-    # character and block devices, fifos: not part of a build context
-
-
 _Extracted = tuple[list[tuple[str, int, float]], dict[str, str]]
 
 
 def _extract_sync(reader: _ChunkReader, dest: Path) -> _Extracted:
-    """Extract into ``dest``; the directories (path, mode, mtime) and, when GNU tar did the writing, the
-    entries' tarsums (``path → hex``, see :class:`~dockwright.build.extract.ContextScanner`)."""
-    dirs: list[tuple[str, int, float]] = []
+    """Extract into ``dest``; the directories (path, mode, mtime) and the entries' tarsums (``path → hex``,
+    see :class:`~dockwright.build.extract.ContextScanner`)."""
     head = reader.peek_head(8)
     if not head:
-        return dirs, {}  # an empty body is an empty context, as for Go's tar reader
+        return [], {}  # an empty body is an empty context, as for Go's tar reader
     kind = detect(head)
     stream = _Decompressing(reader, kind)
     dest_s = str(dest)
+    read = reader.read_chunk if kind is Compression.NONE else stream.read
     tar = _gnu_tar()
-    if tar is not None:
-        read = reader.read_chunk if kind is Compression.NONE else stream.read
-        scan = extract_with_tar(tar, read, dest_s)
-        return ([(dest_s + "/" + rel, mode, mtime) for rel, mode, mtime in scan.dirs],
-                {dest_s + "/" + rel: v for rel, v in scan.tarsums.items()})
-    real_dest = os.path.realpath(dest_s)
-    try:
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tf:  # type: ignore[call-overload]
-            for m in tf:
-                _extract_member(tf, m, dest_s, real_dest, dirs)
-    except tarfile.ReadError as exc:
-        if str(exc) == "empty file":
-            return dirs, {}
-        raise DataCorrupted(f"invalid build context: {exc}") from exc
-    except tarfile.TarError as exc:
-        raise DataCorrupted(f"invalid build context: {exc}") from exc
-    return dirs, {}
+    scan = extract_with_tar(tar, read, dest_s) if tar is not None else extract_with_python(read, dest_s)
+    return ([(dest_s + "/" + rel, mode, mtime) for rel, mode, mtime in scan.dirs],
+            {dest_s + "/" + rel: v for rel, v in scan.tarsums.items()})
 
 
 def _force_put(q: asyncio.Queue[Any], item: Any) -> None:

@@ -1,52 +1,172 @@
-"""Fast extraction of a build-context tar stream: checked and hashed in Python, written by GNU tar.
+"""Extraction of a build-context tar stream: checked and hashed in Python, written by confined GNU tar or by
+the hardened extractor of :mod:`dockwright.layers.apply`.
 
-This module owns :func:`extract_with_tar`, the worker-thread half of
-:func:`~dockwright.build.context.extract_context` when GNU ``tar`` is installed.  The (decompressed) stream
-passes through :class:`ContextScanner` — the push parser of :mod:`dockwright.layers.tarstream` with
-the build context's rules — *before* each chunk is handed to ``tar -x`` on a pipe, so an entry that
-would leave the context (absolute or ``..`` names, symlinks whose relative target climbs out, hard links
-to entries not in the archive, entries written through a symlink that points outside) is refused before
-``tar`` ever sees it, and a truncated or corrupt stream is refused by the parser.  GNU tar adds its own
-defence: symlinks with absolute or ``..`` targets are created only at the end (placeholders until then),
-so nothing is ever written through them.
+This module owns :func:`extract_with_tar` and :func:`extract_with_python`, the worker-thread half of
+:func:`~dockwright.build.context.extract_context`.  The (decompressed) stream passes through
+:class:`ContextScanner` — the push parser of :mod:`dockwright.layers.tarstream` with the build context's
+rules — *before* each chunk is handed to the extractor, so that an entry is refused before anything is
+written for it: absolute or ``..`` names, any entry (or hard link target) below a symlink of the archive
+(the docker CLI and docker-py never write one; dockerd would follow it inside the context), symlinks the
+extractor would have to write through, hard links to entries not in the archive, names with a component
+longer than ``NAME_MAX`` or a path that would not fit in ``PATH_MAX`` below the destination, link targets
+longer than ``PATH_MAX``, and PAX global headers that rename, relink or resize the entries after them (GNU
+tar applies those, Go's reader does not: the scanner must see the names tar writes).  A truncated or corrupt
+stream is refused by the parser.  Refusals are :class:`~dockwright.errors.InvalidArgument` (HTTP 400) naming
+the entry.
 
-File bodies are hashed by a helper thread, chunk by chunk in order, while this thread parses the next chunk
-and tar unpacks the last one.  On the way, every entry's tarsum — the hash dockerd's COPY/ADD checksums are made of (see
-:mod:`~dockwright.build.srchash`) — is computed from its header and body (sha256; hashlib releases the GIL), so
-the COPY cache key does not read the context a second time.  The
-directories' modes and mtimes are reported so that they can be restored after ``.dockerignore`` pruned
-files in them.  Files are owned by the daemon's user (``--no-same-owner``), as with the Python extractor.
+The checks are not what keeps the writes inside the destination, because two tar parsers never agree on
+every byte: GNU tar runs confined by the kernel (Landlock: it may create, write and remove files only below
+the destination; :func:`gnu_tar` is None where the kernel cannot confine it), and the Python extractor
+(:class:`~dockwright.layers.apply.TarExtractor`) resolves every path from a directory descriptor, never
+following a symlink out of the destination.  GNU tar adds its own defence: symlinks with absolute or ``..``
+targets are created only at the end (placeholders until then).
+
+With GNU tar, file bodies are hashed by a helper thread, chunk by chunk in order, while this thread parses the
+next chunk and tar unpacks the last one.  On the way, every entry's tarsum — the hash dockerd's COPY/ADD
+checksums are made of (see :mod:`~dockwright.build.srchash`) — is computed from its header and body (sha256;
+hashlib releases the GIL), so the COPY cache key does not read the context a second time.  The directories'
+modes and mtimes are reported so that they can be restored after ``.dockerignore`` pruned files in them.
+Files are owned by the daemon's user (``--no-same-owner``), with either extractor.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import functools
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 import hashlib
+import io
+import logging
 import os
+import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
+import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ..errors import DataCorrupted, InvalidArgument, SystemError_
+from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
+from ..layers.apply import ExtractRules, TarExtractor
 from ..layers.tarstream import TarInspector, _BadNumber, _parse_numeric
 from .srchash import context_entry_header
 
-__all__ = ["ContextScanner", "extract_with_tar", "gnu_tar"]
+__all__ = ["ContextScanner", "CONTEXT_RULES", "extract_with_tar", "extract_with_python", "gnu_tar"]
+
+log = logging.getLogger("dockwright.build.extract")
 
 _REG, _LINK, _SYMLINK, _DIR, _CONT, _SPARSE = 0x30, 0x31, 0x32, 0x35, 0x37, 0x53
+_PAX_GLOBAL = 0x67
 _READ = 1 << 20
 _F_SETPIPE_SZ = 1031
 _IN_FLIGHT = 4  # chunks handed to the hashing thread and not yet hashed
+_NAME_MAX = 255  # bytes in one path component (Linux)
+_PATH_MAX = 4096  # bytes in a path given to the kernel, with its NUL
+#: PAX records that, in a global header, change what GNU tar makes of the entries after it
+_GLOBAL_REFUSED = (b"path", b"linkpath", b"size", b"GNU.sparse.")
+
+#: what the Python extractor keeps of a context, as GNU tar does: no owners (the daemon's, as with
+#: ``--no-same-owner``), no devices or fifos, no extended attributes, hard links without their own mode;
+#: directory modes set by the caller after ``.dockerignore``
+CONTEXT_RULES = ExtractRules(owners=False, specials=False, xattrs=False, dir_modes=False, link_modes=False,
+                             kind="build context", root="the build context")
+
+
+# ---- confinement (Landlock) ------------------------------------------------------------------------------
+_SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+_LANDLOCK_RULE_PATH_BENEATH = 1
+_PR_SET_NO_NEW_PRIVS = 38
+# LANDLOCK_ACCESS_FS_*: everything that creates, writes, removes or links; reading stays allowed everywhere
+_LL_WRITE = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) \
+    | (1 << 12)
+_LL_REFER, _LL_TRUNCATE = 1 << 13, 1 << 14
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
 @functools.cache
-def gnu_tar() -> str | None:
-    """The path of GNU tar, or None (another tar, or none); looked up once."""
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 when it has none (or it is disabled)."""
+    try:
+        v = _libc().syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                            ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION))
+    except (OSError, AttributeError):
+        return 0
+    return max(int(v), 0)
+
+
+def _restrict_writes_to(dest: str, abi: int) -> None:
+    """Confine the calling thread (and what it starts) to writing below ``dest``.  Irreversible."""
+    libc = _libc()
+
+    def check(rc: int, what: str) -> int:
+        if rc < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+        return rc
+
+    handled = _LL_WRITE | _LL_REFER | (_LL_TRUNCATE if abi >= 3 else 0)
+    attr = _RulesetAttr(handled)
+    check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    ruleset = check(libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
+                                 ctypes.c_uint32(0)), "landlock_create_ruleset")
+    try:
+        dfd = os.open(dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            rule = _PathBeneathAttr(handled, dfd)
+            check(libc.syscall(_SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
+                               ctypes.byref(rule), ctypes.c_uint32(0)), "landlock_add_rule")
+        finally:
+            os.close(dfd)
+        check(libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+              "landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+
+
+def _spawn_confined(argv: list[str], dest: str, **kw: Any) -> subprocess.Popen[bytes]:
+    """``Popen(argv)`` from a thread of its own that Landlock first confines to writing below ``dest``; the
+    child inherits the confinement.  The thread ends with the call (a confinement cannot be lifted)."""
+    out: dict[str, Any] = {}
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)  # opened here: the confined thread may not
+
+    def run() -> None:
+        try:
+            _restrict_writes_to(dest, landlock_abi())
+            out["proc"] = subprocess.Popen(argv, **{k: null if v == subprocess.DEVNULL else v for k, v in kw.items()})
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            out["exc"] = exc
+
+    try:
+        t = threading.Thread(target=run, name="confined-spawn")
+        t.start()
+        t.join()
+    finally:
+        os.close(null)
+    if "exc" in out:
+        raise out["exc"]
+    return out["proc"]
+
+
+@functools.cache
+def _find_gnu_tar() -> str | None:
     path = shutil.which("tar")
     if path is None:
         return None
@@ -57,8 +177,26 @@ def gnu_tar() -> str | None:
     return path if b"GNU tar" in out else None
 
 
+@functools.cache
+def gnu_tar() -> str | None:
+    """The path of GNU tar when it can run confined (Landlock ABI 2 or later: hard links between
+    directories need ``LANDLOCK_ACCESS_FS_REFER``), else None; looked up once."""
+    path = _find_gnu_tar()
+    if path is None:
+        return None
+    if landlock_abi() < 2:
+        log.info("the kernel has no Landlock (ABI 2): build contexts are unpacked by the Python extractor")
+        return None
+    return path
+
+
+def _show(name: str) -> str:
+    """``name`` quoted for a message, shortened if long."""
+    return repr(name if len(name) <= 200 else name[:200] + "…")
+
+
 def _refuse(name: str, why: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid build context: tar entry {name!r} {why}")
+    return InvalidArgument(f"invalid build context: tar entry {_show(name)} {why}")
 
 
 def _clean(name: str) -> str:
@@ -100,11 +238,13 @@ class ContextScanner(TarInspector):
     After :meth:`close`: :attr:`tarsums` maps ``rel`` → the hex tarsum v1 of the last entry at each path
     (what dockerd's ``remotecontext.FromArchive`` computes: :func:`~dockwright.build.srchash.context_entry_header`
     of the raw header, then a regular file's bytes), :attr:`dirs` lists ``(rel, mode, mtime)`` of the
-    directory entries in archive order.
+    directory entries in archive order.  ``dest_len`` is the length in bytes of the destination's path: an
+    entry whose path below it would not fit in ``PATH_MAX`` is refused.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dest_len: int = 0) -> None:
         super().__init__()
+        self._room = _PATH_MAX - 1 - (dest_len + 1 if dest_len else 0)  # bytes left for a relative path
         self.tarsums: dict[str, str] = {}
         self.dirs: list[tuple[str, int, float]] = []
         self._links: dict[str, str] = {}  # symlinks in the archive: rel -> target
@@ -165,6 +305,26 @@ class ContextScanner(TarInspector):
             self._hasher = None
         self._inflight.clear()
 
+    def _on_meta(self, body: bytes, offset: int) -> None:
+        if self._meta_type == _PAX_GLOBAL and body:
+            for key in self._parse_pax(body, offset):
+                if key.startswith(_GLOBAL_REFUSED):
+                    raise InvalidArgument(
+                        f"invalid build context: the PAX global header at offset {offset} sets "
+                        f"{key.decode('utf-8', 'replace')!r} for the entries after it")
+        super()._on_meta(body, offset)
+
+    def _check_length(self, rel: str, name: str) -> None:
+        """Refuses a name that cannot be made below the destination: a component over ``NAME_MAX`` bytes
+        or a path that would pass ``PATH_MAX`` (the kernel's limits, which GNU tar would report)."""
+        raw = rel.encode("utf-8", "surrogateescape")
+        if len(raw) > self._room:
+            raise _refuse(name, f"has a path of {len(raw)} bytes: longer than the {self._room} a build context "
+                                f"entry can have here (PATH_MAX)")
+        for part in raw.split(b"/"):
+            if len(part) > _NAME_MAX:
+                raise _refuse(name, f"has a name of {len(part)} bytes: longer than {_NAME_MAX} (NAME_MAX)")
+
     def _check_parents(self, rel: str, name: str) -> None:
         end = rel.rfind("/")
         if end < 0:
@@ -180,10 +340,13 @@ class ContextScanner(TarInspector):
                 if parent in self._seen:
                     raise _refuse(name, "has a parent that is not a directory")
                 continue
-            # GNU tar creates symlinks with absolute or ".." targets only at the end: writing through
-            # one would fail; a relative one without ".." stays inside the context
+            # Nothing is written through a symlink: the extractor would follow it (GNU tar at once when its
+            # target is relative without "..", the Python extractor inside the context) while these checks
+            # look at names only.  No docker client writes an entry below a symlink.
             if target.startswith("/") or ".." in target.split("/"):
                 raise _refuse(name, "is written through a symlink that leaves the build context")
+            raise _refuse(name, f"is written through the symlink {_show(parent)} of the archive "
+                                f"(entries below a symlink are refused)")
         self._ok_parent = rel[:end]
 
     def _apply(self, typeflag: int, name_b: bytes, linkname_b: bytes, size: int) -> None:
@@ -194,6 +357,8 @@ class ContextScanner(TarInspector):
             if typeflag == _DIR:
                 return
             raise _refuse(name, "is not a valid name")
+        if len(name_b) > _NAME_MAX:
+            self._check_length(rel, name)
         self._check_parents(rel, name)
         pax = self._hdr_pax or _NO_PAX
         hdr = self._hdr
@@ -225,12 +390,19 @@ class ContextScanner(TarInspector):
         if typeflag == _SYMLINK:
             # a relative target may climb out of the context (dockerd unpacks contexts in a chroot and keeps
             # it): it is resolved inside the context when used, and nothing is written through it here
+            if len(linkname_b) >= _PATH_MAX:
+                raise _refuse(name, f"is a symlink to a target of {len(linkname_b)} bytes: longer than "
+                                    f"{_PATH_MAX - 1} (PATH_MAX)")
             self._links[rel] = link
         elif typeflag == _LINK:
             target = _clean(link)
+            if len(linkname_b) > _NAME_MAX:
+                self._check_length(target, name)
             self._check_parents(target, name)
             if target == "" or target not in self._seen:
-                raise _refuse(name, f"is a hard link to {link!r}, which is not in the archive")
+                raise _refuse(name, f"is a hard link to {_show(link)}, which is not in the archive")
+            if target in self._links:
+                self._links[rel] = self._links[target]  # a hard link to a symlink is that symlink
         elif typeflag in (_REG, _CONT):
             if any(k.startswith(b"GNU.sparse") for k in pax):
                 self._done.append((rel, None))  # not hashed here: computed from the file when needed
@@ -245,19 +417,43 @@ class ContextScanner(TarInspector):
         self._done.append((rel, hashlib.sha256(head)))
 
 
-def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> ContextScanner:
-    """Extract the tar stream ``read`` gives (``read(n)`` → bytes, b"" at the end) into ``dest``.
+# GNU tar's messages that say something about the host, not the context (HTTP 500)
+_HOST_ERRORS = ("No space left on device", "Disk quota exceeded", "Input/output error", "Read-only file system",
+                "Cannot allocate memory", "memory exhausted", "Too many open files")
+_TAR_PREFIX = re.compile(r"^\S*tar: ")
 
-    Blocking (a worker thread).  Raises :class:`InvalidArgument` for a refused entry,
-    :class:`DataCorrupted` for a corrupt or truncated stream or what GNU tar could not extract.
+
+def _tar_lines(msg: str) -> list[str]:
+    """GNU tar's error lines without its name, each shortened (a long entry name is kept at both ends)."""
+    out = []
+    for ln in msg.splitlines():
+        if "Exiting with failure" in ln or not ln.strip():
+            continue
+        ln = _TAR_PREFIX.sub("", ln)
+        out.append(ln if len(ln) <= 400 else ln[:200] + "…" + ln[-150:])
+    return out
+
+
+def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> ContextScanner:
+    """Extract the tar stream ``read`` gives (``read(n)`` → bytes, b"" at the end) into ``dest`` with GNU tar
+    (``tar`` from :func:`gnu_tar`), confined by Landlock to writing below ``dest``.
+
+    Blocking (a worker thread).  Raises :class:`InvalidArgument` for a refused entry or one GNU tar could not
+    make (its message names it: an over-long name, a parent that is not a directory, …),
+    :class:`DataCorrupted` for a corrupt or truncated stream, :class:`SystemError_` when the host failed
+    (disk full, I/O error).
     """
-    scanner = ContextScanner()
+    scanner = ContextScanner(len(os.fsencode(dest)))
     err = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [tar, "-x", "-f", "-", "-C", dest, "--no-same-owner", "--warning=no-timestamp",
-         "--warning=no-unknown-keyword", "--no-overwrite-dir"],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
-    )
+    try:
+        proc = _spawn_confined(
+            [tar, "-x", "-f", "-", "-C", dest, "--no-same-owner", "--warning=no-timestamp",
+             "--warning=no-unknown-keyword", "--no-overwrite-dir"],
+            dest, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
+        )
+    except BaseException:
+        err.close()
+        raise
     assert proc.stdin is not None
     fd = proc.stdin.fileno()
     try:
@@ -294,10 +490,83 @@ def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> Conte
         msg = err.read().decode("utf-8", "replace").strip()
         err.close()
     if rc != 0:
-        lines = [ln.removeprefix("tar: ") for ln in msg.splitlines() if "Exiting with failure" not in ln]
-        if "Cannot open: Not a directory" in msg or "Cannot create symlink" in msg:
-            raise InvalidArgument("invalid build context: " + "; ".join(lines[:3]))
-        if "Cannot" in msg or "No space" in msg:
-            raise SystemError_("error extracting build context: " + "; ".join(lines[:3]))
-        raise DataCorrupted("invalid build context: " + ("; ".join(lines[:3]) or f"tar exited with {rc}"))
+        text = "; ".join(_tar_lines(msg)[:3]) or f"tar exited with {rc}"
+        if any(h in msg for h in _HOST_ERRORS):
+            raise SystemError_("error extracting build context: " + text)
+        if "Cannot " in msg or "Permission denied" in msg:  # an entry tar could not make: it names it
+            raise InvalidArgument("invalid build context: " + text)
+        raise DataCorrupted("invalid build context: " + text)
+    return scanner
+
+
+class _Scanned(io.RawIOBase):
+    """The stream ``read`` gives, every byte fed to ``scanner`` before :mod:`tarfile` sees it."""
+
+    def __init__(self, read: Callable[[int], bytes], scanner: ContextScanner) -> None:
+        super().__init__()
+        self._read = read
+        self._scanner = scanner
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if not self._buf:
+            data = self._read(_READ)
+            if not data:
+                return 0
+            self._scanner.feed(data)  # refuses a hostile entry before it is extracted
+            self._scanner.hash_pending()
+            self._buf = memoryview(data)
+        k = min(len(b), len(self._buf))
+        b[:k] = self._buf[:k]
+        self._buf = self._buf[k:]
+        return k
+
+    def drain(self) -> None:
+        """Feed the rest (end-of-archive blocks, trailing data) to the scanner."""
+        self._buf = memoryview(b"")
+        while data := self._read(_READ):
+            self._scanner.feed(data)
+            self._scanner.hash_pending()
+
+
+def extract_with_python(read: Callable[[int], bytes], dest: str) -> ContextScanner:
+    """:func:`extract_with_tar` without GNU tar: the same checks and tarsums, the files written by
+    :class:`~dockwright.layers.apply.TarExtractor` (:data:`CONTEXT_RULES`), which resolves every path from
+    ``dest``'s descriptor and never writes outside it.  Same errors."""
+    scanner = ContextScanner(len(os.fsencode(dest)))
+    src = _Scanned(read, scanner)
+    ext = TarExtractor(dest, CONTEXT_RULES)
+    ok = False
+    try:
+        try:
+            tf = tarfile.open(fileobj=src, mode="r|",  # type: ignore[call-overload]
+                              bufsize=1 << 16, encoding="utf-8", errors="surrogateescape")
+        except tarfile.ReadError as exc:
+            if "empty file" not in str(exc):
+                raise
+            tf = None  # no entry at all: the scanner decides
+        if tf is not None:
+            for member in tf:
+                tf.members.clear()  # stream mode would keep every header
+                ext.entry(tf, member)
+        ext.finish_dirs()
+        src.drain()
+        scanner.close()
+        ok = True
+    except DockwrightError:
+        raise
+    except (tarfile.TarError, EOFError, UnicodeError) as exc:
+        raise DataCorrupted(f"invalid build context: {exc}") from exc
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE,
+                         errno.ENFILE):
+            raise SystemError_(f"error extracting build context: {exc}") from exc
+        raise InvalidArgument(f"invalid build context: {exc}") from exc
+    finally:
+        ext.close()
+        if not ok:
+            scanner.shutdown()
     return scanner

@@ -380,7 +380,8 @@ class ExtractRules:
     without it ``.wh.*`` entries are ordinary files, as moby's ``Untar`` (ADD, ``docker cp``) writes them.
     ``owners``: ownership from the headers (when running as root).  ``specials``: device nodes and fifos
     (skipped otherwise).  ``xattrs``: ``SCHILY.xattr.*`` records.  ``dir_modes``: directory modes from the
-    headers (otherwise new directories are ``0755`` and the caller sets their modes).  ``kind`` and ``root``
+    headers (otherwise new directories are ``0755`` and the caller sets their modes).  ``link_modes``: a hard
+    link's mode and times applied to the file it links (moby does; GNU tar does not).  ``kind`` and ``root``
     name the archive and its root in messages.
     """
 
@@ -389,6 +390,7 @@ class ExtractRules:
     specials: bool = True
     xattrs: bool = True
     dir_modes: bool = True
+    link_modes: bool = True
     kind: str = "archive"
     root: str = "the destination"
 
@@ -548,7 +550,7 @@ class TarExtractor:
             self._chown(parent, base, uid, gid)
             self._set_xattrs(_proc_path(parent, base), xattrs, entry)
             st = os.stat(base, dir_fd=parent, follow_symlinks=False)
-            if not stat.S_ISLNK(st.st_mode):
+            if rules.link_modes and not stat.S_ISLNK(st.st_mode):
                 os.chmod(base, mode, dir_fd=parent)
                 os.utime(base, ns=(atime, mtime), dir_fd=parent, follow_symlinks=False)
             return
