@@ -1,13 +1,24 @@
-"""Apply a layer stream to a snapshot directory, and unpack an image's layer chain into snapshots.
+"""The one hardened tar extractor, and what uses it: layers applied to snapshot directories, archives unpacked
+into a directory, an image's layer chain unpacked into snapshots.
 
-This module owns :func:`apply_layer`, which extracts a (plain, gzip, bzip2, xz or zstd) layer tar into a
-directory that will serve as an overlay ``lowerdir``/``upperdir``, hashing the uncompressed stream (the
-DiffID) as it goes, and :func:`ensure_chain`, which makes the committed snapshots of an image's layers
-(named by ChainID) that are still missing.
+This module owns :class:`TarExtractor`, through which every extraction of dockwright goes (the one exception,
+GNU tar for build contexts, runs confined by the kernel: see :mod:`dockwright.build.extract`); nothing here
+uses ``os.path.realpath`` or a path string for a place inside the root.  Its users:
 
-Semantics are those of moby's ``archive.Unpack`` with the overlay whiteout converter (what dockerd's
-overlay2 driver does in ``ApplyDiff``), which is also containerd's ``archive.Apply`` with the overlay
-converter:
+* :func:`apply_layer`, which extracts a (plain, gzip, bzip2, xz or zstd) layer tar into a directory that will
+  serve as an overlay ``lowerdir``/``upperdir`` (:data:`LAYER_RULES`), hashing the uncompressed stream (the
+  DiffID) as it goes;
+* :func:`extract_archive`, which unpacks an archive into a directory, confined to it as moby's
+  ``chrootarchive.Untar`` is by its chroot (:data:`ARCHIVE_RULES`: no whiteout conversion, ``.wh.*`` entries
+  are ordinary files; owners, modes, devices and extended attributes kept): ADD of a local archive, and
+  ``docker cp`` into a container; :func:`is_tar_archive` says whether ADD unpacks a file;
+* :func:`ensure_chain`, which makes the committed snapshots of an image's layers (named by ChainID) that are
+  still missing.
+
+The build context's Python extractor (:mod:`dockwright.build.extract`) uses :class:`TarExtractor` too, with
+its own :class:`ExtractRules`.  Semantics (with :data:`LAYER_RULES`) are those of moby's ``archive.Unpack``
+with the overlay whiteout converter (what dockerd's overlay2 driver does in ``ApplyDiff``), which is also
+containerd's ``archive.Apply`` with the overlay converter:
 
 * names are cleaned like Go's ``filepath.Clean``; absolute names are made relative; a name or hardlink
   target that climbs above the root (``../``) is refused;
@@ -24,12 +35,13 @@ converter:
   (nanoseconds from PAX records; directories after their children; times before 1970 become 1970);
 * entry types dockerd cannot extract (volume labels, …) are skipped.
 
-Confinement: nothing is written outside the target.  Every parent directory is resolved from the target's
-file descriptor one component at a time with ``O_NOFOLLOW``; a symlink met on the way is followed *inside*
-the target, as it would resolve in the container (an absolute target starts again at the target, ``..``
-stops at it), the way dockerd's chroot extraction and containerd's ``fs.RootPath`` do.  The last component
-is never followed: an existing entry there is removed (recursively, without following symlinks) before the
-new one is made with ``O_EXCL``.  Hardlink targets are resolved the same way, and the link is made to the
+Confinement: nothing is written outside the target, whatever the rules.  Every parent directory is resolved
+from the target's file descriptor one component at a time with ``O_NOFOLLOW`` (no path is ever handed to the
+kernel to resolve, so no ``PATH_MAX`` trick — CVE-2025-4517 against ``tarfile``'s ``data`` filter — applies);
+a symlink met on the way is followed *inside* the target, as it would resolve in the container (an absolute
+target starts again at the target, ``..`` stops at it, at most 40 links), the way dockerd's chroot
+extraction and containerd's ``fs.RootPath`` do.  The last component is never followed: an existing entry
+there is removed (recursively, without following symlinks) before the new one is made with ``O_EXCL``.  Hardlink targets are resolved the same way, and the link is made to the
 entry itself, never to what a symlink points at.
 
 The stream is also fed to :class:`~dockwright.layers.tarstream.TarInspector`, so a layer is held to the same
