@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -16,10 +17,12 @@ from ..filters import Filters
 from ..oci.gojson import parse_rfc3339
 from ..runtime import frame
 from ..timestamps import parse_timestamp
-from . import params
+from . import bodies, params
 from .errors import json_body
 
 __all__ = ["routes", "summary_json", "human_duration"]
+
+log = logging.getLogger("dockwright.api")
 
 
 def _engine(request: web.Request) -> Engine:
@@ -155,22 +158,37 @@ async def list_containers(request: web.Request) -> web.Response:
     for c in eng.containers.all():
         if not all_ and not c.running and limit <= 0 and not f.contains("status") and not f.contains("exited"):
             continue
-        if not _matches(c, f, eng):
-            continue
-        out.append(summary_json(c, eng))
+        try:
+            if not _matches(c, f, eng):
+                continue
+            out.append(summary_json(c, eng))
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            # a record the engine could not repair must not take the list away from every client
+            log.warning("container %s left out of the list: its record is unusable: %s", c.id, exc)
     if limit > 0:
         out = out[:limit]
     return json_body(out)
 
 
+async def _json_body(request: web.Request) -> bytes:
+    """The body of a request that must be JSON (httputils.CheckForJSON first, as dockerd)."""
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    bodies.check_content_type(request.headers.get("Content-Type", ""),
+                              has_body=chunked or (request.content_length or 0) > 0)
+    return await request.read() if request.can_read_body else b""
+
+
 async def create_container(request: web.Request) -> web.Response:
+    """Decoded into dockerd's typed structs first: a body that does not fit them is a 400 and creates nothing."""
     eng = _engine(request)
-    try:
-        body = await request.json() if request.can_read_body else {}
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid JSON: {exc}") from exc
-    if not isinstance(body, dict):
+    req = bodies.decode_create(await _json_body(request))
+    if req.config is None:
         raise InvalidArgument("config cannot be empty in order to create a container")
+    body: dict[str, Any] = dict(req.config)
+    if req.host_config is not None:
+        body["HostConfig"] = req.host_config
+    if req.networking_config is not None:
+        body["NetworkingConfig"] = req.networking_config
     cid, warnings = await eng.containers.create(body, request.query.get("name", ""))
     return json_body({"Id": cid, "Warnings": warnings}, 201)
 
@@ -418,14 +436,7 @@ async def export_container(request: web.Request) -> web.StreamResponse:
 async def commit(request: web.Request) -> web.Response:
     eng = _engine(request)
     q = request.query
-    body: dict[str, Any] | None = None
-    if request.can_read_body:
-        raw = await request.read()
-        if raw.strip():
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise InvalidArgument(f"invalid JSON: {exc}") from exc
+    body = bodies.decode_commit(await _json_body(request))  # the image's config; None for an empty body
     cont = q.get("container", "")
     if not cont:
         raise InvalidArgument("No container specified")  # dockerd: "No such container: " for ""

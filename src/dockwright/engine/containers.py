@@ -161,6 +161,7 @@ class ContainersService:
         self._exit_events: dict[str, asyncio.Event] = {}
         self._removed_events: dict[str, asyncio.Event] = {}
         self._removing: set[str] = set()  # ids whose removal is in progress (dockerd's RemovalInProgress)
+        self._names_in_use: dict[str, str] = {}  # name → id of a container being created (not cached yet)
         self._starting: dict[str, asyncio.Event] = {}  # ids being started: set when the start is over
         self._lock = asyncio.Lock()
         for c in self._load_all():
@@ -169,9 +170,33 @@ class ContainersService:
 
     # ---- records ----------------------------------------------------------------------------------------------
     def _load_all(self) -> list[Container]:
+        """Every stored container. A record an older version stored with values of the wrong type (``Cmd: 5``,
+        ``Env: "A=1"`` — bodies it did not decode into dockerd's types) is repaired, with a warning, so that it
+        cannot break the list and inspect for every client."""
         rows = self.db.query("SELECT id, name, image_id, image_ref, created, config, host_config, state FROM containers")
-        return [Container(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6]), json.loads(r[7]))
-                for r in rows]
+        out = []
+        for r in rows:
+            cols: list[dict[str, Any]] = []
+            problems: list[str] = []
+            for label, text in (("config", r[5]), ("host config", r[6]), ("state", r[7])):
+                try:
+                    value = json.loads(text)
+                except (ValueError, RecursionError):
+                    value = None
+                if not isinstance(value, dict):
+                    problems.append(f"its {label} is not a JSON object")
+                    value = {}
+                cols.append(value)
+            c = Container(r[0], r[1], r[2], r[3], r[4], cols[0], cols[1], cols[2] or _new_state())
+            problems += _repair(c)
+            if problems:
+                log.warning("container %s: stored record repaired: %s", c.id, "; ".join(problems))
+                try:
+                    self._save(c)
+                except Exception as exc:  # noqa: BLE001 - repaired in memory; the next save stores it
+                    log.warning("container %s: saving the repaired record: %s", c.id, exc)
+            out.append(c)
+        return out
 
     def _save(self, c: Container) -> None:
         with self.db.tx() as conn:
@@ -219,6 +244,8 @@ class ContainersService:
 
     # ---- create -----------------------------------------------------------------------------------------------
     async def create(self, body: dict[str, Any], name: str = "", platform: str = "") -> tuple[str, list[str]]:
+        """Create a container from a create body (the API has decoded it into dockerd's types). All or nothing:
+        a create that fails leaves no record, no snapshot and no ``containers/<id>/`` directory."""
         image_ref = body.get("Image") or ""
         if not image_ref:
             raise InvalidArgument("config cannot be empty in order to create a container")
@@ -235,8 +262,12 @@ class ContainersService:
                     raise Conflict(f'Conflict. The container name "/{name}" is already in use by container '
                                    f'"{c.id}". You have to remove (or rename) that container to be able to reuse '
                                    f"that name.")
+            if name in self._names_in_use:
+                raise Conflict(f'Conflict. The container name "/{name}" is already in use by container '
+                               f'"{self._names_in_use[name]}". You have to remove (or rename) that container to be '
+                               f"able to reuse that name.")
         else:
-            taken = {c.name for c in self._cache.values()}
+            taken = {c.name for c in self._cache.values()} | set(self._names_in_use)
             while True:
                 name = f"{random.choice(_ADJ)}_{random.choice(_NAMES)}"
                 if name not in taken:
@@ -251,13 +282,40 @@ class ContainersService:
         if not cfg.get("Cmd") and not cfg.get("Entrypoint"):
             raise InvalidArgument("no command specified")
         c = Container(cid, name, rec.id, image_ref, rfc3339_nano(), cfg, host_config, _new_state())
-        self._dir(cid).mkdir(mode=0o710, parents=True, exist_ok=True)  # dockerd's container root mode
-        await self._prepare_rootfs(c, rec)
-        self._save(c)
+        self._names_in_use[name] = cid  # from here until the record is in the cache, no other create takes it
+        try:
+            self._dir(cid).mkdir(mode=0o710, parents=True, exist_ok=True)  # dockerd's container root mode
+            # the snapshot work runs in threads: a cancelled create lets it finish before it cleans up after it
+            prepare = asyncio.ensure_future(self._prepare_rootfs(c, rec))
+            try:
+                await asyncio.shield(prepare)
+            except asyncio.CancelledError:
+                await asyncio.wait([prepare])
+                raise
+            self._save(c)
+        except BaseException:
+            self._discard(cid)
+            raise
+        finally:
+            self._names_in_use.pop(name, None)
         self._cache[cid] = c
         self.images._changed()  # noqa: SLF001 - container counts are part of the image list
         self._event(c, "create")
         return cid, []
+
+    def _discard(self, cid: str) -> None:
+        """Undo a create that failed part-way: its record, its snapshot and its directory, whichever exist."""
+        try:
+            with self.db.tx() as conn:
+                conn.execute("DELETE FROM containers WHERE id=?", (cid,))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("removing the record of the failed create %s: %s", cid, exc)
+        try:
+            if self.snapshotter.exists(cid):
+                self.snapshotter.remove(cid)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("removing the snapshot of the failed create %s: %s", cid, exc)
+        shutil.rmtree(self._dir(cid), ignore_errors=True)
 
     async def _prepare_rootfs(self, c: Container, rec: Any) -> None:
         full = self.db.get_image(rec.id, with_layers=True)
@@ -843,6 +901,74 @@ class ContainersService:
         if target is not None:
             self.images._log(image_id, target.familiar(), "tag")  # noqa: SLF001
         return image_id
+
+
+# The types the engine (and the list/inspect shapes) rely on in a stored record: what the API's typed decoding
+# guarantees for every new one. A value of another type in an old record is dropped (a string where a StrSlice
+# is expected becomes a one-element list, as dockerd decodes it).
+_RECORD_TYPES: dict[str, dict[str, str]] = {
+    "config": {
+        "Cmd": "strslice", "Entrypoint": "strslice", "Shell": "strslice", "Env": "strings", "OnBuild": "strings",
+        "Labels": "labels", "ExposedPorts": "object", "Volumes": "object", "Healthcheck": "object",
+        "User": "str", "WorkingDir": "str", "Hostname": "str", "Domainname": "str", "Image": "str",
+        "StopSignal": "str", "MacAddress": "str", "Tty": "bool", "OpenStdin": "bool", "StdinOnce": "bool",
+        "AttachStdin": "bool", "AttachStdout": "bool", "AttachStderr": "bool", "ArgsEscaped": "bool",
+        "NetworkDisabled": "bool", "StopTimeout": "int",
+    },
+    "host_config": {
+        "Binds": "strings", "ExtraHosts": "strings", "Dns": "strings", "DnsSearch": "strings",
+        "DnsOptions": "strings", "VolumesFrom": "strings", "Links": "strings", "GroupAdd": "strings",
+        "SecurityOpt": "strings", "CapAdd": "strslice", "CapDrop": "strslice", "Mounts": "objects",
+        "Memory": "int", "MemorySwap": "int", "CpuShares": "int", "ShmSize": "int", "NanoCpus": "int",
+        "NetworkMode": "str", "AutoRemove": "bool", "ReadonlyRootfs": "bool", "Privileged": "bool",
+        "RestartPolicy": "object", "LogConfig": "object", "PortBindings": "object", "Sysctls": "labels",
+        "Tmpfs": "labels",
+    },
+}
+
+
+def _fits(kind: str, v: Any) -> bool:
+    if v is None:
+        return True
+    if kind in ("strings", "strslice"):
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if kind == "labels":
+        return isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+    if kind == "object":
+        return isinstance(v, dict)
+    if kind == "objects":
+        return isinstance(v, list) and all(isinstance(x, dict) for x in v)
+    if kind == "str":
+        return isinstance(v, str)
+    if kind == "bool":
+        return isinstance(v, bool)
+    return isinstance(v, int) and not isinstance(v, bool)  # int
+
+
+def _repair(c: Container) -> list[str]:
+    """Make a stored record fit :data:`_RECORD_TYPES`; what was changed, for the log."""
+    problems = []
+    for part, types in _RECORD_TYPES.items():
+        d: dict[str, Any] = getattr(c, part)
+        for key, kind in types.items():
+            v = d.get(key)
+            if _fits(kind, v):
+                continue
+            if kind == "strslice" and isinstance(v, str):
+                d[key] = [v]
+                problems.append(f"{part}.{key} {v!r} made a list")
+            else:
+                del d[key]
+                problems.append(f"{part}.{key} {_short(v)} dropped (not {kind})")
+    if not isinstance(c.state.get("Status", ""), str) or not isinstance(c.state.get("ExitCode", 0), int):
+        c.state = {**_new_state(), "Status": "exited", "ExitCode": 255}
+        problems.append("its state was unreadable: recorded as exited (255)")
+    return problems
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 _REMOVED_MEMORY = 30.0  # seconds a removed container's exit code is still told to `wait --condition removed`
