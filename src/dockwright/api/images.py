@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import socket
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -11,7 +14,7 @@ from aiohttp import web
 from ..engine.engine import Engine
 from ..engine.images import ImageSummary
 from ..distribution.auth import decode_registry_auth  # noqa: I001
-from ..errors import InvalidArgument
+from ..errors import (DockwrightError, Forbidden, InvalidArgument, NotFound, SystemError_, Unauthorized)
 from ..oci.config import container_config
 from ..oci.platform import Platform
 from . import params
@@ -204,39 +207,72 @@ async def create_image(request: web.Request) -> web.StreamResponse:
         await stream.send({"status": image_id})
         return await stream.finish()
     url = src if "://" in src else "http://" + src
+    # one session for the whole download, closed on every path (an error before the stream starts included)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=60)) as session:
+        async with _get_import_source(session, url) as resp:
+            await stream.send({"status": f"Downloading from {url}"})
+            total = resp.content_length
+
+            async def chunks() -> AsyncIterator[bytes]:
+                done = 0
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    done += len(chunk)
+                    bar = {"status": "Importing", "progressDetail": {"current": done, **({"total": total} if total
+                                                                                       else {})}}
+                    await stream.send(bar)
+                    yield chunk
+
+            try:
+                image_id = await eng.images.import_image(chunks(), repo=q.get("repo", ""), tag=q.get("tag", ""),
+                                                         message=q.get("message", ""), changes=changes,
+                                                         platform=platform, src=src)
+                await stream.send({"status": image_id})
+            except Exception as exc:  # noqa: BLE001 - the stream has started: the error goes in-band
+                await stream.send_error(exc)
+    return await stream.finish()
+
+
+@contextlib.asynccontextmanager
+async def _get_import_source(session: aiohttp.ClientSession, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    """GET the archive to import, as dockerd's ``remotecontext.GetWithStatusError``: a status of 400 or more is an
+    error that carries the answer's body, with the status mapped as dockerd maps it (404 → 404, 400 → 400,
+    401 → 401, 403 → 403, anything else → 500); a host that cannot be reached is dockerd's ``Get "<url>": …``."""
     try:
-        session = aiohttp.ClientSession()
         resp = await session.get(url)
-        if resp.status >= 400:
-            await session.close()
-            raise InvalidArgument(f"error downloading context: {url} returned status code {resp.status}: "
-                                  f"{resp.reason}")
-    except aiohttp.ClientError as exc:
-        raise InvalidArgument(f"error downloading {url}: {exc}") from exc
+    except aiohttp.InvalidURL as exc:
+        raise InvalidArgument(f'parse "{url}": invalid URL: {exc}') from exc
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        raise _download_error(url, exc) from exc
     try:
-        await stream.send({"status": f"Downloading from {url}"})
-        total = resp.content_length
-
-        async def chunks() -> AsyncIterator[bytes]:
-            done = 0
-            async for chunk in resp.content.iter_chunked(1 << 20):
-                done += len(chunk)
-                bar = {"status": "Importing", "progressDetail": {"current": done, **({"total": total} if total
-                                                                                   else {})}}
-                await stream.send(bar)
-                yield chunk
-
-        try:
-            image_id = await eng.images.import_image(chunks(), repo=q.get("repo", ""), tag=q.get("tag", ""),
-                                                     message=q.get("message", ""), changes=changes,
-                                                     platform=platform, src=src)
-            await stream.send({"status": image_id})
-        except Exception as exc:  # noqa: BLE001
-            await stream.send_error(exc)
+        if resp.status >= 400:
+            try:
+                body = (await resp.content.read(64 << 10)).decode("utf-8", "replace").strip()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                raise SystemError_(f"failed to GET {url} with status {resp.status} {resp.reason}: error reading "
+                                   f"body") from None
+            msg = f"failed to GET {url} with status {resp.status} {resp.reason}: {body}"
+            raise {404: NotFound, 400: InvalidArgument, 401: Unauthorized, 403: Forbidden}.get(
+                resp.status, SystemError_)(msg)
+        yield resp
     finally:
         resp.release()
-        await session.close()
-    return await stream.finish()
+
+
+def _download_error(url: str, exc: BaseException) -> DockwrightError:
+    """Go's words for a GET that found no server: ``Get "<url>": dial tcp <addr>: connect: connection refused``
+    (a system error, 500); a name that does not resolve is dockerd's not-found (404)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        addr = f"{exc.host}:{exc.port}"
+        os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror):
+            return NotFound(f'Get "{url}": dial tcp: lookup {exc.host}: no such host')
+        if isinstance(os_error, ConnectionRefusedError):
+            return SystemError_(f'Get "{url}": dial tcp {addr}: connect: connection refused')
+        reason = (os_error.strerror or str(os_error)) if os_error is not None else str(exc)
+        return SystemError_(f'Get "{url}": dial tcp {addr}: connect: {reason.lower()}')
+    if isinstance(exc, asyncio.TimeoutError):
+        return SystemError_(f'Get "{url}": dial tcp: i/o timeout')
+    return SystemError_(f'Get "{url}": {exc or exc.__class__.__name__}')
 
 
 async def push_image(request: web.Request) -> web.StreamResponse:
