@@ -8,6 +8,7 @@ repaired when the daemon starts. A failing import from a URL closes its HTTP cli
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -239,6 +240,18 @@ def test_a_stored_record_with_bad_types_is_repaired_at_start(tmp_path: Path) -> 
         d.docker("rm", cid)
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("path,status", [("/images/bodies/nosuch:1/push", 404),
+                                         ("/images/create?fromImage=127.0.0.1:1/x&tag=1", 500)])
+def test_a_deeply_nested_registry_auth_header_is_ignored_as_undecodable(bd: Daemon, path: str,
+                                                                       status: int) -> None:
+    """dockerd's pull and push ignore an X-Registry-Auth they cannot decode; nesting is no exception (no
+    RecursionError): the answer is the operation's own."""
+    header = base64.urlsafe_b64encode(b"[" * 6_000).decode()
+    got, _, data = bd.api("POST", path, None, {"X-Registry-Auth": header})
+    assert got == status, data
+    assert b"recursion" not in data
 
 
 # -- import from a URL ----------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +10,7 @@ from aiohttp import web
 from ..errors import InvalidArgument
 from ..filters import Filters
 from ..oci.platform import Platform
+from . import bodies
 from .versions import Version
 
 __all__ = ["bool_value", "bool_default", "int_value", "filters", "json_platform", "api_version",
@@ -65,10 +65,10 @@ def registry_auth(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         padded = raw + "=" * (-len(raw) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, TypeError):
+        data = bodies.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError):  # GoJSONError is a ValueError: never RecursionError, whatever the nesting
         try:
-            data = json.loads(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+            data = bodies.loads(base64.b64decode(raw + "=" * (-len(raw) % 4)))
         except (ValueError, TypeError):
             return {}
     return data if isinstance(data, dict) else {}

@@ -105,7 +105,10 @@ def _b64url_decode(s: str) -> bytes:
 def _first_json_value(raw: bytes) -> Any:
     """Go's ``json.Decoder.Decode``: the first JSON value; what follows it is not looked at."""
     text = raw.decode("utf-8")
-    value, _ = json.JSONDecoder().raw_decode(text.lstrip())
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text.lstrip())
+    except RecursionError:  # nested deeper than Python's parser goes: undecodable, not a 500
+        raise ValueError("exceeded max depth") from None
     return value
 
 
