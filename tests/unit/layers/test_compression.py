@@ -383,3 +383,229 @@ def test_large_input_chunks_are_memory_sane() -> None:
             total += len(piece)
     d.finish()
     assert total == len(data)
+
+
+# ---------------------------------------------------------------------------------------- bounded output (bombs)
+#
+# A decompression bomb is a small blob that inflates to a huge run of (usually) zeros.  Inflating it is
+# legitimate — a huge layer of zeros is a valid layer, and dockerd processes it in full, streaming — but
+# no call may hand out more than ``max_piece`` bytes at once, whatever one input chunk inflates to.
+
+GiB = 1 << 30
+_ZEROS = bytes(16 << 20)
+#: What a bomb may make Python hold while it inflates: a few pieces and the decoder's own state (liblzma's and
+#: libbz2's allocations go through PyMem and are counted), against the gibibytes it inflates to.
+PEAK = 8 << 20
+
+
+def zeros_blob(kind: Compression, n: int, **kw: object) -> bytes:
+    """``n`` zero bytes compressed as one member/stream/frame, made streaming (never held inflated)."""
+    if kind is Compression.GZIP:
+        from isal import isal_zlib
+
+        c = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)  # ~1000:1 on zeros, at GB/s
+    elif kind is Compression.BZIP2:
+        c = bz2.BZ2Compressor(9)
+    elif kind is Compression.XZ:
+        c = lzma.LZMACompressor(preset=1)
+    else:
+        c = zstandard.ZstdCompressor(level=1, **kw).compressobj(size=n if kw else -1)  # type: ignore[arg-type]
+    out = []
+    zeros = memoryview(_ZEROS)
+    for i in range(0, n, len(zeros)):
+        out.append(c.compress(zeros[: min(len(zeros), n - i)]))
+    out.append(c.flush())
+    return b"".join(out)
+
+
+def inflate_bounded(kind: Compression, blob: bytes, *, chunk: int | None = None,
+                    max_piece: int = comp.MAX_PIECE) -> tuple[int, int, int]:
+    """Decompress ``blob`` (in one feed, or ``chunk``-sized feeds) keeping nothing: (total bytes out, the
+    largest piece, the peak of Python allocations while doing it).  Every piece must be zeros."""
+    import tracemalloc
+
+    d = decompressor(kind, max_piece=max_piece)
+    total = largest = 0
+    step = chunk or len(blob)
+    tracemalloc.start()
+    try:
+        for i in range(0, len(blob), step):
+            for piece in d.feed(blob[i : i + step]):
+                n = len(piece)
+                assert 0 < n <= max_piece
+                assert piece == _ZEROS[:n]  # all zeros (slice and memcmp: ~20 GB/s)
+                total += n
+                largest = max(largest, n)
+                del piece
+        d.finish()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return total, largest, peak
+
+
+def test_gzip_bomb_2gib_in_one_feed_comes_out_in_bounded_pieces() -> None:
+    blob = zeros_blob(Compression.GZIP, 2 * GiB)
+    assert len(blob) < 3 << 20  # ~2 MB that inflate to 2 GiB
+    total, largest, peak = inflate_bounded(Compression.GZIP, blob)
+    assert total == 2 * GiB
+    assert largest == comp.MAX_PIECE
+    assert peak < PEAK
+
+
+def test_gzip_bomb_with_the_zlib_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(comp, "_gzip_impl", zlib)
+    blob = zeros_blob(Compression.GZIP, 512 << 20)
+    total, largest, peak = inflate_bounded(Compression.GZIP, blob, max_piece=256 << 10)
+    assert (total, largest) == (512 << 20, 256 << 10)
+    assert peak < PEAK
+
+
+def test_multi_member_gzip_bomb_with_zero_padding() -> None:
+    member = zeros_blob(Compression.GZIP, 128 << 20)
+    blob = (member + bytes(100)) * 8 + member  # pigz-style members, zeros between them (gzip(1) skips them)
+    total, largest, peak = inflate_bounded(Compression.GZIP, blob)
+    assert total == 9 * (128 << 20)
+    assert largest == comp.MAX_PIECE
+    assert peak < PEAK
+
+
+def test_bzip2_bomb_single_stream_and_multi_stream() -> None:
+    stream = zeros_blob(Compression.BZIP2, 64 << 20)
+    assert len(stream) < 200  # bzip2's run-length stage makes the highest ratio of all
+    total, largest, peak = inflate_bounded(Compression.BZIP2, stream)
+    assert (total, largest) == (64 << 20, comp.MAX_PIECE)
+    assert peak < PEAK
+    total, largest, peak = inflate_bounded(Compression.BZIP2, stream * 8, max_piece=64 << 10)
+    assert (total, largest) == (8 * (64 << 20), 64 << 10)
+    assert peak < PEAK
+
+
+def test_xz_bomb_and_concatenated_streams() -> None:
+    stream = zeros_blob(Compression.XZ, 64 << 20)
+    blob = stream + bytes(4) + stream * 3  # stream padding in multiples of 4, as xz(1) writes it
+    total, largest, peak = inflate_bounded(Compression.XZ, blob)
+    assert (total, largest) == (4 * (64 << 20), comp.MAX_PIECE)
+    assert peak < PEAK
+
+
+def test_zstd_bomb_2gib_in_one_feed_and_byte_by_byte() -> None:
+    blob = zeros_blob(Compression.ZSTD, 2 * GiB)
+    assert len(blob) < 100_000
+    total, largest, peak = inflate_bounded(Compression.ZSTD, blob)
+    assert total == 2 * GiB and largest <= comp.MAX_PIECE
+    assert peak < PEAK
+    small = zeros_blob(Compression.ZSTD, 64 << 20)
+    total, largest, _ = inflate_bounded(Compression.ZSTD, small, chunk=1, max_piece=200_000)
+    assert total == 64 << 20 and largest <= 200_000
+
+
+def test_zstd_bomb_over_4gib_with_its_content_size_in_the_header() -> None:
+    # a pledged size ≥ 4 GiB is written as an 8-byte Frame_Content_Size (the largest header the walker reads)
+    blob = zeros_blob(Compression.ZSTD, 5 * GiB, write_content_size=True)
+    assert zstandard.get_frame_parameters(blob).content_size == 5 * GiB
+    total, largest, _ = inflate_bounded(Compression.ZSTD, blob, chunk=4096)
+    assert total == 5 * GiB and largest <= comp.MAX_PIECE
+
+
+def test_passthrough_cuts_big_chunks() -> None:
+    data = payload(3_000_000)
+    d = decompressor(Compression.NONE, max_piece=1 << 20)
+    pieces = list(d.feed(data))
+    d.finish()
+    assert [len(p) for p in pieces] == [1 << 20, 1 << 20, len(data) - (2 << 20)]
+    assert b"".join(pieces) == data
+
+
+def test_stream_over_chunks() -> None:
+    data = payload(200_000)
+    blob = compress_with(Compression.XZ, data)
+    chunks = (blob[i : i + 999] for i in range(0, len(blob), 999))
+    assert b"".join(decompressor(Compression.XZ, max_piece=4096).stream(chunks)) == data
+    with pytest.raises(DataCorrupted, match="unexpected EOF"):
+        b"".join(decompressor(Compression.XZ).stream([blob[:-10]]))
+
+
+# ---------------------------------------------------------------------------------------- the zstd frame walker
+
+
+def _frame(fhd: int, header_rest: bytes, blocks: list[tuple[int, bytes]], checksum: bool) -> bytes:
+    """A zstd frame made by hand: blocks are (type, content); raw blocks (type 0) are valid data."""
+    out = bytearray((0xFD2FB528).to_bytes(4, "little") + bytes([fhd]) + header_rest)
+    for i, (btype, content) in enumerate(blocks):
+        size = len(content) if btype != 1 else 1000  # RLE: the size field is the regenerated size
+        out += ((size << 3) | (btype << 1) | (i == len(blocks) - 1)).to_bytes(3, "little") + content
+    if checksum:
+        out += b"\0\0\0\0"
+    return bytes(out)
+
+
+def _walk(data: bytes, step: int, budget: int = 1 << 40) -> comp._ZstdWalker:
+    w = comp._ZstdWalker()
+    mv = memoryview(data)
+    for i in range(0, len(data), step):
+        part = mv[i : i + step]
+        while part:
+            k = w.cut(part, budget)
+            assert 0 < k <= len(part)
+            part = part[k:]
+    return w
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 64, 1 << 20])
+def test_zstd_walker_reads_every_frame_header_form(step: int) -> None:
+    frames = [
+        # single segment, 1-byte content size, no window descriptor
+        _frame(0x20, b"\x05", [(0, b"abcde")], checksum=False),
+        # window descriptor, 1/2/4-byte dictionary ids, 2/4/8-byte content sizes, checksums
+        _frame(0x01 | 0x40, b"\x00" + b"\x07" + (100 - 256).to_bytes(2, "little", signed=True), [(0, b"x" * 100)], False),
+        _frame(0x02 | 0x80 | 0x04, b"\x00" + b"\x07\x00" + (2000).to_bytes(4, "little"), [(1, b"z"), (0, b"y")], True),
+        _frame(0x03 | 0xC0, b"\x00" + b"\x07\x00\x00\x00" + (1 << 33).to_bytes(8, "little"), [(2, b"\x00" * 30)], False),
+        _frame(0x00, b"\x00", [(0, b"")], checksum=False),  # an empty last block
+        # a skippable frame between them
+        (0x184D2A5E).to_bytes(4, "little") + (7).to_bytes(4, "little") + b"skipped",
+    ] * 3
+    data = b"".join(frames)
+    w = _walk(data, step)
+    assert (w._stage, w._skip, w._field) == (comp._Z_MAGIC, 0, b"")  # exactly at a frame boundary
+    # and cut inside a frame, it is not
+    w = _walk(data[:-3], step)
+    assert (w._stage, w._skip, w._field) != (comp._Z_MAGIC, 0, b"")
+
+
+def test_zstd_walker_cuts_before_the_block_that_passes_the_budget() -> None:
+    rle = _frame(0x00, b"\x00", [(1, b"z")] * 50, checksum=False)  # 50 RLE blocks of 1000 bytes
+    w = comp._ZstdWalker()
+    mv = memoryview(rle)
+    cuts = []
+    while mv:
+        k = w.cut(mv, 4500)
+        cuts.append(k)
+        mv = mv[k:]
+    # 4 bytes per block; the first slice also holds the 6-byte frame header: 5 blocks (5000 bytes) each
+    assert cuts[0] == 6 + 5 * 4 and set(cuts[1:-1]) == {5 * 4}
+
+
+def test_zstd_walker_errors() -> None:
+    good = zstandard.ZstdCompressor().compress(b"data")
+    reserved = _frame(0x00, b"\x00", [(3, b"")], checksum=False)
+    for bad in (reserved, good + b"\x28\xb5\x2f\xfc" + bytes(20), good + bytes(8)):
+        with pytest.raises(DataCorrupted, match="invalid zstd data"):
+            run(Compression.ZSTD, bad)
+
+
+# ---------------------------------------------------------------------------------------- xz memory
+
+
+def _lzma_alone(dict_size: int) -> bytes:
+    """A .lzma (lzma_alone) stream whose header declares ``dict_size`` (what liblzma allocates)."""
+    blob = bytearray(lzma.compress(b"x" * 5000, format=lzma.FORMAT_ALONE,
+                                   filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 1 << 16}]))
+    blob[1:5] = dict_size.to_bytes(4, "little")  # the data only refers back 64 KiB: any bigger size decodes it
+    return bytes(blob)
+
+
+def test_xz_stream_asking_for_a_huge_dictionary_is_refused() -> None:
+    assert run(Compression.XZ, _lzma_alone(64 << 20)) == b"x" * 5000  # xz -9's dictionary
+    with pytest.raises(DataCorrupted, match="needs more than 128 MiB of memory"):
+        run(Compression.XZ, _lzma_alone(1 << 30))
