@@ -41,8 +41,9 @@ kernel to resolve, so no ``PATH_MAX`` trick — CVE-2025-4517 against ``tarfile`
 a symlink met on the way is followed *inside* the target, as it would resolve in the container (an absolute
 target starts again at the target, ``..`` stops at it, at most 40 links), the way dockerd's chroot
 extraction and containerd's ``fs.RootPath`` do.  The last component is never followed: an existing entry
-there is removed (recursively, without following symlinks) before the new one is made with ``O_EXCL``.  Hardlink targets are resolved the same way, and the link is made to the
-entry itself, never to what a symlink points at.
+there is removed (recursively, without following symlinks) before the new one is made with ``O_EXCL``.
+Hardlink targets are resolved the same way, and the link is made to the entry itself, never to what a
+symlink points at.
 
 The stream is also fed to :class:`~dockwright.layers.tarstream.TarInspector`, so a layer is held to the same
 rules as at ingest (checksums, truncation, hostile paths) and the result carries dockerd's diff size.  On a
