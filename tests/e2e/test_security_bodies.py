@@ -254,6 +254,17 @@ def test_a_deeply_nested_registry_auth_header_is_ignored_as_undecodable(bd: Daem
     assert b"recursion" not in data
 
 
+@pytest.mark.parametrize("value,message", [
+    ("[" * 2_500, "failed to parse platform: unexpected EOF"),
+    ("[" * 1_200 + "]" * 1_200, "failed to parse platform: not a JSON object"),
+    ('{"os":"linux","x":' + "[" * 1_100 + "]" * 1_100 + "}", "failed to parse platform: nested too deeply"),
+    ("{x", "failed to parse platform: invalid character 'x' looking for beginning of object key string"),
+])
+def test_a_platform_parameter_nested_deeply_is_a_400(bd: Daemon, value: str, message: str) -> None:
+    status, answer = bd.api_json("GET", f"/images/{IMAGE}/json?platform={quote(value, safe='')}")
+    assert (status, answer) == (400, {"message": message})
+
+
 # -- import from a URL ----------------------------------------------------------------------------------------
 def _closed_port() -> int:
     s = socket.socket()

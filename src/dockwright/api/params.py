@@ -55,7 +55,16 @@ def json_platform(request: web.Request, key: str = "platform") -> Platform | Non
     raw = request.query.getall(key, [])
     if not raw or raw[0] == "":
         return None
-    return Platform.parse_json_param(raw[0])
+    try:  # Go's syntax errors and depth limit first: no nesting makes this a RecursionError
+        value = bodies.loads(raw[0])
+    except bodies.GoJSONError as exc:
+        raise InvalidArgument(f"failed to parse platform: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("failed to parse platform: not a JSON object")
+    try:
+        return Platform.parse_json_param(raw[0])
+    except RecursionError:  # an object nested deep in a field Go would ignore
+        raise InvalidArgument("failed to parse platform: nested too deeply") from None
 
 
 def registry_auth(request: web.Request) -> dict[str, Any]:
