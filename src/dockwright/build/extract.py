@@ -8,11 +8,12 @@ rules — *before* each chunk is handed to the extractor, so that an entry is re
 written for it: absolute or ``..`` names, any entry (or hard link target) below a symlink of the archive
 (the docker CLI and docker-py never write one; dockerd would follow it inside the context), symlinks the
 extractor would have to write through, hard links to entries not in the archive, names with a component
-longer than ``NAME_MAX`` or a path that would not fit in ``PATH_MAX`` below the destination, link targets
-longer than ``PATH_MAX``, and PAX global headers that rename, relink or resize the entries after them (GNU
-tar applies those, Go's reader does not: the scanner must see the names tar writes).  A truncated or corrupt
-stream is refused by the parser.  Refusals are :class:`~dockwright.errors.InvalidArgument` (HTTP 400) naming
-the entry.
+longer than ``NAME_MAX`` or a path that would not fit in ``PATH_MAX`` below the destination, names more than
+:data:`MAX_DEPTH` directories deep, link targets longer than ``PATH_MAX``, and PAX global headers that rename,
+relink or resize the entries after them (GNU tar applies those, Go's reader does not: the scanner must see the
+names tar writes).  A truncated or corrupt stream is refused by the parser.  Refusals are
+:class:`~dockwright.errors.InvalidArgument` (HTTP 400) naming the entry; so are GNU tar's own "Cannot …"
+errors for an entry (500 only for the host's: disk full, I/O error).
 
 The checks are not what keeps the writes inside the destination, because two tar parsers never agree on
 every byte: GNU tar runs confined by the kernel (Landlock: it may create, write and remove files only below
@@ -21,8 +22,8 @@ the destination; :func:`gnu_tar` is None where the kernel cannot confine it), an
 following a symlink out of the destination.  GNU tar adds its own defence: symlinks with absolute or ``..``
 targets are created only at the end (placeholders until then).
 
-With GNU tar, file bodies are hashed by a helper thread, chunk by chunk in order, while this thread parses the
-next chunk and tar unpacks the last one.  On the way, every entry's tarsum — the hash dockerd's COPY/ADD
+File bodies are hashed by a helper thread, chunk by chunk in order, while this thread parses the next chunk
+(and, with GNU tar, tar unpacks the last one).  On the way, every entry's tarsum — the hash dockerd's COPY/ADD
 checksums are made of (see :mod:`~dockwright.build.srchash`) — is computed from its header and body (sha256;
 hashlib releases the GIL), so the COPY cache key does not read the context a second time.  The directories'
 modes and mtimes are reported so that they can be restored after ``.dockerignore`` pruned files in them.
@@ -66,6 +67,9 @@ _F_SETPIPE_SZ = 1031
 _IN_FLIGHT = 4  # chunks handed to the hashing thread and not yet hashed
 _NAME_MAX = 255  # bytes in one path component (Linux)
 _PATH_MAX = 4096  # bytes in a path given to the kernel, with its NUL
+#: directories an entry may be below: the builder (and Python's own shutil.rmtree) walk a context's tree
+#: recursively, within Python's recursion limit
+MAX_DEPTH = 400
 #: PAX records that, in a global header, change what GNU tar makes of the entries after it
 _GLOBAL_REFUSED = (b"path", b"linkpath", b"size", b"GNU.sparse.")
 
@@ -315,8 +319,13 @@ class ContextScanner(TarInspector):
         super()._on_meta(body, offset)
 
     def _check_length(self, rel: str, name: str) -> None:
-        """Refuses a name that cannot be made below the destination: a component over ``NAME_MAX`` bytes
-        or a path that would pass ``PATH_MAX`` (the kernel's limits, which GNU tar would report)."""
+        """Refuses a name that cannot be made below the destination (a component over ``NAME_MAX`` bytes or
+        a path that would pass ``PATH_MAX``: the kernel's limits, which GNU tar would report) or is more than
+        :data:`MAX_DEPTH` directories deep.  Called for names over ``NAME_MAX`` bytes only (shorter ones
+        pass every check)."""
+        depth = rel.count("/")
+        if depth > MAX_DEPTH:
+            raise _refuse(name, f"is {depth} directories deep: deeper than the {MAX_DEPTH} a build context may be")
         raw = rel.encode("utf-8", "surrogateescape")
         if len(raw) > self._room:
             raise _refuse(name, f"has a path of {len(raw)} bytes: longer than the {self._room} a build context "
