@@ -191,6 +191,21 @@ def gnu_tar() -> str | None:
     if landlock_abi() < 2:
         log.info("the kernel has no Landlock (ABI 2): build contexts are unpacked by the Python extractor")
         return None
+    failed: list[OSError] = []
+
+    def probe() -> None:  # a thread of its own, which the confinement dies with
+        try:
+            _restrict_writes_to(tempfile.gettempdir(), landlock_abi())
+        except OSError as exc:
+            failed.append(exc)
+
+    t = threading.Thread(target=probe, name="landlock-probe")
+    t.start()
+    t.join()
+    if failed:
+        log.info("Landlock cannot confine GNU tar here (%s): build contexts are unpacked by the Python extractor",
+                 failed[0])
+        return None
     return path
 
 
