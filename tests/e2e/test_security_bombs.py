@@ -4,8 +4,9 @@ A bomb is a small compressed blob that inflates to a huge run of zeros (here 1 G
 zeros).  It is a valid layer — dockerd imports, pulls, loads and unpacks it in full, streaming, with its memory
 flat — so dockwright must too: every case below succeeds and checks the result, while a thread samples the
 daemon's RSS (``/proc/<pid>/status``) and another pings ``/_ping``.  The daemon may not grow by more than
-``MAX_GROWTH`` (100 MiB) and must keep answering within a second.  (Before the decompressors gave their output in bounded
-pieces, one call returned everything a chunk inflated to: +1 GiB and more on each of these.)
+``MAX_GROWTH`` (100 MiB; it grows by 2 to 10) and must keep answering within a second.  (Before the decompressors
+gave their output in bounded pieces, one call returned everything a chunk inflated to: +1 GiB to +2.5 GiB on the
+imports and pulls, +130 MiB on create.)
 
 Tar headers that claim a huge PAX record or GNU long name (4 GiB of zeros behind them) are refused as soon as
 the header is read, without reading the record into memory.

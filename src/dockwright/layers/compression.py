@@ -147,7 +147,10 @@ class Decompressor:
         self._done = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
-        """Decompress the next chunk of input: an iterator over the output pieces (maybe none)."""
+        """Decompress the next chunk of input: an iterator over the output pieces (maybe none).
+
+        ``data`` is read as the iterator advances: leave it unchanged until the iterator is exhausted.
+        """
         self._check()
         mv = memoryview(data)
         if mv.ndim != 1 or mv.itemsize != 1:

@@ -557,10 +557,13 @@ def test_zstd_walker_reads_every_frame_header_form(step: int) -> None:
     frames = [
         # single segment, 1-byte content size, no window descriptor
         _frame(0x20, b"\x05", [(0, b"abcde")], checksum=False),
-        # window descriptor, 1/2/4-byte dictionary ids, 2/4/8-byte content sizes, checksums
-        _frame(0x01 | 0x40, b"\x00" + b"\x07" + (100 - 256).to_bytes(2, "little", signed=True), [(0, b"x" * 100)], False),
-        _frame(0x02 | 0x80 | 0x04, b"\x00" + b"\x07\x00" + (2000).to_bytes(4, "little"), [(1, b"z"), (0, b"y")], True),
-        _frame(0x03 | 0xC0, b"\x00" + b"\x07\x00\x00\x00" + (1 << 33).to_bytes(8, "little"), [(2, b"\x00" * 30)], False),
+        # window descriptor, 1/2/4-byte dictionary ids, 2/4/8-byte content sizes (the walker does not check the
+        # values), checksums
+        _frame(0x01 | 0x40, b"\x00" + b"\x07" + (1000 - 256).to_bytes(2, "little"), [(0, b"x" * 100)], False),
+        _frame(0x02 | 0x80 | 0x04, b"\x00" + b"\x07\x00" + (2000).to_bytes(4, "little"), [(1, b"z"), (0, b"y")],
+               checksum=True),
+        _frame(0x03 | 0xC0, b"\x00" + b"\x07\x00\x00\x00" + (1 << 33).to_bytes(8, "little"), [(2, b"\x00" * 30)],
+               checksum=False),
         _frame(0x00, b"\x00", [(0, b"")], checksum=False),  # an empty last block
         # a skippable frame between them
         (0x184D2A5E).to_bytes(4, "little") + (7).to_bytes(4, "little") + b"skipped",
