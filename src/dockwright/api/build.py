@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import shutil
 from typing import Any, AsyncIterator
 
@@ -14,6 +15,7 @@ from ..distribution.auth import decode_registry_config
 from ..engine.build import BuildError, BuildOptions
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, NotSupported
+from ..timestamps import _go_quote
 from . import params
 from .errors import json_body, message_of
 from .streams import JSONStream
@@ -27,14 +29,95 @@ def _engine(request: web.Request) -> Engine:
     return request.app["engine"]  # type: ignore[no-any-return]
 
 
-def _json_param(request: web.Request, key: str, default: Any) -> Any:
+def _kind(v: Any) -> str:
+    """The JSON kind Go's encoding/json names in an ``UnmarshalTypeError``."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}[type(v)]
+
+
+def _unmarshal_error(v: Any, go_type: str, field: str = "") -> InvalidArgument:
+    where = f"Go struct field {field} of type" if field else "Go value of type"
+    return InvalidArgument(f"json: cannot unmarshal {_kind(v)} into {where} {go_type}")
+
+
+def _json_param(request: web.Request, key: str, default: Any, shape: str, prefix: str = "") -> Any:
+    """A JSON query parameter decoded as dockerd's ``json.Unmarshal`` into its Go type (``shape``): a value of
+    the wrong kind is refused with Go's words, ``null`` is the zero value. Errors are 400s, ``prefix`` first
+    (dockerd's ``error reading build args: …``)."""
+    from ..distribution.errors import _go_json_error  # noqa: PLC2701 - encoding/json's syntax error words
+
     raw = request.query.get(key, "")
     if not raw:
         return default
     try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid {key} value: {exc}") from exc
+        try:
+            v = json.loads(raw)
+        except ValueError:
+            raise InvalidArgument(_go_json_error(raw.encode())) from None
+        except RecursionError:
+            raise InvalidArgument("exceeded max depth") from None
+        if v is None:
+            return default
+        if shape in ("map[string]*string", "map[string]string"):
+            if not isinstance(v, dict):
+                raise _unmarshal_error(v, shape)
+            out = {}
+            for k, item in v.items():
+                if item is not None and not isinstance(item, str):
+                    raise _unmarshal_error(item, "string")
+                out[k] = item if item is not None or shape == "map[string]*string" else ""
+            return out
+        if shape == "[]string":
+            if not isinstance(v, list):
+                raise _unmarshal_error(v, shape)
+            for item in v:
+                if item is not None and not isinstance(item, str):
+                    raise _unmarshal_error(item, "string")
+            return [item or "" for item in v]
+        if shape == "[]*units.Ulimit":
+            if not isinstance(v, list):
+                raise _unmarshal_error(v, shape)
+            out_l = []
+            for item in v:
+                if item is None:
+                    continue
+                if not isinstance(item, dict):
+                    raise _unmarshal_error(item, "units.Ulimit")
+                u: dict[str, Any] = {"Name": "", "Hard": 0, "Soft": 0}
+                for fk, fv in item.items():
+                    name = next((f for f in u if f.lower() == fk.lower()), None)
+                    if name is None or fv is None:
+                        continue
+                    if name == "Name" and not isinstance(fv, str):
+                        raise _unmarshal_error(fv, "string", "Ulimit.Name")
+                    if name != "Name" and (isinstance(fv, bool) or not isinstance(fv, int)
+                                           or not -(1 << 63) <= fv < (1 << 63)):
+                        if isinstance(fv, (int, float)) and not isinstance(fv, bool):  # not an int64
+                            raise InvalidArgument(f"json: cannot unmarshal number {json.dumps(fv)} into Go struct "
+                                                  f"field Ulimit.{name} of type int64")
+                        raise _unmarshal_error(fv, "int64", f"Ulimit.{name}")
+                    u[name] = fv
+                out_l.append(u)
+            return out_l
+        raise AssertionError(shape)  # pragma: no cover
+    except InvalidArgument as exc:
+        raise InvalidArgument(prefix + str(exc)) from None
+
+
+def _shm_size(request: web.Request) -> int:
+    """``shmsize``: ``strconv.ParseInt``, whose error dockerd returns as it is (a 500 there; a 400 here)."""
+    raw = request.query.get("shmsize", "")
+    if not raw:
+        return 0
+    if not re.fullmatch(r"[+-]?[0-9]+", raw):
+        raise InvalidArgument(f'strconv.ParseInt: parsing {_go_quote(raw)}: invalid syntax')
+    v = int(raw)
+    if not -(1 << 63) <= v < (1 << 63):
+        raise InvalidArgument(f'strconv.ParseInt: parsing {_go_quote(raw)}: value out of range')
+    return v
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
@@ -49,18 +132,34 @@ async def build(request: web.Request) -> web.StreamResponse:
     if q.get("version", "1") == "2":
         raise NotSupported("BuildKit (version=2) is not supported by this engine: use the classic builder "
                            "(DOCKER_BUILDKIT=0)")
+    # newImageBuildOptions, in its order: these errors come before the context is read
+    if params.strings(request, "securityopt"):
+        raise InvalidArgument("The daemon on this platform does not support setting security options on build")
+    shmsize = _shm_size(request)
+    isolation = q.get("isolation", "")
+    if isolation and isolation.lower() != "default":
+        raise InvalidArgument(f"Unsupported isolation: {_go_quote(isolation)}")
+    ulimits = _json_param(request, "ulimits", [], "[]*units.Ulimit", "error reading ulimit settings: ")
+    buildargs = _json_param(request, "buildargs", {}, "map[string]*string", "error reading build args: ")
+    labels = _json_param(request, "labels", {}, "map[string]string", "error reading labels: ")
+    cachefrom = _json_param(request, "cachefrom", [], "[]string")
     if params.bool_value(request, "squash"):
         raise InvalidArgument("squash is only supported with experimental mode")  # dockerd without --experimental
+    # memory, memswap, cpushares, cpuperiod, cpuquota: dockerd reads a value that is not a number as 0; refused
+    # here. The values themselves are checked where dockerd checks them: when a RUN step creates its container.
     opts = BuildOptions(
         dockerfile=q.get("dockerfile") or "Dockerfile", tags=params.strings(request, "t"),
         quiet=params.bool_value(request, "q"), nocache=params.bool_value(request, "nocache"),
         pull=params.bool_value(request, "pull"), rm=params.bool_default(request, "rm", True),
-        forcerm=params.bool_value(request, "forcerm"), cachefrom=_json_param(request, "cachefrom", []) or [],
-        buildargs=_json_param(request, "buildargs", {}) or {}, labels=_json_param(request, "labels", {}) or {},
-        target=q.get("target", ""), platform=q.get("platform", ""), networkmode=q.get("networkmode", ""),
-        extrahosts=[h for h in q.get("extrahosts", "").split(",") if h], remote=q.get("remote", ""),
-        memory=params.int_value(request, "memory", 0), cpushares=params.int_value(request, "cpushares", 0),
-        shmsize=params.int_value(request, "shmsize", 0))
+        forcerm=params.bool_value(request, "forcerm"), cachefrom=cachefrom, buildargs=buildargs, labels=labels,
+        target=q.get("target", ""), platform=q.get("platform", "") if params.api_version(request) >= (1, 32) else "",
+        networkmode=q.get("networkmode", ""), extrahosts=params.strings(request, "extrahosts"),
+        remote=q.get("remote", ""),
+        memory=params.int_value(request, "memory", 0), memswap=params.int_value(request, "memswap", 0),
+        cpushares=params.int_value(request, "cpushares", 0), cpuperiod=params.int_value(request, "cpuperiod", 0),
+        cpuquota=params.int_value(request, "cpuquota", 0), cpusetcpus=q.get("cpusetcpus", ""),
+        cpusetmems=q.get("cpusetmems", ""), cgroupparent=q.get("cgroupparent", ""), shmsize=shmsize,
+        ulimits=ulimits)
     for t in opts.tags:
         from .. import reference as refs
         refs.tag_name_only(refs.parse_normalized_named(t))
@@ -73,7 +172,8 @@ async def build(request: web.Request) -> web.StreamResponse:
         else:
             ctx = await extract_context(_body(request), work / "ctx", dockerfile_name=opts.dockerfile)
         opts.context_tarsums = ctx.tarsums  # hashed while extracting (empty: computed when needed)
-        events = await eng.build.build(ctx.root, ctx.dockerfile, opts, ctx.ignore)  # syntax errors: HTTP 400
+        # syntax errors, a Dockerfile past its size limit, a bad platform: HTTP 400
+        events = await eng.build.build(ctx.root, ctx.dockerfile, opts, ctx.ignore, dockerfile_name=ctx.dockerfile_path)
         stream = JSONStream(request)
 
         async def pump() -> None:

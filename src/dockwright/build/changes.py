@@ -25,12 +25,14 @@ classic builder records in the history, in its Go formatting.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import ipaddress
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidArgument
@@ -103,10 +105,14 @@ def _trim_left_space(s: str) -> str:
 
 
 def _go_upper(s: str) -> str:
+    if s.isascii():
+        return s.upper()
     return "".join(c.upper() if len(c.upper()) == 1 else c for c in s)
 
 
 def _go_lower(s: str) -> str:
+    if s.isascii():
+        return s.lower()
     # Go maps rune by rune (simple case mapping): U+0130 lowers to "i", not "i" + U+0307.
     return "".join(c.lower()[0] for c in s)
 
@@ -146,18 +152,20 @@ class _Heredoc:
 
 
 class _Node:
-    """A parse-tree node; ``args`` is Go's ``Next`` chain as a list."""
+    """A parse-tree node; ``args`` is Go's ``Next`` chain as a list. Empty sequences are the shared empty tuple
+    and a node's fields are assigned, never appended to: a Dockerfile of a million lines makes millions of
+    nodes, and every list the garbage collector tracks slows each of its passes."""
 
     __slots__ = ("value", "args", "children", "attributes", "original", "flags", "heredocs", "start_line")
 
-    def __init__(self, value: str = "", children: list[_Node] | None = None) -> None:
+    def __init__(self, value: str = "", children: Sequence[_Node] = ()) -> None:
         self.value = value
-        self.args: list[_Node] = []
-        self.children = children or []
-        self.attributes: dict[str, bool] = {}
+        self.args: Sequence[_Node] = ()
+        self.children = children
+        self.attributes: dict[str, bool] = {}  # an empty dict is not tracked by the collector
         self.original = ""
-        self.flags: list[str] = []
-        self.heredocs: list[_Heredoc] = []
+        self.flags: Sequence[str] = ()
+        self.heredocs: Sequence[_Heredoc] = ()
         self.start_line = 0  # the Dockerfile line the instruction starts on (1-based)
 
 
@@ -198,27 +206,98 @@ class _Directives:
         return True
 
 
+_SPACE_NO_NL = "".join(re.escape(c) for c in sorted(_GO_SPACE - {"\n"}))
+#: A line that is neither blank nor a comment (from its start): what the parser does not skip.
+_RE_SIGNIFICANT = re.compile(f"^[{_SPACE_NO_NL}]*+[^{_SPACE_NO_NL}\\n#]", re.MULTILINE)
+_RE_LONG_LINE = re.compile(f"[^\\n]{{{_MAX_LINE // 4},}}")
+
+
+_CONTINUATION_RXS: dict[str, tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]] = {}
+
+
+def _continuation_rxs(escape: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """For an escape token: the first line that is neither blank, a comment nor continued (the last line of an
+    instruction: its continuation is the token, then spaces and tabs, then carriage returns, not after another
+    token); a blank or comment line; the continuation at the end of a line, with its newline."""
+    rxs = _CONTINUATION_RXS.get(escape)
+    if rxs is None:
+        e = re.escape(escape)
+        sp = _SPACE_NO_NL
+        continued = f"(?:^|[^{e}\\n]){e}[ \\t]*\\r*$"
+        rxs = _CONTINUATION_RXS[escape] = (
+            re.compile(f"^(?=[{sp}]*+[^{sp}\\n#])(?![^\\n]*?{continued})[^\\n]*", re.MULTILINE),
+            re.compile(f"^[{sp}]*+(?:#[^\\n]*)?(?:\\n|\\Z)", re.MULTILINE),
+            re.compile(f"{e}[ \\t]*\\r*(?:\\n|\\Z)"),
+        )
+    return rxs
+
+
 class _Lines:
-    """bufio.Scanner with BuildKit's scanLines: lines keep their "\\n"; a line of 64 KiB stops it."""
+    """bufio.Scanner with BuildKit's scanLines: lines keep their "\\n"; a line of 64 KiB stops it (``end`` is
+    where scanning stops). Linear in the text; :meth:`skip_blank` passes blank and comment lines at C speed."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
-        self.too_long = False
         self.line = 0  # lines scanned so far
+        self.end = len(text)
+        self.too_long = False
+        pos = 0
+        while (m := _RE_LONG_LINE.search(text, pos)) is not None:
+            if len(m.group().encode("utf-8", "surrogatepass")) >= _MAX_LINE:
+                self.end = m.start()
+                self.too_long = True
+                break
+            pos = m.end()
 
     def scan(self) -> str | None:
-        if self.too_long or self.pos >= len(self.text):
+        if self.pos >= self.end:
             return None
-        end = self.text.find("\n", self.pos)
-        line = self.text[self.pos :] if end < 0 else self.text[self.pos : end + 1]
-        content = line[:-1] if line.endswith("\n") else line
-        if len(content) >= _MAX_LINE // 4 and len(content.encode("utf-8", "surrogatepass")) >= _MAX_LINE:
-            self.too_long = True
-            return None
-        self.pos += len(line)
+        nl = self.text.find("\n", self.pos, self.end)
+        stop = self.end if nl < 0 else nl + 1
+        line = self.text[self.pos : stop]
+        self.pos = stop
         self.line += 1
         return line
+
+    def skip_blank(self) -> None:
+        """Pass the blank and comment lines from here: what the parser skips once the directives are read."""
+        m = _RE_SIGNIFICANT.search(self.text, self.pos, self.end)
+        new = self.end if m is None else m.start()
+        if new > self.pos:
+            self.line += self.text.count("\n", self.pos, new)
+            self.pos = new
+
+    def continued(self, escape: str) -> str:
+        """The rest of an instruction whose line ended with a continuation, joined: the loop of ``Parse`` over the
+        next lines (blank and comment lines skipped, the continuation of each line cut) done by regular
+        expressions over the whole block — a Dockerfile may hold millions of continuation lines."""
+        last_rx, drop_rx, cut_rx = _continuation_rxs(escape)
+        text = self.text
+        m = last_rx.search(text, self.pos, self.end)
+        if m is None:  # the end of the file while continuing
+            block, last, stop = text[self.pos : self.end], "", self.end
+        else:
+            block, last = text[self.pos : m.start()], m.group().rstrip("\r")
+            stop = m.end() + 1 if m.end() < self.end else m.end()  # with its newline
+        self.line += text.count("\n", self.pos, stop) + (stop > self.pos and text[stop - 1] != "\n")
+        self.pos = stop
+        return cut_rx.sub("", drop_rx.sub("", block)) + last
+
+    def heredoc(self, name: str, chomp: bool) -> str | None:
+        """The lines up to the one that is ``name`` (after leading tabs with ``chomp``), which is consumed;
+        None if there is none."""
+        tabs = "\\t*" if chomp else ""
+        rx = re.compile(f"^{tabs}{re.escape(name)}\\r*$", re.MULTILINE)
+        m = rx.search(self.text, self.pos, self.end)
+        if m is None:
+            self.pos = self.end
+            return None
+        body = self.text[self.pos : m.start()]
+        self.line += body.count("\n")
+        self.pos = m.start()
+        self.scan()  # the terminator
+        return body
 
 
 def _trim_newline(s: str) -> str:
@@ -257,7 +336,11 @@ def _parse(text: str, cancel: "threading.Event | None" = None) -> tuple[list[_No
     lines = _Lines(text)
     children: list[_Node] = []
     first = True
-    while (raw := lines.scan()) is not None:
+    while True:
+        if d.done:
+            lines.skip_blank()
+        if (raw := lines.scan()) is None:
+            break
         if cancel is not None and cancel.is_set():
             raise ParseCancelled()
         if first:
@@ -269,9 +352,14 @@ def _parse(text: str, cancel: "threading.Event | None" = None) -> tuple[list[_No
         if end and b == "":
             continue
         parts = [b]
+        if not end and d.done:
+            parts.append(lines.continued(d.escape))
+            end = True
         while not end:
             if cancel is not None and cancel.is_set():
                 raise ParseCancelled()
+            if d.done:
+                lines.skip_blank()
             nxt = lines.scan()
             if nxt is None:
                 break
@@ -286,21 +374,14 @@ def _parse(text: str, cancel: "threading.Event | None" = None) -> tuple[list[_No
         child = _new_node_from_line(line, d)
         child.start_line = start_line
         if _can_contain_heredoc(child) and "<<" in line:
+            heredocs = []
             for heredoc in _heredocs_from_line(line):
-                terminated = False
-                content: list[str] = []
-                while (body := lines.scan()) is not None:
-                    possible = _trim_newline(body)
-                    if heredoc.chomp:
-                        possible = possible.lstrip("\t")
-                    if possible == heredoc.name:
-                        terminated = True
-                        break
-                    content.append(body)
-                if not terminated:
+                content = lines.heredoc(heredoc.name, heredoc.chomp)
+                if content is None:
                     raise _Error("unterminated heredoc")
-                heredoc.content = "".join(content)
-                child.heredocs.append(heredoc)
+                heredoc.content = content
+                heredocs.append(heredoc)
+            child.heredocs = heredocs
         children.append(child)
     if not children:
         raise _Error("file with no instructions")
@@ -330,8 +411,15 @@ def _split_command(line: str) -> tuple[str, list[str], str]:
     return cmdline[0], flags, _trim_space(args)
 
 
+_ASCII_SPACE = "\t\n\v\f\r "
+
+
 def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
     """Leading ``--flag[=value]`` words. Go walks the bytes here, one byte taken as one rune."""
+    if line.isascii():  # the common case, at once: no flag
+        rest = line.lstrip(_ASCII_SPACE)
+        if not rest.startswith("--"):
+            return rest, []
     b = line.encode("utf-8", "surrogatepass")
     n = len(b)
     words: list[str] = []
@@ -2285,15 +2373,41 @@ def parse_dockerfile(data: bytes, name: str = "Dockerfile",
     with :class:`ParseCancelled`. Raises :class:`InvalidArgument`."""
     if len(data) > MAX_DOCKERFILE_SIZE:
         raise InvalidArgument(f"{name} exceeds maximum allowed size of {MAX_DOCKERFILE_SIZE} bytes")
-    try:
-        nodes, escape = _parse(data.decode("utf-8", errors="replace"), cancel)
-    except _Error as exc:
-        raise InvalidArgument(f"dockerfile parse error on line 1: {exc}") from exc
-    for i, node in enumerate(nodes):
-        if cancel is not None and not i % 1024 and cancel.is_set():
-            raise ParseCancelled()
-        validate_instruction(node)
+    with _collector_paused():
+        try:
+            nodes, escape = _parse(data.decode("utf-8", errors="replace"), cancel)
+        except _Error as exc:
+            raise InvalidArgument(f"dockerfile parse error on line 1: {exc}") from exc
+        for i, node in enumerate(nodes):
+            if cancel is not None and not i % 1024 and cancel.is_set():
+                raise ParseCancelled()
+            validate_instruction(node)
     return nodes, escape
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a Dockerfile is parsed: a large one makes millions of
+    objects (no cycles among them), and the collector's passes over them would double the time. Process-wide,
+    counted across threads parsing at once; the collector is left as it was found."""
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def check_env_size(env: Iterable[str], where: str) -> None:

@@ -24,10 +24,11 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypeVar
 
 from .. import reference as refs
 from ..build import changes as dfile
@@ -43,7 +44,7 @@ from ..oci import mediatypes as mt
 from ..oci.config import container_config
 from ..oci.digest import sha256_digest, short_id
 from ..oci.gojson import go_dumps, rfc3339_nano
-from ..oci.platform import host_platform
+from ..oci.platform import Platform, host_platform
 from ..snapshots import mount_all, unmount
 from .containers import EMPTY_LAYER_DIFF_ID
 from .progress import Aux, Progress, ProgressEvent, StreamText, run_with_events
@@ -101,8 +102,15 @@ class BuildOptions:
     extrahosts: list[str] = field(default_factory=list)
     remote: str = ""
     memory: int = 0
+    memswap: int = 0
     cpushares: int = 0
+    cpuperiod: int = 0
+    cpuquota: int = 0
+    cpusetcpus: str = ""
+    cpusetmems: str = ""
+    cgroupparent: str = ""
     shmsize: int = 0
+    ulimits: list[dict[str, Any]] = field(default_factory=list)
     #: full path → the entry's tarsum (``srchash.context_entry_header`` + bytes) hashed as the context streamed
     #: in: COPY's checksums then read no file again
     context_tarsums: dict[str, str] = field(default_factory=dict)
@@ -220,52 +228,43 @@ class BuildService:
         return deleted, reclaimed
 
     # ---- build ------------------------------------------------------------------------------------------------
-    async def parse(self, dockerfile_text: bytes) -> tuple[list[Any], str]:
+    async def parse(self, dockerfile_text: bytes, name: str = "Dockerfile") -> tuple[list[Any], str]:
+        """The Dockerfile's instructions, checked (:func:`..build.changes.parse_dockerfile`), parsed off the event
+        loop: other clients keep being served, and a daemon told to stop does not wait for it."""
+        cancel = threading.Event()
         try:
-            return dfile._parse(dockerfile_text.decode("utf-8", errors="replace"))  # noqa: SLF001
-        except dfile._Error as exc:  # noqa: SLF001
-            raise InvalidArgument(f"dockerfile parse error on line 1: {exc}") from exc
+            return await _in_thread(dfile.parse_dockerfile, dockerfile_text, name, cancel)
+        finally:
+            cancel.set()  # stops the parse if this task was cancelled while it ran
 
     async def build(self, root: Path, dockerfile_text: bytes, opts: BuildOptions,
-                    ignore: Any = None) -> AsyncIterator[ProgressEvent]:
-        """Check the whole Dockerfile as dockerd's ``instructions.Parse`` does (an error is ``dockerfile parse
-        error line N: …``, HTTP 400 before the stream starts), then return the build's event stream."""
-        nodes, escape = await self.parse(dockerfile_text)
-        for n in nodes:
-            dfile.validate_instruction(n)
-        return self._run(root, nodes, escape, opts, ignore)
+                    ignore: Any = None, dockerfile_name: str = "Dockerfile") -> AsyncIterator[ProgressEvent]:
+        """Check the build's platform (dockerd's ``newBuilder``) and the whole Dockerfile as dockerd's
+        ``instructions.Parse`` does (an error is ``dockerfile parse error line N: …``, HTTP 400 before the
+        stream starts), then return the build's event stream. Parsing and planning run off the event loop."""
+        if opts.platform:
+            Platform.parse_specifier(opts.platform)
+        cancel = threading.Event()
 
-    async def _run(self, root: Path, nodes: list[Any], escape: str, opts: BuildOptions,
+        def parse_and_plan() -> tuple[str, _Plan | InvalidArgument]:
+            nodes, escape = dfile.parse_dockerfile(dockerfile_text, dockerfile_name, cancel)
+            try:
+                return escape, _plan(nodes, opts)
+            except InvalidArgument as exc:  # raised when the stream starts, as before
+                return escape, exc
+
+        try:
+            escape, plan = await _in_thread(parse_and_plan)
+        finally:
+            cancel.set()
+        return self._run(root, plan, escape, opts, ignore)
+
+    async def _run(self, root: Path, plan: "_Plan | InvalidArgument", escape: str, opts: BuildOptions,
                    ignore: Any) -> AsyncIterator[ProgressEvent]:
+        if isinstance(plan, InvalidArgument):
+            raise plan
         lex = dfile._Lex(escape)  # noqa: SLF001
-        # global ARGs before the first FROM: steps of their own, expanded against the ones before
-        meta_nodes: list[Any] = []
-        i = 0
-        while i < len(nodes) and nodes[i].value.lower() == "arg":
-            meta_nodes.append(nodes[i])
-            i += 1
-        stages: list[list[Any]] = []
-        for n in nodes[i:]:
-            if n.value.lower() == "from":
-                stages.append([n])
-            elif stages:
-                stages[-1].append(n)
-            else:
-                raise InvalidArgument("Please provide a source image with `from` prior to commit")
-        if not stages:
-            raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
-        # --label: one LABEL step per label (sorted), added to the file's last stage (buildLabelOptions)
-        for k, v in sorted(opts.labels.items()):
-            label = dfile._parse(f"LABEL {dfile._go_quote(k)}='{v}'")[0][0]  # noqa: SLF001 - quoted: not expanded
-            label.original = f"LABEL {k}={v}"
-            stages[-1].append(label)
-        names = [(s[0].args[2].value.lower() if len(s[0].args) >= 3 and s[0].args[1].value.lower() == "as"
-                  else "") for s in stages]
-        if opts.target:
-            if opts.target.lower() not in names:
-                raise InvalidArgument(f"failed to reach build target {opts.target} in Dockerfile")
-            stages = stages[: names.index(opts.target.lower()) + 1]
-        total = len(meta_nodes) + sum(len(s) for s in stages)
+        meta_nodes, stages, names, total = plan.meta_nodes, plan.stages, plan.names, plan.total
         step = 0
         built: dict[str, str | None] = {}     # stage results by name and by index (COPY --from)
         by_name: dict[str, str | None] = {}   # stage results by name only (FROM)
@@ -277,12 +276,10 @@ class BuildService:
             if not opts.quiet:
                 yield StreamText(f"Step {step}/{total} : {n.original.strip()}")
                 yield StreamText("\n")
-            env = dfile._Env([f"{k}={v}" for k, v in global_args.items() if v is not None])  # noqa: SLF001
-            for a in n.args:
-                k, eq, v = a.value.partition("=")
-                k = lex.process_word(k, env)
-                val = lex.process_word(v, env) if eq else None
+            env = [f"{k}={v}" for k, v in global_args.items() if v is not None]
+            for k, val in await _in_thread(_expand_args, lex, n.args, env):
                 global_args[k] = opts.buildargs[k] if opts.buildargs.get(k) is not None else val
+            dfile.check_env_size((f"{k}={v}" for k, v in global_args.items() if v is not None), "ARG")
         stage: _Stage | None = None
         for k, instrs in enumerate(stages):
             for n in instrs:
@@ -347,7 +344,7 @@ class BuildService:
         default PATH is added when the config has none, and the base image's ONBUILD triggers are taken out of
         the config, to be run at once."""
         env = dfile._Env([f"{k}={v}" for k, v in global_args.items() if v is not None])  # noqa: SLF001
-        name = lex.process_word(n.args[0].value, env) if n.args else ""
+        name = await _in_thread(lex.process_word, n.args[0].value, env) if n.args else ""
         stage_name = n.args[2].value.lower() if len(n.args) >= 3 else ""
         if name.lower() in stages:
             image_id = stages[name.lower()]
@@ -418,10 +415,10 @@ class BuildService:
             v = stage.meta_args.get(k)
         return v
 
-    def _env(self, stage: _Stage, opts: BuildOptions) -> list[str]:
-        """What words are expanded against: the config's Env plus the declared build args it does not set
-        (``runConfig.Env`` + ``buildArgs.FilterAllowed``)."""
-        env = list(stage.config.get("Env") or [])
+    def _env(self, stage: _Stage, opts: BuildOptions, config: dict[str, Any] | None = None) -> list[str]:
+        """What words are expanded against: the config's Env (the stage's, or ``config``) plus the declared
+        build args it does not set (``runConfig.Env`` + ``buildArgs.FilterAllowed``)."""
+        env = list((stage.config if config is None else config).get("Env") or [])
         keys = {e.split("=", 1)[0] for e in env}
         for k in stage.args:
             val = self._arg_value(stage, opts, k)
@@ -435,24 +432,24 @@ class BuildService:
         step's `` ---> <image>`` line."""
         cmd = n.value.lower()
         if cmd == "arg":
-            env = dfile._Env(self._env(stage, opts))  # noqa: SLF001
             shown = []
-            for a in n.args:
-                k, eq, v = a.value.partition("=")
-                k = lex.process_word(k, env)
-                val = lex.process_word(v, env) if eq else None
+            for k, val in await _in_thread(_expand_args, lex, n.args, self._env(stage, opts)):
                 stage.args[k] = val
                 if k in opts.buildargs:
                     used_args.add(k)
                 shown.append(f"{k}={val}" if val is not None else k)
+            dfile.check_env_size(self._env(stage, opts), "ARG")
             async for ev in self._meta_step(stage, stage.config, "ARG " + " ".join(shown), opts):
                 yield ev
             return
         if cmd in dfile.BUILDER_METADATA_COMMANDS:
             if n.heredocs:
                 raise InvalidArgument(f"heredocs are only supported in RUN, COPY and ADD, not in {n.value.upper()}")
-            d = dfile.builder_dispatch(stage.config, n, env=self._env(stage, opts), escape=lex.escape,
-                                       cmd_set=stage.cmd_set)
+            env = self._env(stage, opts)
+            d = await _in_thread(lambda: dfile.builder_dispatch(stage.config, n, env=env, escape=lex.escape,
+                                                                cmd_set=stage.cmd_set))
+            if cmd == "env":
+                dfile.check_env_size(self._env(stage, opts, d.config), "ENV")
             stage.cmd_set = d.cmd_set
             if d.maintainer is not None:
                 stage.maintainer = d.maintainer
@@ -734,7 +731,10 @@ class BuildService:
             top["author"] = stage.maintainer
         if container:
             top["container"] = container
-        raw = go_dumps(dict(sorted(top.items())))
+        raw = await asyncio.to_thread(go_dumps, dict(sorted(top.items())))
+        if len(raw) > MAX_IMAGE_CONFIG_SIZE:
+            raise InvalidArgument(f"the image config of this step ({len(raw)} bytes) exceeds the maximum allowed "
+                                  f"size of {MAX_IMAGE_CONFIG_SIZE} bytes")
         image_id, _ = await eng.images.commit_image(raw, layers, parent=parent_id or "")
         key_parent = cache_parent if cache_parent is not None else _cache_parent(parent_id, cfg)
         self._cache_put(key_parent, created_by, image_id, layer.diff_size if layer else 0,
@@ -787,6 +787,9 @@ class BuildService:
         if await self._probe(stage, cache_parent, created_by, stage.config, opts) is not None:
             yield StreamText(" ---> Using cache\n")
             return
+        # what dockerd's ContainerCreate checks of the build's resource options, here as there (a cached RUN skips it)
+        _verify_extra_hosts(opts.extrahosts)
+        verify_resources(opts)
         # VOLUMEs: an anonymous volume each, as dockerd gives the step's container — it starts with the image's
         # files there, and what RUN writes into it is not part of the layer
         volumes = sorted((stage.config.get("Volumes") or {}).keys())
@@ -799,8 +802,11 @@ class BuildService:
                 "Env": list(stage.config.get("Env") or []) + argenv, "User": stage.config.get("User", ""),
                 "WorkingDir": stage.config.get("WorkingDir", ""),
                 "HostConfig": {"NetworkMode": opts.networkmode or "default", "ExtraHosts": opts.extrahosts,
-                               "Memory": opts.memory, "CpuShares": opts.cpushares, "ShmSize": opts.shmsize,
-                               "Binds": binds}}
+                               "Memory": opts.memory, "MemorySwap": opts.memswap, "CpuShares": opts.cpushares,
+                               "CpuPeriod": opts.cpuperiod, "CpuQuota": opts.cpuquota,
+                               "CpusetCpus": opts.cpusetcpus, "CpusetMems": opts.cpusetmems,
+                               "CgroupParent": opts.cgroupparent, "Ulimits": opts.ulimits or None,
+                               "ShmSize": opts.shmsize, "Binds": binds}}
         try:
             cid, _ = await eng.containers.create(body)
         except BaseException:
@@ -895,10 +901,15 @@ class BuildService:
         flags = dict(f.lstrip("-").split("=", 1) if "=" in f else (f.lstrip("-"), "") for f in n.flags)
         env = dfile._Env(self._env(stage, opts))  # noqa: SLF001
         raw = [a.value for a in n.args]
-        is_doc = [bool(n.heredocs) and dfile._parse_heredoc(r) is not None for r in raw]  # noqa: SLF001
-        words = [r if doc else lex.process_word(r, env) for r, doc in zip(raw, is_doc)]
+
+        def expand() -> tuple[list[bool], list[str], str]:
+            is_doc = [bool(n.heredocs) and dfile._parse_heredoc(r) is not None for r in raw]  # noqa: SLF001
+            words = [r if doc else lex.process_word(r, env) for r, doc in zip(raw, is_doc)]
+            return is_doc, words, lex.process_word(flags["chown"], env) if flags.get("chown") else ""
+
+        is_doc, words, chown_word = await _in_thread(expand)
         if flags.get("chown"):
-            flags["chown"] = lex.process_word(flags["chown"], env)
+            flags["chown"] = chown_word
         if len(words) < 2:
             raise InvalidArgument(f"{instr} requires at least two arguments, but only one was provided. "
                                   f"Destination could not be determined")
@@ -1039,6 +1050,228 @@ class BuildService:
             await asyncio.to_thread(eng.snapshotter.remove, key)
         except Exception:  # noqa: BLE001
             pass
+
+
+#: The largest image config a build step may commit (history, environment, labels…; real ones are kilobytes):
+#: past it, every later step would write (and hash) a config as large again, and a build of a few hundred lines
+#: could fill the disk with copies of one value.
+MAX_IMAGE_CONFIG_SIZE = 16 << 20
+
+_T = TypeVar("_T")
+
+
+async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in a daemon thread of its own, for Dockerfile parsing and expansion: the event loop keeps
+    serving other clients meanwhile, and a daemon told to stop does not wait for it (the executor of
+    ``asyncio.to_thread`` is joined at exit). Cancelling the caller stops waiting; ``fn`` is told to stop through
+    an event it checks, where it takes one."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    def run() -> None:
+        result: Any = None
+        exc: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            exc = e
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:
+            pass  # the loop is closed: the daemon stopped meanwhile
+
+    threading.Thread(target=run, name="dockwright-dockerfile", daemon=True).start()
+    return await fut
+
+
+@dataclass
+class _Plan:
+    """A parsed Dockerfile cut into steps: the global ARGs, then the stages (each from its FROM, with the
+    ``--label`` steps added to the last one), the stages' names and the number of steps."""
+
+    meta_nodes: list[Any]
+    stages: list[list[Any]]
+    names: list[str]
+    total: int
+
+
+def _plan(nodes: list[Any], opts: BuildOptions) -> _Plan:
+    # global ARGs before the first FROM: steps of their own, expanded against the ones before
+    meta_nodes: list[Any] = []
+    i = 0
+    while i < len(nodes) and nodes[i].value.lower() == "arg":
+        meta_nodes.append(nodes[i])
+        i += 1
+    stages: list[list[Any]] = []
+    for n in nodes[i:]:
+        if n.value.lower() == "from":
+            stages.append([n])
+        elif stages:
+            stages[-1].append(n)
+        else:
+            raise InvalidArgument("Please provide a source image with `from` prior to commit")
+    if not stages:
+        raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
+    # --label: one LABEL step per label (sorted), added to the file's last stage (buildLabelOptions)
+    for k, v in sorted(opts.labels.items()):
+        label = dfile._parse(f"LABEL {dfile._go_quote(k)}='{v}'")[0][0]  # noqa: SLF001 - quoted: not expanded
+        label.original = f"LABEL {k}={v}"
+        stages[-1].append(label)
+    names = [(s[0].args[2].value.lower() if len(s[0].args) >= 3 and s[0].args[1].value.lower() == "as"
+              else "") for s in stages]
+    if opts.target:
+        if opts.target.lower() not in names:
+            raise InvalidArgument(f"failed to reach build target {opts.target} in Dockerfile")
+        stages = stages[: names.index(opts.target.lower()) + 1]
+    return _Plan(meta_nodes, stages, names, len(meta_nodes) + sum(len(s) for s in stages))
+
+
+def _expand_args(lex: Any, args: list[Any], env: list[str]) -> list[tuple[str, str | None]]:
+    """An ARG's ``name[=value]`` words, expanded against ``env`` (as it was before the instruction)."""
+    envs = dfile._Env(env)  # noqa: SLF001
+    out: list[tuple[str, str | None]] = []
+    for a in args:
+        k, eq, v = a.value.partition("=")
+        out.append((lex.process_word(k, envs), lex.process_word(v, envs) if eq else None))
+    return out
+
+
+# ---- resources of a RUN step's container (dockerd's verifyPlatformContainerResources) ---------------------------
+_LINUX_MIN_MEMORY = 6 * 1024 * 1024  # linuxMinMemory
+_GO_INT = re.compile(r"[+-]?[0-9]+\Z")
+
+
+def _go_atoi(s: str) -> int:
+    if not _GO_INT.match(s):
+        raise ValueError(s)
+    v = int(s)
+    if not -(1 << 63) <= v < (1 << 63):
+        raise ValueError(s)
+    return v
+
+
+def _parse_uint_list(val: str, maximum: int = 0) -> list[tuple[int, int]]:
+    """``parsers.ParseUintList(Maximum)``: ``0,3-4,7`` as ranges (not expanded: a range may be huge)."""
+    if val == "":
+        return []
+    invalid = ValueError(f"invalid format: {val}")
+    out = []
+    for r in val.split(","):
+        try:
+            if "-" not in r:
+                lo = hi = _go_atoi(r)
+            else:
+                a, b = r.split("-", 1)
+                lo, hi = _go_atoi(a), _go_atoi(b)
+                if hi < lo:
+                    raise invalid
+        except ValueError:
+            raise invalid from None
+        if maximum and hi > maximum:
+            raise ValueError(f"value of out range, maximum is {maximum}")
+        out.append((lo, hi))
+    return out
+
+
+def _cpuset_available(provided: str, available: str) -> bool:
+    """``isCpusetListAvailable``: every CPU (memory node) of ``provided`` is in ``available``."""
+    avail = _parse_uint_list(available)
+    maximum = max([8192, *(hi for _, hi in avail)])
+    for lo, hi in _parse_uint_list(provided, maximum):
+        # the range must be covered by the available ranges
+        pos = lo
+        while pos <= hi:
+            nxt = next((h for a, h in avail if a <= pos <= h), None)
+            if nxt is None:
+                return False
+            pos = nxt + 1
+    return True
+
+
+def _read_first(*paths: str) -> str | None:
+    for p in paths:
+        try:
+            with open(p) as f:
+                return f.read().strip()
+        except OSError:
+            continue
+    return None
+
+
+def _ranges(values: list[int]) -> str:
+    out: list[str] = []
+    for v in sorted(set(values)):
+        if out and "-" in out[-1] and int(out[-1].split("-")[1]) == v - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        elif out and "-" not in out[-1] and int(out[-1]) == v - 1:
+            out[-1] = f"{out[-1]}-{v}"
+        else:
+            out.append(str(v))
+    return ",".join(out)
+
+
+def _host_cpus() -> str:
+    """The CPUs containers may use (sysinfo's ``Cpus``: the cpuset cgroup's)."""
+    found = _read_first("/sys/fs/cgroup/cpuset.cpus.effective", "/sys/fs/cgroup/cpuset/cpuset.cpus")
+    return found if found else _ranges(sorted(os.sched_getaffinity(0)))
+
+
+def _host_mems() -> str:
+    found = _read_first("/sys/fs/cgroup/cpuset.mems.effective", "/sys/fs/cgroup/cpuset/cpuset.mems",
+                        "/sys/devices/system/node/online")
+    return found if found else "0"
+
+
+def verify_resources(opts: BuildOptions) -> None:
+    """The checks dockerd makes on a RUN step's container resources when it creates the container
+    (``verifyPlatformContainerResources``, ``verifyPlatformContainerSettings``), with its messages; dockerd makes
+    them only there, so a build without a RUN step (or whose RUN steps are all cached) never fails on them."""
+    memory, swap = opts.memory, opts.memswap
+    if memory != 0 and memory < _LINUX_MIN_MEMORY:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    if memory > 0 and swap > 0 and swap < memory:
+        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if memory == 0 and swap > 0:
+        raise InvalidArgument("You should always set the Memory limit when using Memoryswap limit, see usage")
+    if opts.cpuperiod != 0 and not 1000 <= opts.cpuperiod <= 1000000:
+        raise InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
+    if 0 < opts.cpuquota < 1000:
+        raise InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    for value, what, host, word in ((opts.cpusetcpus, "cpus", _host_cpus, "CPUs"),
+                                    (opts.cpusetmems, "mems", _host_mems, "memory nodes")):
+        if not value:
+            continue
+        available = host()
+        try:
+            ok = _cpuset_available(value, available)
+        except ValueError as exc:
+            raise InvalidArgument(f"Invalid value {value} for cpuset {what}: {exc}") from None
+        if not ok:
+            raise InvalidArgument(f"Requested {word} are not available - requested {value}, available: {available}")
+    if opts.shmsize < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+
+
+def _verify_extra_hosts(hosts: list[str]) -> None:
+    """``opts.ValidateExtraHost`` on each ``host:ip`` (dockerd's ``validateHostConfig``)."""
+    import ipaddress
+    for val in hosts:
+        name, sep, ip = val.partition(":")
+        if not sep or not name:
+            raise InvalidArgument(f"bad format for add-host: {dfile._go_quote(val)}")  # noqa: SLF001
+        if ip != "host-gateway":
+            try:
+                ipaddress.ip_address(ip.strip())
+            except ValueError:
+                raise InvalidArgument(f"invalid IP address in add-host: {dfile._go_quote(ip)}") from None  # noqa: SLF001
 
 
 class _NoIgnore:
