@@ -126,7 +126,7 @@ def _restrict_writes_to(dest: str, abi: int) -> None:
             raise OSError(err, f"{what}: {os.strerror(err)}")
         return rc
 
-    handled = _LL_WRITE | _LL_REFER | (_LL_TRUNCATE if abi >= 3 else 0)
+    handled = _LL_WRITE | (_LL_REFER if abi >= 2 else 0) | (_LL_TRUNCATE if abi >= 3 else 0)
     attr = _RulesetAttr(handled)
     check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     ruleset = check(libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
