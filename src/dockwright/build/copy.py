@@ -35,6 +35,7 @@ from pathlib import Path
 from ..errors import DataCorrupted
 from ..layers.apply import extract_archive, is_tar_archive
 from .context import _remove_existing as _clear
+from .paths import go_clean as _go_clean
 from .paths import scoped_resolve as _scoped_resolve
 
 __all__ = ["copy_sources", "is_archive"]
@@ -198,7 +199,7 @@ def copy_sources(files: list[Path], target: Path, dest: str, srcs: list[str], ui
     """
     cp = _Copier(target, uid, gid, int(chmod, 8) if chmod else None)
     dest_is_dir = dest.endswith("/") or len(files) > 1 or len(srcs) > 1
-    rel_dest = dest.strip("/")
+    rel_dest = _go_clean("/" + dest).lstrip("/")  # "/../x" is "/x", as dockerd's filepath.Join makes it
     for i, src in enumerate(files):
         name = names[i] if names is not None else src.name
         st = os.lstat(src)

@@ -480,6 +480,19 @@ def test_add_destination_through_image_symlinks_stays_in_the_rootfs(base: Path) 
     canary.assert_untouched()
 
 
+def test_copy_and_add_destinations_that_climb_stop_at_the_rootfs(base: Path) -> None:
+    """``COPY f /../../x``: ``..`` stops at ``/`` as dockerd's ``filepath.Join`` makes it (it was a ValueError)."""
+    canary = Canary(base)
+    rootfs = base / "rootfs"
+    rootfs.mkdir()
+    (base / "f").write_bytes(b"payload")
+    (base / "t.tar").write_bytes(make_tar([("inner", "file", b"x")]))
+    copy_sources([base / "f"], rootfs, "/../../canary/f", ["f"], 0, 0, "", False)
+    copy_sources([base / "t.tar"], rootfs, "/a/../../../canary/", ["t.tar"], 0, 0, "", True)
+    assert sorted(os.listdir(rootfs / "canary")) == ["f", "inner"]
+    canary.assert_untouched()
+
+
 @pytest.mark.parametrize("kind", ["plain", "gzip", "bzip2", "xz", "zstd"])
 def test_is_archive_reads_every_compression_and_never_extracts(base: Path, kind: str) -> None:
     data = make_tar([("f", "file", b"x")])
