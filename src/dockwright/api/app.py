@@ -64,6 +64,7 @@ def make_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=[_middleware], client_max_size=1 << 40)
     app["engine"] = engine
     app.on_response_prepare.append(_headers)
+    app.on_shutdown.append(build.on_shutdown)  # Dockerfile parses stop at once when the daemon stops
     table: list[tuple[str, str, Any]] = [*system.routes(), *images.routes(), *containers.routes(), *build.routes()]
     for method, path, handler in table:
         app.router.add_route(method, "/v{version:[0-9.]+}" + path, handler)

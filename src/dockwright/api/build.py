@@ -229,5 +229,10 @@ async def build_prune(request: web.Request) -> web.Response:
     return json_body({"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
 
+async def on_shutdown(app: web.Application) -> None:
+    """The daemon is stopping: Dockerfiles still being parsed stop now (see ``BuildService.shutdown``)."""
+    app["engine"].build.shutdown()
+
+
 def routes() -> list[tuple[str, str, Any]]:
     return [("POST", "/build", build), ("POST", "/build/prune", build_prune)]

@@ -35,7 +35,7 @@ from ..build import changes as dfile
 from ..build import srchash
 from ..build.paths import follow_in_scope
 from ..build.remote_add import RemoteFile, download, is_url
-from ..errors import DockwrightError, ImageNotFound, InvalidArgument, NotSupported
+from ..errors import DockwrightError, ImageNotFound, InvalidArgument, NotSupported, Unavailable
 from ..build.copy import copy_sources
 from ..layers.apply import adopt_snapshot, ensure_chain
 from ..layers.diff import write_layer_from_upper
@@ -144,6 +144,29 @@ class BuildService:
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
         engine.db.executescript(CACHE_SCHEMA)
+        self._parsing: set[threading.Event] = set()  # the cancel events of the Dockerfile parses running
+        self.closing = False
+
+    def shutdown(self) -> None:
+        """The daemon is stopping: Dockerfile parses still running stop now (their builds fail with
+        :class:`Unavailable`) instead of holding the shutdown until they end."""
+        self.closing = True
+        for cancel in list(self._parsing):
+            cancel.set()
+
+    async def _parsed(self, fn: Callable[[threading.Event], _T]) -> _T:
+        """``fn(cancel)`` (a parse) off the event loop, stopped when the caller is cancelled or the daemon stops."""
+        cancel = threading.Event()
+        if self.closing:
+            cancel.set()
+        self._parsing.add(cancel)
+        try:
+            return await _in_thread(fn, cancel)
+        except dfile.ParseCancelled:
+            raise Unavailable("the daemon is shutting down: the build was not started") from None
+        finally:
+            self._parsing.discard(cancel)
+            cancel.set()  # stops the parse if this task was cancelled while it ran
 
     # ---- cache records ----------------------------------------------------------------------------------------
     def _cache_get(self, parent: str, created_by: str) -> str | None:
@@ -231,11 +254,7 @@ class BuildService:
     async def parse(self, dockerfile_text: bytes, name: str = "Dockerfile") -> tuple[list[Any], str]:
         """The Dockerfile's instructions, checked (:func:`..build.changes.parse_dockerfile`), parsed off the event
         loop: other clients keep being served, and a daemon told to stop does not wait for it."""
-        cancel = threading.Event()
-        try:
-            return await _in_thread(dfile.parse_dockerfile, dockerfile_text, name, cancel)
-        finally:
-            cancel.set()  # stops the parse if this task was cancelled while it ran
+        return await self._parsed(lambda cancel: dfile.parse_dockerfile(dockerfile_text, name, cancel))
 
     async def build(self, root: Path, dockerfile_text: bytes, opts: BuildOptions,
                     ignore: Any = None, dockerfile_name: str = "Dockerfile") -> AsyncIterator[ProgressEvent]:
@@ -244,19 +263,15 @@ class BuildService:
         stream starts), then return the build's event stream. Parsing and planning run off the event loop."""
         if opts.platform:
             Platform.parse_specifier(opts.platform)
-        cancel = threading.Event()
 
-        def parse_and_plan() -> tuple[str, _Plan | InvalidArgument]:
+        def parse_and_plan(cancel: threading.Event) -> tuple[str, _Plan | InvalidArgument]:
             nodes, escape = dfile.parse_dockerfile(dockerfile_text, dockerfile_name, cancel)
             try:
                 return escape, _plan(nodes, opts)
             except InvalidArgument as exc:  # raised when the stream starts, as before
                 return escape, exc
 
-        try:
-            escape, plan = await _in_thread(parse_and_plan)
-        finally:
-            cancel.set()
+        escape, plan = await self._parsed(parse_and_plan)
         return self._run(root, plan, escape, opts, ignore)
 
     async def _run(self, root: Path, plan: "_Plan | InvalidArgument", escape: str, opts: BuildOptions,

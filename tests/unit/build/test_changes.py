@@ -905,3 +905,175 @@ def test_process_words(source, words):
 def test_process_words_unterminated():
     with pytest.raises(Exception, match="unexpected end of statement"):
         _Lex("\\").process_words('hello" there', WORD_ENVS)
+
+
+# -- hostile input: linear time, bounded sizes (issue 10) -----------------------------------------------------
+
+import gc  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from dockwright.build import changes as _c  # noqa: E402
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def test_sixteen_doublings_expand_in_linear_time():
+    lex = _Lex("\\")
+
+    def doublings():
+        out = "abcdefgh"
+        for _ in range(16):
+            out = lex.process_word("${X}${X}", _Env([f"X={out}"]))
+        return out
+
+    out, took = _timed(doublings)
+    assert took < 1.0
+    assert out == "abcdefgh" * (1 << 16)
+    words, took = _timed(lambda: lex.process_words("a ${X} b", _Env([f"X={'x y ' * (1 << 17)}"])))
+    assert took < 1.0 and len(words) == 2 + (1 << 18)
+
+
+def test_an_expansion_past_the_limit_is_refused_quickly():
+    big = "a" * (1 << 19)
+    lex = _Lex("\\")
+    assert len(lex.process_word("${X}${X}", _Env([f"X={big}"]))) == _c.MAX_EXPANDED_SIZE  # at the limit: fine
+    for word in ("${X}${X}${X}", '"${X}${X}${X}"', "${X:-a}${X}${X}", "${X//a/aaa}", "${X}" * 100_000):
+        with pytest.raises(_c._Error) as exc:
+            _timed(lambda: lex.process_word(word, _Env([f"X={big}"])))
+        msg = str(exc.value)
+        assert msg.endswith("the expanded word exceeds the maximum allowed size of 1048576 characters"), msg
+        assert len(msg) < 300  # the source is quoted shortened
+    _, took = _timed(lambda: pytest.raises(_c._Error, lex.process_word, "${X}" * 100_000, _Env([f"X={big}"])))
+    assert took < 1.0
+
+
+def test_literal_runs_and_quotes_are_taken_at_once():
+    lex = _Lex("\\")
+    text = "x" * 60_000
+    assert lex.process_word(f"'{text}'\"{text}\"{text}", _Env([])) == text * 3
+    assert lex.process_words(f"{text} {text}", _Env([])) == [text, text]
+    (_, took) = _timed(lambda: [lex.process_word(f"'{text}'\"{text}\"{text}", _Env([])) for _ in range(20)])
+    assert took < 1.0
+
+
+def _backtracking_regex(pattern, greedy, anchored):
+    """The regular expression BuildKit's ``convertShellPatternToRegex`` makes (what Go's regexp runs)."""
+    out, star, i = (["^"] if anchored else []), (".*" if greedy else ".*?"), 0
+    for tok in _c._pattern_tokens(pattern):
+        out.append(star if tok == _c._STAR else "." if tok == _c._ANY else re.escape(tok))
+    return re.compile("".join(out))
+
+
+def test_shell_patterns_match_as_the_regular_expression_does():
+    """Leftmost-first spans, newlines that neither ``*`` nor ``?`` cross, greedy and not: the linear matcher agrees
+    with the backtracking one on every small case tried."""
+    rng = random.Random(10)
+    for _ in range(20_000):
+        pat = "".join(rng.choice("ab*?\n") for _ in range(rng.randint(0, 6)))
+        val = "".join(rng.choice("ab\n") for _ in range(rng.randint(0, 10)))
+        greedy = rng.random() < 0.5
+        p = _c._ShellPattern(pat, greedy)
+        m = _backtracking_regex(pat, greedy, True).match(val)
+        assert p.match_prefix(val) == (None if m is None else m.end()), (pat, val, greedy)
+        pos = rng.randint(0, len(val))
+        m = _backtracking_regex(pat, greedy, False).search(val, pos)
+        assert p.search(_c._Text(val), pos) == (None if m is None else m.span()), (pat, val, greedy, pos)
+
+
+def test_shell_patterns_do_not_backtrack():
+    env = _Env(["X=" + "a" * ((1 << 20) - 16), "Y=" + "a\n" * 200_000])
+    lex = _Lex("\\")
+    for word in ("${X#*a*a*a*a*a*a*a*b}", "${X##*a*a*a*a*a*b}", "${X%a*a*a*a*a*b}", "${X%%*a*a*a*a*b}",
+                 "${X/a*a*a*a*b/c}", "${X//a*a*a*b/c}", "${Y//a*a*b/c}", "${Y/#a*a*b/}"):
+        out, took = _timed(lambda: lex.process_word(word, env))
+        assert took < 1.0, (word, took)
+    assert lex.process_word("${X#*a*b}", env) == env.get("X")[0]
+    assert lex.process_word("${X##*a}", env) == ""
+    assert lex.process_word("${X%%a*}", env) == ""
+
+
+def test_continuation_lines_parse_in_linear_time():
+    data = ("FROM b\nRUN true \\\n" + "  && true \\\n" * 200_000 + "  && true\n").encode()
+    (nodes, _), took = _timed(lambda: _c.parse_dockerfile(data))
+    assert took < 2.0
+    assert nodes[1].original == "RUN true " + "  && true " * 200_000 + "  && true"
+    data = b"FROM b\n" + b"# comment\n\n   \n" * 500_000 + b"LABEL a=b \\\n" + b"\\\n" * 1_000_000 + b"c=d\n"
+    (nodes, _), took = _timed(lambda: _c.parse_dockerfile(data))
+    assert took < 3.0
+    assert [(n.value, n.start_line) for n in nodes] == [("FROM", 1), ("LABEL", 1_500_002)]
+    assert [a.value for a in nodes[1].args] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("text,instructions", [
+    # blank and comment lines inside a continuation are skipped, a comment ending in the escape too
+    ("FROM a\nRUN x \\\n# c \\\n\n  \t\ny \\\n  z\nRUN w\n", [("RUN x y   z", 2), ("RUN w", 8)]),
+    # an escaped escape ends the instruction; carriage returns before the newline are dropped
+    ("FROM a\nRUN x \\\\\nRUN y \\ \t\r\r\nz\r\n", [("RUN x \\\\", 2), ("RUN y z", 3)]),
+    # the end of the file while continuing
+    ("FROM a\nRUN x \\\n  y \\\n\n# c\n", [("RUN x   y ", 2)]),
+    # a line that is only the escape token continues with nothing
+    ("FROM a\nRUN x \\\n\\\n\\\ny\n", [("RUN x y", 2)]),
+    # the backtick escape of the directive
+    ("# escape=`\nFROM a\nRUN x `\n  y \\\nRUN z\n", [("RUN x   y \\", 3), ("RUN z", 5)]),
+    # a carriage return after the escape token and spaces: not a continuation
+    ("FROM a\nRUN x \\ \r \nRUN y\n", [("RUN x \\ \r ", 2), ("RUN y", 3)]),
+])
+def test_continuations(text, instructions):
+    nodes, _ = _parse(text)
+    assert [(n.original, n.start_line) for n in nodes[1:]] == instructions
+
+
+def test_heredocs_are_read_at_once():
+    body = "line\n" * 300_000
+    text = f"FROM a\nRUN <<EOF\n{body}EOF\nCOPY <<-X <<Y /d\n\t\tone\n\tX\ntwo\nY\nRUN z\n"
+    (nodes, _), took = _timed(lambda: _parse(text))
+    assert took < 1.0
+    assert nodes[1].heredocs[0].content == body and nodes[1].heredocs[0].name == "EOF"
+    assert [(h.name, h.content, h.chomp) for h in nodes[2].heredocs] == [("X", "\t\tone\n", True), ("Y", "two\n", False)]
+    assert (nodes[3].original, nodes[3].start_line) == ("RUN z", 300_009)
+    with pytest.raises(_c._Error, match="unterminated heredoc"):
+        _parse("FROM a\nRUN <<EOF\nx\nEOFX\n")
+
+
+def test_a_dockerfile_past_the_limit_is_refused_before_parsing():
+    data = b"FROM a\n" + b"#" * _c.MAX_DOCKERFILE_SIZE
+    with pytest.raises(InvalidArgument) as exc:
+        _c.parse_dockerfile(data, "sub/Dockerfile.dev")
+    assert str(exc.value) == "sub/Dockerfile.dev exceeds maximum allowed size of 16777216 bytes"
+
+
+def test_a_large_dockerfile_parses_in_bounded_time_and_leaves_the_collector_as_it_was():
+    data = b"FROM b\n" + b"LABEL a=b\n" * 200_000
+    assert gc.isenabled()
+    (nodes, _), took = _timed(lambda: _c.parse_dockerfile(data))
+    assert len(nodes) == 200_001 and took < 8.0
+    assert gc.isenabled()
+
+
+def test_a_parse_stops_when_cancelled():
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(_c.ParseCancelled):
+        _c.parse_dockerfile(b"FROM a\nRUN b\n", cancel=cancel)
+    assert gc.isenabled()
+
+
+def test_env_size_limit():
+    _c.check_env_size(["A=" + "x" * (_c.MAX_ENV_SIZE - 2)], "ARG")
+    with pytest.raises(InvalidArgument, match="^ENV: the environment and build arguments of the stage exceed the "
+                                              "maximum allowed size of 4194304 characters$"):
+        _c.check_env_size(["A=" + "x" * (_c.MAX_ENV_SIZE - 3), "B=1"], "ENV")
+
+
+def test_env_with_many_pairs_is_linear():
+    pairs = " ".join(f"k{i}=v" for i in range(7_000)) + " k5=w"
+    config, took = _timed(lambda: apply([f"ENV {pairs}"], {"Env": ["k0=old", "PATH=/bin"]}))
+    assert took < 2.0
+    assert config["Env"][:2] == ["k0=v", "PATH=/bin"] and config["Env"][6] == "k5=w" and len(config["Env"]) == 7_001
