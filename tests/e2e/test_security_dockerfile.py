@@ -163,7 +163,7 @@ def test_forty_doubling_args_stop_at_the_expansion_limit(sd: Daemon) -> None:
         took = time.monotonic() - t0
     p.assert_responsive()
     msg = _stream_error(status, body)
-    assert msg == ('failed to process "${X}${X}": the expanded word exceeds the maximum allowed size of 1048576 '
+    assert msg == ('failed to process "${X}${X}": the expansion exceeds the maximum allowed size of 1048576 '
                    'characters'), msg
     # 17 doublings make 1 MiB (steps 3-19); the 18th (step 20) is the one refused
     text = _stream_text(body)
@@ -176,7 +176,7 @@ def test_docker_cli_shows_the_expansion_limit(sd: Daemon, tmp_path: Path) -> Non
     (tmp_path / "Dockerfile").write_text(_doubling(40))
     p = sd.docker("build", "-t", "sec/cli:1", str(tmp_path), check=False)
     assert p.returncode != 0
-    assert b"the expanded word exceeds the maximum allowed size of 1048576 characters" in p.stderr + p.stdout
+    assert b"the expansion exceeds the maximum allowed size of 1048576 characters" in p.stderr + p.stdout
 
 
 def test_two_megabytes_of_continuation_lines_parse_quickly(sd: Daemon) -> None:

@@ -70,9 +70,9 @@ class _Error(Exception):
 
 #: The largest Dockerfile read: BuildKit's ``maxFileSize`` (the gRPC message limit, 16 MiB), with its message.
 MAX_DOCKERFILE_SIZE = 16 << 20
-#: The largest word (in characters) an expansion may make (an ARG or ENV value, a LABEL, a COPY source…): 8 times
-#: what Linux lets one environment string be (``MAX_ARG_STRLEN``, 128 KiB). Doubling ``ARG X=${X}${X}`` from 8
-#: characters reaches it in 17 lines.
+#: What variables may add to a word when it is expanded (an ARG or ENV value, a LABEL, a COPY source…), in
+#: characters beyond the word's own: 8 times what Linux lets one environment string be (``MAX_ARG_STRLEN``,
+#: 128 KiB). Doubling ``ARG X=${X}${X}`` from 8 characters reaches it in 17 lines.
 MAX_EXPANDED_SIZE = 1 << 20
 #: The largest environment words are expanded against (a stage's ``Env`` plus its build args, in characters of
 #: ``KEY=value``): twice Linux's ``ARG_MAX`` for a whole environment (2 MiB), past which no RUN could start.
@@ -814,12 +814,11 @@ class _TooLarge(_Error):
     """An expansion past :data:`MAX_EXPANDED_SIZE`."""
 
     def __init__(self) -> None:
-        super().__init__(f"the expanded word exceeds the maximum allowed size of {MAX_EXPANDED_SIZE} "
-                         "characters")
+        super().__init__(f"the expansion exceeds the maximum allowed size of {MAX_EXPANDED_SIZE} characters")
 
 
-def _checked(size: int) -> int:
-    if size > MAX_EXPANDED_SIZE:
+def _checked(size: int, limit: int) -> int:
+    if size > limit:
         raise _TooLarge()
     return size
 
@@ -827,15 +826,16 @@ def _checked(size: int) -> int:
 class _Builder:
     """The word being built (Go's ``word += …``) as parts joined once, so that building it is linear."""
 
-    __slots__ = ("parts", "size")
+    __slots__ = ("parts", "size", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self.parts: list[str] = []
         self.size = 0
+        self.limit = limit
 
     def add(self, s: str) -> None:
         self.parts.append(s)
-        self.size = _checked(self.size + len(s))
+        self.size = _checked(self.size + len(s), self.limit)
 
     def clear(self) -> None:
         self.parts.clear()
@@ -907,7 +907,7 @@ class _Words:
         if len(pieces) > 2:
             # after a space the buffer is empty: every piece between two space runs is a word of its own
             mids = pieces[1:-1]
-            _checked(sum(map(len, mids)))
+            _checked(sum(map(len, mids)), self.buf.limit)
             self.words.extend(mids)
             self.in_word = False
         if pieces[-1]:
@@ -946,7 +946,8 @@ def _shorten(s: str, limit: int = 120) -> str:
 class _ShellWord:
     """BuildKit's ``shellWord``, in linear time: runs of ordinary characters are taken at once, and words are
     built from parts joined once (Go's ``string +=`` one rune at a time is quadratic in Python). Every result is
-    bounded by :data:`MAX_EXPANDED_SIZE`, checked as it grows."""
+    checked as it grows against ``limit``: the word's own length plus :data:`MAX_EXPANDED_SIZE` — what variables
+    may add to it (a word of literal text is never refused: the Dockerfile's size bounds it)."""
 
     def __init__(self, lex: _Lex, word: str, env: _Env) -> None:
         self.lex = lex
@@ -955,7 +956,8 @@ class _ShellWord:
         self.env = env
         self.raw_escapes = lex.raw_escapes
         # One builder shared by every processStopOn call, nested ones too, as in BuildKit.
-        self.words_buffer = _Builder()
+        self.limit = MAX_EXPANDED_SIZE + len(word)
+        self.words_buffer = _Builder(self.limit)
 
     def process(self, source: str) -> tuple[str, list[str]]:
         try:
@@ -994,7 +996,7 @@ class _ShellWord:
                         tmp = self.process_single_quote()
                     else:
                         tmp = self.process_double_quote()
-                    size = _checked(size + len(tmp))
+                    size = _checked(size + len(tmp), self.limit)
                     result.append(tmp)
                     if ch == "$":
                         words.add_string(tmp)
@@ -1013,7 +1015,7 @@ class _ShellWord:
                     sc.i += 1
                     words.add_raw_char(ch)
                     result.append(ch)
-                    size = _checked(size + 1)
+                    size = _checked(size + 1, self.limit)
                     continue
                 m = plain.match(s, sc.i) or _RE_SPACES.match(s, sc.i)
                 assert m is not None
@@ -1024,7 +1026,7 @@ class _ShellWord:
                 else:
                     words.add_raw_string(run)
                 result.append(run)
-                size = _checked(size + len(run))
+                size = _checked(size + len(run), self.limit)
             if stop is not None:
                 raise _Error(f"unexpected end of statement while looking for matching {stop}")
             return "".join(result), words.get_words()
@@ -1066,7 +1068,7 @@ class _ShellWord:
                 return "".join(result)
             if peek == "$":
                 value = self.process_dollar()
-                size = _checked(size + len(value))
+                size = _checked(size + len(value), self.limit)
                 result.append(value)
                 continue
             if peek == esc:
@@ -1082,14 +1084,14 @@ class _ShellWord:
                     result.append(nxt)
                 else:
                     result.append(esc)
-                size = _checked(size + 1)
+                size = _checked(size + 1, self.limit)
                 continue
             m = run_rx.match(s, sc.i)
             assert m is not None
             run = m.group()
             sc.i = m.end()
             result.append(run)
-            size = _checked(size + len(run))
+            size = _checked(size + len(run), self.limit)
 
     def get_env(self, name: str) -> tuple[str, bool]:
         return self.env.get(name)
@@ -1196,7 +1198,7 @@ class _ShellWord:
             except _Error as exc:
                 raise _Error(f"invalid pattern ({pattern}) in substitution: {exc}") from None
             if replace_all:
-                return _go_replace_all(pat, value, replacement)
+                return _go_replace_all(pat, value, replacement, self.limit)
             span = pat.search(_Text(value), 0)
             if span is not None:
                 value = value[: span[0]] + replacement + value[span[1] :]
@@ -1434,9 +1436,9 @@ def _trim_suffix(pattern: str, word: str, greedy: bool) -> str:
     return _trim_prefix(_reverse_pattern(pattern), word[::-1], greedy)[::-1]
 
 
-def _go_replace_all(pat: _ShellPattern, src: str, template: str) -> str:
+def _go_replace_all(pat: _ShellPattern, src: str, template: str, limit: int = MAX_EXPANDED_SIZE) -> str:
     """``Regexp.ReplaceAllString``: Go's rules for empty matches and ``$`` in the replacement; the result is
-    bounded by :data:`MAX_EXPANDED_SIZE` as it grows."""
+    bounded by ``limit`` as it grows."""
     n = len(src)
     if pat.rx is not None and pat.segments[0].n:
         # a fixed-length, never empty match: Go's loop is re.sub's
@@ -1446,7 +1448,7 @@ def _go_replace_all(pat: _ShellPattern, src: str, template: str) -> str:
             nonlocal growth
             expanded = _go_expand(template, m.group()) if "$" in template else template
             growth += len(expanded) - len(m.group())
-            _checked(n + growth)
+            _checked(n + growth, limit)
             return expanded
 
         return pat.rx.sub(replace, src)
@@ -1466,7 +1468,7 @@ def _go_replace_all(pat: _ShellPattern, src: str, template: str) -> str:
             expanded = _go_expand(template, src[a0:a1])
             out.append(expanded)
             size += len(expanded)
-        _checked(size)
+        _checked(size, limit)
         last_end = a1
         width = 1 if search_pos < n else 0
         if search_pos + width > a1:
@@ -1476,7 +1478,7 @@ def _go_replace_all(pat: _ShellPattern, src: str, template: str) -> str:
         else:
             search_pos = a1
     out.append(src[last_end:])
-    _checked(size + n - last_end)
+    _checked(size + n - last_end, limit)
     return "".join(out)
 
 

@@ -948,7 +948,7 @@ def test_an_expansion_past_the_limit_is_refused_quickly():
         with pytest.raises(_c._Error) as exc:
             _timed(lambda: lex.process_word(word, _Env([f"X={big}"])))
         msg = str(exc.value)
-        assert msg.endswith("the expanded word exceeds the maximum allowed size of 1048576 characters"), msg
+        assert msg.endswith("the expansion exceeds the maximum allowed size of 1048576 characters"), msg
         assert len(msg) < 300  # the source is quoted shortened
     _, took = _timed(lambda: pytest.raises(_c._Error, lex.process_word, "${X}" * 100_000, _Env([f"X={big}"])))
     assert took < 1.0
@@ -1077,3 +1077,13 @@ def test_env_with_many_pairs_is_linear():
     config, took = _timed(lambda: apply([f"ENV {pairs}"], {"Env": ["k0=old", "PATH=/bin"]}))
     assert took < 2.0
     assert config["Env"][:2] == ["k0=v", "PATH=/bin"] and config["Env"][6] == "k5=w" and len(config["Env"]) == 7_001
+
+
+def test_the_limit_is_on_what_variables_add():
+    """A word of literal text (a large COPY heredoc, say) is never refused: the Dockerfile's size bounds it."""
+    lex = _Lex("\\")
+    lex.skip_process_quotes = True
+    text = "x'\"" * (1 << 20)
+    assert lex.process_word(text + "$X", _Env(["X=" + "y" * 1000])) == text + "y" * 1000
+    with pytest.raises(_c._Error, match="the expansion exceeds"):
+        lex.process_word(text + "$X", _Env(["X=" + "y" * ((1 << 20) + 10)]))
