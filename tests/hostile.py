@@ -79,12 +79,13 @@ class Watch:
             t.join(self.ping_timeout + 1)
 
     def _ping_loop(self) -> None:
-        while not self._stop.is_set():
+        while True:  # one ping at least, however short the case
             try:
                 self.pings.append(_ping_once(self.daemon.sock, self.ping_timeout))
             except OSError as exc:
                 self.failures.append(repr(exc))
-            self._stop.wait(self.interval)
+            if self._stop.wait(self.interval):
+                return
 
     def _rss_loop(self) -> None:
         while not self._stop.is_set():
@@ -105,6 +106,8 @@ class Watch:
         worst = max(self.pings)
         assert worst < max_ping, f"/_ping took {worst:.2f} s during the case (limit {max_ping} s)"
         assert self.rss_growth < max_growth, f"daemon RSS grew by {self.rss_growth >> 20} MiB"
+        print(f"RSS {self.rss_start >> 20} MiB, peak +{self.rss_growth >> 20} MiB; {len(self.pings)} pings, "
+              f"slowest {worst * 1000:.0f} ms")
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,9 @@ import bz2
 import hashlib
 import json
 import lzma
-import socket
 import tarfile
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +31,7 @@ import zstandard
 from isal import isal_zlib
 
 from conftest import Daemon, overlay_or_skip
+from hostile import Watch
 from registry import Registry, registry  # noqa: F401
 
 MiB = 1 << 20
@@ -45,80 +43,6 @@ INFLATED = 1 * GiB  # the layer tar every bomb inflates to
 FILE_SIZE = INFLATED - 512 - 1024  # its one file: header, body, two end-of-archive blocks make INFLATED
 _ZEROS = memoryview(bytes(16 * MiB))
 _STREAM = 64 * MiB  # bzip2 and xz bombs are concatenated streams of this much (one is slow to make)
-
-
-# -------------------------------------------------------------------------------------------------- watching
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def _ping(sock: Path, timeout: float = 10.0) -> float:
-    """Seconds a ``GET /_ping`` on a fresh connection took to be answered ``OK``."""
-    t0 = time.monotonic()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(sock))
-        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
-    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"OK"), data[:100]
-    return time.monotonic() - t0
-
-
-@dataclass
-class Watch:
-    """The daemon's RSS, sampled every 20 ms, and ``/_ping`` latencies, every 100 ms, while the body runs."""
-
-    daemon: Daemon
-    start: int = 0
-    peak: int = 0
-    pings: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def __enter__(self) -> "Watch":
-        assert self.daemon.proc is not None
-        self._pid = self.daemon.proc.pid
-        self.start = self.peak = _rss(self._pid)
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._sample, daemon=True),
-                         threading.Thread(target=self._pinger, daemon=True)]
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, _rss(self._pid))
-
-    def _pinger(self) -> None:
-        while True:  # one ping at least, however short the operation
-            try:
-                self.pings.append(_ping(self.daemon.sock))
-            except (OSError, AssertionError) as exc:
-                self.errors.append(repr(exc))
-            if self._stop.wait(0.1):
-                return
-
-    def check(self) -> None:
-        growth = self.peak - self.start
-        assert growth < MAX_GROWTH, f"the daemon grew by {growth / MiB:.0f} MiB (from {self.start / MiB:.0f} MiB)"
-        assert not self.errors, self.errors
-        assert self.pings, "no /_ping was answered while the operation ran"
-        assert max(self.pings) < MAX_PING, f"/_ping took up to {max(self.pings):.2f}s"
-        print(f"RSS {self.start / MiB:.0f} MiB, peak +{growth / MiB:.0f} MiB; {len(self.pings)} pings, "
-              f"slowest {max(self.pings) * 1000:.0f} ms")
 
 
 # -------------------------------------------------------------------------------------------------- the bombs
@@ -235,7 +159,7 @@ def test_import_of_a_bomb_layer_keeps_memory_flat(daemon: Daemon, bombs: Bombs, 
     assert path.stat().st_size < 5 * MiB
     with Watch(daemon) as w:
         image_id = daemon.out("import", str(path), f"bomb:{kind}")
-    w.check()
+    w.assert_healthy(max_ping=MAX_PING, max_growth=MAX_GROWTH)
     assert image_id.startswith("sha256:")
     _assert_bomb_image(daemon, f"bomb:{kind}", bombs)
 
@@ -246,7 +170,7 @@ def test_container_create_unpacks_a_bomb_layer_with_memory_flat(daemon: Daemon, 
     daemon.out("import", str(bombs.gzip), "bomb:gz")
     with Watch(daemon) as w:
         daemon.out("create", "--name", "unpacked", "bomb:gz", "/zeros")  # create unpacks the layer chain
-    w.check()
+    w.assert_healthy(max_ping=MAX_PING, max_growth=MAX_GROWTH)
     daemon.docker("rm", "unpacked")
 
 
@@ -277,7 +201,7 @@ def test_pull_of_a_bomb_layer_keeps_memory_flat(daemon: Daemon, registry: Regist
     name = f"{registry.host}/bomb/layer:{kind}"
     with Watch(daemon) as w:
         daemon.out("pull", name)
-    w.check()
+    w.assert_healthy(max_ping=MAX_PING, max_growth=MAX_GROWTH)
     _assert_bomb_image(daemon, name, bombs)
     assert _inspect(daemon, name)["Id"] == config_digest
 
@@ -311,7 +235,7 @@ def test_load_of_a_compressed_archive_bomb_keeps_memory_flat(daemon: Daemon, bom
     assert path.stat().st_size < 5 * MiB
     with Watch(daemon) as w:
         out = daemon.out("load", "-i", str(path))
-    w.check()
+    w.assert_healthy(max_ping=MAX_PING, max_growth=MAX_GROWTH)
     assert "Loaded image: bomb:load" in out
     _assert_bomb_image(daemon, "bomb:load", bombs)
 
@@ -321,7 +245,7 @@ def test_load_of_a_zstd_archive_bomb_keeps_memory_flat(daemon: Daemon, bombs: Bo
                   _archive(bombs, "bomb:zload"))
     with Watch(daemon) as w:
         out = daemon.out("load", "-i", str(path))
-    w.check()
+    w.assert_healthy(max_ping=MAX_PING, max_growth=MAX_GROWTH)
     assert "Loaded image: bomb:zload" in out
     _assert_bomb_image(daemon, "bomb:zload", bombs)
 
@@ -340,7 +264,7 @@ def test_build_context_zstd_bomb_keeps_memory_flat(daemon: Daemon, bombs: Bombs,
     with Watch(daemon) as w:
         status, _, out = daemon.api("POST", "/build?t=bomb:ctx&rm=1", body,
                                     {"Content-Type": "application/x-tar"})
-    w.check()
+    w.assert_healthy(max_ping=MAX_PING, max_growth=MAX_GROWTH)
     assert status == 200, out[-500:]
     assert b"Successfully tagged bomb:ctx" in out, out[-500:]
     assert b"errorDetail" not in out
@@ -359,7 +283,7 @@ def test_import_refuses_a_tar_header_claiming_4gib(daemon: Daemon, tmp_path: Pat
     path = _write(tmp_path / "hostile.tar.gz", _gzip(), iter(parts))
     with Watch(daemon) as w:
         p = daemon.docker("import", str(path), "hostile:1", check=False)
-    w.check()
+    w.assert_healthy(max_ping=MAX_PING, max_growth=MAX_GROWTH)
     assert p.returncode != 0
     assert b"extended header of 4294967296 bytes is too long" in p.stderr, p.stderr
     assert daemon.out("images", "-q") == ""
@@ -370,7 +294,7 @@ def test_load_refuses_an_archive_whose_pax_header_claims_4gib(daemon: Daemon, bo
     path = _write(tmp_path / "hostile-archive.tar.gz", _gzip(), _archive(bombs, "hostile:load", pax_bomb=True))
     with Watch(daemon) as w:
         p = daemon.docker("load", "-i", str(path), check=False)
-    w.check()
+    w.assert_healthy(max_ping=MAX_PING, max_growth=MAX_GROWTH)
     assert p.returncode != 0
     assert b"extended tar header of 4294967296 bytes" in p.stderr, p.stderr
     assert daemon.out("images", "-q") == ""
