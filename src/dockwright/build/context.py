@@ -14,8 +14,6 @@ COPY/ADD source resolution and the content checksum used in the build cache key.
 from __future__ import annotations
 
 import asyncio
-import bz2
-import gzip
 import io
 import lzma
 import os
@@ -482,18 +480,8 @@ class _Decompressing(io.RawIOBase):
     def __init__(self, raw: _ChunkReader, kind: Compression) -> None:
         super().__init__()
         self.kind = kind
-        self._inner: Any
-        if kind is Compression.GZIP:
-            self._inner = gzip.GzipFile(fileobj=raw, mode="rb")
-        elif kind is Compression.BZIP2:
-            self._inner = bz2.BZ2File(raw, "rb")
-        elif kind is Compression.XZ:
-            self._inner = lzma.LZMAFile(raw, "rb", format=lzma.FORMAT_AUTO)
-        elif kind is Compression.ZSTD:
-            # zstandard's stream_reader ends silently on a truncated frame: use the checked decompressor
-            self._inner = _PieceReader(raw, kind)
-        else:
-            self._inner = raw
+        # the layers' checked decompressor (ISA-L gzip, bounded pieces, the xz memory limit, truncation checks)
+        self._inner: Any = raw if kind is Compression.NONE else _PieceReader(raw, kind)
 
     def readable(self) -> bool:
         return True

@@ -432,6 +432,21 @@ def test_extract_corrupt_input(tmp_path):
         extract(zstandard.ZstdCompressor().compress(tar)[:-50], tmp_path / "d")
 
 
+def test_extract_compressed_contexts_use_the_checked_decompressor(tmp_path):
+    """Contexts decompress through the layers' decompressor: truncated bzip2/xz streams are corrupt data, and an
+    xz stream that asks for a 1.5 GiB dictionary is refused (the layers' memory limit) instead of growing the
+    daemon by what its header claims."""
+    tar = make_tar(BASIC)
+    with pytest.raises(DataCorrupted):
+        extract(bz2.compress(tar)[:-40], tmp_path / "a")
+    with pytest.raises(DataCorrupted):
+        extract(lzma.compress(tar)[:-40], tmp_path / "b")
+    huge_dict = lzma.compress(tar, format=lzma.FORMAT_XZ,
+                              filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1536 << 20, "preset": 0}])
+    with pytest.raises(DataCorrupted, match="(?i)memory|limit"):
+        extract(huge_dict, tmp_path / "c")
+
+
 def test_extract_trailing_data_is_drained(tmp_path):
     consumed = []
 
