@@ -334,7 +334,7 @@ def test_valid_resources_run(sd: Daemon) -> None:
      "error reading labels: json: cannot unmarshal number into Go value of type string"),
     ("cachefrom=" + quote('{"a":1}'), 400, "json: cannot unmarshal object into Go value of type []string"),
     ("memory=lots", 400, "invalid value for memory: lots"),
-    ("platform=a/b/c/d", 400, '"a/b/c/d": unknown operating system or architecture: invalid argument'),
+    ("platform=a/b/c/d", 400, '"a/b/c/d": '),
 ])
 def test_query_options_are_refused_before_the_build(sd: Daemon, query: str, status: int, message: str) -> None:
     images = sd.out("images", "-aq")
