@@ -33,8 +33,8 @@ from typing import Any, Callable
 
 from ..errors import InvalidArgument
 
-__all__ = ["CreateBody", "decode_create", "decode_commit", "check_content_type", "loads", "first_value",
-           "GoJSONError", "MAX_DEPTH"]
+__all__ = ["CreateBody", "decode_create", "decode_commit", "decode_value", "check_content_type", "loads",
+           "first_value", "GoJSONError", "MAX_DEPTH"]
 
 MAX_DEPTH = 10000  # Go's encoding/json scanner: maxNestingDepth
 
@@ -493,6 +493,7 @@ _TYPES: dict[str, tuple[Any, ...]] = {
     "fs.FileMode": ("uint", 32), "int": ("int", 64), "int64": ("int", 64),
     "map[string]*network.EndpointSettings": ("map", "string", "*network.EndpointSettings"),
     "map[string]string": ("map", "string", "string"), "map[string]struct {}": ("map", "string", "struct {}"),
+    "*string": ("ptr", "string"), "map[string]*string": ("map", "string", "*string"),  # the build's buildargs
     "mount.Consistency": ("string",), "mount.Propagation": ("string",), "mount.Type": ("string",),
     "nat.Port": ("string",), "nat.PortMap": ("map", "nat.Port", "[]nat.PortBinding"),
     "nat.PortSet": ("map", "nat.Port", "struct {}"), "string": ("string",), "strslice.StrSlice": ("strslice",),
@@ -769,6 +770,32 @@ def decode_commit(raw: bytes) -> dict[str, Any] | None:
         if exc.eof:
             return None
         raise _invalid_json(exc) from None
+
+
+def decode_value(raw: bytes | str, go_type: str) -> Any:
+    """``json.Unmarshal(raw, &v)`` for ``v`` of the Go type ``go_type`` (a name in the type table, such as
+    ``map[string]*string`` or ``[]*units.Ulimit``): the value, with Go's zero value for ``null``; InvalidArgument
+    with Go's own message (syntax, depth, type) when it does not decode. What JSON query parameters use."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    try:
+        i = _skip(data, 0)
+        if i >= len(data):
+            raise GoJSONError("unexpected end of JSON input")
+        value, end = _scan(data, i, _Object, _Number)  # small values: the iterative scanner, with Go's errors
+        end = _skip(data, end)
+        if end < len(data):
+            raise _invalid(data[end], "after top-level value")
+    except GoJSONError as exc:  # Unmarshal checks the whole input first: an input that stops is "end of input"
+        msg = str(exc)
+        raise InvalidArgument("unexpected end of JSON input" if msg == "unexpected EOF" else msg) from None
+    dec = _Typed()
+    try:
+        out = dec.value(value, go_type, _UNSET)
+    except _Fatal as exc:
+        raise InvalidArgument(str(exc)) from None
+    if dec.saved is not None:
+        raise InvalidArgument(dec.saved)
+    return _zero(go_type) if out is _UNSET else out
 
 
 def check_content_type(content_type: str, has_body: bool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import shutil
@@ -17,6 +16,7 @@ from ..engine.engine import Engine
 from ..errors import InvalidArgument, NotSupported
 from ..timestamps import _go_quote
 from . import params
+from .bodies import decode_value
 from .errors import json_body, message_of
 from .streams import JSONStream
 
@@ -29,82 +29,22 @@ def _engine(request: web.Request) -> Engine:
     return request.app["engine"]  # type: ignore[no-any-return]
 
 
-def _kind(v: Any) -> str:
-    """The JSON kind Go's encoding/json names in an ``UnmarshalTypeError``."""
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, (int, float)):
-        return "number"
-    return {dict: "object", list: "array", str: "string"}[type(v)]
-
-
-def _unmarshal_error(v: Any, go_type: str, field: str = "") -> InvalidArgument:
-    where = f"Go struct field {field} of type" if field else "Go value of type"
-    return InvalidArgument(f"json: cannot unmarshal {_kind(v)} into {where} {go_type}")
-
-
-def _json_param(request: web.Request, key: str, default: Any, shape: str, prefix: str = "") -> Any:
-    """A JSON query parameter decoded as dockerd's ``json.Unmarshal`` into its Go type (``shape``): a value of
-    the wrong kind is refused with Go's words, ``null`` is the zero value. Errors are 400s, ``prefix`` first
-    (dockerd's ``error reading build args: …``)."""
-    from ..distribution.errors import _go_json_error  # noqa: PLC2701 - encoding/json's syntax error words
-
+def _json_param(request: web.Request, key: str, default: Any, go_type: str, prefix: str = "") -> Any:
+    """A JSON query parameter decoded as dockerd's ``json.Unmarshal`` into its Go type (:func:`bodies.decode_value`,
+    Go's words for a value that does not fit); absent or ``null`` is ``default``. Errors are 400s, ``prefix``
+    first (dockerd's ``error reading build args: …``)."""
     raw = request.query.get(key, "")
     if not raw:
         return default
     try:
-        try:
-            v = json.loads(raw)
-        except ValueError:
-            raise InvalidArgument(_go_json_error(raw.encode())) from None
-        except RecursionError:
-            raise InvalidArgument("exceeded max depth") from None
-        if v is None:
-            return default
-        if shape in ("map[string]*string", "map[string]string"):
-            if not isinstance(v, dict):
-                raise _unmarshal_error(v, shape)
-            out = {}
-            for k, item in v.items():
-                if item is not None and not isinstance(item, str):
-                    raise _unmarshal_error(item, "string")
-                out[k] = item if item is not None or shape == "map[string]*string" else ""
-            return out
-        if shape == "[]string":
-            if not isinstance(v, list):
-                raise _unmarshal_error(v, shape)
-            for item in v:
-                if item is not None and not isinstance(item, str):
-                    raise _unmarshal_error(item, "string")
-            return [item or "" for item in v]
-        if shape == "[]*units.Ulimit":
-            if not isinstance(v, list):
-                raise _unmarshal_error(v, shape)
-            out_l = []
-            for item in v:
-                if item is None:
-                    continue
-                if not isinstance(item, dict):
-                    raise _unmarshal_error(item, "units.Ulimit")
-                u: dict[str, Any] = {"Name": "", "Hard": 0, "Soft": 0}
-                for fk, fv in item.items():
-                    name = next((f for f in u if f.lower() == fk.lower()), None)
-                    if name is None or fv is None:
-                        continue
-                    if name == "Name" and not isinstance(fv, str):
-                        raise _unmarshal_error(fv, "string", "Ulimit.Name")
-                    if name != "Name" and (isinstance(fv, bool) or not isinstance(fv, int)
-                                           or not -(1 << 63) <= fv < (1 << 63)):
-                        if isinstance(fv, (int, float)) and not isinstance(fv, bool):  # not an int64
-                            raise InvalidArgument(f"json: cannot unmarshal number {json.dumps(fv)} into Go struct "
-                                                  f"field Ulimit.{name} of type int64")
-                        raise _unmarshal_error(fv, "int64", f"Ulimit.{name}")
-                    u[name] = fv
-                out_l.append(u)
-            return out_l
-        raise AssertionError(shape)  # pragma: no cover
+        v = decode_value(raw, go_type)
     except InvalidArgument as exc:
         raise InvalidArgument(prefix + str(exc)) from None
+    if v is None:
+        return default
+    if go_type == "[]*units.Ulimit":  # a null element is a nil pointer, which the builder skips
+        return [{"Name": "", "Hard": 0, "Soft": 0, **u} for u in v if u is not None]
+    return v
 
 
 def _shm_size(request: web.Request) -> int:

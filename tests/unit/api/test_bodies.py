@@ -256,3 +256,30 @@ def test_check_content_type() -> None:
         with pytest.raises(InvalidArgument) as exc:
             bodies.check_content_type(ct, True)
         assert str(exc.value) == f"Content-Type specified ({ct}) must be 'application/json'"
+
+
+@pytest.mark.parametrize("raw,go_type,expected", [
+    ('{"A": "1", "B": null}', "map[string]*string", {"A": "1", "B": None}),
+    ('{"A": "1", "B": null}', "map[string]string", {"A": "1", "B": ""}),
+    ('["a", null]', "[]string", ["a", ""]),
+    ('[{"Name": "nofile", "Soft": 10}]', "[]*units.Ulimit", [{"Name": "nofile", "Soft": 10}]),
+    ("null", "map[string]string", None),
+])
+def test_decode_value_as_go_unmarshal(raw: str, go_type: str, expected: object) -> None:
+    assert bodies.decode_value(raw, go_type) == expected
+
+
+@pytest.mark.parametrize("raw,go_type,message", [
+    ('{"A": 1}', "map[string]*string", "json: cannot unmarshal number into Go value of type string"),
+    ('["a"]', "map[string]string", "json: cannot unmarshal array into Go value of type map[string]string"),
+    ('[{"Hard": 1.5}]', "[]*units.Ulimit",
+     "json: cannot unmarshal number 1.5 into Go struct field Ulimit.Hard of type int64"),
+    ('{"A": "1"} x', "map[string]string", "invalid character 'x' after top-level value"),
+    ('{"A": ', "map[string]string", "unexpected end of JSON input"),
+    ("", "[]string", "unexpected end of JSON input"),
+    ("[" * 20000, "[]string", "exceeded max depth"),
+])
+def test_decode_value_errors_are_gos(raw: str, go_type: str, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        bodies.decode_value(raw, go_type)
+    assert message in str(info.value)
