@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import tarfile
@@ -150,6 +151,26 @@ class Canary:
         assert sorted(os.listdir(self.dir)) == ["victim"], f"written outside the store: {os.listdir(self.dir)}"
         assert self.victim.read_bytes() == self.CONTENT, "the canary file was overwritten"
         assert os.stat(self.victim).st_nlink == 1, "a hard link to the canary file was made"
+
+
+# -- build and pull streams ----------------------------------------------------------------------------------
+def stream_messages(body: bytes) -> list[dict[str, Any]]:
+    """The JSON messages of a streamed answer (build, pull, load), lines that are not JSON skipped."""
+    out = []
+    for line in body.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def built_id(body: bytes) -> str | None:
+    """The image ID a build stream announces (``{"aux": {"ID": …}}``), None if it built nothing."""
+    for m in stream_messages(body):
+        if isinstance(m.get("aux"), dict) and "ID" in m["aux"]:
+            return str(m["aux"]["ID"])
+    return None
 
 
 # -- archives ---------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from typing import Iterator
 import pytest
 
 from conftest import Daemon, busybox_path, make_rootfs_tar, small_tar
-from hostile import Canary, StoreState, Watch, climb_to, cve_2025_4517_entries, tar_of_entries
+from hostile import (Canary, StoreState, Watch, built_id, climb_to, cve_2025_4517_entries, stream_messages,
+                     tar_of_entries)
 from registry import Registry, push_image, shared_registry  # noqa: F401
 
 RUNS = os.geteuid() == 0 and shutil.which("runc") is not None and busybox_path() is not None
@@ -54,16 +55,6 @@ def canary(tmp_path: Path) -> Canary:
     return Canary(tmp_path)
 
 
-def _messages(body: bytes) -> list[dict]:
-    out = []
-    for line in body.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def _assert_clear_refusal(status: int, body: bytes, *, stream: bool) -> str:
     """A 4xx with ``{"message"}``, or (``stream``) a 200 whose stream ends in an ``errorDetail``: the text."""
     text = body.decode(errors="replace")
@@ -73,7 +64,7 @@ def _assert_clear_refusal(status: int, body: bytes, *, stream: bool) -> str:
         assert msg, body
         return str(msg)
     assert status == 200 and stream, f"{status}: {text[-2000:]}"
-    errors = [m for m in _messages(body) if "errorDetail" in m]
+    errors = [m for m in stream_messages(body) if "errorDetail" in m]
     assert errors, f"no errorDetail in the stream: {text[-2000:]}"
     return str(errors[-1]["errorDetail"].get("message", ""))
 
@@ -81,13 +72,6 @@ def _assert_clear_refusal(status: int, body: bytes, *, stream: bool) -> str:
 def _post(d: Daemon, path: str, body: bytes, ctype: str = "application/x-tar") -> tuple[int, bytes]:
     status, _, data = d.api("POST", path, body, {"Content-Type": ctype})
     return status, data
-
-
-def _built_id(body: bytes) -> str | None:
-    for m in _messages(body):
-        if isinstance(m.get("aux"), dict) and "ID" in m["aux"]:
-            return str(m["aux"]["ID"])
-    return None
 
 
 def _tagged(d: Daemon) -> list[str]:
@@ -118,7 +102,7 @@ def test_import_escapes(hd: Daemon, canary: Canary, case: str) -> None:
     before = StoreState.of(hd)
     with Watch(hd) as w:
         status, body = _post(hd, f"/images/create?fromSrc=-&repo=hostile/import&tag={case}", data)
-        if status == 200 and not any("errorDetail" in m for m in _messages(body)):
+        if status == 200 and not any("errorDetail" in m for m in stream_messages(body)):
             # accepted as dockerd accepts a layer whose symlinks point anywhere: it must be harmless to use
             if RUNS:
                 p = hd.docker("run", "--rm", f"hostile/import:{case}", "true", check=False)
@@ -175,7 +159,7 @@ def test_load_escapes(hd: Daemon, canary: Canary, case: str) -> None:
     before = StoreState.of(hd)
     with Watch(hd) as w:
         status, body = _post(hd, "/images/load?quiet=0", data)
-        refused = status != 200 or any("errorDetail" in m for m in _messages(body))
+        refused = status != 200 or any("errorDetail" in m for m in stream_messages(body))
         if refused:
             _assert_clear_refusal(status, body, stream=True)
             assert StoreState.of(hd) == before
@@ -228,7 +212,7 @@ def test_build_context_escapes(hd: Daemon, canary: Canary, case: str) -> None:
             tf.addfile(m, io.BytesIO(content) if content is not None else None)
     with Watch(hd) as w:
         status, body = _post(hd, f"/build?t=hostile/ctx:{case}&rm=1&forcerm=1", buf.getvalue())
-        if _built_id(body) is None:
+        if built_id(body) is None:
             _assert_clear_refusal(status, body, stream=True)
         else:
             hd.docker("rmi", f"hostile/ctx:{case}")
@@ -250,7 +234,7 @@ def test_add_local_archive_escapes(hd: Daemon, canary: Canary, case: str, compre
         ctx = _context("FROM hostile/base:1\nADD evil.tar /d/\n", [("evil.tar", "file", evil)])
         with Watch(hd) as w:
             status, body = _post(hd, f"/build?t=hostile/add:{case}&rm=1&forcerm=1", ctx)
-            if _built_id(body) is None:
+            if built_id(body) is None:
                 _assert_clear_refusal(status, body, stream=True)
             else:
                 hd.docker("rmi", f"hostile/add:{case}")
@@ -266,7 +250,7 @@ def test_copy_into_a_symlinked_destination_stays_in_the_rootfs(hd: Daemon, canar
     ctx = _context(df, [("f", "file", b"payload")])
     with Watch(hd) as w:
         status, body = _post(hd, "/build?t=hostile/copy:1&rm=1&forcerm=1", ctx)
-    assert _built_id(body) is not None, body[-2000:]
+    assert built_id(body) is not None, body[-2000:]
     w.assert_healthy()
     canary.assert_untouched()
     out = hd.out("run", "--rm", "hostile/copy:1", "cat", f"{canary.dir}/f", f"{canary.dir}/victim")
@@ -331,7 +315,7 @@ def test_hostile_dockerfiles(hd: Daemon, case: str) -> None:
     with Watch(hd) as w:
         status, body = _post(hd, "/build?t=hostile/df:1&rm=1&forcerm=1", _context(df))
     w.assert_healthy()
-    if _built_id(body) is None:
+    if built_id(body) is None:
         _assert_clear_refusal(status, body, stream=True)
         # the steps that finished stay as intermediate images (the build cache), as dockerd keeps them; no tag
         assert _tagged(hd) == before
@@ -363,6 +347,6 @@ def test_query_parameters(hd: Daemon, method: str, path: str) -> None:
         status, _, data = hd.api(method, path, body, {"Content-Type": "application/x-tar"} if body else {})
     # dockerd checks a build's RUN resources when the step creates its container: an errorDetail in the stream
     _assert_clear_refusal(status, data, stream=build)
-    assert _built_id(data) is None
+    assert built_id(data) is None
     w.assert_healthy()
     assert StoreState.of(hd).images == before.images

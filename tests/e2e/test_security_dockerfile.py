@@ -15,7 +15,6 @@ import io
 import json
 import shutil
 import signal
-import socket
 import tarfile
 import threading
 import time
@@ -26,6 +25,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import Daemon, busybox_path, make_rootfs_tar
+from hostile import Watch, built_id, stream_messages
 
 RUNS = shutil.which("runc") is not None and busybox_path() is not None
 needs_run = pytest.mark.skipif(not RUNS, reason="RUN steps need runc and busybox-static")
@@ -59,83 +59,17 @@ def _build(d: Daemon, dockerfile: bytes | str, query: str = "") -> tuple[int, by
     return status, data
 
 
-def _messages(body: bytes) -> list[dict]:
-    out = []
-    for line in body.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
-def _built_id(body: bytes) -> str | None:
-    for m in _messages(body):
-        if isinstance(m.get("aux"), dict) and "ID" in m["aux"]:
-            return str(m["aux"]["ID"])
-    return None
-
-
 def _stream_error(status: int, body: bytes) -> str:
     """The ``errorDetail`` message a 200 build stream ends with."""
     assert status == 200, body[-500:]
-    errors = [m for m in _messages(body) if "errorDetail" in m]
+    errors = [m for m in stream_messages(body) if "errorDetail" in m]
     assert errors, body[-2000:]
     assert errors[-1]["error"] == errors[-1]["errorDetail"]["message"]
     return str(errors[-1]["errorDetail"]["message"])
 
 
 def _stream_text(body: bytes) -> str:
-    return "".join(str(m.get("stream", "")) for m in _messages(body))
-
-
-def _ping_once(sock: Path, timeout: float) -> float:
-    t0 = time.monotonic()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(sock))
-        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while not data.rstrip().endswith(b"OK"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    if not data.startswith(b"HTTP/1.1 200"):
-        raise OSError(f"/_ping answered {data[:60]!r}")
-    return time.monotonic() - t0
-
-
-class Pinger:
-    """``GET /_ping`` every 100 ms, on a fresh connection each, while the ``with`` body runs."""
-
-    def __init__(self, d: Daemon) -> None:
-        self.sock = d.sock
-        self.times: list[float] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> "Pinger":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.times.append(_ping_once(self.sock, 5.0))
-            except OSError as exc:
-                self.failures.append(repr(exc))
-            self._stop.wait(0.1)
-
-    def assert_responsive(self, limit: float = 1.0) -> None:
-        assert not self.failures, self.failures[:3]
-        assert self.times, "no ping was answered"
-        assert max(self.times) < limit, f"/_ping took {max(self.times):.2f} s (limit {limit} s)"
+    return "".join(str(m.get("stream", "")) for m in stream_messages(body))
 
 
 def _doubling(lines: int, seed: str = "abcdefgh") -> str:
@@ -146,22 +80,22 @@ def _doubling(lines: int, seed: str = "abcdefgh") -> str:
 def test_sixteen_doubling_args_build_quickly_and_the_daemon_keeps_answering(sd: Daemon) -> None:
     """The issue's 330-byte file: 16 ``ARG X=${X}${X}`` lines (the value ends at 512 KiB) used to leave
     ``/_ping`` unanswered for 18–36 s; it is a legal Dockerfile, and builds."""
-    with Pinger(sd) as p:
+    with Watch(sd) as p:
         t0 = time.monotonic()
         status, body = _build(sd, _doubling(16), "&t=sec/doubling:16")
         took = time.monotonic() - t0
-    p.assert_responsive()
-    assert _built_id(body) is not None, body[-2000:]
+    p.assert_healthy()
+    assert built_id(body) is not None, body[-2000:]
     assert took < 30, took
     sd.docker("rmi", "sec/doubling:16")
 
 
 def test_forty_doubling_args_stop_at_the_expansion_limit(sd: Daemon) -> None:
-    with Pinger(sd) as p:
+    with Watch(sd) as p:
         t0 = time.monotonic()
         status, body = _build(sd, _doubling(40), "&t=sec/doubling:40")
         took = time.monotonic() - t0
-    p.assert_responsive()
+    p.assert_healthy()
     msg = _stream_error(status, body)
     assert msg == ('failed to process "${X}${X}": the expansion exceeds the maximum allowed size of 1048576 '
                    'characters'), msg
@@ -182,12 +116,12 @@ def test_docker_cli_shows_the_expansion_limit(sd: Daemon, tmp_path: Path) -> Non
 def test_two_megabytes_of_continuation_lines_parse_quickly(sd: Daemon) -> None:
     """200,000 continuation lines (2.4 MB) used to freeze the daemon for 96 s."""
     df = f"FROM {BASE}\nLABEL a=b \\\n" + "  a=b \\\n" * 200_000 + "  c=d\n"
-    with Pinger(sd) as p:
+    with Watch(sd) as p:
         t0 = time.monotonic()
         status, body = _build(sd, df, "&t=sec/cont:1")
         took = time.monotonic() - t0
-    p.assert_responsive()
-    assert _built_id(body) is not None, body[-2000:]
+    p.assert_healthy()
+    assert built_id(body) is not None, body[-2000:]
     assert took < 30, took
     labels = json.loads(sd.out("image", "inspect", "-f", "{{json .Config.Labels}}", "sec/cont:1"))
     assert labels == {"a": "b", "c": "d"}
@@ -199,12 +133,12 @@ def test_shell_patterns_that_would_backtrack_are_linear(sd: Daemon) -> None:
     and so does the builder now (same results)."""
     df = _doubling(16, "aaaaaaaa") + "ARG Y=${X#*a*a*a*a*a*a*a*b}\nARG Z=${X//a*a*a*a*b/c}\nARG W=${X%%a*a*a*a*b}\n" \
         "ARG V=${X##a*a}\nENV LEN=${V:-empty}\n"
-    with Pinger(sd) as p:
+    with Watch(sd) as p:
         t0 = time.monotonic()
         status, body = _build(sd, df, "&t=sec/redos:1")
         took = time.monotonic() - t0
-    p.assert_responsive()
-    assert _built_id(body) is not None, body[-2000:]
+    p.assert_healthy()
+    assert built_id(body) is not None, body[-2000:]
     assert took < 30, took
     env = json.loads(sd.out("image", "inspect", "-f", "{{json .Config.Env}}", "sec/redos:1"))
     assert "LEN=empty" in env  # ${X##a*a}: the greedy star takes all of X
@@ -213,9 +147,9 @@ def test_shell_patterns_that_would_backtrack_are_linear(sd: Daemon) -> None:
 
 def test_a_stage_environment_past_its_limit_is_refused(sd: Daemon) -> None:
     df = _doubling(16) + "ARG A1=${X}${X}\n" + "".join(f"ARG A{i}=${{A1}}\n" for i in range(2, 7))
-    with Pinger(sd) as p:
+    with Watch(sd) as p:
         status, body = _build(sd, df, "&t=sec/env:1")
-    p.assert_responsive()
+    p.assert_healthy()
     msg = _stream_error(status, body)
     assert msg == ("ARG: the environment and build arguments of the stage exceed the maximum allowed size of "
                    "4194304 characters"), msg
@@ -224,20 +158,43 @@ def test_a_stage_environment_past_its_limit_is_refused(sd: Daemon) -> None:
 def test_an_image_config_past_its_limit_is_refused(sd: Daemon) -> None:
     """A 1 MiB value re-declared step after step: each step's history holds it once more."""
     df = _doubling(17) + "ARG X=${X}\n" * 20
-    with Pinger(sd) as p:
+    with Watch(sd) as p:
         status, body = _build(sd, df, "&t=sec/config:1")
-    p.assert_responsive()
+    p.assert_healthy()
     msg = _stream_error(status, body)
     assert "exceeds the maximum allowed size of 16777216 bytes" in msg and "image config" in msg, msg
 
 
 def test_a_dockerfile_past_sixteen_mib_is_a_400_before_any_step(sd: Daemon) -> None:
     df = f"FROM {BASE}\n" + "LABEL a=b\n" * ((16 << 20) // 10 + 1)
-    with Pinger(sd) as p:
+    with Watch(sd) as p:
         status, body = _build(sd, df, "&t=sec/huge:1")
-    p.assert_responsive()
+    p.assert_healthy()
     assert status == 400, body[:300]
     assert json.loads(body) == {"message": "Dockerfile exceeds maximum allowed size of 16777216 bytes"}
+
+
+def test_huge_dockerfile_and_dockerignore_are_not_read_whole(sd: Daemon) -> None:
+    """A 200 MiB Dockerfile (sparse in the context: zeros compress to nothing) or .dockerignore is refused with
+    BuildKit's words after reading 16 MiB of it, and the daemon's memory stays flat."""
+    import gzip
+    for name in ("Dockerfile", ".dockerignore"):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            if name != "Dockerfile":
+                df = f"FROM {BASE}\n".encode()
+                ti = tarfile.TarInfo("Dockerfile")
+                ti.size = len(df)
+                tf.addfile(ti, io.BytesIO(df))
+            ti = tarfile.TarInfo(name)
+            ti.size = 200 << 20
+            tf.addfile(ti, io.BytesIO(b"#" * (200 << 20)))
+        body = gzip.compress(buf.getvalue(), 1)
+        with Watch(sd) as p:
+            status, _, data = sd.api("POST", "/build?rm=1", body, {"Content-Type": "application/x-tar"})
+        p.assert_healthy(max_growth=120 << 20)
+        assert status == 400, data[:300]
+        assert json.loads(data) == {"message": f"{name} exceeds maximum allowed size of 16777216 bytes"}
 
 
 def test_sigterm_during_a_long_parse_stops_the_daemon_promptly(tmp_path: Path) -> None:
@@ -254,12 +211,13 @@ def test_sigterm_during_a_long_parse_stops_the_daemon_promptly(tmp_path: Path) -
             except OSError as exc:
                 result["answer"] = exc
 
-        with Pinger(d) as p:
+        with Watch(d) as p:
             t = threading.Thread(target=post, daemon=True)
             t.start()
             time.sleep(2.5)  # the context is in, the parse under way
             assert "answer" not in result, result
-        p.assert_responsive()
+        # 1.6 million parsed instructions take ~240 MiB (the parse's result, bounded by the 16 MiB file limit)
+        p.assert_healthy(max_growth=400 << 20)
         assert d.proc is not None
         t0 = time.monotonic()
         d.proc.send_signal(signal.SIGTERM)
@@ -306,7 +264,7 @@ def test_run_container_resources_are_refused_at_the_run_step(sd: Daemon, query: 
 def test_resources_are_not_checked_without_a_run_step(sd: Daemon) -> None:
     """As dockerd: only a RUN step's container is checked."""
     status, body = _build(sd, f"FROM {BASE}\nLABEL a=b\n", "&t=sec/res:2&memory=-1&shmsize=-5")
-    assert _built_id(body) is not None, body[-1000:]
+    assert built_id(body) is not None, body[-1000:]
     sd.docker("rmi", "sec/res:2")
 
 
@@ -315,7 +273,7 @@ def test_valid_resources_run(sd: Daemon) -> None:
     status, body = _build(sd, f"FROM {BASE}\nRUN echo ran\n",
                           f"&t=sec/res:3&memory={64 << 20}&memswap=-1&shmsize={8 << 20}&cpuperiod=100000"
                           "&cpuquota=50000&cpusetcpus=0&extrahosts=db:10.0.0.5")
-    assert _built_id(body) is not None, body[-2000:]
+    assert built_id(body) is not None, body[-2000:]
     assert "ran" in _stream_text(body)
     sd.docker("rmi", "sec/res:3")
 

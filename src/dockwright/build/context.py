@@ -33,6 +33,7 @@ import zstandard
 
 from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
 from ..layers.compression import Compression, decompressor, detect
+from .changes import MAX_DOCKERFILE_SIZE
 from .extract import extract_with_python, extract_with_tar, gnu_tar
 from .paths import go_clean as _go_clean
 from .paths import scoped_resolve as _scoped_resolve
@@ -626,11 +627,13 @@ class ContextInfo:
 
 def _read_scoped(root: Path, rel: str) -> bytes | None:
     """The contents of the regular file at ``rel`` (symlinks followed inside ``root``), None if there is
-    none.  Raises :class:`ValueError` if ``rel`` leaves the root."""
+    none; at most one byte more than :data:`MAX_DOCKERFILE_SIZE` is read (the parser refuses a Dockerfile that
+    long with BuildKit's words), whatever the file's size.  Raises :class:`ValueError` if ``rel`` leaves the
+    root."""
     full = _scoped_resolve(root, rel)
     try:
         with open(full, "rb") as f:
-            return f.read()
+            return f.read(MAX_DOCKERFILE_SIZE + 1)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
 
@@ -666,6 +669,8 @@ def _finish_context(dest: Path, dockerfile_name: str, dirs: list[tuple[str, int,
     name = dockerfile_name or DEFAULT_DOCKERFILE
     try:
         raw_ignore = _read_scoped(dest, ".dockerignore")
+        if raw_ignore is not None and len(raw_ignore) > MAX_DOCKERFILE_SIZE:  # BuildKit's limit for it too
+            raise InvalidArgument(f".dockerignore exceeds maximum allowed size of {MAX_DOCKERFILE_SIZE} bytes")
         ignore = DockerIgnore.from_text(raw_ignore) if raw_ignore is not None else DockerIgnore([])
         try:
             content = _read_scoped(dest, name)
