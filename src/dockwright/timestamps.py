@@ -23,6 +23,7 @@ from decimal import Decimal
 from .errors import InvalidArgument
 
 __all__ = [
+    "go_quote",
     "get_timestamp",
     "parse_timestamps",
     "parse_timestamp",
@@ -51,7 +52,7 @@ def _time_quote(s: str) -> str:
     return "".join(out)
 
 
-def _go_quote(s: str) -> str:
+def go_quote(s: str) -> str:
     """Go's ``strconv.Quote`` (also what ``fmt``'s ``%q`` prints for a string)."""
     out = ['"']
     for ch in s:
@@ -98,12 +99,12 @@ def _parse_int64(s: str) -> int:
         neg = digits[0] == "-"
         digits = digits[1:]
     if not digits or not all("0" <= c <= "9" for c in digits):
-        raise ValueError(f"strconv.ParseInt: parsing {_go_quote(s)}: invalid syntax")
+        raise ValueError(f"strconv.ParseInt: parsing {go_quote(s)}: invalid syntax")
     n = int(digits)
     if neg:
         n = -n
     if n > _INT64_MAX or n < _INT64_MIN:
-        raise ValueError(f"strconv.ParseInt: parsing {_go_quote(s)}: value out of range")
+        raise ValueError(f"strconv.ParseInt: parsing {go_quote(s)}: value out of range")
     return n
 
 
@@ -544,7 +545,7 @@ def get_timestamp(value: str, reference: float | int | None = None, *, utc_offse
         try:
             _parse_timestamp(value)
         except ValueError:
-            raise InvalidArgument(f"failed to parse value as time or duration: {_go_quote(value)}") from None
+            raise InvalidArgument(f"failed to parse value as time or duration: {go_quote(value)}") from None
         return value
     return f"{seconds}.{nanos:09d}"
 

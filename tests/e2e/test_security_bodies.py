@@ -86,6 +86,28 @@ def test_create_refuses_a_body_that_does_not_fit_and_leaves_nothing(bd: Daemon, 
     assert "Traceback" not in bd.log() and "RecursionError" not in bd.log()
 
 
+@pytest.mark.parametrize("host_config,message", [
+    ({"Memory": 1}, "Minimum memory limit allowed is 6MB"),
+    ({"Memory": 8 << 20, "MemorySwap": 7 << 20}, "Minimum memoryswap limit should be larger than memory limit, see usage"),
+    ({"MemorySwap": 7 << 20}, "You should always set the Memory limit when using Memoryswap limit, see usage"),
+    ({"CpuPeriod": 100}, "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"),
+    ({"CpuQuota": 10}, "CPU cfs quota can not be less than 1ms (i.e. 1000)"),
+    ({"CpusetCpus": "0-99999"}, "Invalid value 0-99999 for cpuset cpus"),
+    ({"ShmSize": -1}, "SHM size can not be less than 0"),
+    ({"ExtraHosts": ["bad"]}, 'bad format for add-host: "bad"'),
+])
+def test_create_refuses_resources_as_dockerd(bd: Daemon, host_config: dict, message: str) -> None:
+    """The resource checks dockerd makes at create (the builder's RUN steps make the same ones): 400, nothing left."""
+    before = _store(bd)
+    status, body = _post(bd, "/containers/create", json.dumps({"Image": IMAGE, "Cmd": ["true"],
+                                                                "HostConfig": host_config}))
+    assert status == 400, body
+    assert message in body["message"]
+    assert _store(bd) == before
+    p = bd.docker("create", "--memory", "1", IMAGE, "true", check=False)  # the CLI shows the daemon's words
+    assert p.returncode != 0 and b"Minimum memory limit allowed is 6MB" in p.stderr
+
+
 def test_create_needs_a_json_content_type(bd: Daemon) -> None:
     before = _store(bd)
     status, answer = _post(bd, "/containers/create", json.dumps({"Image": IMAGE}), ctype="text/plain")

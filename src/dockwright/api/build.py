@@ -14,7 +14,7 @@ from ..distribution.auth import decode_registry_config
 from ..engine.build import BuildError, BuildOptions
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, NotSupported
-from ..timestamps import _go_quote
+from ..timestamps import go_quote
 from . import params
 from .bodies import decode_value
 from .errors import json_body, message_of
@@ -53,10 +53,10 @@ def _shm_size(request: web.Request) -> int:
     if not raw:
         return 0
     if not re.fullmatch(r"[+-]?[0-9]+", raw):
-        raise InvalidArgument(f'strconv.ParseInt: parsing {_go_quote(raw)}: invalid syntax')
+        raise InvalidArgument(f'strconv.ParseInt: parsing {go_quote(raw)}: invalid syntax')
     v = int(raw)
     if not -(1 << 63) <= v < (1 << 63):
-        raise InvalidArgument(f'strconv.ParseInt: parsing {_go_quote(raw)}: value out of range')
+        raise InvalidArgument(f'strconv.ParseInt: parsing {go_quote(raw)}: value out of range')
     return v
 
 
@@ -78,7 +78,7 @@ async def build(request: web.Request) -> web.StreamResponse:
     shmsize = _shm_size(request)
     isolation = q.get("isolation", "")
     if isolation and isolation.lower() != "default":
-        raise InvalidArgument(f"Unsupported isolation: {_go_quote(isolation)}")
+        raise InvalidArgument(f"Unsupported isolation: {go_quote(isolation)}")
     ulimits = _json_param(request, "ulimits", [], "[]*units.Ulimit", "error reading ulimit settings: ")
     buildargs = _json_param(request, "buildargs", {}, "map[string]*string", "error reading build args: ")
     labels = _json_param(request, "labels", {}, "map[string]string", "error reading labels: ")

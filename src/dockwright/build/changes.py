@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidArgument
-from ..timestamps import _go_quote, _parse_int64, parse_go_duration_ns
+from ..timestamps import go_quote, _parse_int64, parse_go_duration_ns
 
 __all__ = ["apply_changes", "VALID_CHANGE_COMMANDS", "builder_dispatch", "Dispatched", "BUILDER_METADATA_COMMANDS",
            "go_duration", "validate_instruction", "parse_dockerfile", "check_env_size", "ParseCancelled",
@@ -583,7 +583,7 @@ def _parse_name_val(rest: str, key: str, d: _Directives) -> list[_Node]:
     nodes: list[_Node] = []
     for word in words:
         if "=" not in word:
-            raise _Error(f"Syntax error - can't find = in {_go_quote(word)}. Must be of the form: name=value")
+            raise _Error(f"Syntax error - can't find = in {go_quote(word)}. Must be of the form: name=value")
         k, _, v = word.partition("=")
         nodes += [_Node(k), _Node(v)]
     return nodes
@@ -964,9 +964,9 @@ class _ShellWord:
             return self.process_stop_on(None, self.raw_escapes)
         except _TooLarge as exc:
             # the source may be a whole (continued) line: quote its start only
-            raise _Error(f"failed to process {_go_quote(_shorten(source))}: {exc}") from None
+            raise _Error(f"failed to process {go_quote(_shorten(source))}: {exc}") from None
         except _Error as exc:
-            raise _Error(f"failed to process {_go_quote(source)}: {exc}") from None
+            raise _Error(f"failed to process {go_quote(source)}: {exc}") from None
 
     def process_stop_on(self, stop: str | None, raw_escapes: bool) -> tuple[str, list[str]]:
         result: list[str] = []
@@ -1733,7 +1733,7 @@ def _opt_interval(flag: _Flag) -> int:
     if d == 0:
         return 0
     if d < _MINIMUM_DURATION_NS:
-        raise _Error(f"Interval {_go_quote(flag.name)} cannot be less than 1ms")
+        raise _Error(f"Interval {go_quote(flag.name)} cannot be less than 1ms")
     return d
 
 
@@ -1759,7 +1759,7 @@ def _parse_healthcheck(req: _Request) -> _HealthcheckCommand:
             typ = "CMD-SHELL"
         health: dict[str, Any] = {"Test": [typ, *cmd]}
     else:
-        raise _Error(f"Unknown type {_go_quote(typ)} in HEALTHCHECK (try CMD)")
+        raise _Error(f"Unknown type {go_quote(typ)} in HEALTHCHECK (try CMD)")
     for key, flag in (
         ("Interval", interval),
         ("Timeout", timeout),
@@ -1775,7 +1775,7 @@ def _parse_healthcheck(req: _Request) -> _HealthcheckCommand:
         except ValueError as exc:
             raise _Error(str(exc)) from None
         if not -(1 << 31) <= retries < (1 << 31):
-            raise _Error(f"strconv.ParseInt: parsing {_go_quote(retries_flag.value)}: value out of range")
+            raise _Error(f"strconv.ParseInt: parsing {go_quote(retries_flag.value)}: value out of range")
         if retries < 0:
             raise _Error(f"--retries cannot be negative ({retries})")
         if retries:
@@ -2249,18 +2249,18 @@ def go_duration(ns: int) -> str:
 
 def _go_q_list(items: Iterable[str] | None) -> str:
     """``%q`` of a Go ``[]string``: ``["a" "b"]``."""
-    return "[" + " ".join(_go_quote(i) for i in (items or [])) + "]"
+    return "[" + " ".join(go_quote(i) for i in (items or [])) + "]"
 
 
 def _health_text(h: Mapping[str, Any] | None) -> str:
     """``%q`` of a ``*container.HealthConfig`` as dockerd 20.10 prints it in the HEALTHCHECK history."""
     if h is None:
         return "<nil>"
-    fields = [_go_q_list(h.get("Test")), _go_quote(go_duration(int(h.get("Interval") or 0))),
-              _go_quote(go_duration(int(h.get("Timeout") or 0))),
-              _go_quote(go_duration(int(h.get("StartPeriod") or 0)))]
+    fields = [_go_q_list(h.get("Test")), go_quote(go_duration(int(h.get("Interval") or 0))),
+              go_quote(go_duration(int(h.get("Timeout") or 0))),
+              go_quote(go_duration(int(h.get("StartPeriod") or 0)))]
     if h.get("StartInterval"):  # a field dockerd 20.10 did not have
-        fields.append(_go_quote(go_duration(int(h["StartInterval"]))))
+        fields.append(go_quote(go_duration(int(h["StartInterval"]))))
     fields.append(_go_quote_rune(int(h.get("Retries") or 0)))
     return "&{" + " ".join(fields) + "}"
 
@@ -2451,7 +2451,7 @@ def validate_instruction(node: _Node) -> None:
             if len(req.args) not in (1, 3) or (len(req.args) == 3 and _go_lower(req.args[1]) != "as"):
                 raise _Error("FROM requires either one or three arguments")
             if len(req.args) == 3 and not _STAGE_NAME.match(_go_lower(req.args[2])):
-                raise _Error(f"invalid name for build stage: {_go_quote(req.args[2])}, name can't start with a "
+                raise _Error(f"invalid name for build stage: {go_quote(req.args[2])}, name can't start with a "
                              "number or contain symbols")
         elif kind in ("copy", "add"):
             if len(req.args) < 2:

@@ -37,6 +37,7 @@ from ..errors import (
     Unavailable,
 )
 from ..reference import Reference
+from ..timestamps import go_quote
 
 __all__ = [
     "ERROR_CODES",
@@ -161,11 +162,6 @@ def registry_info(exc: BaseException) -> RegistryErrorInfo | None:
 def _attach(exc: DockwrightError, info: RegistryErrorInfo) -> DockwrightError:
     exc.registry = info  # type: ignore[attr-defined]
     return exc
-
-
-def go_quote(s: str) -> str:
-    """Go's ``%q`` of a string (close enough for URLs and messages)."""
-    return json.dumps(s, ensure_ascii=False)
 
 
 def _go_method(method: str) -> str:

@@ -45,9 +45,11 @@ from ..oci.config import container_config
 from ..oci.digest import sha256_digest, short_id
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..oci.platform import Platform, host_platform
+from ..timestamps import go_quote
 from ..snapshots import mount_all, unmount
 from .containers import EMPTY_LAYER_DIFF_ID
 from .progress import Aux, Progress, ProgressEvent, StreamText, run_with_events
+from .resources import verify_extra_hosts, verify_resources
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -803,8 +805,10 @@ class BuildService:
             yield StreamText(" ---> Using cache\n")
             return
         # what dockerd's ContainerCreate checks of the build's resource options, here as there (a cached RUN skips it)
-        _verify_extra_hosts(opts.extrahosts)
-        verify_resources(opts)
+        verify_extra_hosts(opts.extrahosts)
+        verify_resources(memory=opts.memory, memswap=opts.memswap, cpuperiod=opts.cpuperiod,
+                         cpuquota=opts.cpuquota, cpusetcpus=opts.cpusetcpus, cpusetmems=opts.cpusetmems,
+                         shmsize=opts.shmsize)
         # VOLUMEs: an anonymous volume each, as dockerd gives the step's container — it starts with the image's
         # files there, and what RUN writes into it is not part of the layer
         volumes = sorted((stage.config.get("Volumes") or {}).keys())
@@ -1137,7 +1141,7 @@ def _plan(nodes: list[Any], opts: BuildOptions) -> _Plan:
         raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
     # --label: one LABEL step per label (sorted), added to the file's last stage (buildLabelOptions)
     for k, v in sorted(opts.labels.items()):
-        label = dfile._parse(f"LABEL {dfile._go_quote(k)}='{v}'")[0][0]  # noqa: SLF001 - quoted: not expanded
+        label = dfile._parse(f"LABEL {go_quote(k)}='{v}'")[0][0]  # noqa: SLF001 - quoted: not expanded
         label.original = f"LABEL {k}={v}"
         stages[-1].append(label)
     names = [(s[0].args[2].value.lower() if len(s[0].args) >= 3 and s[0].args[1].value.lower() == "as"
@@ -1157,136 +1161,6 @@ def _expand_args(lex: Any, args: list[Any], env: list[str]) -> list[tuple[str, s
         k, eq, v = a.value.partition("=")
         out.append((lex.process_word(k, envs), lex.process_word(v, envs) if eq else None))
     return out
-
-
-# ---- resources of a RUN step's container (dockerd's verifyPlatformContainerResources) ---------------------------
-_LINUX_MIN_MEMORY = 6 * 1024 * 1024  # linuxMinMemory
-_GO_INT = re.compile(r"[+-]?[0-9]+\Z")
-
-
-def _go_atoi(s: str) -> int:
-    if not _GO_INT.match(s):
-        raise ValueError(s)
-    v = int(s)
-    if not -(1 << 63) <= v < (1 << 63):
-        raise ValueError(s)
-    return v
-
-
-def _parse_uint_list(val: str, maximum: int = 0) -> list[tuple[int, int]]:
-    """``parsers.ParseUintList(Maximum)``: ``0,3-4,7`` as ranges (not expanded: a range may be huge)."""
-    if val == "":
-        return []
-    invalid = ValueError(f"invalid format: {val}")
-    out = []
-    for r in val.split(","):
-        try:
-            if "-" not in r:
-                lo = hi = _go_atoi(r)
-            else:
-                a, b = r.split("-", 1)
-                lo, hi = _go_atoi(a), _go_atoi(b)
-                if hi < lo:
-                    raise invalid
-        except ValueError:
-            raise invalid from None
-        if maximum and hi > maximum:
-            raise ValueError(f"value of out range, maximum is {maximum}")
-        out.append((lo, hi))
-    return out
-
-
-def _cpuset_available(provided: str, available: str) -> bool:
-    """``isCpusetListAvailable``: every CPU (memory node) of ``provided`` is in ``available``."""
-    avail = _parse_uint_list(available)
-    maximum = max([8192, *(hi for _, hi in avail)])
-    for lo, hi in _parse_uint_list(provided, maximum):
-        # the range must be covered by the available ranges
-        pos = lo
-        while pos <= hi:
-            nxt = next((h for a, h in avail if a <= pos <= h), None)
-            if nxt is None:
-                return False
-            pos = nxt + 1
-    return True
-
-
-def _read_first(*paths: str) -> str | None:
-    for p in paths:
-        try:
-            with open(p) as f:
-                return f.read().strip()
-        except OSError:
-            continue
-    return None
-
-
-def _ranges(values: list[int]) -> str:
-    out: list[str] = []
-    for v in sorted(set(values)):
-        if out and "-" in out[-1] and int(out[-1].split("-")[1]) == v - 1:
-            out[-1] = f"{out[-1].split('-')[0]}-{v}"
-        elif out and "-" not in out[-1] and int(out[-1]) == v - 1:
-            out[-1] = f"{out[-1]}-{v}"
-        else:
-            out.append(str(v))
-    return ",".join(out)
-
-
-def _host_cpus() -> str:
-    """The CPUs containers may use (sysinfo's ``Cpus``: the cpuset cgroup's)."""
-    found = _read_first("/sys/fs/cgroup/cpuset.cpus.effective", "/sys/fs/cgroup/cpuset/cpuset.cpus")
-    return found if found else _ranges(sorted(os.sched_getaffinity(0)))
-
-
-def _host_mems() -> str:
-    found = _read_first("/sys/fs/cgroup/cpuset.mems.effective", "/sys/fs/cgroup/cpuset/cpuset.mems",
-                        "/sys/devices/system/node/online")
-    return found if found else "0"
-
-
-def verify_resources(opts: BuildOptions) -> None:
-    """The checks dockerd makes on a RUN step's container resources when it creates the container
-    (``verifyPlatformContainerResources``, ``verifyPlatformContainerSettings``), with its messages; dockerd makes
-    them only there, so a build without a RUN step (or whose RUN steps are all cached) never fails on them."""
-    memory, swap = opts.memory, opts.memswap
-    if memory != 0 and memory < _LINUX_MIN_MEMORY:
-        raise InvalidArgument("Minimum memory limit allowed is 6MB")
-    if memory > 0 and swap > 0 and swap < memory:
-        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
-    if memory == 0 and swap > 0:
-        raise InvalidArgument("You should always set the Memory limit when using Memoryswap limit, see usage")
-    if opts.cpuperiod != 0 and not 1000 <= opts.cpuperiod <= 1000000:
-        raise InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
-    if 0 < opts.cpuquota < 1000:
-        raise InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
-    for value, what, host, word in ((opts.cpusetcpus, "cpus", _host_cpus, "CPUs"),
-                                    (opts.cpusetmems, "mems", _host_mems, "memory nodes")):
-        if not value:
-            continue
-        available = host()
-        try:
-            ok = _cpuset_available(value, available)
-        except ValueError as exc:
-            raise InvalidArgument(f"Invalid value {value} for cpuset {what}: {exc}") from None
-        if not ok:
-            raise InvalidArgument(f"Requested {word} are not available - requested {value}, available: {available}")
-    if opts.shmsize < 0:
-        raise InvalidArgument("SHM size can not be less than 0")
-
-
-def _verify_extra_hosts(hosts: list[str]) -> None:
-    """``opts.ValidateExtraHost`` on each ``host:ip`` (dockerd's ``validateHostConfig``)."""
-    import ipaddress
-    for val in hosts:
-        name, sep, ip = val.partition(":")
-        if not sep or not name:
-            raise InvalidArgument(f"bad format for add-host: {dfile._go_quote(val)}")  # noqa: SLF001
-        if ip != "host-gateway":
-            try:
-                ipaddress.ip_address(ip.strip())
-            except ValueError:
-                raise InvalidArgument(f"invalid IP address in add-host: {dfile._go_quote(ip)}") from None  # noqa: SLF001
 
 
 class _NoIgnore:

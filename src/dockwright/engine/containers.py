@@ -34,6 +34,7 @@ from ..runtime import ContainerSpec, Runc, build_bundle, read_json_log
 from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
 from .events import EventBus
 from .images import ImagesService
+from .resources import verify_extra_hosts, verify_resources
 
 __all__ = ["ContainersService", "Container"]
 
@@ -281,6 +282,13 @@ class ContainersService:
             cfg["Hostname"] = cid[:12]
         if not cfg.get("Cmd") and not cfg.get("Entrypoint"):
             raise InvalidArgument("no command specified")
+        verify_extra_hosts(list(host_config.get("ExtraHosts") or []))
+        verify_resources(memory=int(host_config.get("Memory") or 0), memswap=int(host_config.get("MemorySwap") or 0),
+                         cpuperiod=int(host_config.get("CpuPeriod") or 0),
+                         cpuquota=int(host_config.get("CpuQuota") or 0),
+                         cpusetcpus=str(host_config.get("CpusetCpus") or ""),
+                         cpusetmems=str(host_config.get("CpusetMems") or ""),
+                         shmsize=int(host_config.get("ShmSize") or 0))
         c = Container(cid, name, rec.id, image_ref, rfc3339_nano(), cfg, host_config, _new_state())
         self._names_in_use[name] = cid  # from here until the record is in the cache, no other create takes it
         try:
