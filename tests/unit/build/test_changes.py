@@ -857,9 +857,9 @@ def test_process_word_errors(source, message):
 
 
 def _go(s: str) -> str:
-    from dockwright.timestamps import _go_quote
+    from dockwright.timestamps import go_quote
 
-    return _go_quote(s)
+    return go_quote(s)
 
 
 def test_process_word_backtick_escape():
