@@ -147,6 +147,14 @@ class Canary:
         self.victim = self.dir / "victim"
         self.victim.write_bytes(self.CONTENT)
 
+    def climb(self, n: int = 17) -> str:
+        """A relative path that climbs ``n`` levels and then goes down to this directory: from any directory less
+        than ``n`` deep it reaches the canary (what an attacker writes who does not know where the destination
+        is). 17 is what the CVE-2025-4517 archive wants for ``escape``: its 17 ``..`` undo the 17 components of
+        the link path in ``realpath``'s lexical view (so the check sees it inside) while the kernel climbs from
+        the destination to ``/``."""
+        return "../" * n + str(self.dir).lstrip("/")
+
     def assert_untouched(self) -> None:
         assert sorted(os.listdir(self.dir)) == ["victim"], f"written outside the store: {os.listdir(self.dir)}"
         assert self.victim.read_bytes() == self.CONTENT, "the canary file was overwritten"
@@ -177,10 +185,12 @@ def built_id(body: bytes) -> str | None:
 Entry = tuple[str, str, Any]  # (name, kind, payload): "file" bytes, "dir" mode, "symlink"/"hardlink" target
 
 
-def tar_of_entries(entries: Iterable[Entry], *, fmt: int = tarfile.PAX_FORMAT) -> bytes:
-    """A tar of ``entries`` in order (names taken as they are: no cleaning, duplicates kept)."""
+def tar_of_entries(entries: Iterable[Entry], *, fmt: int = tarfile.PAX_FORMAT,
+                   pax_global: dict[str, str] | None = None) -> bytes:
+    """A tar of ``entries`` in order (names taken as they are: no cleaning, duplicates kept), with
+    ``pax_global`` as a PAX global header first."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, pax_headers=pax_global) as tf:
         for name, kind, payload in entries:
             ti = tarfile.TarInfo(name)
             ti.mtime = 1700000000
@@ -225,8 +235,3 @@ def cve_2025_4517_entries(dest_len: int, escape_to: str = "..", victim: str = "f
     entries.append(("escape/newfile", "file", b"new"))
     return entries
 
-
-def climb_to(target: Path, depth: int = 40) -> str:
-    """A relative path that climbs to ``/`` from any directory less than ``depth`` deep, then goes to
-    ``target``: what an attacker writes who does not know where the destination is."""
-    return os.path.join(*[".."] * depth, str(target).lstrip("/"))

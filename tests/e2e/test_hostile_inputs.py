@@ -31,7 +31,7 @@ from typing import Iterator
 import pytest
 
 from conftest import Daemon, busybox_path, make_rootfs_tar, small_tar
-from hostile import (Canary, StoreState, Watch, built_id, climb_to, cve_2025_4517_entries, stream_messages,
+from hostile import (Canary, StoreState, Watch, built_id, cve_2025_4517_entries, stream_messages,
                      tar_of_entries)
 from registry import Registry, push_image, shared_registry  # noqa: F401
 
@@ -82,7 +82,7 @@ def _tagged(d: Daemon) -> list[str]:
 
 def _escape_archives(canary: Canary, dest_len: int) -> dict[str, bytes]:
     """Every way an archive has tried to write at the canary."""
-    up = climb_to(canary.dir)
+    up = canary.climb(40)
     return {
         "dotdot": tar_of_entries([(up + "/pwned", "file", b"x")]),
         "abs-symlink-then-write": tar_of_entries([("l", "symlink", str(canary.dir)), ("l/pwned", "file", b"x")]),
@@ -90,7 +90,7 @@ def _escape_archives(canary: Canary, dest_len: int) -> dict[str, bytes]:
         "hardlink-out": tar_of_entries([("h", "hardlink", str(canary.victim))]),
         "hardlink-through-symlink": tar_of_entries([("l", "symlink", str(canary.dir)),
                                                     ("h", "hardlink", "l/victim"), ("h", "file", b"overwrite")]),
-        "cve-2025-4517": tar_of_entries(cve_2025_4517_entries(dest_len, up, "victim")),
+        "cve-2025-4517": tar_of_entries(cve_2025_4517_entries(dest_len, canary.climb(), "victim")),
     }
 
 
@@ -150,7 +150,7 @@ def _save_archive(layer: bytes, *, config_name: str | None = None) -> bytes:
 def test_load_escapes(hd: Daemon, canary: Canary, case: str) -> None:
     escapes = _escape_archives(canary, len(str(hd.data_root)) + 60)
     if case == "config-path-climbs":
-        data = _save_archive(small_tar({"f": b"x"}), config_name=climb_to(canary.victim))
+        data = _save_archive(small_tar({"f": b"x"}), config_name=canary.climb(40) + "/victim")
     elif case == "layer-path-absolute":
         manifest = json.dumps([{"Config": "c.json", "Layers": [str(canary.victim)]}]).encode()
         data = tar_of_entries([("c.json", "file", b"{}"), ("manifest.json", "file", manifest)])
@@ -245,7 +245,7 @@ def test_add_local_archive_escapes(hd: Daemon, canary: Canary, case: str, compre
 @needs_run
 def test_copy_into_a_symlinked_destination_stays_in_the_rootfs(hd: Daemon, canary: Canary) -> None:
     """An image whose /out is a symlink to a host path: COPY follows it inside the rootfs, as dockerd does."""
-    df = f"FROM hostile/base:1\nRUN ln -s {canary.dir} /out && ln -s {climb_to(canary.dir)} /rel\n" \
+    df = f"FROM hostile/base:1\nRUN ln -s {canary.dir} /out && ln -s {canary.climb(40)} /rel\n" \
          "COPY f /out/\nCOPY f /rel/\nCOPY f /out/victim\n"
     ctx = _context(df, [("f", "file", b"payload")])
     with Watch(hd) as w:

@@ -26,71 +26,10 @@ from typing import Any
 import pytest
 
 from conftest import Daemon, overlay_or_skip
+from hostile import Canary, Entry, cve_2025_4517_entries, tar_of_entries
 from registry import Registry, push_image, shared_registry  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction and overlay mounts need root")
-
-Entry = tuple[str, str, Any]  # (name, "file" | "dir" | "symlink" | "hardlink", payload)
-LENGTHS = (60, 100, 160)  # the destination lengths CPython's regression test is run for
-
-
-# -- archives (the same constructions as tests/unit/build/test_extract_escape.py) -------------------------------
-def make_tar(entries: list[Entry]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, kind, payload in entries:
-            ti = tarfile.TarInfo(name)
-            ti.mtime = 1_700_000_000
-            if kind == "file":
-                ti.size, ti.mode = len(payload), 0o644
-                tf.addfile(ti, io.BytesIO(payload))
-                continue
-            if kind == "dir":
-                ti.type, ti.mode = tarfile.DIRTYPE, payload or 0o755
-            elif kind == "symlink":
-                ti.type, ti.linkname = tarfile.SYMTYPE, payload
-            else:
-                ti.type, ti.linkname = tarfile.LNKTYPE, payload
-            tf.addfile(ti)
-    return buf.getvalue()
-
-
-def cve_2025_4517(dest_len: int, escape_to: str, victim: str) -> list[Entry]:
-    """CPython's gh-135034 archive for a destination path of ``dest_len`` bytes (see the unit tests)."""
-    steps = "abcdefghijklmnop"
-    component = "d" * ((4096 - (dest_len + 1)) // (len(steps) + 1))
-    entries: list[Entry] = []
-    path = ""
-    for step in steps:
-        entries.append((os.path.join(path, component), "dir", 0o777))
-        entries.append((os.path.join(path, step), "symlink", component))
-        path = os.path.join(path, component)
-    linkpath = os.path.join(*steps, "l" * 254)
-    entries.append((linkpath, "symlink", os.path.join(*[".."] * len(steps))))
-    entries.append(("escape", "symlink", os.path.join(linkpath, escape_to)))
-    entries.append(("flaglink", "hardlink", os.path.join("escape", victim)))
-    entries.append(("flaglink", "file", b"overwrite"))
-    entries.append(("escape/newfile", "file", b"new"))
-    return entries
-
-
-class Canary:
-    CONTENT = b"canary: must never change\n"
-
-    def __init__(self, base: Path) -> None:
-        self.dir = base / "canary"
-        self.dir.mkdir()
-        self.victim = self.dir / "victim"
-        self.victim.write_bytes(self.CONTENT)
-
-    def climb(self, n: int = 17) -> str:
-        return "../" * n + str(self.dir).lstrip("/")
-
-    def assert_untouched(self) -> None:
-        assert sorted(os.listdir(self.dir)) == ["victim"], f"written outside the store: {os.listdir(self.dir)}"
-        assert self.victim.read_bytes() == self.CONTENT, "the canary file was overwritten"
-        assert os.stat(self.victim).st_nlink == 1, "a hard link to the canary file was made"
-
 
 def classic(canary: Canary) -> dict[str, list[Entry]]:
     return {
@@ -101,6 +40,9 @@ def classic(canary: Canary) -> dict[str, list[Entry]]:
         "hardlink-through-symlink": [("l", "symlink", str(canary.dir)), ("h", "hardlink", "l/victim"),
                                      ("h", "file", b"overwritten")],
     }
+
+
+LENGTHS = (60, 100, 160)  # the destination lengths CPython's test computes the CVE archive for
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------------------------
@@ -185,7 +127,7 @@ def test_add_cve_2025_4517_is_refused(sd: Daemon, canary: Canary, tmp_path: Path
     ``<data-root>/tmp/extract-step-<16 hex>``, so ``/d`` has a known length; the usual ones are tried too."""
     exact = len(str(sd.data_root / "tmp")) + len("/extract-step-") + 16 + len("/d")
     for i, length in enumerate(sorted({exact, *LENGTHS})):
-        evil = make_tar(cve_2025_4517(length, canary.climb(), "victim"))
+        evil = tar_of_entries(cve_2025_4517_entries(length, canary.climb(), "victim"))
         ctx = _build_dir(tmp_path / str(i), "FROM scratch\nADD evil.tar /d/\n",
                          {"evil.tar": gzip.compress(evil) if compress else evil})
         p = sd.docker("build", "-t", "escape/add:cve", str(ctx), check=False)
@@ -208,7 +150,7 @@ ADD_OUTCOMES = {  # dockerd's chrootarchive.Untar: symlinks resolve inside the d
 
 @pytest.mark.parametrize("case", sorted(ADD_OUTCOMES))
 def test_add_classic_escapes(sd: Daemon, canary: Canary, tmp_path: Path, case: str) -> None:
-    ctx = _build_dir(tmp_path, "FROM scratch\nADD evil.tar /d/\n", {"evil.tar": make_tar(classic(canary)[case])})
+    ctx = _build_dir(tmp_path, "FROM scratch\nADD evil.tar /d/\n", {"evil.tar": tar_of_entries(classic(canary)[case])})
     tag = f"escape/add:{case}"
     p = sd.docker("build", "-t", tag, str(ctx), check=False)
     expected = ADD_OUTCOMES[case]
@@ -227,11 +169,11 @@ def test_copy_into_a_symlinked_destination_stays_in_the_rootfs(sd: Daemon, canar
     """The image has ``/out`` -> the canary directory (absolute, a host path) and ``/rel`` climbing to it; COPY
     follows both *inside* the rootfs (dockerd's FollowSymlinkInScope), so the build succeeds and the files are
     in the image under that path."""
-    links = make_tar([("out", "symlink", str(canary.dir)), ("rel", "symlink", canary.climb(30))])
+    links = tar_of_entries([("out", "symlink", str(canary.dir)), ("rel", "symlink", canary.climb(30))])
     sd.docker("import", "-", "escape/links:1", input=links)
     ctx = _build_dir(tmp_path, "FROM escape/links:1\nCOPY f /out/\nCOPY f /rel/g\nCOPY f /out/victim\n"
                                "ADD t.tar /rel/\n",
-                     {"f": b"payload", "t.tar": make_tar([("from-tar", "file", b"x")])})
+                     {"f": b"payload", "t.tar": tar_of_entries([("from-tar", "file", b"x")])})
     sd.docker("build", "-t", "escape/copy:1", str(ctx))
     canary.assert_untouched()
     inner = str(canary.dir).lstrip("/")
@@ -243,8 +185,8 @@ def test_copy_into_a_symlinked_destination_stays_in_the_rootfs(sd: Daemon, canar
 # -- the build context ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("length", LENGTHS)
 def test_build_context_cve_2025_4517_is_a_400(sd: Daemon, canary: Canary, length: int) -> None:
-    ctx = make_tar([("Dockerfile", "file", b"FROM scratch\nCOPY . /\n"),
-                    *cve_2025_4517(length, canary.climb(), "victim")])
+    ctx = tar_of_entries([("Dockerfile", "file", b"FROM scratch\nCOPY . /\n"),
+                    *cve_2025_4517_entries(length, canary.climb(), "victim")])
     status, body = _post_build(sd, ctx, "escape/ctx:cve")
     assert status == 400, body[:500]
     msg = json.loads(body)["message"]
@@ -267,7 +209,7 @@ CONTEXT_OUTCOMES = {
 
 @pytest.mark.parametrize("case", sorted(CONTEXT_OUTCOMES))
 def test_build_context_classic_escapes_are_400s(sd: Daemon, canary: Canary, case: str) -> None:
-    ctx = make_tar([("Dockerfile", "file", b"FROM scratch\nCOPY . /\n"), *classic(canary)[case]])
+    ctx = tar_of_entries([("Dockerfile", "file", b"FROM scratch\nCOPY . /\n"), *classic(canary)[case]])
     status, body = _post_build(sd, ctx, f"escape/ctx:{case}")
     assert status == 400, body[:500]
     msg = json.loads(body)["message"]
@@ -285,14 +227,14 @@ def test_build_context_over_long_names_are_400s_naming_the_entry(sd: Daemon, tmp
         ("/".join(["c" * 10] * 380), "has a path of 4179 bytes: longer than the "),
         ("/".join(["c"] * 1500), "is 1499 directories deep: deeper than the 400 a build context may be"),
     ):
-        ctx = make_tar([("Dockerfile", "file", b"FROM scratch\nCOPY . /\n"), (name, "file", b"x")])
+        ctx = tar_of_entries([("Dockerfile", "file", b"FROM scratch\nCOPY . /\n"), (name, "file", b"x")])
         status, body = _post_build(sd, ctx, "escape/long:1")
         assert status == 400, body[:300]
         msg = json.loads(body)["message"]
         assert msg.startswith(f"invalid build context: tar entry '{name[:200]}…' ") and message in msg, msg
     # a tree as deep as allowed builds, and COPY takes it whole
     deep = "/".join(["e"] * 401)
-    ctx = make_tar([("Dockerfile", "file", b"FROM scratch\nCOPY . /x/\n"), (deep, "file", b"deep")])
+    ctx = tar_of_entries([("Dockerfile", "file", b"FROM scratch\nCOPY . /x/\n"), (deep, "file", b"deep")])
     status, body = _post_build(sd, ctx, "escape/deep:1")
     assert status == 200 and not any("errorDetail" in m for m in _messages(body)), body[-500:]
     assert f"x/{deep}" in _layer_files(sd, "escape/deep:1", tmp_path)
@@ -300,11 +242,11 @@ def test_build_context_over_long_names_are_400s_naming_the_entry(sd: Daemon, tmp
 
 
 # -- import, load, pull: the layer is unpacked when a container is created -----------------------------------------
-def test_import_cve_2025_4517(sd: Daemon, canary: Canary) -> None:
+def test_import_cve_2025_4517_entries(sd: Daemon, canary: Canary) -> None:
     """The layer is stored (its names are all below the root: dockerd's import would unpack it and fail there);
     unpacking it for a container refuses the hard link through the escaping symlink."""
     for length in _snapshot_dest_lengths(sd):
-        evil = make_tar(cve_2025_4517(length, canary.climb(), "victim"))
+        evil = tar_of_entries(cve_2025_4517_entries(length, canary.climb(), "victim"))
         sd.docker("import", "-", f"escape/import:{length}", input=evil)
         _assert_create_refused(sd, f"escape/import:{length}")
         sd.docker("rmi", f"escape/import:{length}")
@@ -314,7 +256,7 @@ def test_import_cve_2025_4517(sd: Daemon, canary: Canary) -> None:
 @pytest.mark.parametrize("case", ["dotdot", "hardlink-out", "hardlink-through-symlink", "abs-symlink-then-write"])
 def test_import_classic_escapes(sd: Daemon, canary: Canary, case: str) -> None:
     image = f"escape/import:{case}"
-    p = sd.docker("import", "-", image, input=make_tar(classic(canary)[case]), check=False)
+    p = sd.docker("import", "-", image, input=tar_of_entries(classic(canary)[case]), check=False)
     if case == "dotdot":  # refused while the layer streams in, naming the entry; nothing stored
         assert p.returncode != 0
         assert b"escapes the layer root" in p.stderr and b"/pwned'" in p.stderr, p.stderr
@@ -338,22 +280,22 @@ def _save_archive(layer: bytes, tag: str) -> bytes:
                          "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
     cfg = hashlib.sha256(config).hexdigest() + ".json"
     manifest = json.dumps([{"Config": cfg, "RepoTags": [tag], "Layers": ["l/layer.tar"]}]).encode()
-    return make_tar([("l", "dir", 0o755), ("l/layer.tar", "file", layer), (cfg, "file", config),
+    return tar_of_entries([("l", "dir", 0o755), ("l/layer.tar", "file", layer), (cfg, "file", config),
                      ("manifest.json", "file", manifest)])
 
 
-def test_load_cve_2025_4517(sd: Daemon, canary: Canary) -> None:
+def test_load_cve_2025_4517_entries(sd: Daemon, canary: Canary) -> None:
     for length in _snapshot_dest_lengths(sd):
-        evil = make_tar(cve_2025_4517(length, canary.climb(), "victim"))
+        evil = tar_of_entries(cve_2025_4517_entries(length, canary.climb(), "victim"))
         sd.docker("load", input=_save_archive(evil, f"escape/load:{length}"))
         _assert_create_refused(sd, f"escape/load:{length}")
         sd.docker("rmi", f"escape/load:{length}")
         canary.assert_untouched()
 
 
-def test_pull_cve_2025_4517(sd: Daemon, canary: Canary, shared_registry: Registry) -> None:  # noqa: F811
+def test_pull_cve_2025_4517_entries(sd: Daemon, canary: Canary, shared_registry: Registry) -> None:  # noqa: F811
     for length in _snapshot_dest_lengths(sd):
-        evil = make_tar(cve_2025_4517(length, canary.climb(), "victim"))
+        evil = tar_of_entries(cve_2025_4517_entries(length, canary.climb(), "victim"))
         img = push_image(shared_registry, "escape/pull", str(length), [evil])
         sd.docker("pull", img["reference"])
         _assert_create_refused(sd, img["reference"])

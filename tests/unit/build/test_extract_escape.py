@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import zstandard
+from hostile import Canary, Entry, cve_2025_4517_entries, tar_of_entries
 
 from dockwright.build import extract as ctx_extract
 from dockwright.build.context import extract_context
@@ -37,77 +38,6 @@ from dockwright.layers.apply import apply_layer, extract_archive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction keeps owners and makes devices: needs root")
 
-Entry = tuple[str, str, Any]  # (name, "file" | "dir" | "symlink" | "hardlink", payload)
-LENGTHS = (60, 100, 160)
-
-
-def make_tar(entries: list[Entry], *, pax_global: dict[str, str] | None = None) -> bytes:
-    """A tar of ``entries`` in order, names as given (no cleaning, duplicates kept)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers=pax_global) as tf:
-        for name, kind, payload in entries:
-            ti = tarfile.TarInfo(name)
-            ti.mtime = 1_700_000_000
-            if kind == "file":
-                ti.size, ti.mode = len(payload), 0o644
-                tf.addfile(ti, io.BytesIO(payload))
-                continue
-            if kind == "dir":
-                ti.type, ti.mode = tarfile.DIRTYPE, payload or 0o755
-            elif kind == "symlink":
-                ti.type, ti.linkname = tarfile.SYMTYPE, payload
-            elif kind == "hardlink":
-                ti.type, ti.linkname = tarfile.LNKTYPE, payload
-            else:
-                raise ValueError(kind)
-            tf.addfile(ti)
-    return buf.getvalue()
-
-
-def cve_2025_4517(dest_len: int, escape_to: str, victim: str) -> list[Entry]:
-    """CPython's gh-135034 archive for a destination path of ``dest_len`` bytes: directories reached through
-    one-letter symlinks, a last symlink whose expansion passes PATH_MAX (``realpath`` stops resolving there and
-    goes on lexically), ``escape`` pointing through it at ``escape_to``, a hard link to ``escape/<victim>``
-    that is then overwritten, and a new file through ``escape``."""
-    steps = "abcdefghijklmnop"
-    component = "d" * ((4096 - (dest_len + 1)) // (len(steps) + 1))
-    entries: list[Entry] = []
-    path = ""
-    for step in steps:
-        entries.append((os.path.join(path, component), "dir", 0o777))
-        entries.append((os.path.join(path, step), "symlink", component))
-        path = os.path.join(path, component)
-    linkpath = os.path.join(*steps, "l" * 254)
-    entries.append((linkpath, "symlink", os.path.join(*[".."] * len(steps))))
-    entries.append(("escape", "symlink", os.path.join(linkpath, escape_to)))
-    entries.append(("flaglink", "hardlink", os.path.join("escape", victim)))
-    entries.append(("flaglink", "file", b"overwrite"))
-    entries.append(("escape/newfile", "file", b"new"))
-    return entries
-
-
-class Canary:
-    """A directory next to the destination that an escaping archive aims at."""
-
-    CONTENT = b"canary: must never change\n"
-
-    def __init__(self, base: Path) -> None:
-        self.dir = base / "canary"
-        self.dir.mkdir()
-        self.victim = self.dir / "victim"
-        self.victim.write_bytes(self.CONTENT)
-
-    def climb(self) -> str:
-        """``escape``'s target for the CVE archive: 17 ``..`` undo the 17 components of its link path in
-        ``realpath``'s lexical view (so it stays inside) while the kernel climbs from the destination to ``/``."""
-        return "../" * 17 + str(self.dir).lstrip("/")
-
-    def assert_untouched(self) -> None:
-        assert sorted(os.listdir(self.dir)) == ["victim"], f"written outside the destination: {os.listdir(self.dir)}"
-        assert self.victim.read_bytes() == self.CONTENT, "the canary file was overwritten"
-        assert os.stat(self.victim).st_nlink == 1, "a hard link to the canary file was made"
-
-
 @pytest.fixture
 def base() -> Iterator[Path]:
     """A short directory (the destination paths must be exactly 60 bytes long)."""
@@ -116,6 +46,9 @@ def base() -> Iterator[Path]:
         yield d
     finally:
         subprocess.run(["rm", "-rf", str(d)], check=True)
+
+
+LENGTHS = (60, 100, 160)  # the destination lengths CPython's test computes the CVE archive for
 
 
 def dest_of_length(base: Path, length: int, tail: str = "") -> Path:
@@ -168,7 +101,7 @@ def test_cve_2025_4517_archive(base: Path, length: int) -> None:
     ``victim`` in the destination: refused naming the entry; nothing outside."""
     canary = Canary(base)
     dest = dest_of_length(base, length)
-    data = make_tar(cve_2025_4517(length, canary.climb(), "victim"))
+    data = tar_of_entries(cve_2025_4517_entries(length, canary.climb(), "victim"))
     with pytest.raises(DataCorrupted, match=r"hardlink 'flaglink' -> 'escape/victim': cannot link to the target"):
         extract_archive(chunks(data), dest)
     assert_live(dest, canary)
@@ -182,7 +115,7 @@ def test_cve_2025_4517_add(base: Path, length: int, compress: str) -> None:
     to unpack with ``tarfile.extractall(filter="data")``, which this archive defeats): refused, clearly."""
     canary = Canary(base)
     rootfs = dest_of_length(base, length - 2)
-    data = make_tar(cve_2025_4517(length, canary.climb(), "victim"))
+    data = tar_of_entries(cve_2025_4517_entries(length, canary.climb(), "victim"))
     if compress == "gzip":
         data = gzip.compress(data)
     elif compress == "zstd":
@@ -203,7 +136,7 @@ def test_cve_2025_4517_layer(base: Path, length: int) -> None:
     """A layer (import, load, pull, then run): the same, with the layer root as ``/``."""
     canary = Canary(base)
     dest = dest_of_length(base, length)
-    data = make_tar(cve_2025_4517(length, canary.climb(), "victim"))
+    data = tar_of_entries(cve_2025_4517_entries(length, canary.climb(), "victim"))
     with pytest.raises(DataCorrupted, match=r"hardlink 'flaglink'"):
         apply_layer(chunks(data), dest)
     assert_live(dest, canary)
@@ -216,10 +149,10 @@ def test_cve_2025_4517_context(base: Path, extractor: str, length: int) -> None:
     extractor gets to the escape."""
     canary = Canary(base)
     dest = dest_of_length(base, length)
-    entries = [("Dockerfile", "file", b"FROM scratch\n"), *cve_2025_4517(length, canary.climb(), "victim")]
+    entries = [("Dockerfile", "file", b"FROM scratch\n"), *cve_2025_4517_entries(length, canary.climb(), "victim")]
     with pytest.raises(InvalidArgument, match=r"tar entry 'a/b/c.*' is written through the symlink 'a' of the "
                                               r"archive"):
-        context(make_tar(entries), dest)
+        context(tar_of_entries(entries), dest)
     canary.assert_untouched()
 
 
@@ -281,7 +214,7 @@ def _check_inside(case: str, dest: Path, canary: Canary) -> None:
 @pytest.mark.parametrize("how", ["archive", "add", "layer"])
 def test_classic_escapes(base: Path, case: str, how: str) -> None:
     canary = Canary(base)
-    data = make_tar(classic(canary)[case])
+    data = tar_of_entries(classic(canary)[case])
     expected = ARCHIVE_OUTCOMES[case]
     if how == "add":
         rootfs = base / "rootfs"
@@ -308,7 +241,7 @@ def test_classic_escapes(base: Path, case: str, how: str) -> None:
 def test_classic_escapes_in_a_build_context(base: Path, extractor: str, case: str) -> None:
     canary = Canary(base)
     dest = base / "ctx"
-    data = make_tar([("Dockerfile", "file", b"FROM scratch\n"), *classic(canary)[case]])
+    data = tar_of_entries([("Dockerfile", "file", b"FROM scratch\n"), *classic(canary)[case]])
     expected = CONTEXT_OUTCOMES[case]
     if expected is None:
         context(data, dest)
@@ -335,17 +268,17 @@ def test_context_entries_below_any_archive_symlink_are_refused(base: Path, extra
     ):
         dest = base / f"ctx{len(os.listdir(base))}"
         with pytest.raises(InvalidArgument, match=f"is written through the symlink {shown} of the archive"):
-            context(make_tar([("Dockerfile", "file", b"FROM x\n"), *entries]), dest)
+            context(tar_of_entries([("Dockerfile", "file", b"FROM x\n"), *entries]), dest)
 
 
 def test_context_pax_global_header_renaming_entries_is_refused(base: Path, extractor: str) -> None:
     """GNU tar (and tarfile) apply a global ``path`` to the entries after it, Go's reader does not: the checks
     would not see the name written."""
-    data = make_tar([("Dockerfile", "file", b"FROM x\n"), ("a", "file", b"1")], pax_global={"path": "l/pwned"})
+    data = tar_of_entries([("Dockerfile", "file", b"FROM x\n"), ("a", "file", b"1")], pax_global={"path": "l/pwned"})
     with pytest.raises(InvalidArgument, match="PAX global header .* sets 'path'"):
         context(data, base / "ctx")
     # a global comment (git archive writes one) is fine
-    info = context(make_tar([("Dockerfile", "file", b"FROM x\n")], pax_global={"comment": "abc"}), base / "ok")
+    info = context(tar_of_entries([("Dockerfile", "file", b"FROM x\n")], pax_global={"comment": "abc"}), base / "ok")
     assert info.dockerfile == b"FROM x\n"
 
 
@@ -380,7 +313,7 @@ def test_confined_gnu_tar_cannot_write_outside_even_with_absolute_names(base: Pa
     canary = Canary(base)
     dest = base / "dest"
     dest.mkdir()
-    data = make_tar([(str(canary.dir) + "/pwned", "file", b"x"), (str(canary.victim), "file", b"overwritten"),
+    data = tar_of_entries([(str(canary.dir) + "/pwned", "file", b"x"), (str(canary.victim), "file", b"overwritten"),
                      ("l", "symlink", str(canary.dir)), ("l/pwned2", "file", b"x")])
     proc = ctx_extract._spawn_confined([tar, "-x", "-P", "-f", "-", "-C", str(dest)], str(dest),  # noqa: SLF001
                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -406,23 +339,23 @@ def test_over_long_names_paths_and_deep_trees_are_400_naming_the_entry(base: Pat
     assert len(long_path) > room and long_path.count("/") < depth
     for i, (name, message) in enumerate(cases):
         with pytest.raises(InvalidArgument, match=message):
-            context(make_tar([("Dockerfile", "file", b"FROM x\n"), (name, "file", b"x")]), base / f"c{i}")
+            context(tar_of_entries([("Dockerfile", "file", b"FROM x\n"), (name, "file", b"x")]), base / f"c{i}")
     with pytest.raises(InvalidArgument, match=r"tar entry 'h' is \d+ directories deep"):
-        context(make_tar([("Dockerfile", "file", b"FROM x\n"), ("h", "hardlink", "/".join(["d"] * (depth + 2)))]),
+        context(tar_of_entries([("Dockerfile", "file", b"FROM x\n"), ("h", "hardlink", "/".join(["d"] * (depth + 2)))]),
                 base / "c8")
-    link = make_tar([("Dockerfile", "file", b"FROM x\n"), ("l", "symlink", "t" * 4096)])
+    link = tar_of_entries([("Dockerfile", "file", b"FROM x\n"), ("l", "symlink", "t" * 4096)])
     with pytest.raises(InvalidArgument, match=r"tar entry 'l' is a symlink to a target of 4096 bytes"):
         context(link, base / "c7")
     # as deep as allowed is fine, with either extractor
     deep = "/".join(["e"] * (depth + 1))
-    context(make_tar([("Dockerfile", "file", b"FROM x\n"), (deep, "file", b"deep")]), dest)
+    context(tar_of_entries([("Dockerfile", "file", b"FROM x\n"), (deep, "file", b"deep")]), dest)
     assert (dest / deep).read_bytes() == b"deep"
 
 
 def test_an_entry_gnu_tar_cannot_make_is_a_400_naming_it(base: Path, extractor: str) -> None:
     """A file over a non-empty directory: GNU tar refuses ("d: Cannot open: File exists", a 500 before), the
     Python extractor replaces the directory as dockerd does."""
-    data = make_tar([("Dockerfile", "file", b"FROM x\n"), ("d", "dir", None), ("d/f", "file", b"x"),
+    data = tar_of_entries([("Dockerfile", "file", b"FROM x\n"), ("d", "dir", None), ("d/f", "file", b"x"),
                      ("d", "file", b"now a file")])
     if extractor == "gnu-tar":
         with pytest.raises(InvalidArgument, match=r"invalid build context: d: Cannot open: File exists"):
@@ -469,7 +402,7 @@ def test_add_destination_through_image_symlinks_stays_in_the_rootfs(base: Path) 
     os.symlink(canary.dir, rootfs / "out")
     os.symlink("../" * 30 + str(canary.dir).lstrip("/"), rootfs / "rel")
     (base / "f").write_bytes(b"payload")
-    (base / "t.tar").write_bytes(make_tar([("victim", "file", b"from the tar")]))
+    (base / "t.tar").write_bytes(tar_of_entries([("victim", "file", b"from the tar")]))
     copy_sources([base / "f"], rootfs, "/out/", ["f"], 0, 0, "", False)
     copy_sources([base / "f"], rootfs, "/rel/g", ["f"], 0, 0, "", False)
     copy_sources([base / "t.tar"], rootfs, "/out/", ["t.tar"], 0, 0, "", True)
@@ -486,7 +419,7 @@ def test_copy_and_add_destinations_that_climb_stop_at_the_rootfs(base: Path) -> 
     rootfs = base / "rootfs"
     rootfs.mkdir()
     (base / "f").write_bytes(b"payload")
-    (base / "t.tar").write_bytes(make_tar([("inner", "file", b"x")]))
+    (base / "t.tar").write_bytes(tar_of_entries([("inner", "file", b"x")]))
     copy_sources([base / "f"], rootfs, "/../../canary/f", ["f"], 0, 0, "", False)
     copy_sources([base / "t.tar"], rootfs, "/a/../../../canary/", ["t.tar"], 0, 0, "", True)
     assert sorted(os.listdir(rootfs / "canary")) == ["f", "inner"]
@@ -495,7 +428,7 @@ def test_copy_and_add_destinations_that_climb_stop_at_the_rootfs(base: Path) -> 
 
 @pytest.mark.parametrize("kind", ["plain", "gzip", "bzip2", "xz", "zstd"])
 def test_is_archive_reads_every_compression_and_never_extracts(base: Path, kind: str) -> None:
-    data = make_tar([("f", "file", b"x")])
+    data = tar_of_entries([("f", "file", b"x")])
     comp = {"plain": lambda d: d, "gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress,
             "zstd": zstandard.ZstdCompressor().compress}[kind]
     p = base / "a"
