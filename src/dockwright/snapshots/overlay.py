@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import AlreadyExists, Conflict, InvalidArgument, NotFound, SystemError_
+from ..metadata.db import private_sqlite
 from .mount import Mount
 from .snapshotter import Info, Kind, Usage
 
@@ -61,21 +62,6 @@ SELECT id FROM chain ORDER BY depth
 _PARAMS = Path("/sys/module/overlay/parameters")
 
 
-def _private_sqlite(path: Path) -> None:
-    """The snapshot database and its -wal/-shm files: 0600 (SQLite gives new -wal/-shm files the database's mode)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        if os.fstat(fd).st_mode & 0o7777 != 0o600:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm", "-journal"):
-        try:
-            os.chmod(f"{path}{suffix}", 0o600)
-        except FileNotFoundError:
-            pass
-
-
 def _param(name: str) -> str | None:
     try:
         return (_PARAMS / name).read_text().strip()
@@ -102,7 +88,7 @@ class OverlaySnapshotter:
         self.root.mkdir(mode=0o710, parents=True, exist_ok=True)
         if os.stat(self.root).st_mode & 0o7777 != 0o710:
             os.chmod(self.root, 0o710)
-        _private_sqlite(self.root / "metadata.db")
+        private_sqlite(self.root / "metadata.db")
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(self.root / "metadata.db", check_same_thread=False, isolation_level=None)
