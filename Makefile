@@ -5,7 +5,7 @@ APT_PACKAGES := runc docker-registry busybox-static bzip2 xz-utils zstd skopeo u
 DATA_ROOT ?= /var/lib/dockwright
 HOST ?= unix:///run/dockwright.sock
 
-.PHONY: install serve test apt venv
+.PHONY: install serve test lint apt venv
 
 install: apt venv
 
@@ -29,3 +29,6 @@ serve: install
 
 test: install
 	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests

@@ -965,7 +965,7 @@ def test_literal_runs_and_quotes_are_taken_at_once():
 
 def _backtracking_regex(pattern, greedy, anchored):
     """The regular expression BuildKit's ``convertShellPatternToRegex`` makes (what Go's regexp runs)."""
-    out, star, i = (["^"] if anchored else []), (".*" if greedy else ".*?"), 0
+    out, star = (["^"] if anchored else []), (".*" if greedy else ".*?")
     for tok in _c._pattern_tokens(pattern):
         out.append(star if tok == _c._STAR else "." if tok == _c._ANY else re.escape(tok))
     return re.compile("".join(out))
