@@ -3,6 +3,12 @@
 A write goes to ``ingest/<ref>/data``; ``commit`` checks size and digest, fsyncs, renames into place and makes
 the blob read-only. Readers therefore never see a partial blob. An ingest keyed by a stable ref survives a
 restart and can be resumed (its kept prefix is re-hashed on open).
+
+Leases: an operation in flight sets :data:`current_lease` (a context variable, so it follows the operation into
+its worker threads). A writer opened under it adds its ingest to the lease, and a commit renames the blob into
+place and adds it to the lease while holding the lease's guard — the garbage collector, which marks and sweeps
+under the same guard, exclusively, therefore never sees a blob between "visible" and "leased". This module knows
+no SQL: a lease is anything with ``add(kind, ref)`` and ``hold()``.
 """
 
 from __future__ import annotations
@@ -11,13 +17,28 @@ import hashlib
 import os
 import shutil
 import time
+from contextvars import ContextVar
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, ContextManager, Iterator, Protocol
 
 from ..errors import DataCorrupted, InvalidArgument, NotFound
 from ..oci.digest import DIGEST_RE, hex_of
 
-__all__ = ["ContentStore", "Writer", "BlobNotFound"]
+__all__ = ["ContentStore", "Writer", "BlobNotFound", "LeaseHolder", "current_lease", "TMP_INGEST_PREFIX"]
+
+TMP_INGEST_PREFIX = "tmp-"
+
+
+class LeaseHolder(Protocol):
+    """What the content store needs of a lease: record a resource, and a guard that excludes a collection."""
+
+    def add(self, kind: str, ref: str) -> None: ...
+
+    def hold(self) -> ContextManager[object]: ...
+
+
+#: The lease of the operation running in this context (None: no operation holds one).
+current_lease: ContextVar[LeaseHolder | None] = ContextVar("dockwright_current_lease", default=None)
 
 
 class BlobNotFound(NotFound):
@@ -35,6 +56,9 @@ class Writer:
         self._dir = store.ingest_dir / ref
         self._dir.mkdir(parents=True, exist_ok=True)
         self._path = self._dir / "data"
+        lease = current_lease.get()
+        if lease is not None and not ref.startswith(TMP_INGEST_PREFIX):  # tmp- ingests carry their pid
+            lease.add("ingest", ref)
         self._h = hashlib.sha256()
         self.offset = 0
         if resume and self._path.exists():
@@ -85,12 +109,16 @@ class Writer:
         self._f.close()
         self._closed = True
         target = self._store.path(digest)
-        if target.exists():
-            shutil.rmtree(self._dir, ignore_errors=True)
-            return digest
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self._path, 0o400)  # read-only, and only the daemon reads blobs
-        os.rename(self._path, target)
+        lease = current_lease.get()
+        with lease.hold() if lease is not None else _nothing():
+            if lease is not None:
+                lease.add("content", digest)  # before it is visible (or reused): a collection keeps it
+            if target.exists():
+                shutil.rmtree(self._dir, ignore_errors=True)
+                return digest
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self._path, 0o400)  # read-only, and only the daemon reads blobs
+            os.rename(self._path, target)
         shutil.rmtree(self._dir, ignore_errors=True)
         return digest
 
@@ -157,7 +185,7 @@ class ContentStore:
     def writer(self, ref: str | None = None, *, resume: bool = False) -> Writer:
         """Open an ingest. Without ``ref`` a unique one is made (not resumable across restarts)."""
         if ref is None:
-            ref = f"tmp-{os.getpid()}-{time.monotonic_ns()}-{os.urandom(4).hex()}"
+            ref = f"{TMP_INGEST_PREFIX}{os.getpid()}-{time.monotonic_ns()}-{os.urandom(4).hex()}"
         if "/" in ref or ref.startswith("."):
             raise InvalidArgument(f"invalid ingest ref {ref!r}")
         return Writer(self, ref, resume)
@@ -167,6 +195,9 @@ class ContentStore:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if expected_digest is not None and digest != expected_digest:
             raise DataCorrupted(f"unexpected commit digest {digest}, expected {expected_digest}: failed precondition")
+        lease = current_lease.get()
+        if lease is not None:
+            lease.add("content", digest)  # reused or written: leased first
         if self.exists(digest):
             return digest
         w = self.writer()
@@ -195,3 +226,17 @@ class ContentStore:
 
     def remove_ingest(self, ref: str) -> None:
         shutil.rmtree(self.ingest_dir / ref, ignore_errors=True)
+
+    def ingest_size(self, ref: str) -> int:
+        try:
+            return (self.ingest_dir / ref / "data").stat().st_size
+        except OSError:
+            return 0
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

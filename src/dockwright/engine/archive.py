@@ -14,7 +14,7 @@ import asyncio
 from typing import Any, AsyncIterator
 
 from .. import reference as refs
-from ..archive.load import ArchiveError, LoadResult, read_archive
+from ..archive.load import LoadResult, read_archive
 from ..archive.save import SaveImage, SaveLayer, write_save
 from ..content.store import ContentStore
 from ..errors import ImageNotFound, InvalidArgument
@@ -100,12 +100,25 @@ class ArchiveService:
         if not names:
             raise InvalidArgument("no images specified")
         images = await asyncio.to_thread(self._select, names, platform)
-        for img in images:
-            for lay in img.layers:
-                self.images.lease(lay.digest)
-        return self._stream(images)
+        # the save's lease holds every blob it sends from now until the last byte; an image removed between the
+        # look-up and the lease is "No such image", as if removed before
+        lease = await self.images.start_operation("save")
+        try:
+            blobs = [d for img in images
+                     for d in (img.config_digest, img.manifest_digest, *(lay.digest for lay in img.layers))]
+            await asyncio.to_thread(lease.add_many, "content", blobs)
+            for img in images:
+                if self.db.get_image(img.config_digest) is None:
+                    raise ImageNotFound(img.repo_tags[0] if img.repo_tags else img.config_digest)
+            for d in blobs:
+                if not self.content.exists(d):
+                    raise ImageNotFound(d, f"content digest {d}: not found")
+        except BaseException:
+            await self.images.end_operation(lease)
+            raise
+        return self._stream(images, lease)
 
-    async def _stream(self, images: list[SaveImage]) -> AsyncIterator[bytes]:
+    async def _stream(self, images: list[SaveImage], lease: Any) -> AsyncIterator[bytes]:
         try:
             async for chunk in write_save(images, self.images.blob_chunks):
                 yield chunk
@@ -114,13 +127,25 @@ class ArchiveService:
                 attrs["name"] = img.repo_tags[0] if img.repo_tags else img.config_digest
                 self.events.publish("image", "save", img.config_digest, attrs)
         finally:
-            for img in images:
-                for lay in img.layers:
-                    self.images.release(lay.digest)
+            await self.images.end_operation(lease)
 
     # ================================================================================================ load ===
     async def load(self, chunks: AsyncIterator[bytes], *, quiet: bool = False,
                    platform: Platform | None = None) -> AsyncIterator[ProgressEvent]:
+        # the load's lease: every blob the archive writes or finds is leased before it is visible; a failed load
+        # releases it and collects, so nothing it wrote stays
+        unused = False
+        async with self.images.operation("load"):
+            async for ev in self._load(chunks, quiet=quiet, platform=platform):
+                if isinstance(ev, _Unused):
+                    unused = True
+                    continue
+                yield ev
+        if unused:
+            await self.images.collect()
+
+    async def _load(self, chunks: AsyncIterator[bytes], *, quiet: bool,
+                    platform: Platform | None) -> AsyncIterator[Any]:
         committed: set[str] = set()
         result_box: list[LoadResult] = []
 
@@ -133,29 +158,17 @@ class ArchiveService:
                                                  progress=progress, fsync=self.fsync, level=self.level,
                                                  committed=committed))
 
-        try:
-            async for ev in run_with_events(run):
-                yield ev
-        except BaseException as exc:
-            blobs = set(committed)
-            if isinstance(exc, ArchiveError):
-                blobs |= exc.blobs
-            await self._collect(blobs)
-            raise
+        async for ev in run_with_events(run):
+            yield ev
         result = result_box[0]
-        for b in result.blobs:
-            self.images.lease(b)
-        try:
-            if not result.images:
-                raise InvalidArgument("no images found in the archive") if not result.blobs else \
-                    InvalidArgument("no images for the requested platform in the archive")
-            for img in result.images:
-                async for ev in self._commit_loaded(img):
-                    yield ev
-        finally:
-            for b in result.blobs:
-                self.images.release(b)
-            await self._collect(result.unused | (result.blobs if not result.images else set()))
+        if not result.images:
+            raise InvalidArgument("no images found in the archive") if not result.blobs else \
+                InvalidArgument("no images for the requested platform in the archive")
+        for img in result.images:
+            async for ev in self._commit_loaded(img):
+                yield ev
+        if result.unused:
+            yield _Unused()
 
     async def _commit_loaded(self, img: Any) -> AsyncIterator[ProgressEvent]:
         layers = [LayerRecord(lay.digest, lay.diff_id, lay.media_type, lay.size, lay.diff_size, lay.tar_size)
@@ -189,8 +202,8 @@ class ArchiveService:
         else:
             yield StreamText(f"Loaded image ID: {image_id}\n")
 
-    async def _collect(self, blobs: set[str]) -> None:
-        await self.images.collect(blobs)
+class _Unused:
+    """Marks a load that wrote blobs no loaded image uses (a collection follows)."""
 
 
 class _NoRec:

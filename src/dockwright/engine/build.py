@@ -280,6 +280,13 @@ class BuildService:
                    ignore: Any) -> AsyncIterator[ProgressEvent]:
         if isinstance(plan, InvalidArgument):
             raise plan
+        # the build's lease: its layer blobs, adopted snapshots and step images are held until it ends
+        async with self.engine.images.operation("build"):
+            async for ev in self._run_steps(root, plan, escape, opts, ignore):
+                yield ev
+
+    async def _run_steps(self, root: Path, plan: "_Plan", escape: str, opts: BuildOptions,
+                         ignore: Any) -> AsyncIterator[ProgressEvent]:
         lex = dfile._Lex(escape)  # noqa: SLF001
         meta_nodes, stages, names, total = plan.meta_nodes, plan.stages, plan.names, plan.total
         step = 0

@@ -245,6 +245,10 @@ class ContainersService:
 
     # ---- create -----------------------------------------------------------------------------------------------
     async def create(self, body: dict[str, Any], name: str = "", platform: str = "") -> tuple[str, list[str]]:
+        async with self.images.operation("create"):  # leases the snapshots it unpacks until its own exists
+            return await self._create(body, name, platform)
+
+    async def _create(self, body: dict[str, Any], name: str = "", platform: str = "") -> tuple[str, list[str]]:
         """Create a container from a create body (the API has decoded it into dockerd's types). All or nothing:
         a create that fails leaves no record, no snapshot and no ``containers/<id>/`` directory."""
         image_ref = body.get("Image") or ""
@@ -836,6 +840,13 @@ class ContainersService:
     async def commit(self, ref: str, *, repo: str = "", tag: str = "", comment: str = "", author: str = "",
                      pause: bool = True, changes: list[str] | None = None,
                      config: dict[str, Any] | None = None) -> str:
+        async with self.images.operation("commit"):  # leases its layer blob and the parent's until the image exists
+            return await self._commit(ref, repo=repo, tag=tag, comment=comment, author=author, pause=pause,
+                                      changes=changes, config=config)
+
+    async def _commit(self, ref: str, *, repo: str = "", tag: str = "", comment: str = "", author: str = "",
+                      pause: bool = True, changes: list[str] | None = None,
+                      config: dict[str, Any] | None = None) -> str:
         c = self.get(ref)
         target = self.images.import_target(repo, tag)
         base_cfg = config if config else c.config

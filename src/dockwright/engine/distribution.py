@@ -29,7 +29,7 @@ from ..filters import Filters
 from ..layers.verify import LayerVerifier
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
-from ..oci.digest import hex_of, sha256_digest, short_id
+from ..oci.digest import DIGEST_RE, hex_of, sha256_digest, short_id
 from ..oci.platform import Platform, host_platform
 from .events import EventBus
 from .images import ImagesService
@@ -121,6 +121,13 @@ class DistributionService:
         except DockwrightError as exc:
             raise pull_error(ref, exc) from exc
         yield Status(f"Pulling from {ref.path}", id=reference)
+        # the pull's lease: from before its first blob until its image is written (or it fails)
+        async with self.images.operation("pull") as lease:
+            async for ev in self._pull_resolved(repo, ref, plat, final, desc, raw, lease):
+                yield ev
+
+    async def _pull_resolved(self, repo: Any, ref: refs.Reference, plat: Platform | None, final: bool,
+                             desc: Any, raw: bytes, lease: Any) -> AsyncIterator[ProgressEvent]:
         index_raw: bytes | None = None
         index_digest: str | None = None
         manifest_raw, manifest_digest, media_type = raw, desc.digest, desc.media_type
@@ -132,15 +139,24 @@ class DistributionService:
             chosen = _choose_manifest(json.loads(raw), want)
             if chosen is None:
                 raise NotFound(f"no matching manifest for {want} in the manifest list entries")
-            manifest_digest = chosen["digest"]
+            manifest_digest = chosen.get("digest") if isinstance(chosen, dict) else None
+            if not isinstance(manifest_digest, str):
+                raise InvalidArgument(f"invalid manifest list {desc.digest}: an entry has no digest")
             manifest_raw = await repo.fetch_manifest(manifest_digest)
-            media_type = chosen.get("mediaType") or json.loads(manifest_raw).get("mediaType", mt.OCI_MANIFEST)
-        manifest = json.loads(manifest_raw)
+            media_type = chosen.get("mediaType") or _parse_manifest(manifest_raw, manifest_digest).get(
+                "mediaType", mt.OCI_MANIFEST)
+        manifest = _parse_manifest(manifest_raw, manifest_digest)
         if manifest.get("schemaVersion") == 1:
             raise InvalidArgument(SCHEMA1_ERROR.format(ref=ref.familiar()))
         if not media_type:
             media_type = manifest.get("mediaType") or mt.OCI_MANIFEST
         config_desc = manifest["config"]
+        layers = manifest.get("layers") or []
+        # every blob of the image is leased before the first is fetched or found "Already exists"
+        await asyncio.to_thread(lease.add_many, "content", [manifest_digest, config_desc["digest"],
+                                                            *(lay["digest"] for lay in layers),
+                                                            *([index_digest] if index_digest else [])])
+        await asyncio.to_thread(lease.add_many, "ingest", ["pull-" + hex_of(lay["digest"]) for lay in layers])
         config_raw = b"".join([c async for c in repo.fetch_blob(config_desc["digest"],
                                                                  size=config_desc.get("size"))])
         if sha256_digest(config_raw) != config_desc["digest"]:
@@ -151,8 +167,8 @@ class DistributionService:
             if not plat.matches(actual):
                 raise NotFound(f"image with reference {ref.familiar()} was found but does not match the specified "
                                f"platform: wanted {plat}, actual: {actual}")
-        diff_ids: list[str] = list((config.get("rootfs") or {}).get("diff_ids") or [])
-        layers = manifest.get("layers") or []
+        rootfs = config.get("rootfs") if isinstance(config, dict) else None
+        diff_ids: list[str] = list((rootfs if isinstance(rootfs, dict) else {}).get("diff_ids") or [])
         if len(diff_ids) != len(layers):
             raise DataCorrupted(f"layers from manifest don't match image configuration: {len(layers)} layers, "
                                 f"{len(diff_ids)} diff IDs")
@@ -174,10 +190,10 @@ class DistributionService:
         async def one(i: int, emit: Emit) -> None:
             lay = layers[i]
             rec = await self._shared_download(repo, ref, lay["digest"], int(lay.get("size") or 0),
-                                              lay.get("mediaType") or mt.DOCKER_LAYER, emit)
+                                              lay.get("mediaType") or mt.DOCKER_LAYER, emit, diff_ids[i])
             if rec.diff_id != diff_ids[i]:
-                raise DataCorrupted(f"layer {lay['digest']}: diff ID {rec.diff_id} does not match the image "
-                                    f"configuration ({diff_ids[i]})")
+                raise DataCorrupted(f"layers from manifest don't match image configuration: layer {lay['digest']} "
+                                    f"has diff ID {rec.diff_id}, the configuration says {diff_ids[i]}")
             results[i] = rec
             completed[i] = True
 
@@ -221,7 +237,7 @@ class DistributionService:
             yield _Updated(updated)
 
     async def _shared_download(self, repo: Any, ref: refs.Reference, digest: str, size: int, media_type: str,
-                               emit: Callable[[ProgressEvent], None]) -> LayerRecord:
+                               emit: Callable[[ProgressEvent], None], diff_id: str = "") -> LayerRecord:
         d = self._inflight.get(digest)
         if d is None:
             listeners: list[Callable[[ProgressEvent], None]] = []
@@ -230,7 +246,7 @@ class DistributionService:
                 for fn in list(listeners):
                     fn(ev)
 
-            task = asyncio.ensure_future(self._download(repo, ref, digest, size, media_type, broadcast))
+            task = asyncio.ensure_future(self._download(repo, ref, digest, size, media_type, broadcast, diff_id))
             d = _Download(task, listeners)
             self._inflight[digest] = d
             task.add_done_callback(lambda _t, dg=digest: self._inflight.pop(dg, None))
@@ -248,7 +264,7 @@ class DistributionService:
                 d.listeners.remove(emit)
 
     async def _download(self, repo: Any, ref: refs.Reference, digest: str, size: int, media_type: str,
-                        emit: Callable[[ProgressEvent], None]) -> LayerRecord:
+                        emit: Callable[[ProgressEvent], None], expected_diff_id: str = "") -> LayerRecord:
         short = short_id(digest)
         if self._down_sem.locked():
             emit(_detail("Waiting", short))
@@ -295,15 +311,21 @@ class DistributionService:
                 emit(Progress("Downloading", short, writer.offset, size or None))
                 emit(_detail("Verifying Checksum", short))
                 diff_id, summary = await asyncio.to_thread(verifier.finish)
+                if expected_diff_id and diff_id != expected_diff_id:
+                    writer.abort()  # never committed: a blob whose content is not what the image says
+                    raise _Mismatch(f"layers from manifest don't match image configuration: layer {digest} has "
+                                    f"diff ID {diff_id}, the configuration says {expected_diff_id}")
                 await asyncio.to_thread(writer.commit, digest, size or None)
-            except asyncio.CancelledError:
-                writer.close()  # keep the partial blob: the next pull resumes it
+            except _Mismatch as exc:
+                raise DataCorrupted(str(exc)) from None
+            except (asyncio.CancelledError, Unavailable, OSError, asyncio.TimeoutError):
+                writer.close()  # interrupted: keep the partial blob, the next pull resumes it
                 raise
             except DataCorrupted as exc:
                 writer.abort()
                 raise DataCorrupted(f"filesystem layer verification failed for digest {digest}: {exc}") from exc
             except BaseException:
-                writer.close()
+                writer.abort()  # failed (a redirect loop, a refusal…): nothing to resume
                 raise
             emit(_detail("Download complete", short))
             return LayerRecord(digest, diff_id, media_type, size or writer.offset, summary.diff_size,
@@ -341,10 +363,22 @@ class DistributionService:
                 yield ev
 
     async def _push_one(self, repo: Any, repo_name: refs.Reference, ref: refs.Reference) -> AsyncIterator[ProgressEvent]:
+        async with self.images.operation("push") as lease:
+            async for ev in self._push_leased(repo, repo_name, ref, lease):
+                yield ev
+
+    async def _push_leased(self, repo: Any, repo_name: refs.Reference, ref: refs.Reference,
+                           lease: Any) -> AsyncIterator[ProgressEvent]:
         image_id = self.db.get_ref(str(ref))
         rec = self.db.get_image(image_id or "", with_layers=True)
         if rec is None:
             raise ImageNotFound(ref.familiar())
+        # the image's blobs are leased before they are read: a removal meanwhile leaves them until the push ends
+        await asyncio.to_thread(lease.add_many, "content",
+                                [rec.id, rec.target_digest, *(digest for _, _, digest in rec.layers)])
+        if self.db.get_image(rec.id) is None or not all(
+                self.content.exists(d) for d in [rec.id, rec.target_digest, *(d for _, _, d in rec.layers)]):
+            raise ImageNotFound(ref.familiar(), f"An image does not exist locally with the tag: {ref.familiar()}")
         manifest_raw = await asyncio.to_thread(self.content.read, rec.target_digest)
         manifest = json.loads(manifest_raw)
         layer_descs = manifest.get("layers") or []
@@ -483,6 +517,33 @@ class DistributionService:
 @dataclass(frozen=True)
 class _Updated:
     updated: bool
+
+
+class _Mismatch(Exception):
+    """A downloaded layer whose DiffID is not the configuration's (raised before its blob is committed)."""
+
+
+def _parse_manifest(raw: bytes, digest: str) -> dict[str, Any]:
+    """An image manifest's JSON, checked enough that no raw KeyError or TypeError reaches a client."""
+    try:
+        m = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid manifest {digest}: {exc}") from None
+    if not isinstance(m, dict):
+        raise InvalidArgument(f"invalid manifest {digest}: not a JSON object")
+    if m.get("schemaVersion") == 1:
+        return m
+    cfg = m.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("digest"), str):
+        raise InvalidArgument(f"invalid manifest {digest}: no config descriptor")
+    layers = m.get("layers")
+    if layers is not None and (not isinstance(layers, list)
+                               or not all(isinstance(x, dict) and isinstance(x.get("digest"), str) for x in layers)):
+        raise InvalidArgument(f"invalid manifest {digest}: bad layer descriptors")
+    for d in [cfg["digest"], *(x["digest"] for x in layers or [])]:
+        if not DIGEST_RE.match(d):
+            raise InvalidArgument(f"invalid manifest {digest}: invalid digest {d!r}")
+    return m
 
 
 def _schema_version(raw: bytes) -> int | None:

@@ -87,28 +87,20 @@ class Engine:
         self.containers = ContainersService(root / "containers", Path(config.exec_root), self.db, self.images,
                                             self.events, self.content, self.snapshotter,
                                             runtime_binary=config.runtime)
-        self.images.snapshots_gc = self._gc_snapshots
         from .build import BuildService
         self.build = BuildService(self)
-        from ..layers.apply import remove_stale_extractions
-        remove_stale_extractions(self.snapshotter)
-        self.startup_report = self.images.fsck(remove=True)
-        rep = self.startup_report
-        if rep["orphan_blobs"] or rep["ingests"]:
-            log.warning("startup check removed %d unreferenced blob(s) and %d unfinished ingest(s) left by an "
-                        "interrupted operation", len(rep["orphan_blobs"]), len(rep["ingests"]))
-        if rep["missing_blobs"]:
+        from .gc import GarbageCollector
+        self.leases = self.images.leases
+        self.gc = GarbageCollector(self.content, self.db, self.leases, self.snapshotter, tmp_dir=root / "tmp")
+        self.images.gc = self.gc
+        # start-up recovery: stale mounts, the temporary area, every lease of a previous process, then a collection
+        rep = self.gc.recover(root, Path(config.exec_root))
+        self.startup_recovery = rep
+        self.startup_report = rep.as_dict()
+        (log.warning if not rep.empty else log.info)("startup recovery %s", rep.line())
+        if rep.missing_blobs:
             log.error("startup check: %d blob(s) referenced by images are missing: %s",
-                      len(rep["missing_blobs"]), ", ".join(rep["missing_blobs"][:5]))
-
-    def _gc_snapshots(self, chain_ids: list[str]) -> None:
-        for ch in chain_ids:  # top first: a parent goes only once its children are gone
-            try:
-                if self.snapshotter.exists(ch):
-                    self.snapshotter.remove(ch)
-            except Exception as exc:  # noqa: BLE001 - still in use by a container's snapshot
-                log.info("snapshot %s kept: %s", ch, exc)
-                break
+                      len(rep.missing_blobs), ", ".join(rep.missing_blobs[:5]))
 
     async def start(self) -> None:
         """Work that needs the event loop at daemon start: find running containers again."""

@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from .. import reference as refs
 from ..build.changes import apply_changes
-from ..content.store import ContentStore
+from ..content.store import ContentStore, current_lease
 from ..errors import Conflict, ImageNotFound, InvalidArgument, NotFound
 from ..filters import Filters
 from ..layers.ingest import IngestedLayer, LayerIngester
 from ..metadata.db import ImageRecord, LayerRecord, MetadataDB
+from ..metadata.leases import Lease, LeaseManager
 from ..oci import mediatypes as mt
 from ..oci.config import ImageConfig, import_config_bytes
 from ..oci.digest import chain_ids, hex_of, short_id
@@ -26,13 +28,14 @@ from ..oci.gojson import rfc3339_nano
 from ..oci.platform import Platform, host_platform
 from ..timestamps import parse_timestamp
 from .events import EventBus
+from .gc import RESUMABLE_PREFIX, RESUMABLE_TTL  # noqa: F401 - re-exported (were defined here)
+
+if TYPE_CHECKING:
+    from .gc import GarbageCollector
 
 __all__ = ["ImagesService", "ImageSummary", "DeleteItem", "PruneReport", "HistoryItem", "ContainerUsage"]
 
 _OCI_LAYER_TYPES = {mt.DOCKER_LAYER: mt.OCI_LAYER_GZIP, "application/vnd.docker.image.rootfs.diff.tar": mt.OCI_LAYER}
-
-RESUMABLE_PREFIX = "pull-"
-RESUMABLE_TTL = 7 * 24 * 3600
 
 LIST_FILTERS = ("before", "dangling", "label", "reference", "since", "until")
 PRUNE_FILTERS = ("dangling", "label", "label!", "until")
@@ -104,27 +107,79 @@ class ImagesService:
         self.compression_level = compression_level
         self.fsync = fsync
         self.container_usage: ContainerUsage = _no_containers
-        # called with the ChainIDs (top first) no image uses any more: their unpacked snapshots can go
-        self.snapshots_gc: Callable[[list[str]], None] | None = None
+        self.leases = LeaseManager(db)
+        self.gc: GarbageCollector | None = None  # set by the Engine (it needs the snapshotter)
         self._mu = asyncio.Lock()
-        self._leases: dict[str, int] = {}
+        self._compat: Lease | None = None
+        self._compat_refs: dict[str, int] = {}
         self._prune_running = False
         self._list_cache: tuple[int, list[ImageSummary]] | None = None
         self._generation = 0
 
-    # ---- leases: blobs in flight that GC must not remove --------------------------------------------------------
+    # ---- leases: what operations in flight hold, so that the collector keeps it ------------------------------
+    @asynccontextmanager
+    async def operation(self, kind: str) -> AsyncIterator[Lease]:
+        """Hold a lease for an operation: taken before its first blob, set as the context's
+        :data:`~dockwright.content.store.current_lease` (its writers, commits and worker threads add to it),
+        released at the end. A failed operation, or one during which metadata was deleted, then collects."""
+        lease = await asyncio.to_thread(self.leases.create, kind, mark=self.gc.deletions if self.gc else 0)
+        token = current_lease.set(lease)
+        failed = False
+        try:
+            yield lease
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            try:
+                current_lease.reset(token)
+            except ValueError:  # left from another context (an abandoned stream): that context ends anyway
+                pass
+            await self.end_operation(lease, failed=failed)
+
+    async def start_operation(self, kind: str) -> Lease:
+        """A lease for an operation whose end is not a ``with`` block (a stream): release it with
+        :meth:`end_operation`."""
+        return await asyncio.to_thread(self.leases.create, kind, mark=self.gc.deletions if self.gc else 0)
+
+    async def end_operation(self, lease: Lease, *, failed: bool = False) -> None:
+        if lease.released:
+            return
+        try:
+            await asyncio.shield(asyncio.to_thread(lease.release))
+        except asyncio.CancelledError:
+            lease.released = True
+            self._schedule_gc()
+            raise
+        if self.gc is not None and (failed or self.gc.deletions != lease.mark):
+            try:
+                await self.gc.run()
+            except asyncio.CancelledError:
+                self._schedule_gc()
+                raise
+
+    def _schedule_gc(self) -> None:
+        if self.gc is not None:
+            self.gc.schedule()
+
     def lease(self, digest: str) -> None:
-        self._leases[digest] = self._leases.get(digest, 0) + 1
+        """Keep a blob (older callers): added to the context's lease, or to the process's own one."""
+        cur = current_lease.get()
+        if cur is not None:
+            cur.add("content", digest)
+            return
+        if self._compat is None or self._compat.released:
+            self._compat = self.leases.create("process", ttl=10 * 365 * 24 * 3600.0)
+        self._compat_refs[digest] = self._compat_refs.get(digest, 0) + 1
+        self._compat.add("content", digest)
 
     def release(self, digest: str) -> None:
-        n = self._leases.get(digest, 0) - 1
-        if n <= 0:
-            self._leases.pop(digest, None)
-        else:
-            self._leases[digest] = n
-
-    def is_leased(self, digest: str) -> bool:
-        return digest in self._leases
+        n = self._compat_refs.get(digest, 0) - 1
+        if n > 0:
+            self._compat_refs[digest] = n
+            return
+        if self._compat_refs.pop(digest, None) is not None and self._compat is not None:
+            self.leases.remove_resource(self._compat.id, "content", digest)
 
     @property
     def generation(self) -> int:
@@ -200,15 +255,13 @@ class ImagesService:
         plat = Platform.parse_specifier(platform) if platform else host_platform()
         config = apply_changes({}, list(changes or []), plat.os)
         comment = message or f"Imported from {src}"
-        layer = await self._ingest_layer(chunks)
-        try:
+        async with self.operation("import"):
+            layer = await self._ingest_layer(chunks)
             created = rfc3339_nano()
             raw = import_config_bytes(diff_ids=[layer.diff_id], os=plat.os, architecture=plat.architecture,
                                       variant=plat.variant, comment=comment, created=created,
                                       docker_version=self.engine_version, config=config)
             image_id, _ = await self.commit_image(raw, [layer])
-        finally:
-            self.release(layer.digest)
         if target is not None:
             await self.tag(image_id, target)
         self._log(image_id, image_id, "import")
@@ -233,7 +286,6 @@ class ImagesService:
         except BaseException:
             ing.abort()
             raise
-        self.lease(layer.digest)
         return layer
 
     async def commit_image(self, config_raw: bytes, layers: "list[IngestedLayer] | list[LayerRecord]", *,
@@ -243,7 +295,19 @@ class ImagesService:
                            sources: list[tuple[str, str, str]] | None = None) -> tuple[str, list[str]]:
         """Store config + manifest for committed layer blobs and write the image, its names and the layer
         records in one transaction. Without ``manifest_raw`` a Docker schema2 manifest is made (once) for the
-        stored compressed layers. Returns (image ID, the tags that moved here from another image)."""
+        stored compressed layers. Returns (image ID, the tags that moved here from another image).
+
+        Runs under the context's lease (or a lease of its own): every blob the image will reference is leased
+        before it is written or found, and must exist before the transaction."""
+        if current_lease.get() is None:
+            async with self.operation("commit"):
+                return await self.commit_image(
+                    config_raw, layers, parent=parent, manifest_media_type=manifest_media_type,
+                    manifest_raw=manifest_raw, extra_blobs=extra_blobs, tags=tags, digests=digests, sources=sources)
+        lease = current_lease.get()
+        assert lease is not None
+        await asyncio.to_thread(lease.add_many, "content",  # type: ignore[attr-defined]
+                                [lay.digest for lay in layers] + sorted(extra_blobs or ()))
         cfg = ImageConfig(config_raw)
         config_digest = await asyncio.to_thread(self.content.put, config_raw)
         if manifest_raw is None:
@@ -272,6 +336,9 @@ class ImagesService:
             layers=[(lay.diff_id, ch, lay.digest) for lay, ch in zip(layers, chains)],
         )
         blobs = {config_digest, manifest_digest, *(lay.digest for lay in layers), *(extra_blobs or set())}
+        for b in sorted(blobs):  # leased above: what exists now stays until the image references it
+            if not await asyncio.to_thread(self.content.exists, b):
+                raise NotFound(f"content digest {b}: not found")
         moved: list[str] = []
         async with self._mu:
             with self.db.tx() as c:
@@ -304,6 +371,8 @@ class ImagesService:
         rec = self.resolve(image)
         now = time.time()
         async with self._mu:
+            if self.db.get_image(rec.id) is None:
+                raise ImageNotFound(image)  # removed meanwhile: never a tag for a gone image
             with self.db.tx() as c:
                 self.db.set_ref(c, str(target), rec.id, "tag", now)
                 self.db.set_last_tag_time(c, rec.id, rfc3339_nano())
@@ -312,6 +381,8 @@ class ImagesService:
 
     async def add_digest_ref(self, image_id: str, ref: refs.Reference) -> None:
         async with self._mu:
+            if self.db.get_image(image_id) is None:
+                return  # removed meanwhile (e.g. during its push): no name for a gone image
             with self.db.tx() as c:
                 self.db.set_ref(c, str(ref), image_id, "digest", time.time())
             self._changed()
@@ -483,7 +554,14 @@ class ImagesService:
     # ---- delete -----------------------------------------------------------------------------------------------
     async def remove(self, name: str, *, force: bool = False, prune: bool = True) -> list[DeleteItem]:
         async with self._mu:
-            return self._remove_locked(name, force=force, prune=prune)
+            records = self._remove_locked(name, force=force, prune=prune)
+        if any(r.deleted for r in records):
+            await self._run_gc()
+        return records
+
+    async def _run_gc(self) -> None:
+        if self.gc is not None:
+            await self.gc.run()
 
     def _remove_locked(self, name: str, *, force: bool, prune: bool) -> list[DeleteItem]:
         rec = self.resolve(name)
@@ -587,21 +665,15 @@ class ImagesService:
         self._delete_helper(parent, records, force=False, prune=True, quiet=True)
 
     def _delete_image_record(self, rec: ImageRecord) -> list[str]:
-        """Delete the image rows, then sweep blobs nothing references. Returns removed layer ChainIDs, top first."""
+        """Delete the image rows — metadata only: the collector, run afterwards, removes what nothing reaches any
+        more. Returns the layer ChainIDs no image uses any more, top first (dockerd's "Deleted:" lines)."""
         with self.db.tx() as c:
-            blobs = [r[0] for r in c.execute("SELECT digest FROM image_blobs WHERE image_id=?", (rec.id,))]
             self.db.delete_image(c, rec.id)
             used_chains = {r[0] for r in c.execute(
                 "SELECT DISTINCT chain_id FROM image_layers WHERE chain_id IN (%s)"
                 % ",".join("?" * len(rec.layers)), tuple(ch for _, ch, _ in rec.layers))} if rec.layers else set()
-            still = {r[0] for r in c.execute(
-                "SELECT DISTINCT digest FROM image_blobs WHERE digest IN (%s)" % ",".join("?" * len(blobs)),
-                tuple(blobs))} if blobs else set()
-            gone = [b for b in blobs if b not in still and b not in self._leases]
-            if gone:
-                c.execute("DELETE FROM layers WHERE digest IN (%s)" % ",".join("?" * len(gone)), tuple(gone))
-        for b in gone:
-            self.content.delete(b)
+        if self.gc is not None:
+            self.gc.note_deletion()
         self._changed()
         removed: list[str] = []
         for _, ch, _ in reversed(rec.layers):
@@ -609,8 +681,6 @@ class ImagesService:
                 break
             if ch not in removed:
                 removed.append(ch)
-        if self.snapshots_gc is not None:
-            self.snapshots_gc(removed)
         return removed
 
     # ---- prune ------------------------------------------------------------------------------------------------
@@ -669,39 +739,26 @@ class ImagesService:
             for d in report.deleted:
                 if d.deleted and d.deleted in chain_sizes:
                     report.space_reclaimed += chain_sizes[d.deleted]
+            if report.deleted:
+                await self._run_gc()
             self.events.publish("image", "prune", "", {"reclaimed": str(report.space_reclaimed)})
             return report
         finally:
             self._prune_running = False
 
-    async def collect(self, blobs: set[str]) -> None:
-        """Remove blobs an operation committed that no image references (and nobody leases) any more."""
-        if not blobs:
-            return
-        async with self._mu:
-            referenced = self.db.referenced_blobs()
-            for b in blobs:
-                if b not in referenced and b not in self._leases:
-                    self.content.delete(b)
+    async def collect(self, blobs: set[str] | None = None) -> None:
+        """Run the collector (older callers name the blobs they made; it finds them itself)."""
+        await self._run_gc()
 
-    # ---- GC / fsck --------------------------------------------------------------------------------------------
+    # ---- fsck -------------------------------------------------------------------------------------------------
     def fsck(self, *, remove: bool = True) -> dict[str, list[str]]:
-        """Find (and remove) what a crash can leave: open ingests and blobs no image references."""
+        """What a check of the store finds: with ``remove``, a start-up collection (everything no root reaches
+        goes); without, only the blobs images reference that are missing."""
+        if remove and self.gc is not None:
+            return self.gc.collect(startup=True).as_dict()
         referenced = self.db.referenced_blobs()
-        orphans = [d for d in self.content.walk() if d not in referenced and d not in self._leases]
-        now = time.time()
-        # partial downloads (stable "pull-<digest>" refs) are kept for a week so the next pull resumes them
-        ingests = [ref for ref, mtime in self.content.ingests()
-                   if not ref.startswith(RESUMABLE_PREFIX) or now - mtime > RESUMABLE_TTL]
-        missing = [d for d in referenced if not self.content.exists(d)]
-        if remove:
-            for d in orphans:
-                self.content.delete(d)
-            for ref in ingests:
-                self.content.remove_ingest(ref)
-            with self.db.tx() as c:
-                self.db.drop_unreferenced_layers(c)
-        return {"orphan_blobs": orphans, "ingests": ingests, "missing_blobs": missing}
+        return {"orphan_blobs": [], "ingests": [],
+                "missing_blobs": sorted(d for d in referenced if not self.content.exists(d))}
 
     def layers_size(self) -> int:
         rows = self.db.query("SELECT COALESCE(SUM(diff_size), 0) FROM (SELECT DISTINCT chain_id, l.diff_size "

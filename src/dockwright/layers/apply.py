@@ -76,6 +76,7 @@ from ..errors import (
     InvalidArgument,
     SystemError_,
 )
+from ..content.store import current_lease
 from ..oci.digest import sha256_digest
 from ..snapshots import Kind, LayerSnapshotter
 from .compression import Compression, Decompressor, decompressor, detect
@@ -692,6 +693,7 @@ def apply_layer(stream_chunks: Iterable[bytes], target: Path | str, *,
     partially written for the caller to remove.
     """
     stream = _LayerStream(stream_chunks)
+    stream.inspector = TarInspector(links_in_archive=True)  # the rules of ingest: hard links name this layer's entries
     ext = TarExtractor(Path(target), LAYER_RULES)
     try:
         summary = _unpack(stream, ext)
@@ -857,6 +859,10 @@ def ensure_chain(snapshotter: LayerSnapshotter, layers: Sequence[tuple[str, Laye
     if not layers:
         raise InvalidArgument("no layers to unpack")
     chain = [cid for cid, _ in layers]
+    lease = current_lease.get()
+    if lease is not None:  # leased before they are looked for or made: the collector keeps them for the caller
+        for cid in chain:
+            lease.add("snapshot", cid)
     # the highest layer already there (a committed snapshot implies its parents)
     start = len(chain)
     while start > 0 and not snapshotter.exists(chain[start - 1]):
@@ -899,6 +905,9 @@ def adopt_snapshot(snapshotter: LayerSnapshotter, key: str, chain_id: str) -> bo
     diffed), so that :func:`ensure_chain` need not unpack the layer again.  Returns False (and leaves
     ``key`` alone) if a snapshot of ``chain_id`` exists already.  Blocking."""
     root = str(getattr(snapshotter, "root", id(snapshotter)))
+    lease = current_lease.get()
+    if lease is not None:
+        lease.add("snapshot", chain_id)
     with _ChainLock(root, chain_id):
         if snapshotter.exists(chain_id):
             return False

@@ -5,7 +5,7 @@ callers take; ``overlay`` the overlayfs implementation (:class:`OverlaySnapshott
 :class:`Mount` value and :func:`mount_all` / :func:`unmount`.
 """
 
-from .mount import PAGE_SIZE, Mount, is_mountpoint, mount_all, unmount
+from .mount import PAGE_SIZE, Mount, is_mountpoint, mount_all, mounts_under, unmount
 from .overlay import OverlaySnapshotter
 from .snapshotter import (
     Info,
@@ -30,5 +30,6 @@ __all__ = [
     "mount_all",
     "unmount",
     "is_mountpoint",
+    "mounts_under",
     "PAGE_SIZE",
 ]

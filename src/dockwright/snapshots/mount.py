@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..errors import Conflict, InvalidArgument, SystemError_
 
-__all__ = ["Mount", "mount_all", "unmount", "is_mountpoint", "PAGE_SIZE"]
+__all__ = ["Mount", "mount_all", "unmount", "is_mountpoint", "mounts_under", "PAGE_SIZE"]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -225,6 +225,24 @@ def is_mountpoint(path: str | os.PathLike[str]) -> bool:
     except OSError:
         return os.path.ismount(p)
     return False
+
+
+def mounts_under(*roots: str | os.PathLike[str]) -> list[str]:
+    """Mount points strictly below any of ``roots`` (from /proc/self/mountinfo), deepest first (the unmount order)."""
+    bases = [os.path.realpath(os.fspath(r)) for r in roots]
+    found: set[str] = set()
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(" ", 5)
+                if len(fields) <= 4:
+                    continue
+                mp = _unescape(fields[4])
+                if any(mp.startswith(b.rstrip("/") + "/") for b in bases):
+                    found.add(mp)
+    except OSError:
+        return []
+    return sorted(found, key=lambda m: (-m.count("/"), m))
 
 
 def _unescape(s: str) -> str:
