@@ -51,7 +51,7 @@ class LayerIngester:
         self._comp = None
         self._writer: Writer | None = None
         self._diff = hashlib.sha256()
-        self._tar = TarInspector()
+        self._tar = TarInspector(links_in_archive=True)  # a layer: its hard links name its own entries
         self._pending = bytearray()
         self.bytes_in = 0
 

@@ -19,7 +19,17 @@ with no entry after them raise :class:`~dockwright.errors.DataCorrupted`.
 Security, because the layer is later extracted: entries whose cleaned path climbs above the root
 (``../``), hardlinks whose target does, a non-directory entry that would replace the root itself, and
 cleaned paths longer than ``PATH_MAX`` raise :class:`~dockwright.errors.DataCorrupted` naming the
-entry.  Absolute names are made relative as dockerd does.  Symlink targets are not checked here.
+entry.  Absolute names are made relative as dockerd does.  Symlink targets are not checked here (but one
+longer than ``PATH_MAX - 1`` bytes, which ``symlink(2)`` refuses, is).
+
+Everything extraction (:class:`~dockwright.layers.apply.TarExtractor`, which is fed through this inspector
+too) would refuse later is refused here, while the layer streams in, so that a layer that cannot be unpacked
+is never stored (:func:`check_entry_fields`): a path component longer than ``NAME_MAX`` (the kernel's "file
+name too long"), header number fields (mode, uid, gid, mtime, device numbers) or PAX numbers (``uid``,
+``gid``, ``size``, ``mtime``, ``atime``, ``ctime``) that Go's ``archive/tar`` cannot parse, and owners that
+``lchown(2)`` cannot take (:func:`valid_owner_id`).  With ``links_in_archive`` (layers: dockerd applies a
+layer into an empty directory), a hardlink must name an entry the archive made before it, that is not a
+directory, reached without going through a symlink.
 
 :attr:`TarSummary.diff_size` is what dockerd's overlay2 driver reports for the layer, i.e. Go's
 ``directory.Size`` over the unpacked diff directory (see moby ``pkg/archive.Unpack`` with the overlay
@@ -39,11 +49,14 @@ from typing import Any
 
 from ..errors import DataCorrupted
 
-__all__ = ["TarInspector", "TarSummary", "BLOCK_SIZE", "PATH_MAX", "clean_components"]
+__all__ = ["TarInspector", "TarSummary", "BLOCK_SIZE", "PATH_MAX", "NAME_MAX", "clean_components",
+           "valid_owner_id", "parse_pax_time", "check_entry_fields"]
 
 BLOCK_SIZE = 512
 #: Longest cleaned entry path accepted; the kernel refuses longer paths, so dockerd cannot extract them.
 PATH_MAX = 4096
+#: Longest path component the kernel takes (bytes).
+NAME_MAX = 255
 
 _ZERO_BLOCK = bytes(BLOCK_SIZE)
 _HIGH_BYTES = bytes(range(128, 256))
@@ -158,6 +171,62 @@ def _parse_pax_int(value: bytes) -> int:
     return n
 
 
+_PAX_TIME = re.compile(rb"([+-]?[0-9]+)(?:\.([0-9]*))?")
+_PAX_NUMBER_KEYS = (b"uid", b"gid", b"size")
+_PAX_TIME_KEYS = (b"mtime", b"atime", b"ctime")
+_MAX_OWNER_ID = (1 << 32) - 2  # (uid_t)-1 means "leave unchanged" to lchown; Python refuses it as an id
+
+
+def parse_pax_time(value: bytes) -> int:
+    """A PAX time record in nanoseconds, as Go's ``parsePAXTime`` reads it (``[+-]seconds[.fraction]``, seconds
+    within int64); :class:`ValueError` for anything else (``inf``, ``1e9``, ``.5``, garbage)."""
+    m = _PAX_TIME.fullmatch(value)
+    if m is None:
+        raise ValueError(value)
+    secs = int(m.group(1))
+    if not -_INT64_LIMIT <= secs < _INT64_LIMIT:
+        raise ValueError(value)
+    frac = (m.group(2) or b"")[:9].ljust(9, b"0")
+    ns = int(frac)
+    return secs * 1_000_000_000 + (-ns if m.group(1).startswith(b"-") else ns)
+
+
+def valid_owner_id(n: int) -> bool:
+    """Whether ``lchown(2)`` (through Python's ``os.chown``, which the extractor uses) takes ``n`` as a uid or
+    gid: 0 … 2**32-2, or -1 (unchanged)."""
+    return n == -1 or 0 <= n <= _MAX_OWNER_ID
+
+
+def check_entry_fields(blk: bytes, pax: dict[bytes, bytes] | None, name: bytes) -> None:
+    """Refuse an entry whose header numbers or PAX numbers do not parse (Go's ``archive/tar`` fails the whole
+    archive with ``ErrHeader``; Python's ``tarfile``, which extracts, fails on the header fields and turns bad
+    PAX numbers into nonsense), or whose owner ``lchown`` cannot take. ``blk`` is the entry's raw header."""
+    fields = {}
+    for label, lo, hi in (("mode", 100, 108), ("uid", 108, 116), ("gid", 116, 124), ("mtime", 136, 148),
+                          ("devmajor", 329, 337), ("devminor", 337, 345)):
+        try:
+            fields[label] = _parse_numeric(blk[lo:hi])
+        except _BadNumber:
+            raise DataCorrupted(f"invalid tar header for {_show(name)}: bad {label} field "
+                                f"{_show(_cstr(blk[lo:hi]))}") from None
+    if pax:
+        for key in _PAX_NUMBER_KEYS + _PAX_TIME_KEYS:
+            value = pax.get(key)
+            if not value:
+                continue  # an empty record keeps the header's value (Go)
+            try:
+                number = _parse_pax_int(value) if key in _PAX_NUMBER_KEYS else parse_pax_time(value)
+            except (_BadNumber, ValueError):
+                raise DataCorrupted(f"invalid tar header for {_show(name)}: bad PAX {key.decode()} record "
+                                    f"{_show(value)}") from None
+            if key in (b"uid", b"gid"):
+                fields[key.decode()] = number
+    for label in ("uid", "gid"):
+        if not valid_owner_id(fields[label]):
+            raise DataCorrupted(f"invalid tar header for {_show(name)}: {label} {fields[label]} is out of range "
+                                f"(0 to {_MAX_OWNER_ID})")
+
+
 def _show(name: bytes) -> str:
     text = name.decode("utf-8", "backslashreplace")
     if len(text) > 200:
@@ -193,12 +262,15 @@ class TarInspector:
     """Push-based tar reader: :meth:`feed` it chunks of any size, then :meth:`close` it.
 
     ``max_header_bytes`` bounds the body of each PAX / GNU long-name header (Go's limit is 1 MiB).
-    Once an error has been raised, every later call raises it again.
+    Once an error has been raised, every later call raises it again.  ``links_in_archive`` (layers): a
+    hardlink must name a non-directory entry made earlier by the archive, not through one of its symlinks.
     """
 
-    def __init__(self, *, max_header_bytes: int = 1 << 20) -> None:
+    def __init__(self, *, max_header_bytes: int = 1 << 20, links_in_archive: bool = False) -> None:
         if max_header_bytes < BLOCK_SIZE:
             raise ValueError("max_header_bytes must be at least one block")
+        self._links_in_archive = links_in_archive
+        self._symlinks: set[tuple[bytes, ...]] = set()  # where the archive made symlinks (for messages)
         self._max_meta = max_header_bytes
         self._fed = 0  # bytes fed so far
         self._buf = bytearray()  # the part of the current record seen so far
@@ -449,6 +521,7 @@ class TarInspector:
         if logical < 0:
             raise DataCorrupted(f"invalid tar header for {_show(name)}: negative size")
 
+        check_entry_fields(blk, pax, name)
         self._entry_name = name
         self._entries += 1
         self._hdr, self._hdr_pax, self._sink = blk, pax, None
@@ -558,6 +631,11 @@ class TarInspector:
             raise DataCorrupted(f"{_describe(what, link)} escapes the layer root")
         if len(name) > PATH_MAX - 1 and sum(map(len, out)) + len(out) - 1 > PATH_MAX - 1:
             raise DataCorrupted(f"{_describe(what, link)} has a path longer than {PATH_MAX - 1} bytes")
+        if len(name) > NAME_MAX:
+            longest = max(map(len, out), default=0)
+            if longest > NAME_MAX:
+                raise DataCorrupted(f"{_describe(what, link)} has a name of {longest} bytes: longer than "
+                                    f"{NAME_MAX} (NAME_MAX): file name too long")
         return out
 
     def _new_node(self) -> None:
@@ -609,6 +687,29 @@ class TarInspector:
                 if not inode.nlink:
                     self._size -= inode.size
 
+    def _check_link_target(self, comps: list[bytes], target: list[bytes], name: bytes, linkname: bytes) -> None:
+        """A layer's hardlink must name what the layer made before it (extraction links inside the layer's own
+        directory): a non-directory, reached through directories only."""
+        what = _describe(name, linkname)
+        if not target:
+            raise DataCorrupted(f"{what} points at the layer root")
+        if target[: len(comps)] == comps:  # the link replaces its own target (or a directory holding it)
+            raise DataCorrupted(f"{what}: the target is not in the layer (the link replaces it)")
+        cur = self._root
+        for i, part in enumerate(target[:-1]):
+            nxt = cur.get(part)
+            if type(nxt) is not dict:
+                if nxt is not None and tuple(target[: i + 1]) in self._symlinks:
+                    raise DataCorrupted(f"{what} goes through the symlink {_show(b'/'.join(target[: i + 1]))} "
+                                        f"of the layer")
+                raise DataCorrupted(f"{what}: the target is not in the layer")
+            cur = nxt  # type: ignore[assignment]
+        node = cur.get(target[-1])
+        if node is None:
+            raise DataCorrupted(f"{what}: the target is not in the layer")
+        if type(node) is dict:
+            raise DataCorrupted(f"{what}: the target is a directory")
+
     def _apply(self, typeflag: int, name: bytes, linkname: bytes, size: int) -> None:
         """Account for one entry as ``archive.Unpack`` with the overlay whiteout converter would."""
         comps = self._clean(name, name)
@@ -618,6 +719,15 @@ class TarInspector:
             if typeflag == _DIR:
                 return
             raise DataCorrupted(f"tar entry {_show(name)} would replace the layer root")
+        if typeflag == _LINK and self._links_in_archive:
+            self._check_link_target(comps, target, name, linkname)
+        elif typeflag == _SYMLINK and len(linkname) > PATH_MAX - 1:
+            raise DataCorrupted(f"symlink {_show(name)} has a target of {len(linkname)} bytes: longer than "
+                                f"{PATH_MAX - 1} (PATH_MAX)")
+        if self._symlinks:
+            self._symlinks.discard(tuple(comps))
+        if typeflag == _SYMLINK:
+            self._symlinks.add(tuple(comps))
         if typeflag not in _REGULAR and typeflag not in _DEVICES and typeflag not in (_LINK, _SYMLINK, _DIR):
             return  # dockerd cannot extract these ("unhandled tar header type"); nothing to count
         base = comps[-1]

@@ -23,7 +23,7 @@ class LayerVerifier:
         self._decomp: Decompressor | None = None
         self._started = False
         self._diff = hashlib.sha256()
-        self._tar = TarInspector()
+        self._tar = TarInspector(links_in_archive=True)  # a layer: its hard links name its own entries
 
     def _start(self, head: bytes) -> None:
         kind = detect(head)

@@ -593,7 +593,7 @@ def test_bad_pax_size_value() -> None:
 
 
 def test_extended_header_size_limit() -> None:
-    data = make_tar(reg("n" * 3000, b"x"))
+    data = make_tar(reg("/".join(["n" * 99] * 30), b"x"))  # a 2999-byte path (components fit NAME_MAX)
     assert inspect(data, max_header_bytes=4096).entries == 1
     with pytest.raises(DataCorrupted, match="too long"):
         inspect(data, max_header_bytes=1024)
@@ -729,3 +729,117 @@ def test_many_small_files_are_reasonably_fast() -> None:
     assert s.entries == 20_100
     assert s.diff_size == sum(i % 700 for i in range(20_000))
     assert elapsed < 10.0, elapsed
+
+
+# ------------------------------------------------------------- what extraction would refuse, refused at ingest
+# Every case is also given to the extractor (apply_layer): the inspector refuses exactly what extraction cannot
+# unpack (issue 11 item 7), so a layer is refused when it is imported, loaded or pulled, never at `docker create`.
+
+def _pax_entry(records: dict[str, str | bytes], name: bytes = b"f", typeflag: bytes = b"0") -> bytes:
+    return pax_header(pax_records(**records)) + raw_header(name, typeflag=typeflag) + END
+
+
+def _both_refuse(data: bytes, match: str, tmp_path: Path) -> None:
+    from dockwright.layers.apply import apply_layer
+
+    with pytest.raises(DataCorrupted, match=match):
+        inspect(data, links_in_archive=True)
+    with pytest.raises(DataCorrupted, match=match):
+        inspect(data, 7, links_in_archive=True)
+    import tempfile
+
+    with pytest.raises(DataCorrupted, match=match):
+        apply_layer([data], tempfile.mkdtemp(dir=tmp_path))
+
+
+def _both_accept(data: bytes, tmp_path: Path) -> TarSummary:
+    from dockwright.layers.apply import apply_layer
+
+    s = inspect(data, links_in_archive=True)
+    dest = tmp_path / "ok"
+    dest.mkdir(exist_ok=True)
+    assert apply_layer([data], dest).entries == s.entries
+    return s
+
+
+def test_component_over_name_max_is_refused(tmp_path: Path) -> None:
+    _both_refuse(make_tar(reg("d/" + "n" * 256, b"x")), r"has a name of 256 bytes: longer than 255 \(NAME_MAX\)",
+                 tmp_path)
+    _both_refuse(make_tar(reg("n" * 300, b"x")), "file name too long", tmp_path)
+    _both_refuse(make_tar(reg("f", b"x"), hard("h", "d/" + "t" * 256)), "NAME_MAX", tmp_path)
+
+
+def test_long_path_of_short_components_is_fine(tmp_path: Path) -> None:
+    name = "/".join(["c" * 99] * 3) + "/f"  # 303 bytes, no component over 255
+    s = _both_accept(make_tar(reg(name, b"x"), reg("w/.wh." + "w" * 251)), tmp_path)
+    assert s.entries == 2
+    assert (tmp_path / "ok" / name).read_bytes() == b"x"
+    assert _both_accept(make_tar(reg("n" * 255, b"x")), tmp_path).entries == 1
+
+
+@pytest.mark.parametrize("key,value", [
+    ("mtime", "garbage"), ("mtime", "inf"), ("mtime", "nan"), ("mtime", "1e9"), ("mtime", ".5"),
+    ("mtime", "1" * 30), ("atime", "12:00"), ("ctime", "0x10"), ("uid", "abc"), ("gid", "1.5"),
+    ("uid", str(1 << 64)),
+])
+def test_unparseable_pax_numbers_are_refused(tmp_path: Path, key: str, value: str) -> None:
+    _both_refuse(_pax_entry({key: value}), f"bad PAX {key} record", tmp_path)
+
+
+@pytest.mark.parametrize("key,value", [("uid", str(1 << 32)), ("uid", str((1 << 32) - 1)), ("gid", str(1 << 40)),
+                                       ("uid", "-2")])
+def test_owner_ids_lchown_cannot_take_are_refused(tmp_path: Path, key: str, value: str) -> None:
+    _both_refuse(_pax_entry({key: value}), f"{key} {value} is out of range", tmp_path)
+
+
+def test_base256_uid_out_of_range_is_refused(tmp_path: Path) -> None:
+    field = bytes([0x80]) + (1 << 33).to_bytes(7, "big")
+    _both_refuse(raw_header(b"f", patch={108: field}) + END, "uid 8589934592 is out of range", tmp_path)
+
+
+@pytest.mark.parametrize("off,label", [(100, "mode"), (108, "uid"), (116, "gid"), (136, "mtime"),
+                                       (329, "devmajor")])
+def test_unparseable_header_numbers_are_refused(tmp_path: Path, off: int, label: str) -> None:
+    _both_refuse(raw_header(b"f", patch={off: b"12x4"}) + END, f"bad {label} field", tmp_path)
+
+
+def test_good_numbers_are_accepted(tmp_path: Path) -> None:
+    data = _pax_entry({"mtime": "1700000000.123456789", "atime": "-5.5", "ctime": "+7", "uid": str((1 << 32) - 2),
+                       "gid": "70000", "size": ""})
+    assert _both_accept(data, tmp_path).entries == 1
+    st = os.lstat(tmp_path / "ok" / "f")
+    assert (st.st_uid, st.st_gid, st.st_mtime_ns) == ((1 << 32) - 2, 70000, 1700000000123456789)
+
+
+@pytest.mark.parametrize("members,match", [
+    ([hard("h", "/etc/passwd")], "the target is not in the layer"),
+    ([hard("h", "missing")], "the target is not in the layer"),
+    ([sym("l", "/etc"), hard("h", "l/passwd")], "goes through the symlink 'l' of the layer"),
+    ([dir_("d"), reg("d/f", b"x"), sym("l", "d"), hard("h", "l/f")], "goes through the symlink 'l' of the layer"),
+    ([reg("f", b"x"), hard("h", "f/g")], "the target is not in the layer"),
+    ([dir_("d"), hard("h", "d")], "the target is a directory"),
+    ([reg("f", b"x"), hard("f", "f")], "the link replaces it"),
+    ([reg("f", b"x"), hard("h", "f"), reg("f", b"later")], None),  # fine: h was made while f existed
+])
+def test_layer_hardlinks_must_name_the_layers_own_entries(tmp_path: Path, members: list, match: str | None) -> None:
+    data = make_tar(*members)
+    assert inspect(data).entries == len(members)  # not a rule for archives in general (docker cp, ADD)
+    if match is None:
+        _both_accept(data, tmp_path)
+    else:
+        _both_refuse(data, match, tmp_path)
+
+
+def test_layer_hardlinks_to_files_symlinks_and_through_directories_are_fine(tmp_path: Path) -> None:
+    data = make_tar(dir_("d"), reg("d/f", b"abc"), sym("d/s", "f"), hard("/h1", "/d/f"), hard("h2", "./d/../d/s"),
+                    reg(".wh.gone"), hard("h3", "gone"))
+    s = _both_accept(data, tmp_path)
+    assert s.entries == 7
+    assert os.path.samefile(tmp_path / "ok" / "h1", tmp_path / "ok" / "d" / "f")
+    assert os.readlink(tmp_path / "ok" / "h2") == "f"
+
+
+def test_symlink_target_over_path_max_is_refused(tmp_path: Path) -> None:
+    _both_refuse(make_tar(sym("l", "/".join(["t" * 200] * 21))), r"longer than 4095 \(PATH_MAX\)", tmp_path)
+    assert _both_accept(make_tar(sym("l", "x" * 4095)), tmp_path).entries == 1
+    assert os.readlink(tmp_path / "ok" / "l") == "x" * 4095
