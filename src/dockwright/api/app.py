@@ -12,6 +12,7 @@ from ..engine.engine import API_VERSION, ENGINE_VERSION, MIN_API_VERSION, Engine
 from ..errors import InvalidArgument
 from . import build, containers, images, system
 from .errors import error_response, json_body, status_of
+from .streams import client_gone
 from .versions import DEFAULT, MINIMUM, parse_version
 
 __all__ = ["make_app"]
@@ -41,9 +42,14 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         return json_body({"message": "page not found"}, 404)
     except web.HTTPException:
         raise
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - every error becomes dockerd's {"message"}
+        if client_gone(request, exc):
+            # the client hung up (a `docker run -d`'s wait, a ^C during a build or pull): one line, as dockerd
+            log.info("%s %s: the client went away: %s", request.method, request.path,
+                     str(exc) or exc.__class__.__name__)
+            return web.Response(status=499)  # never sent: aiohttp finds the connection gone and drops it
         status = status_of(exc)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.path, exc, exc_info=exc)

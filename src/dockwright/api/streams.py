@@ -10,7 +10,18 @@ from aiohttp import web
 from ..engine.progress import Aux, Progress, ProgressEvent, Status, StreamText
 from .errors import error_line
 
-__all__ = ["human_size", "progress_bar", "render", "JSONStream"]
+__all__ = ["human_size", "progress_bar", "render", "JSONStream", "client_gone"]
+
+
+def client_gone(request: web.Request, exc: BaseException) -> bool:
+    """Whether ``exc`` is this request's client having hung up (a write to its closed or closing connection:
+    ``ConnectionResetError``, aiohttp's ``ClientConnectionResetError`` "Cannot write to closing transport",
+    ``BrokenPipeError``…). A client going away is normal, not a failure of ours; the same errors from another
+    connection (a registry's, say) are not this, since the client's connection is still open then."""
+    if not isinstance(exc, ConnectionError):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 _UNITS = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
 
@@ -102,8 +113,8 @@ class JSONStream:
                     continue
                 await self.send_event(ev)
         except Exception as exc:  # noqa: BLE001 - rendered to the client
-            if not self.started:
-                raise
+            if not self.started or client_gone(self.request, exc):
+                raise  # before the first byte: an HTTP status; the client gone: nobody to tell (app's middleware)
             await self.send_error(exc)
         await self.finish()
         return self.response

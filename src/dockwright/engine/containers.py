@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, AsyncIterator, Coroutine
 
 from ..build.changes import apply_changes
-from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument
+from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument, SystemError_
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
 from ..oci.config import container_config
@@ -164,6 +164,7 @@ class ContainersService:
         self._removing: set[str] = set()  # ids whose removal is in progress (dockerd's RemovalInProgress)
         self._names_in_use: dict[str, str] = {}  # name → id of a container being created (not cached yet)
         self._starting: dict[str, asyncio.Event] = {}  # ids being started: set when the start is over
+        self._committing: dict[str, list[asyncio.Event]] = {}  # ids being committed: each set when its commit ends
         self._lock = asyncio.Lock()
         for c in self._load_all():
             self._cache[c.id] = c
@@ -589,15 +590,50 @@ class ContainersService:
         return {"StatusCode": code, "Error": None}
 
     async def kill(self, ref: str, signal: str | int | None = None) -> None:
+        """Send a signal. SIGKILL (the default) answers once the exit is recorded, as dockerd's ``Kill`` (wait
+        for not-running, 10 s; then SIGKILL again and 2 s more); any other signal answers at once, the
+        container may go on running. A container that is not running is a conflict; one that is exiting
+        already (the runtime no longer has a process to signal) is not an error, as dockerd."""
         c = self.get(ref)
         sig = parse_signal(signal, _signal.SIGKILL)
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
+        if sig != _signal.SIGKILL:
+            try:
+                await self.runc.kill(c.id, sig)
+            except (Conflict, ContainerNotFound):
+                log.debug("kill %s with signal %d: it is exiting already", c.id, sig)
+            self._event(c, "kill", {"signal": str(sig)})
+            return
+        ev = self._exit_events.setdefault(c.id, asyncio.Event())  # this run's: set when its exit is recorded
+        paused = bool(c.state.get("Paused"))
         try:
-            await self.runc.kill(c.id, sig, all=sig == _signal.SIGKILL)
-        except ContainerNotFound:  # runc has forgotten it: it exited, its exit is being handled
-            raise Conflict(f"Container {c.id} is not running") from None
+            await self.runc.kill(c.id, sig, all=True)
+        except (Conflict, ContainerNotFound):
+            paused = False  # exiting already: its watcher records the exit
+        if paused:  # the signal is delivered once the processes thaw (dockerd unpauses after the kill)
+            try:
+                await self.runc.resume(c.id)
+            except Exception as exc:  # noqa: BLE001
+                log.debug("resuming %s after SIGKILL: %s", c.id, exc)
         self._event(c, "kill", {"signal": str(sig)})
+        await self._wait_recorded_exit(c, ev)
+
+    async def _wait_recorded_exit(self, c: Container, ev: asyncio.Event) -> None:
+        """After SIGKILL: until the exit is recorded (dockerd: 10 s, then SIGKILL again and 2 s more)."""
+        try:
+            await asyncio.wait_for(ev.wait(), 10)
+            return
+        except asyncio.TimeoutError:
+            log.error("container %s failed to exit within 10 seconds of kill - trying SIGKILL again", c.id)
+        try:
+            await self.runc.kill(c.id, _signal.SIGKILL, all=True)
+        except (Conflict, ContainerNotFound):
+            pass
+        try:
+            await asyncio.wait_for(ev.wait(), 2)
+        except asyncio.TimeoutError:
+            raise SystemError_("tried to kill container, but did not receive an exit event") from None
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
         """Stop; False when it was not running (HTTP 304)."""
@@ -626,7 +662,8 @@ class ContainersService:
                 await self.runc.kill(c.id, _signal.SIGKILL, all=True)
             except (Conflict, ContainerNotFound):
                 pass
-            await asyncio.wait_for(ev.wait(), 30)
+            self._event(c, "kill", {"signal": str(int(_signal.SIGKILL))})
+            await self._wait_recorded_exit(c, ev)
         self._event(c, "stop")
         return True
 
@@ -640,6 +677,10 @@ class ContainersService:
             await self.runc.pause(c.id)
         except ContainerNotFound:
             raise Conflict(f"Container {c.id} is not running") from None
+        except SystemError_:
+            if not c.running or (await self.runc.state(c.id) or {}).get("status") != "running":
+                raise Conflict(f"Container {c.id} is not running") from None  # it exited meanwhile
+            raise
         c.state.update({"Paused": True, "Status": "paused"})
         self._save(c)
         self._event(c, "pause")
@@ -672,6 +713,8 @@ class ContainersService:
             starting = self._starting.get(c.id)
             if starting is not None:  # as dockerd's container lock: the start finishes first
                 await starting.wait()
+            for committing in list(self._committing.get(c.id, ())):  # a commit holds its container's layer
+                await committing.wait()
             if c.running and not force:
                 raise Conflict(f"cannot remove container \"/{c.name}\": container is running: stop the "
                                f"container before removing or force remove")
@@ -840,9 +883,22 @@ class ContainersService:
     async def commit(self, ref: str, *, repo: str = "", tag: str = "", comment: str = "", author: str = "",
                      pause: bool = True, changes: list[str] | None = None,
                      config: dict[str, Any] | None = None) -> str:
-        async with self.images.operation("commit"):  # leases its layer blob and the parent's until the image exists
-            return await self._commit(ref, repo=repo, tag=tag, comment=comment, author=author, pause=pause,
-                                      changes=changes, config=config)
+        c = self.get(ref)
+        if c.id in self._removing:
+            raise Conflict(f"You cannot commit container {c.id} which is being removed")
+        held = asyncio.Event()  # a removal (an auto-remove after the exit too) waits until the commit is done
+        self._committing.setdefault(c.id, []).append(held)
+        try:
+            async with self.images.operation("commit"):  # leases its layer blob and the parent's until the image exists
+                return await self._commit(c.id, repo=repo, tag=tag, comment=comment, author=author, pause=pause,
+                                          changes=changes, config=config)
+        finally:
+            held.set()
+            holders = self._committing.get(c.id, [])
+            if held in holders:
+                holders.remove(held)
+            if not holders:
+                self._committing.pop(c.id, None)
 
     async def _commit(self, ref: str, *, repo: str = "", tag: str = "", comment: str = "", author: str = "",
                       pause: bool = True, changes: list[str] | None = None,
@@ -854,8 +910,11 @@ class ContainersService:
         new_cfg = _merge_missing(new_cfg, c.config)
         paused_here = False
         if c.running and pause and not c.state.get("Paused"):
-            await self.runc.pause(c.id)
-            paused_here = True
+            try:  # as dockerd: a pause that fails (the container stopped meanwhile) is ignored
+                await self.runc.pause(c.id)
+                paused_here = True
+            except Exception as exc:  # noqa: BLE001
+                log.debug("commit of %s without pausing it: %s", c.id, exc)
         writer = self.content.writer()
         try:
             upper = self.snapshotter.upper_dir(c.id)
@@ -866,7 +925,10 @@ class ContainersService:
             raise
         finally:
             if paused_here:
-                await self.runc.resume(c.id)
+                try:
+                    await self.runc.resume(c.id)
+                except Exception as exc:  # noqa: BLE001 - killed while paused: nothing to resume
+                    log.debug("resuming %s after its commit: %s", c.id, exc)
         self.images.lease(digest)
         try:
             parent = self.db.get_image(c.image_id, with_layers=True)
