@@ -135,7 +135,6 @@ def test_prune_during_pull_keeps_the_pulled_image_whole(daemon: Daemon, registry
     big = push_image(registry, "it/big", "1", [a, b, c])
     with FaultProxy(registry, delay_per_chunk=0.02) as proxy:
         daemon.docker("pull", f"{proxy.host}/it/base:1")
-        before = blobs(daemon)
         pull = docker_popen(daemon, "pull", f"{proxy.host}/it/big:1")
         # the prune lands while big's own layer is downloading (its shared layers are "Already exists")
         wait_for(lambda: proxy.bytes_for(big["layer_digests"][2]) > 64 << 10)
@@ -318,3 +317,176 @@ def test_registry_faults_leave_nothing_behind(daemon: Daemon, fake_registry: _Fa
     assert blobs(daemon) == baseline and ingests(daemon) == []
     assert list((daemon.data_root / "tmp").iterdir()) == []
     assert_clean_fsck(daemon)
+
+
+# ---- kill -9 at seeded moments of every operation -------------------------------------------------------------
+def du(path: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for n in filenames + dirnames:
+            try:
+                total += os.lstat(os.path.join(dirpath, n)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def check_store(d: Daemon) -> None:
+    """After a restart: every listed image inspects and saves, every blob re-hashes, nothing stale is mounted."""
+    images_inspect_and_save(d)
+    rehash_all(d)
+    s, rows = d.api_json("GET", "/containers/json")
+    running = {r["Id"] for r in rows} if s == 200 else set()
+    stale = [m for m in mounts_below(d.data_root, d.exec_root) if not any(cid in m for cid in running)]
+    assert stale == [], stale
+    assert list((d.data_root / "tmp").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_kill9_at_seeded_moments_of_every_operation(daemon: Daemon, registry: Registry, tmp_path: Path) -> None:
+    rng = random.Random(1111)
+    push_image(registry, "crash/base", "1", [make_rootfs_tar()])
+    big = push_image(registry, "crash/big", "1", [make_rootfs_tar(), small_tar({"x.bin": os.urandom(3 << 20)})])
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f.bin").write_bytes(os.urandom(2 << 20))
+    with FaultProxy(registry, delay_per_chunk=0.004) as proxy:
+        base = f"{proxy.host}/crash/base:1"
+        (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY f.bin /f.bin\nRUN echo hi > /hi\n")
+        daemon.docker("pull", base)
+        archive = tmp_path / "big.tar"
+        daemon.docker("pull", f"{proxy.host}/crash/big:1")
+        daemon.docker("save", "-o", str(archive), f"{proxy.host}/crash/big:1")
+        cid = daemon.out("create", base, "true")
+        n = [0]
+
+        def fresh_name() -> str:
+            n[0] += 1
+            return f"{proxy.host}/crash/t{n[0]}:1"
+
+        def setup_rmi() -> list[str]:
+            name = fresh_name()
+            daemon.docker("load", "-i", str(archive))
+            daemon.docker("tag", f"{proxy.host}/crash/big:1", name)
+            return ["rmi", "-f", f"{proxy.host}/crash/big:1", name]
+
+        def setup_push() -> list[str]:
+            name = fresh_name()
+            daemon.docker("import", "-", name, input=small_tar({"p.bin": os.urandom(4 << 20)}))
+            return ["push", name]
+
+        ops: dict[str, Any] = {
+            "pull": lambda: (daemon.docker("rmi", "-f", f"{proxy.host}/crash/big:1", check=False),
+                             ["pull", f"{proxy.host}/crash/big:1"])[1],
+            "load": lambda: (daemon.docker("rmi", "-f", f"{proxy.host}/crash/big:1", check=False),
+                             ["load", "-i", str(archive)])[1],
+            "build": lambda: ["build", "--no-cache", "-t", fresh_name(), str(ctx)],
+            "commit": lambda: ["commit", cid, fresh_name()],
+            "rmi": setup_rmi,
+            "prune": lambda: (setup_rmi(), ["image", "prune", "-a", "-f"])[1],
+            "push": setup_push,
+        }
+        resumed = 0
+        for op, setup in ops.items():
+            t0 = time.time()
+            args = setup()
+            t0 = time.time()
+            p = docker_popen(daemon, *args)
+            p.communicate(timeout=120)
+            duration = max(0.2, time.time() - t0)
+            for _ in range(10):
+                daemon.docker("pull", base)  # whatever a prune took
+                args = setup()
+                p = docker_popen(daemon, *args)
+                time.sleep(rng.uniform(0, duration))
+                daemon.kill9()
+                p.kill()
+                p.communicate()
+                daemon.start()
+                check_store(daemon)
+                if op == "pull":
+                    data = daemon.data_root / "content" / "ingest" / ("pull-" + big["layer_digests"][1][7:]) / "data"
+                    left = data.is_file() and data.stat().st_size > 0
+                    proxy.reset()
+                    daemon.docker("pull", f"{proxy.host}/crash/big:1")
+                    if left:
+                        assert proxy.ranges_for(big["layer_digests"][1]), "an interrupted pull resumes"
+                        resumed += 1
+        daemon.remove_all_containers()
+        daemon.docker("image", "prune", "-a", "-f")
+        assert daemon.out("images", "-aq") == ""
+    check_store(daemon)
+    assert blobs(daemon) == set()
+    daemon.stop()
+    out = fsck(daemon)
+    assert "orphan blobs removed: 0" in out, out
+    fresh = Daemon(tmp_path / "fresh")
+    fresh.start()
+    fresh.stop()
+    size, fresh_size = du(daemon.data_root), du(fresh.data_root)
+    assert size - fresh_size <= 2 << 20, (size, fresh_size)
+    daemon.start()
+
+
+# ---- concurrency: pulls, loads and builds against prunes, removals and tags ------------------------------------
+def _clear_error(stderr: bytes) -> bool:
+    text = stderr.decode(errors="replace")
+    return bool(text.strip()) and "Traceback" not in text and "KeyError" not in text and "Error" in text
+
+
+def test_parallel_operations_against_prune_rmi_and_tag(daemon: Daemon, registry: Registry, tmp_path: Path) -> None:
+    shared = make_rootfs_tar()
+    for i in range(3):
+        push_image(registry, f"cc/img{i}", "1", [shared, small_tar({f"l{i}": os.urandom(512 << 10)})])
+    with FaultProxy(registry, delay_per_chunk=0.001) as proxy:
+        names = [f"{proxy.host}/cc/img{i}:1" for i in range(3)]
+        daemon.docker("pull", names[0])
+        archive = tmp_path / "a.tar"
+        daemon.docker("save", "-o", str(archive), names[0])
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(f"FROM {names[0]}\nCOPY f /f\n")
+        (ctx / "f").write_bytes(os.urandom(256 << 10))
+        failures: list[tuple[list[str], bytes]] = []
+        lock = threading.Lock()
+
+        def run(args: list[str]) -> None:
+            p = docker_popen(daemon, *args)
+            _, err = p.communicate(timeout=300)
+            if p.returncode != 0:
+                with lock:
+                    failures.append((args, err))
+
+        def worker(k: int) -> None:
+            for j in range(3):
+                kind = (k + j) % 3
+                if kind == 0:
+                    run(["pull", names[(k + j) % 3]])
+                elif kind == 1:
+                    run(["load", "-i", str(archive)])
+                else:
+                    run(["build", "-t", f"cc/built{k}:{j}", str(ctx)])
+
+        def disturber() -> None:
+            for j in range(6):
+                run(["image", "prune", "-a", "-f"])
+                run(["rmi", "-f", names[j % 3]])
+                run(["tag", names[0], f"cc/tagged:{j}"])
+                run(["rmi", f"cc/tagged:{j}"])
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        threads.append(threading.Thread(target=disturber))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        for args, err in failures:
+            assert _clear_error(err), (args, err)
+        check_store(daemon)
+        # after the last command nothing is orphaned: fsck (stopped store) removes nothing, misses nothing
+        daemon.stop()
+        out = fsck(daemon)
+        assert "orphan blobs removed: 0" in out, out
+        daemon.start()
+        daemon.docker("image", "prune", "-a", "-f")
+        assert blobs(daemon) == set()

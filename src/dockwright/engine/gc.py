@@ -120,6 +120,27 @@ class GarbageCollector:
         except sqlite3.OperationalError:  # no containers table yet
             return []
 
+    def _live_containers(self) -> set[str]:
+        """Containers whose process still runs (they survive a daemon restart, and their rootfs stays mounted)."""
+        import json
+        live: set[str] = set()
+        try:
+            rows = self.db.query("SELECT id, state FROM containers")
+        except sqlite3.OperationalError:
+            return live
+        for cid, state in rows:
+            try:
+                st = json.loads(state)
+                pid = int(st.get("Pid") or 0)
+                if st.get("Running") and pid > 0:
+                    os.kill(pid, 0)
+                    live.add(cid)
+            except (ValueError, TypeError, AttributeError, ProcessLookupError):
+                continue
+            except PermissionError:
+                live.add(cid)
+        return live
+
     # ---- collection -------------------------------------------------------------------------------------------
     def collect(self, *, startup: bool = False) -> GCReport:
         """Mark and sweep (blocking: call it from a worker thread)."""
@@ -231,11 +252,11 @@ class GarbageCollector:
     def recover(self, data_root: Path, exec_root: Path) -> GCReport:
         """What a daemon that starts does before serving: unmount what no container owns under the data and exec
         roots, drop every lease of a previous process, then collect with the temporary area emptied."""
-        owners = {cid for cid, _ in self._containers()}
+        owners = self._live_containers()
         mounts = 0
         for mp in mounts_under(data_root, exec_root):
             if any(part in owners for part in Path(mp).parts if _ID_RE.match(part)):
-                continue  # a container's rootfs (or what its runtime mounted): containers survive restarts
+                continue  # a running container's rootfs (or what its runtime mounted): containers survive restarts
             try:
                 unmount(mp, detach=True)
                 mounts += 1
