@@ -117,8 +117,11 @@ async def build(request: web.Request) -> web.StreamResponse:
         stream = JSONStream(request)
 
         async def pump() -> None:
-            async for ev in events:
-                await stream.send_event(ev)
+            try:
+                async for ev in events:
+                    await stream.send_event(ev)
+            finally:  # a client gone mid-build: the steps' clean-up runs now, in this task, not in a finalizer
+                await events.aclose()
 
         try:
             await stream.start()

@@ -116,6 +116,10 @@ class JSONStream:
             if not self.started or client_gone(self.request, exc):
                 raise  # before the first byte: an HTTP status; the client gone: nobody to tell (app's middleware)
             await self.send_error(exc)
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:  # stopped early (the client went away): the operation's clean-up runs now
+                await aclose()
         await self.finish()
         return self.response
 
