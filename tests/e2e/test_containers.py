@@ -216,6 +216,35 @@ def test_short_lived_runs_never_hang_and_always_die(shared_daemon: Daemon) -> No
     assert d.out("ps", "-aq", "--filter", f"ancestor={image}") == ""
 
 
+def test_output_of_a_short_run_survives_a_slow_shim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (one CI run: docker-py's ``containers.run(["echo", "hi"], remove=True)`` returned ``b""``): the
+    shim made the container's log only after reporting the pid, so on a loaded host the start could answer, and
+    the container run and exit, before the log existed. docker-py's ``logs(follow)``, sent right after the start,
+    then read the log by name, polling for it, and when its ``wait`` and ``DELETE`` came first the removal took
+    the directory and the follow ended with nothing. As dockerd (its logger is started before the task), the log
+    exists before the container can run and a logs request after the start holds it. Here every shim sleeps 1 s
+    after its pid report (``DOCKWRIGHT_TEST_SHIM_STALL``), as a loaded host can make it wait."""
+    monkeypatch.setenv("DOCKWRIGHT_TEST_SHIM_STALL", "1")  # the daemon passes its environment to the shims
+    d = Daemon(tmp_path / "d").start()
+    try:
+        _bb(d)
+        c = d.client()
+        api = c.api
+        for _ in range(3):
+            cont = api.create_container("bb:1", ["echo", "hi"])
+            api.start(cont)
+            # the shim has not run since its report: the log exists all the same
+            assert Path(api.inspect_container(cont)["LogPath"]).is_file()
+            # docker-py's run: logs(follow) right after the start, wait, remove, and only then read the follow
+            stream = api.logs(cont, stdout=True, stderr=False, stream=True, follow=True)
+            assert api.wait(cont)["StatusCode"] == 0
+            api.remove_container(cont)
+            assert b"".join(stream) == b"hi\n"
+        assert c.containers.run("bb:1", ["sh", "-c", "echo out; echo err >&2"], remove=True) == b"out\n"
+    finally:
+        d.stop()
+
+
 def test_waits_and_log_follows_end_with_the_container(shared_daemon: Daemon) -> None:
     """dockerd's semantics: ``wait?condition=removed`` of an AutoRemove container gives its exit code,
     ``next-exit`` and ``logs --follow`` end when the container is removed; bad waits are HTTP errors."""

@@ -152,12 +152,17 @@ async def read_json_log(path: Path | IO[bytes], *, stdout: bool = True, stderr: 
     until_ns = None if until is None else int(until * 1_000_000_000)
     wanted = {s for s, ok in ((STDOUT, stdout), (STDERR, stderr)) if ok}
     if isinstance(path, (str, os.PathLike)):
-        f = await asyncio.to_thread(_open, Path(path))
-        while f is None:
-            if not follow or (stop is not None and stop.is_set()):
+        while True:
+            # ``stop`` is looked at before the attempt, as before each read below: a file that appeared and
+            # was finished while the attempt was under way is opened by the next one
+            stopped = stop is not None and stop.is_set()
+            opened = await asyncio.to_thread(_open, Path(path))
+            if opened is not None:
+                break
+            if not follow or stopped:
                 return
             await asyncio.sleep(poll_interval)
-            f = await asyncio.to_thread(_open, Path(path))
+        f = opened
     else:
         f = path
     try:

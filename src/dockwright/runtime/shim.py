@@ -12,9 +12,12 @@ What it does, in order:
    ``waitpid``.
 2. Makes the container's stdio: pipes for stdout and stderr (and stdin when asked) passed through
    ``runc create``, or, for a tty, a console socket on which runc sends the pty master.
-3. Binds ``shim.sock`` in the state directory (the bundle directory), then runs
-   ``runc create --pid-file init.pid --bundle B ID`` and reports ``{"pid": N}`` or ``{"error": msg}`` as one
-   JSON line on its stdout (a pipe the daemon reads), then closes that stdout.
+3. Opens (creates) the json-file log, binds ``shim.sock`` in the state directory (the bundle directory), then
+   runs ``runc create --pid-file init.pid --bundle B ID`` and reports ``{"pid": N}`` or ``{"error": msg}`` as
+   one JSON line on its stdout (a pipe the daemon reads), then closes that stdout. The log exists before the
+   report, as dockerd starts a container's logger before its task: the daemon may start the container as
+   soon as it has the pid, and a ``logs`` request after that start must find (and hold open) the file even
+   when this shim has not been scheduled since its report.
 4. Serves, until the container has exited and its output is drained:
 
    * every chunk of output goes to ``<id>-json.log`` as docker json-file lines
@@ -25,12 +28,16 @@ What it does, in order:
      request line go to the container's stdin, and with ``stdin_once`` its EOF closes that stdin),
      ``{"op":"wait"}`` (answered with the exit record once there is one), ``{"op":"resize","height":h,
      "width":w}``, ``{"op":"close_stdin"}`` and ``{"op":"status"}``.
-5. When the init has exited and stdout/stderr reached EOF (or 5 s passed), writes ``exit.json``
+5. When the init has exited and stdout/stderr reached EOF (or 5 s passed: then what the pipes hold already is
+   still logged, only later writes of processes that kept them open are lost), writes ``exit.json``
    (``exit_code`` with 128+signal for a signal, ``signal``, ``exited_at``, ``oom_killed``, ``pid``)
    atomically, answers the waiters, closes the clients, removes the socket and exits.
 
 The container is started later by ``runc start`` (from the daemon); output written before anyone attaches is
 in the log file.
+
+``DOCKWRIGHT_TEST_SHIM_STALL`` (seconds, in the daemon's environment; tests only) makes the shim sleep right
+after its pid report, before it serves: a shim that a loaded host does not run for a while.
 """
 
 from __future__ import annotations
@@ -80,6 +87,8 @@ PID_FILE = "shim.pid"
 INIT_PID_FILE = "init.pid"
 LOG_LINE_MAX = 16 * 1024  # dockerd's json-file splits longer lines (as partial messages)
 DRAIN_TIMEOUT = 5.0
+DRAIN_LAST_MAX = 1 << 20  # after the drain timeout: what the pipes hold (at most pipe-max-size) is still logged
+STALL_ENV = "DOCKWRIGHT_TEST_SHIM_STALL"
 CLIENT_BUFFER_MAX = 8 * 1024 * 1024
 PR_SET_CHILD_SUBREAPER = 36
 _SUN_PATH_MAX = 100  # sockaddr_un has 108 bytes; leave some room
@@ -249,7 +258,8 @@ class _Client:
 
 class Shim:
     def __init__(self, cfg: dict[str, Any], state_dir: Path, server_sock: socket.socket, init_pid: int,
-                 outputs: dict[int, int], stdin_fd: int | None, master_fd: int | None) -> None:
+                 outputs: dict[int, int], stdin_fd: int | None, master_fd: int | None,
+                 log: JsonLogWriter) -> None:
         self.cfg = cfg
         self.state_dir = state_dir
         self.server_sock = server_sock
@@ -258,7 +268,7 @@ class Shim:
         self.stdin_fd = stdin_fd
         self.master_fd = master_fd
         self.tty = master_fd is not None
-        self.log = JsonLogWriter(Path(cfg["log_path"]))
+        self.log = log
         self.clients: set[_Client] = set()
         self.exit_record: dict[str, Any] | None = None
         self.stdin_writer: asyncio.StreamWriter | None = None
@@ -278,6 +288,22 @@ class Shim:
             if not self.outputs:
                 self.drained.set()
             return
+        self._output(stream_id, data)
+
+    def _read_what_is_there(self, fd: int, stream_id: int) -> None:
+        """After the drain timeout: log what the pipe holds already (without waiting for more)."""
+        left = DRAIN_LAST_MAX
+        while left > 0:
+            try:
+                data = os.read(fd, min(65536, left))
+            except (BlockingIOError, InterruptedError, OSError):
+                return
+            if not data:
+                return
+            self._output(stream_id, data)
+            left -= len(data)
+
+    def _output(self, stream_id: int, data: bytes) -> None:
         self.log.write(stream_id, data)
         payload = frame(stream_id, data)
         for client in list(self.clients):
@@ -443,8 +469,9 @@ class Shim:
             await asyncio.wait_for(self.drained.wait(), DRAIN_TIMEOUT)
         except TimeoutError:
             _log("output did not reach EOF after the container exited")
-            for fd in list(self.outputs):
+            for fd, stream_id in list(self.outputs.items()):
                 self.loop.remove_reader(fd)
+                self._read_what_is_there(fd, stream_id)
                 os.close(fd)
             self.outputs.clear()
         self.log.close()
@@ -548,6 +575,9 @@ def _start(cfg: dict[str, Any]) -> Shim | None:
             pass
     (state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
     _set_subreaper()
+    # the log exists before the daemon has the pid and can start the container (see 3. above); a failed
+    # create leaves it empty, as dockerd's (its logger starts when the task's stdio is made, before the task)
+    log = JsonLogWriter(Path(cfg["log_path"]))
     server_sock = bind_unix(state_dir / SOCKET_FILE)
 
     args = [cfg.get("runc", "runc"), "--root", str(cfg["root"]), "--log", str(runc_log), "--log-format", "json"]
@@ -642,7 +672,10 @@ def _start(cfg: dict[str, Any]) -> Shim | None:
         outputs = {os.dup(master_fd): STDOUT}
 
     _report({"pid": init_pid})
-    return Shim(cfg, state_dir, server_sock, init_pid, outputs, stdin_fd, master_fd)
+    stall = os.environ.get(STALL_ENV)
+    if stall:
+        time.sleep(float(stall))
+    return Shim(cfg, state_dir, server_sock, init_pid, outputs, stdin_fd, master_fd, log)
 
 
 def main(argv: list[str] | None = None) -> int:
