@@ -7,8 +7,8 @@ is ``runc start``. The container runs detached from the daemon: a fresh :class:`
 restart) finds the bundle through ``runc state`` and gets the exit status from the shim or its exit file.
 
 The bundle directory is the container's runtime directory: ``config.json``, the generated ``hostname``,
-``hosts`` and ``resolv.conf``, and the shim's ``shim.sock``, ``shim.pid``, ``init.pid``, ``exit.json``,
-``shim.log`` and ``runc.log``.
+``hosts`` and ``resolv.conf``, and the shim's ``shim.sock``, ``shim.lock`` (locked while the shim runs),
+``shim.pid``, ``init.pid``, ``exit.json``, ``shim.log`` and ``runc.log``.
 
 runc's failures are translated here: a container runc does not know is :class:`ContainerNotFound`, an
 operation that does not fit its state is :class:`Conflict` with dockerd's words, and a failed create is
@@ -18,6 +18,7 @@ operation that does not fit its state is :class:`Conflict` with dockerd's words,
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from typing import Any, AsyncIterator
 
 from ..errors import Conflict, ContainerNotFound, DockwrightError, InvalidArgument, SystemError_, Unavailable
 from . import shim as _shim
-from .shim import EXIT_FILE, PID_FILE, SOCKET_FILE, connect_unix, read_exit_file
+from .shim import EXIT_FILE, LOCK_FILE, PID_FILE, SOCKET_FILE, connect_unix, read_exit_file
 
 __all__ = ["Runc", "ExitStatus", "Attachment", "UNKNOWN_EXIT_CODE"]
 
@@ -116,13 +117,45 @@ async def _open_connection(path: Path) -> tuple[asyncio.StreamReader, asyncio.St
 
 
 def _shim_alive(bundle: Path, id: str) -> bool:
-    """Whether the shim recorded in ``bundle`` still runs (its command line names the shim and the id)."""
+    """Whether a shim still runs for ``bundle``: it holds an exclusive ``flock`` on ``<bundle>/shim.lock``
+    from its start until it exits, so a non-blocking shared lock attempt fails exactly while it lives. This
+    needs nothing but the state directory (a daemon restarted after the shim started recognises it), is not
+    fooled by a stale ``shim.pid`` whose pid was reused, and works for a spare shim (command line
+    ``shim.py -``, which names no container)."""
+    try:
+        fd = os.open(bundle / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return _legacy_shim_alive(bundle, id)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True  # the shim holds it
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (releases our lock, if we got it)
+    return False
+
+
+def _legacy_shim_alive(bundle: Path, id: str) -> bool:
+    """A shim started before shims took ``shim.lock`` (by an earlier dockwright, still running across the
+    upgrade): the pid in ``shim.pid`` is a shim (``shim`` in its command line) of this container (the id in
+    its command line, or, for a spare shim, its stderr is ``<bundle>/shim.log``)."""
     try:
         pid = int((bundle / PID_FILE).read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return False
-    return b"shim" in cmdline and json.dumps(id).encode() in cmdline
+    if b"shim" not in cmdline:
+        return False
+    if json.dumps(id).encode() in cmdline:
+        return True
+    try:
+        return os.readlink(f"/proc/{pid}/fd/2") == os.path.realpath(bundle / "shim.log")
+    except OSError:
+        return False
 
 
 _RUNC_MSG_RE = re.compile(r'level=(?:error|fatal) msg="((?:[^"\\]|\\.)*)"')
@@ -209,7 +242,13 @@ class Runc:
         """
         bundle = Path(bundle).absolute()
         if _shim_alive(bundle, id):  # (cheaper than `runc state`; a live shim owns this bundle's files)
-            raise Conflict(f"container {id} already exists in the runtime; delete it first")
+            # a shim whose container has exited lingers a moment for its last clients: let it finish
+            for _ in range(100):
+                if read_exit_file(bundle) is None or not _shim_alive(bundle, id):
+                    break
+                await asyncio.sleep(0.05)
+            if _shim_alive(bundle, id):
+                raise Conflict(f"container {id} already exists in the runtime; delete it first")
         try:
             config = json.loads((bundle / "config.json").read_bytes())
         except (OSError, ValueError) as exc:

@@ -12,12 +12,14 @@ What it does, in order:
    ``waitpid``.
 2. Makes the container's stdio: pipes for stdout and stderr (and stdin when asked) passed through
    ``runc create``, or, for a tty, a console socket on which runc sends the pty master.
-3. Opens (creates) the json-file log, binds ``shim.sock`` in the state directory (the bundle directory), then
-   runs ``runc create --pid-file init.pid --bundle B ID`` and reports ``{"pid": N}`` or ``{"error": msg}`` as
-   one JSON line on its stdout (a pipe the daemon reads), then closes that stdout. The log exists before the
-   report, as dockerd starts a container's logger before its task: the daemon may start the container as
-   soon as it has the pid, and a ``logs`` request after that start must find (and hold open) the file even
-   when this shim has not been scheduled since its report.
+3. Takes an exclusive ``flock`` on ``shim.lock`` in the state directory (the bundle directory), held until it
+   exits (the daemon's liveness test, robust across daemon restarts and pid reuse), writes ``shim.pid``,
+   opens (creates) the json-file log, binds ``shim.sock`` in the state directory, then runs ``runc create
+   --pid-file init.pid --bundle B ID`` and reports ``{"pid": N}`` or ``{"error": msg}`` as one JSON line on
+   its stdout (a pipe the daemon reads), then closes that stdout. The log exists before the report, as
+   dockerd starts a container's logger before its task: the daemon may start the container as soon as it has
+   the pid, and a ``logs`` request after that start must find (and hold open) the file even when this shim
+   has not been scheduled since its report.
 4. Serves, until the container has exited and its output is drained:
 
    * every chunk of output goes to ``<id>-json.log`` as docker json-file lines
@@ -67,6 +69,7 @@ __all__ = [
     "SOCKET_FILE",
     "EXIT_FILE",
     "PID_FILE",
+    "LOCK_FILE",
     "INIT_PID_FILE",
     "LOG_LINE_MAX",
     "frame",
@@ -84,6 +87,7 @@ STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
 SOCKET_FILE = "shim.sock"
 EXIT_FILE = "exit.json"
 PID_FILE = "shim.pid"
+LOCK_FILE = "shim.lock"  # flock'ed (exclusive) by the shim for its whole life: how a daemon tells it runs
 INIT_PID_FILE = "init.pid"
 LOG_LINE_MAX = 16 * 1024  # dockerd's json-file splits longer lines (as partial messages)
 DRAIN_TIMEOUT = 5.0
@@ -562,12 +566,20 @@ def _report(obj: dict[str, Any]) -> None:
     os.close(devnull)
 
 
+_lock_fd: int | None = None
+
+
 def _start(cfg: dict[str, Any]) -> Shim | None:
     state_dir = Path(cfg["bundle"])
     cid = cfg["id"]
     tty = bool(cfg.get("tty"))
     with_stdin = bool(cfg.get("stdin"))
     runc_log = Path(cfg.get("runc_log") or state_dir / "runc.log")
+    # held until this process exits (never inherited: O_CLOEXEC, and runc is started with close_fds); a
+    # daemon tests it with a non-blocking lock attempt, which a reused pid or a stale pid file cannot fool
+    global _lock_fd
+    _lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(_lock_fd, fcntl.LOCK_EX)  # (blocking: a daemon's test holds it only for a moment)
     for name in (EXIT_FILE, INIT_PID_FILE):
         try:
             os.unlink(state_dir / name)

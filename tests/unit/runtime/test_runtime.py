@@ -30,7 +30,8 @@ from dockwright.runtime import (
     resolve_user,
 )
 from dockwright.runtime.bundle import resolv_content
-from dockwright.runtime.shim import encode_log_line
+from dockwright.runtime.runc import _shim_alive
+from dockwright.runtime.shim import encode_log_line, read_exit_file
 from dockwright.runtime.users import get_exec_user
 
 T = TypeVar("T")
@@ -555,5 +556,125 @@ def test_delete_force_and_wait_record_signal(env: Env) -> None:
         assert await env.runc.state(spec.id) is None
         status = await asyncio.wait_for(env.runc.wait_exit(spec.id, bundle=env.base / "bundles" / spec.id), 10)
         assert status.exit_code == 137 and status.signal == signal.SIGKILL
+
+    run(scenario())
+
+
+# ------------------------------------------------------------------------------------------------------
+# shim liveness: a shim started ahead of time (`shim.py -`) is recognised, and a stale pid file is not
+
+
+@needs_runc
+def test_spare_shim_is_recognised_and_create_twice_leaves_it_alone(env: Env) -> None:
+    first, second = env.spec("true"), env.spec("sleep", "100")
+
+    async def scenario() -> None:
+        await env.start(first)  # a shim with its config in argv; it starts the spare that `second` takes
+        await env.runc._spare_task
+        assert await env.runc.wait(first.id) == 0
+        bundle = env.bundle(second)
+        await env.runc.create_and_start(second.id, bundle, log_path=env.log(second))
+        shim_pid = int((bundle / "shim.pid").read_text())
+        assert Path(f"/proc/{shim_pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")[-1] == b"-"
+        assert _shim_alive(bundle, second.id)
+        # another daemon (a restarted one: another process) recognises it too, from the state directory alone
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; from pathlib import Path; from dockwright.runtime.runc import "
+            "_shim_alive; print(_shim_alive(Path(sys.argv[1]), sys.argv[2]))", str(bundle), second.id,
+            stdout=asyncio.subprocess.PIPE)
+        assert (await probe.communicate())[0].strip() == b"True"
+        # a second create is refused before a new shim takes over the bundle's socket and pid file
+        with pytest.raises(Conflict, match="already exists"):
+            await env.runc.create(second.id, bundle, log_path=env.log(second))
+        assert (bundle / "shim.sock").exists() and int((bundle / "shim.pid").read_text()) == shim_pid
+        att = await env.runc.attach(second.id)  # the first shim still serves
+        await att.close()
+        # delete --force waits for the shim's exit record
+        await env.runc.delete(second.id, force=True)
+        rec = read_exit_file(bundle)
+        assert rec is not None and rec["exit_code"] == 137
+        for _ in range(100):  # the shim exits once it has recorded the exit
+            if not _shim_alive(bundle, second.id):
+                break
+            await asyncio.sleep(0.05)
+        assert not _shim_alive(bundle, second.id)
+        await env.runc.close()
+
+    run(scenario())
+
+
+def test_stale_shim_pid_is_not_taken_for_a_live_shim(tmp_path: Path) -> None:
+    """A pid file naming a live process that is not this bundle's shim (pid reuse), even one whose command
+    line looks like a shim's, is not a live shim: only the shim's lock in the state directory counts."""
+    cid = "dwtest-" + uuid.uuid4().hex[:12]
+    bundle = tmp_path / cid
+    bundle.mkdir()
+    (bundle / "shim.lock").touch()  # left by a shim that has exited
+    impostor = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(60)", "shim.py",
+                                 json.dumps({"id": cid})])
+    try:
+        (bundle / "shim.pid").write_text(f"{impostor.pid}\n")
+        assert not _shim_alive(bundle, cid)
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+def test_shim_started_before_the_lock_is_still_recognised(tmp_path: Path) -> None:
+    """A shim of an earlier dockwright (no ``shim.lock``), still running after the upgrade: its pid file and
+    command line (the id in its config argument, or, for a spare shim, its stderr on ``shim.log``) count."""
+    cid = "dwtest-" + uuid.uuid4().hex[:12]
+    bundle = tmp_path / cid
+    bundle.mkdir()
+    sleeper = "import time; time.sleep(60)"
+    with open(bundle / "shim.log", "ab") as shim_log:
+        procs = {
+            "argv": subprocess.Popen([sys.executable, "-c", sleeper, "shim.py", json.dumps({"id": cid})]),
+            "spare": subprocess.Popen([sys.executable, "-c", sleeper, "shim.py", "-"], stderr=shim_log),
+            "other": subprocess.Popen([sys.executable, "-c", sleeper, "shim.py", "-"]),
+        }
+    try:
+        for name, expected in (("argv", True), ("spare", True), ("other", False)):
+            (bundle / "shim.pid").write_text(f"{procs[name].pid}\n")
+            assert _shim_alive(bundle, cid) is expected, name
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+    assert not _shim_alive(bundle, cid)  # its pid is gone
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@needs_runc
+def test_create_again_after_exit_waits_for_the_finishing_shim(env: Env) -> None:
+    """After exit, wait and delete, a create on the same bundle is no conflict while the old shim (its exit
+    recorded) still finishes with a client; the new shim takes the bundle only once the old one is gone."""
+    first, spec = env.spec("true"), env.spec("sh", "-c", "echo run")
+
+    async def scenario() -> None:
+        await env.start(first)  # so that `spec` gets the spare shim
+        await env.runc._spare_task
+        await env.runc.wait(first.id)
+        bundle = env.bundle(spec)
+        await env.runc.create_and_start(spec.id, bundle, log_path=env.log(spec))
+        reader, writer = await asyncio.open_unix_connection(str(bundle / "shim.sock"))  # a client that says
+        try:                                                                              # nothing: the shim
+            assert await asyncio.wait_for(env.runc.wait(spec.id), 10) == 0               # lingers for it
+            await env.runc.delete(spec.id)
+            old_shim = int((bundle / "shim.pid").read_text())
+            assert _shim_alive(bundle, spec.id) and read_exit_file(bundle) is not None
+            await env.runc.create_and_start(spec.id, bundle, log_path=env.log(spec))
+            assert int((bundle / "shim.pid").read_text()) != old_shim and _gone_or_zombie(old_shim)
+            assert await asyncio.wait_for(env.runc.wait(spec.id), 10) == 0
+        finally:
+            writer.close()
+        assert [e.line for e in await _collect_entries(env.log(spec))] == [b"run\n", b"run\n"]
+        await env.runc.close()
 
     run(scenario())
