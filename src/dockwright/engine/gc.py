@@ -159,7 +159,8 @@ class GarbageCollector:
         referenced = {r[0] for r in self.db.query("SELECT DISTINCT digest FROM image_blobs")}
         # -- blobs
         marked = referenced | {image for _, image in containers} | live.get("content", set())
-        for digest in list(self.content.walk()):
+        stored = set(self.content.walk())  # one directory read: no stat per referenced blob below
+        for digest in stored:
             if digest in marked:
                 continue
             try:
@@ -174,11 +175,11 @@ class GarbageCollector:
             # layer records of blobs that are neither referenced nor stored (none of them will be used again)
             rows = [r[0] for r in c.execute("SELECT digest FROM layers WHERE digest NOT IN "
                                             "(SELECT digest FROM image_blobs)")]
-            gone = [d for d in rows if d not in marked or not self.content.exists(d)]
+            gone = [d for d in rows if d not in marked or d not in stored]
             for i in range(0, len(gone), 500):
                 part = gone[i:i + 500]
                 c.execute("DELETE FROM layers WHERE digest IN (%s)" % ",".join("?" * len(part)), tuple(part))
-        rep.missing_blobs = sorted(d for d in referenced if not self.content.exists(d))
+        rep.missing_blobs = sorted(referenced - stored)
         # -- snapshots
         rep.snapshots, freed = self._sweep_snapshots(containers, live.get("snapshot", set()), startup)
         rep.bytes += freed
