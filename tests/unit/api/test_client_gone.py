@@ -40,6 +40,15 @@ def _run(coro):  # noqa: ANN001, ANN202
     return asyncio.run(coro)
 
 
+async def _answer(tmp_path: Path, handler) -> bytes:  # noqa: ANN001
+    """The whole answer ``handler`` gives one request on a real server."""
+    runner, sock = await _serve(tmp_path, handler)
+    try:
+        return await _request(sock, None)
+    finally:
+        await runner.cleanup()
+
+
 def test_hangup_mid_stream_is_one_info_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         finished = asyncio.Event()
@@ -75,15 +84,8 @@ def test_handler_bug_is_still_an_error_with_traceback(tmp_path: Path, caplog: py
     async def handler(request: web.Request) -> web.StreamResponse:
         return {}["missing"]  # type: ignore[no-any-return]  # a bug of ours
 
-    async def main() -> bytes:
-        runner, sock = await _serve(tmp_path, handler)
-        try:
-            return await _request(sock, None)
-        finally:
-            await runner.cleanup()
-
     with caplog.at_level(logging.INFO):
-        body = _run(main())
+        body = _run(_answer(tmp_path, handler))
     assert body.startswith(b"HTTP/1.1 500")
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None and isinstance(errors[0].exc_info[1], KeyError)
@@ -94,15 +96,8 @@ def test_a_reset_of_another_connection_is_not_the_client_going_away(tmp_path: Pa
     async def handler(request: web.Request) -> web.StreamResponse:
         raise ConnectionResetError("upstream registry reset the connection")
 
-    async def main() -> bytes:
-        runner, sock = await _serve(tmp_path, handler)
-        try:
-            return await _request(sock, None)
-        finally:
-            await runner.cleanup()
-
     with caplog.at_level(logging.INFO):
-        body = _run(main())
+        body = _run(_answer(tmp_path, handler))
     assert body.startswith(b"HTTP/1.1 500") and b"upstream registry reset the connection" in body
     assert not any("the client went away" in r.getMessage() for r in caplog.records)
     assert any(r.levelno >= logging.ERROR for r in caplog.records)
