@@ -195,6 +195,19 @@ def _context(dockerfile: str, extra: list | None = None) -> bytes:
     return tar_of_entries([("Dockerfile", "file", dockerfile.encode()), *(extra or [])])
 
 
+def _build_refused_or_harmless(d: Daemon, canary: Canary, tag: str, context: bytes) -> None:
+    """Build ``context``: refused clearly, or built (then removed) — either way the daemon stayed healthy and
+    nothing was written at the canary."""
+    with Watch(d) as w:
+        status, body = _post(d, f"/build?t={tag}&rm=1&forcerm=1", context)
+        if built_id(body) is None:
+            _assert_clear_refusal(status, body, stream=True)
+        else:
+            d.docker("rmi", tag)
+    w.assert_healthy()
+    canary.assert_untouched()
+
+
 @needs_run
 @pytest.mark.parametrize("case", ["dotdot", "abs-symlink-then-write", "rel-symlink-then-write", "hardlink-out",
                                   "hardlink-through-symlink", "cve-2025-4517"])
@@ -210,14 +223,7 @@ def test_build_context_escapes(hd: Daemon, canary: Canary, case: str) -> None:
         tf.addfile(ti, io.BytesIO(df))
         for m, content in members:
             tf.addfile(m, io.BytesIO(content) if content is not None else None)
-    with Watch(hd) as w:
-        status, body = _post(hd, f"/build?t=hostile/ctx:{case}&rm=1&forcerm=1", buf.getvalue())
-        if built_id(body) is None:
-            _assert_clear_refusal(status, body, stream=True)
-        else:
-            hd.docker("rmi", f"hostile/ctx:{case}")
-    w.assert_healthy()
-    canary.assert_untouched()
+    _build_refused_or_harmless(hd, canary, f"hostile/ctx:{case}", buf.getvalue())
 
 
 @needs_run
@@ -232,14 +238,7 @@ def test_add_local_archive_escapes(hd: Daemon, canary: Canary, case: str, compre
         if compress:
             evil = gzip.compress(evil)
         ctx = _context("FROM hostile/base:1\nADD evil.tar /d/\n", [("evil.tar", "file", evil)])
-        with Watch(hd) as w:
-            status, body = _post(hd, f"/build?t=hostile/add:{case}&rm=1&forcerm=1", ctx)
-            if built_id(body) is None:
-                _assert_clear_refusal(status, body, stream=True)
-            else:
-                hd.docker("rmi", f"hostile/add:{case}")
-        w.assert_healthy()
-        canary.assert_untouched()
+        _build_refused_or_harmless(hd, canary, f"hostile/add:{case}", ctx)
 
 
 @needs_run
