@@ -122,7 +122,7 @@ class ImagesService:
         """Hold a lease for an operation: taken before its first blob, set as the context's
         :data:`~dockwright.content.store.current_lease` (its writers, commits and worker threads add to it),
         released at the end. A failed operation, or one during which metadata was deleted, then collects."""
-        lease = await asyncio.to_thread(self.leases.create, kind, mark=self.gc.deletions if self.gc else 0)
+        lease = await self.start_operation(kind)
         token = current_lease.set(lease)
         failed = False
         try:
