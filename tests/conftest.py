@@ -50,7 +50,10 @@ class Daemon:
         self.data_root = base / "root"
         self.exec_root = base / "exec"
         self.log_path = base / "daemon.log"
-        self.extra = list(extra)
+        # networking is what tests/e2e/test_network*.py test: other daemons run without the bridge (dockerd's
+        # --bridge=none), so that they change nothing on the host and may run side by side
+        bridge_given = any(a in ("-b", "--bridge") or a.startswith("--bridge=") for a in extra)
+        self.extra = list(extra) if bridge_given else ["--bridge=none", *extra]
         self.proc: subprocess.Popen[bytes] | None = None
         self.docker_config = base / "docker-config"
         self.docker_config.mkdir(parents=True, exist_ok=True)

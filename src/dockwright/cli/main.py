@@ -35,21 +35,32 @@ DEFAULT_CONFIG_FILE = "/etc/dockwright/daemon.json"
 DEFAULT_TLS_HOST = "tcp://localhost:2376"  # dockerd's opts.DefaultTLSHost: -H unset and TLS on
 DEFAULT_SOCKET_GROUP = "docker"  # dockerd's -G default; a missing "docker" group is only a warning
 
+# the default bridge network: daemon.json key → (flag attribute, JSON type) as dockerd's Config fields
+NETWORK_KEYS: dict[str, tuple[str, type]] = {
+    "bridge": ("bridge", str), "bip": ("bip", str), "fixed-cidr": ("fixed_cidr", str), "mtu": ("mtu", int),
+    "default-address-pools": ("default_address_pool", list), "iptables": ("iptables", bool),
+    "ip-masq": ("ip_masq", bool), "ip-forward": ("ip_forward", bool), "icc": ("icc", bool),
+    "userland-proxy": ("userland_proxy", bool), "ip": ("ip", str), "dns": ("dns", list),
+    "dns-search": ("dns_search", list), "dns-opts": ("dns_opt", list), "host-gateway-ip": ("host_gateway_ip", str),
+}
 # daemon.json keys dockwright uses (dockerd's names)
 KNOWN_KEYS = {"hosts", "data-root", "exec-root", "registry-mirrors", "insecure-registries",
               "max-concurrent-downloads", "max-concurrent-uploads", "log-level", "pidfile", "debug",
               "experimental", "labels", "registry-mirrors-by-host", "group", "tls", "tlsverify", "tlscacert",
-              "tlscert", "tlskey"}
+              "tlscert", "tlskey", *NETWORK_KEYS}
 # dockerd keys accepted without effect (no warning: they describe things dockwright does not have)
-IGNORED_KEYS = {"storage-driver", "storage-opts", "iptables", "ip6tables", "bridge", "bip", "log-driver",
-                "log-opts", "live-restore", "features", "builder", "default-runtime", "runtimes", "dns",
-                "dns-opts", "dns-search", "mtu", "userland-proxy", "containerd", "default-address-pools",
-                "cgroup-parent", "exec-opts", "default-ulimits", "ipv6", "fixed-cidr", "fixed-cidr-v6",
+IGNORED_KEYS = {"storage-driver", "storage-opts", "ip6tables", "log-driver",
+                "log-opts", "live-restore", "features", "builder", "default-runtime", "runtimes",
+                "containerd", "userland-proxy-path",
+                "cgroup-parent", "exec-opts", "default-ulimits", "ipv6", "fixed-cidr-v6",
                 "seccomp-profile", "selinux-enabled", "userns-remap", "max-download-attempts", "shutdown-timeout",
                 "debug-key"}
 # the JSON type of the daemon.json keys whose type dockwright checks (dockerd's Config field types)
 _KEY_TYPES: dict[str, type] = {"tls": bool, "tlsverify": bool, "tlscacert": str, "tlscert": str, "tlskey": str,
-                               "group": str}
+                               "group": str, **{k: t for k, (_, t) in NETWORK_KEYS.items()}}
+
+
+_GO_TYPES = {bool: "bool", str: "string", int: "int", list: "[]string"}
 
 
 class ConfigError(Exception):
@@ -109,7 +120,7 @@ def load_daemon_json(path: str, explicit: bool) -> dict[str, Any]:
         elif not isinstance(data[key], want):
             raise ConfigError(f"unable to configure the Docker daemon with file {path}: json: cannot unmarshal "
                               f"{_json_type(data[key])} into Go struct field Config.{key} of type "
-                              f"{'bool' if want is bool else 'string'}")
+                              f"{_GO_TYPES[want]}")
     unknown = sorted(k for k in data if k not in KNOWN_KEYS and k not in IGNORED_KEYS)
     if unknown:
         log.warning("%s: ignoring unknown configuration keys: %s", path, ", ".join(unknown))
@@ -153,6 +164,31 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--experimental", action="store_true", default=None)
     s.add_argument("--no-fsync", action="store_true", help="do not fsync blobs (tests, tmpfs)")
     s.add_argument("--runtime", default=None, help="OCI runtime binary for containers (default: runc)")
+    n = s.add_argument_group("networking (the default bridge network, as dockerd's flags)")
+    n.add_argument("-b", "--bridge", default=None,
+                   help="attach containers to this existing bridge; 'none' disables the bridge network "
+                        "(default: dockwright0, created by the daemon)")
+    n.add_argument("--bip", default=None, help="the bridge's address and subnet, e.g. 172.17.0.1/16")
+    n.add_argument("--fixed-cidr", default=None, help="allocate container addresses from this range")
+    n.add_argument("--mtu", type=int, default=None, help="MTU of the bridge and the containers' interfaces")
+    n.add_argument("--default-address-pool", action="append", default=None, metavar="base=CIDR,size=N",
+                   help="pools the bridge's subnet is chosen from (repeatable)")
+    n.add_argument("--iptables", nargs="?", const=True, default=None, type=_parse_bool, metavar="BOOL",
+                   help="install packet-filter rules: NAT, forwarding, published ports (default true)")
+    n.add_argument("--ip-masq", nargs="?", const=True, default=None, type=_parse_bool, metavar="BOOL",
+                   help="masquerade the bridge's traffic to other networks (default true)")
+    n.add_argument("--ip-forward", nargs="?", const=True, default=None, type=_parse_bool, metavar="BOOL",
+                   help="enable net.ipv4.ip_forward (default true)")
+    n.add_argument("--icc", nargs="?", const=True, default=None, type=_parse_bool, metavar="BOOL",
+                   help="allow traffic between containers (default true)")
+    n.add_argument("--userland-proxy", nargs="?", const=True, default=None, type=_parse_bool, metavar="BOOL",
+                   help="proxy published ports for loopback clients (default true)")
+    n.add_argument("--ip", default=None, help="default host address of published ports (default 0.0.0.0)")
+    n.add_argument("--dns", action="append", default=None, help="DNS server for containers (repeatable)")
+    n.add_argument("--dns-search", action="append", default=None, help="DNS search domain (repeatable)")
+    n.add_argument("--dns-opt", action="append", default=None, help="DNS option (repeatable)")
+    n.add_argument("--host-gateway-ip", default=None,
+                   help="the address 'host-gateway' stands for in --add-host (default: the bridge's gateway)")
     f = sub.add_parser("fsck", help="check a data root (daemon stopped) and remove what a crash left behind")
     f.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
     f.add_argument("--dry-run", action="store_true", help="report only")
@@ -537,7 +573,8 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
                       ("max_concurrent_downloads", "max-concurrent-downloads"),
                       ("max_concurrent_uploads", "max-concurrent-uploads"), ("log_level", "log-level"),
                       ("pidfile", "pidfile"), ("group", "group"), ("tls", "tls"), ("tlsverify", "tlsverify"),
-                      ("tlscacert", "tlscacert"), ("tlscert", "tlscert"), ("tlskey", "tlskey")):
+                      ("tlscacert", "tlscacert"), ("tlscert", "tlscert"), ("tlskey", "tlskey"),
+                      *((flag, key) for key, (flag, _) in NETWORK_KEYS.items())):
         if getattr(args, flag) is not None and key in conf:
             both.append(f"{key}: (from flag: {_gofmt(getattr(args, flag))}, from file: {_gofmt(conf[key])})")
     if both:
@@ -570,7 +607,39 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
         "mirrors_by_host": conf.get("registry-mirrors-by-host", {}),
         "certs_d": str(Path(cfg_path).parent / "certs.d"),
         "runtime": args.runtime or conf.get("default-runtime") or "runc",
+        "network": _network_config(args, conf),
     }
+
+
+def _network_config(args: argparse.Namespace, conf: dict[str, Any]) -> Any:
+    """The default bridge's settings from the flags and daemon.json (the same names as dockerd's)."""
+    from ..engine.config import NetworkConfig
+    from ..network.ipam import parse_address_pools
+
+    values: dict[str, Any] = {}
+    for key, (flag, _) in NETWORK_KEYS.items():
+        v = getattr(args, flag)
+        if v is None:
+            v = conf.get(key)
+        if v is not None:
+            values[key] = v
+    pools = values.get("default-address-pools", [])  # the flag's base=CIDR,size=N or daemon.json's objects
+    try:
+        parse_address_pools(pools)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"invalid default-address-pools: {exc}") from exc
+    mtu = int(values.get("mtu") or 1500)
+    if not 68 <= mtu <= 65535:
+        raise ConfigError(f"invalid MTU {mtu}: it must be between 68 and 65535")
+    return NetworkConfig(
+        bridge=str(values.get("bridge") or "dockwright0"), bip=str(values.get("bip") or ""),
+        fixed_cidr=str(values.get("fixed-cidr") or ""), mtu=mtu, default_address_pools=list(pools),
+        iptables=bool(values.get("iptables", True)), ip_masq=bool(values.get("ip-masq", True)),
+        ip_forward=bool(values.get("ip-forward", True)), icc=bool(values.get("icc", True)),
+        userland_proxy=bool(values.get("userland-proxy", True)), ip=str(values.get("ip") or ""),
+        dns=[str(x) for x in values.get("dns", [])], dns_search=[str(x) for x in values.get("dns-search", [])],
+        dns_opts=[str(x) for x in values.get("dns-opts", [])],
+        host_gateway_ip=str(values.get("host-gateway-ip") or ""))
 
 
 def _socket_in_use(path: str) -> bool:
@@ -607,7 +676,7 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
         labels=list(opts["labels"]), debug=opts["debug"], experimental=opts["experimental"], fsync=fsync,
         registry_mirrors_by_host={str(k): list(v) for k, v in dict(opts["mirrors_by_host"]).items()},
         certs_dirs=[Path(opts["certs_d"]), Path("/etc/docker/certs.d"), Path("/etc/dockwright/certs.d")],
-        runtime=str(opts["runtime"]))
+        runtime=str(opts["runtime"]), network=opts["network"])
     try:
         engine = Engine(config)
     except Unavailable as exc:

@@ -30,6 +30,8 @@ from ..content.store import ContentStore
 from ..layers.apply import ensure_chain
 from ..layers.diff import changes as diff_changes
 from ..layers.diff import write_layer_from_upper
+from ..network.endpoint import Attachment
+from ..network.service import NetworkService
 from ..runtime import ContainerSpec, Runc, build_bundle, read_json_log
 from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
 from .events import EventBus
@@ -53,6 +55,7 @@ CREATE TABLE IF NOT EXISTS containers (
 );
 CREATE INDEX IF NOT EXISTS containers_image ON containers(image_id);
 """
+_NETWORK_COLUMN = "ALTER TABLE containers ADD COLUMN network TEXT NOT NULL DEFAULT ''"
 
 _ADJ = ["admiring", "brave", "clever", "dazzling", "eager", "focused", "gallant", "happy", "jolly", "keen",
         "loving", "modest", "nifty", "optimistic", "quirky", "relaxed", "serene", "tender", "upbeat", "vibrant"]
@@ -87,6 +90,7 @@ class Container:
     config: dict[str, Any]
     host_config: dict[str, Any]
     state: dict[str, Any] = field(default_factory=dict)
+    network: Attachment | None = None  # its endpoint (operational fields empty while it is not running)
 
     @property
     def running(self) -> bool:
@@ -140,7 +144,8 @@ def merge_config(image_cfg: dict[str, Any], req: dict[str, Any]) -> dict[str, An
 
 class ContainersService:
     def __init__(self, root: Path, exec_root: Path, db: MetadataDB, images: ImagesService, events: EventBus,
-                 content: ContentStore, snapshotter: OverlaySnapshotter, *, runtime_binary: str = "runc") -> None:
+                 content: ContentStore, snapshotter: OverlaySnapshotter, *, runtime_binary: str = "runc",
+                 network: NetworkService) -> None:
         self.root = root
         self.exec_root = exec_root
         self.db = db
@@ -149,6 +154,7 @@ class ContainersService:
         self.content = content
         self.snapshotter = snapshotter
         self.runtime_binary = runtime_binary
+        self.network = network
         self.runc = Runc(runtime_binary, root=exec_root / "runc")
         root.mkdir(parents=True, exist_ok=True)
         self._created: dict[str, asyncio.Event] = {}
@@ -157,6 +163,8 @@ class ContainersService:
         self._removed: dict[str, tuple[float, int]] = {}
         self._runtime_gone: set[str] = set()  # deleted from runc already (after their exit)
         db.executescript(SCHEMA)
+        if "network" not in {row[1] for row in db.query("PRAGMA table_info(containers)")}:
+            db.executescript(_NETWORK_COLUMN)  # a data root of a version before networking
         self._cache: dict[str, Container] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._exit_events: dict[str, asyncio.Event] = {}
@@ -175,7 +183,8 @@ class ContainersService:
         """Every stored container. A record an older version stored with values of the wrong type (``Cmd: 5``,
         ``Env: "A=1"`` — bodies it did not decode into dockerd's types) is repaired, with a warning, so that it
         cannot break the list and inspect for every client."""
-        rows = self.db.query("SELECT id, name, image_id, image_ref, created, config, host_config, state FROM containers")
+        rows = self.db.query("SELECT id, name, image_id, image_ref, created, config, host_config, state, network "
+                             "FROM containers")
         out = []
         for r in rows:
             cols: list[dict[str, Any]] = []
@@ -190,6 +199,10 @@ class ContainersService:
                     value = {}
                 cols.append(value)
             c = Container(r[0], r[1], r[2], r[3], r[4], cols[0], cols[1], cols[2] or _new_state())
+            try:
+                c.network = Attachment.from_json(json.loads(r[8])) if r[8] else None
+            except (ValueError, TypeError, KeyError, AttributeError):
+                problems.append("its network attachment is unreadable")
             problems += _repair(c)
             if problems:
                 log.warning("container %s: stored record repaired: %s", c.id, "; ".join(problems))
@@ -203,9 +216,10 @@ class ContainersService:
     def _save(self, c: Container) -> None:
         with self.db.tx() as conn:
             conn.execute("INSERT OR REPLACE INTO containers(id, name, image_id, image_ref, created, config, "
-                         "host_config, state) VALUES (?,?,?,?,?,?,?,?)",
+                         "host_config, state, network) VALUES (?,?,?,?,?,?,?,?,?)",
                          (c.id, c.name, c.image_id, c.image_ref, c.created, json.dumps(c.config),
-                          json.dumps(c.host_config), json.dumps(c.state)))
+                          json.dumps(c.host_config), json.dumps(c.state),
+                          json.dumps(c.network.to_json()) if c.network is not None else ""))
 
     def usage(self, image_id: str) -> list[tuple[str, bool]]:
         return [(c.id, c.running) for c in self._cache.values() if c.image_id == image_id]
@@ -386,8 +400,10 @@ class ContainersService:
             memory=int(hc.get("Memory") or 0), memory_swap=int(hc.get("MemorySwap") or 0),
             cpu_shares=int(hc.get("CpuShares") or 0), shm_size=int(hc.get("ShmSize") or 0),
             labels=dict(cfg.get("Labels") or {}), extra_hosts=list(hc.get("ExtraHosts") or []),
-            dns=list(hc.get("Dns") or []), dns_search=list(hc.get("DnsSearch") or []),
-            dns_options=list(hc.get("DnsOptions") or []))
+            # the container's own DNS settings, else the daemon's (--dns, --dns-search, --dns-opt)
+            dns=list(hc.get("Dns") or self.network.config.dns),
+            dns_search=list(hc.get("DnsSearch") or self.network.config.dns_search),
+            dns_options=list(hc.get("DnsOptions") or self.network.config.dns_opts))
 
     async def start(self, ref: str) -> bool:
         """Start; False when it was already running (HTTP 304). A removal waits for a start in progress (as
@@ -427,11 +443,20 @@ class ContainersService:
                 await self.runc.delete(c.id, force=True)
             shutil.rmtree(bundle, ignore_errors=True)
         self._runtime_gone.discard(c.id)
+        att: Attachment | None = None
         try:
             spec = self._spec(c, rootfs)
+            hc = c.host_config
+            att = await self.network.connect(c.id, c.name, spec.network_mode, exposed=c.config.get("ExposedPorts"),
+                                             port_bindings=hc.get("PortBindings"),
+                                             publish_all=bool(hc.get("PublishAllPorts")))
+            if att is not None:
+                spec.netns_path, spec.ip_address = att.sandbox_key, att.ip_address
+            spec.host_gateway_ip = self.network.host_gateway_ip
             await asyncio.to_thread(build_bundle, spec, bundle)
             await self.runc.create(c.id, bundle, log_path=self._log_path(c), stdin=spec.open_stdin)
         except Exception as exc:
+            await self._disconnect(c, att)
             await self._unmount(c)
             self._start_failed(c, exc)
             raise
@@ -451,9 +476,11 @@ class ContainersService:
             except Exception:  # noqa: BLE001
                 pass
             self._runtime_gone.add(c.id)
+            await self._disconnect(c, att)
             await self._unmount(c)
             self._start_failed(c, exc)
             raise
+        c.network = att if att is not None else self.network.detached(c.host_config.get("NetworkMode") or "default")
         st = await self.runc.state(c.id)
         c.state.update({"Status": "running", "Running": True, "Paused": False, "Pid": int((st or {}).get("pid", 0)),
                         "ExitCode": 0, "Error": "", "StartedAt": rfc3339_nano(),
@@ -463,6 +490,13 @@ class ContainersService:
         if ev is None or ev.is_set():  # keep the event a wait(next-exit) sent before start waits on
             self._exit_events[c.id] = asyncio.Event()
         self._watchers[c.id] = asyncio.ensure_future(self._watch(c))
+
+    async def _disconnect(self, c: Container, att: Attachment | None) -> None:
+        """Release the container's endpoint (its exit, or a start that failed after connecting); never raises."""
+        try:
+            await self.network.disconnect(c.id, att)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("releasing the network of %s: %s", c.id, exc)
 
     def _start_failed(self, c: Container, exc: Exception) -> None:
         """As dockerd: the error is recorded, exit code 127 for a command not found (126 otherwise), waiters and
@@ -503,6 +537,7 @@ class ContainersService:
                 self._runtime_gone.add(c.id)
             except Exception as exc:  # noqa: BLE001
                 log.warning("deleting container %s from the runtime: %s", c.id, exc)
+            await self._disconnect(c, c.network)
             try:
                 await self._unmount(c)
             except Exception as exc:  # noqa: BLE001
@@ -525,6 +560,8 @@ class ContainersService:
                         "OOMKilled": bool(getattr(status, "oom_killed", False)),
                         "FinishedAt": rfc3339_nano()})
         self._finished[c.id] = (time.time(), code)
+        if c.network is not None:
+            c.network = self.network.detached(c.host_config.get("NetworkMode") or "default")
         if self._watchers.get(c.id) is asyncio.current_task():
             del self._watchers[c.id]
         self._created.pop(c.id, None)
@@ -538,7 +575,9 @@ class ContainersService:
         self._event(c, "die", {"exitCode": str(code)})
 
     async def recover(self) -> None:
-        """After a daemon restart: find running containers again, or record how they ended."""
+        """After a daemon restart: find running containers again, or record how they ended; then the network
+        service publishes the survivors' ports again and releases everything else."""
+        alive: dict[str, tuple[str, Attachment]] = {}
         for c in list(self._cache.values()):
             if not c.running:
                 continue
@@ -547,9 +586,13 @@ class ContainersService:
                 c.state["Paused"] = st.get("status") == "paused"
                 self._exit_events[c.id] = asyncio.Event()
                 self._watchers[c.id] = asyncio.ensure_future(self._watch(c))
+                if c.network is not None:
+                    alive[c.id] = (c.name, c.network)
                 continue
             status = self.runc.exit_status(self._bundle(c))
             await self._exited(c, status)
+        await self.network.recover({cid: v for cid, v in alive.items() if self._cache.get(cid) is not None
+                                    and self._cache[cid].running})
 
     # ---- wait / stop / kill / pause ---------------------------------------------------------------------------
     def wait(self, ref: str, condition: str = "not-running") -> Coroutine[Any, Any, dict[str, Any]]:

@@ -82,11 +82,13 @@ class Engine:
                                       fsync=config.fsync, level=config.compression_level)
         self._distribution: DistributionService | None = None
         from ..snapshots import OverlaySnapshotter
+        from ..network.service import NetworkService
         from .containers import ContainersService
         self.snapshotter = OverlaySnapshotter(root / "snapshots")
+        self.network = NetworkService(config.network, root, Path(config.exec_root))
         self.containers = ContainersService(root / "containers", Path(config.exec_root), self.db, self.images,
                                             self.events, self.content, self.snapshotter,
-                                            runtime_binary=config.runtime)
+                                            runtime_binary=config.runtime, network=self.network)
         from .build import BuildService
         self.build = BuildService(self)
         from .gc import GarbageCollector
@@ -103,8 +105,10 @@ class Engine:
                       len(rep.missing_blobs), ", ".join(rep.missing_blobs[:5]))
 
     async def start(self) -> None:
-        """Work that needs the event loop at daemon start: find running containers again."""
+        """Work that needs the event loop at daemon start: the default bridge network, then the running
+        containers found again (and the network of those that ended meanwhile released)."""
         private_dir(Path(self.config.exec_root), EXEC_ROOT_MODE)
+        await self.network.start()
         await self.containers.recover()
 
     @classmethod
@@ -169,6 +173,7 @@ class Engine:
     async def aclose(self) -> None:
         """Close network clients and the spare shim (call from the event loop), then the stores."""
         await self.containers.runc.close()
+        await self.network.close()
         if self._distribution is not None:
             await self._distribution.client.close()
             self._distribution = None

@@ -35,6 +35,7 @@ __all__ = [
     "IPNotInstalled",
     "ip_binary",
     "run_ip",
+    "run_batch",
     "validate_ifname",
     "link_exists",
     "link_info",
@@ -100,6 +101,17 @@ def run_ip(*args: str, netns: str | None = None, json_out: bool = False, check: 
             return None
         return json.loads(proc.stdout or "[]")
     return proc
+
+
+def run_batch(commands: list[str], *, netns: str | None = None) -> None:
+    """Runs ``commands`` (``ip`` command lines without the ``ip``) as one ``ip -batch -`` process, stopping at
+    the first that fails (``IPCommandError`` with ``ip``'s message, which names the line)."""
+    argv = [ip_binary(), "-batch", "-"]
+    if netns is not None:
+        argv = [_nsenter(), f"--net={_check_netns(netns)}", "--"] + argv
+    proc = subprocess.run(argv, input="\n".join(commands) + "\n", capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise IPCommandError(argv, proc.returncode, proc.stderr)
 
 
 def validate_ifname(name: str) -> str:
@@ -218,6 +230,7 @@ def attach(
     mtu: int = 1500,
     ifname: str = "eth0",
     host_ifname: str | None = None,
+    check_bridge: bool = True,
 ) -> Endpoint:
     """Connects the network namespace at path ``netns`` to ``bridge``: a veth pair whose host end is enslaved to
     the bridge and up, and whose other end becomes ``ifname`` inside with ``mac``, ``mtu`` and ``address``
@@ -228,23 +241,29 @@ def attach(
     _check_netns(netns)
     addr = IPv4Interface(address)
     gw = IPv4Address(gateway) if gateway is not None else None
-    info = link_info(bridge)
-    if info is None or _link_kind(info) != "bridge":
-        raise InvalidArgument(f"bridge {bridge} does not exist")
+    if check_bridge:
+        info = link_info(bridge)
+        if info is None or _link_kind(info) != "bridge":
+            raise InvalidArgument(f"bridge {bridge} does not exist")
     host = validate_ifname(host_ifname) if host_ifname else _random_ifname("veth")
     peer = _random_ifname("dwp")  # a temporary name on the host; renamed ifname inside the namespace
-    run_ip("link", "add", "name", host, "mtu", str(mtu), "type", "veth", "peer", "name", peer, "mtu", str(mtu))
+    # two `ip -batch` runs (host side, then inside the namespace) instead of one process a step
+    run_batch([
+        f"link add name {host} mtu {mtu} type veth peer name {peer} mtu {mtu}",
+        f"link set dev {host} master {bridge}",
+        f"link set dev {peer} netns \"{netns}\"",
+        f"link set dev {host} up",
+    ])
     try:
-        run_ip("link", "set", "dev", host, "master", bridge)
-        run_ip("link", "set", "dev", peer, "netns", netns)
-        run_ip("link", "set", "dev", peer, "name", ifname, "address", mac, "mtu", str(mtu), netns=netns)
-        run_ip("addr", "add", str(addr), "broadcast", str(addr.network.broadcast_address), "dev", ifname,
-               netns=netns)
-        run_ip("link", "set", "dev", "lo", "up", netns=netns)
-        run_ip("link", "set", "dev", ifname, "up", netns=netns)
-        run_ip("link", "set", "dev", host, "up")
+        inside = [
+            f"link set dev {peer} name {ifname} address {mac} mtu {mtu}",
+            f"addr add {addr} broadcast {addr.network.broadcast_address} dev {ifname}",
+            "link set dev lo up",
+            f"link set dev {ifname} up",
+        ]
         if gw is not None:
-            run_ip("route", "replace", "default", "via", str(gw), "dev", ifname, netns=netns)
+            inside.append(f"route replace default via {gw} dev {ifname}")
+        run_batch(inside, netns=netns)
     except BaseException:
         run_ip("link", "del", "dev", host, check=False)  # takes the peer with it, wherever it is
         raise

@@ -11,10 +11,12 @@ Network modes:
 
 * ``"host"``: no network namespace; ``/etc/hosts`` and ``/etc/resolv.conf`` are copies of the host's.
 * ``"none"``: a private network namespace with only the loopback device (runc brings ``lo`` up).
-* ``"default"`` / ``"bridge"``: dockwright has no bridge driver; the container gets the same private,
-  loopback-only namespace as ``"none"``. Its ``/etc/hosts`` maps the hostname to 127.0.0.1 (there is no
-  bridge address to map it to), and ``/etc/resolv.conf`` is the host's without loopback or IPv6
-  nameservers (8.8.8.8 and 8.8.4.4 if none remain), as dockerd writes it for the default bridge.
+* ``"default"`` / ``"bridge"``: the network namespace the network service prepared (``netns_path``: a veth on
+  the bridge, ``ip_address``), which ``/etc/hosts`` maps the hostname to; without one (the bridge is off or
+  unavailable) a private loopback-only namespace as ``"none"``, the hostname mapped to 127.0.0.1.
+  ``/etc/resolv.conf`` is the host's without loopback or IPv6 nameservers (8.8.8.8 and 8.8.4.4 if none
+  remain), as dockerd writes it for the default bridge. ``host-gateway`` in ``extra_hosts`` is
+  ``host_gateway_ip`` (the bridge's gateway, or ``--host-gateway-ip``).
 
 It knows no images, layers or runc invocations.
 """
@@ -135,6 +137,9 @@ class ContainerSpec:
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
     cgroup_parent: str = ""
+    netns_path: str = ""  # a prepared network namespace (the bridge's veth in it); "" = runc makes one
+    ip_address: str = ""  # the container's address there, for /etc/hosts
+    host_gateway_ip: str = ""  # what ``host-gateway`` in extra_hosts stands for
 
 
 def default_capabilities() -> list[str]:
@@ -240,7 +245,7 @@ def _parse_extra_host(entry: str) -> tuple[str, str]:
 
 def hosts_content(spec: ContainerSpec, host_hosts: Path = Path("/etc/hosts")) -> str:
     """The container's ``/etc/hosts``, as libnetwork's ``etchosts.Build`` writes it."""
-    extra = "".join(f"{ip}\t{name}\n" for name, ip in map(_parse_extra_host, spec.extra_hosts))
+    extra = "".join(f"{ip}\t{name}\n" for name, ip in (_extra_host(spec, e) for e in spec.extra_hosts))
     if spec.network_mode == "host":
         try:
             base = host_hosts.read_text(errors="replace")
@@ -254,8 +259,19 @@ def hosts_content(spec: ContainerSpec, host_hosts: Path = Path("/etc/hosts")) ->
         names = spec.hostname
         if spec.domainname:
             names = f"{spec.hostname}.{spec.domainname} {spec.hostname}"
-        content += f"127.0.0.1\t{names}\n"
+        content += f"{spec.ip_address or '127.0.0.1'}\t{names}\n"
     return content
+
+
+def _extra_host(spec: ContainerSpec, entry: str) -> tuple[str, str]:
+    """An ``ExtraHosts`` entry, ``host-gateway`` replaced by the host's address on the bridge (dockerd's
+    ``HostGatewayIP``)."""
+    name, sep, ip = entry.partition("=") if "=" in entry else entry.partition(":")
+    if sep and ip == "host-gateway":
+        if not spec.host_gateway_ip:
+            raise InvalidArgument("unable to derive the IP value for host-gateway")
+        return name, spec.host_gateway_ip
+    return _parse_extra_host(entry)
 
 
 _NS_RE = re.compile(r"^\s*nameserver\s+(\S+)\s*$")
@@ -371,8 +387,10 @@ def build_config(spec: ContainerSpec, bundle_dir: Path, user: ExecUser) -> dict[
     # dockerd sorts user mounts by depth so that a parent is mounted before its children
     mounts.extend(sorted(user_mounts, key=lambda m: len(Path(m["destination"]).parts)))
 
-    namespaces = [{"type": "mount"}]
-    if spec.network_mode != "host":
+    namespaces: list[dict[str, str]] = [{"type": "mount"}]
+    if spec.netns_path:
+        namespaces.append({"type": "network", "path": spec.netns_path})
+    elif spec.network_mode != "host":
         namespaces.append({"type": "network"})
     namespaces += [{"type": "uts"}, {"type": "pid"}, {"type": "ipc"}]
 

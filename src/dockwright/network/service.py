@@ -1,0 +1,367 @@
+"""The network service: dockerd's built-in networks (``bridge``, ``host``, ``none``) for the engine.
+
+This module owns, for one daemon:
+
+* **setting up** the default bridge at start (``start``): the subnet and gateway (``ipam``), the bridge device
+  (``bridge``; created unless ``--bridge`` names one the user manages), the persistent address allocator, IP
+  forwarding and the packet filter (``firewall``). Whatever of it fails — no bridge module, no ``ip``, no
+  nftables/iptables, no permission — is logged once, and the service runs without it: containers on the default
+  network then get a loopback-only namespace, and a request that needs the bridge (``--network bridge``,
+  published ports) gets a clear error (``unavailable``);
+* **connecting** a container (``connect``): a network namespace of its own (``netns``), an address, a veth pair
+  on the bridge, published ports (DNAT in the packet filter, the userland proxy for loopback), all of it undone
+  again when a later step fails; **disconnecting** it (``disconnect``) when it exits or is removed;
+* **recovering** after a restart, a kill -9 included (``recover``): the rules and proxies of the containers still
+  running are installed again; addresses, namespaces, veths and ports of the others are released;
+* the **networks** as ``GET /networks`` lists them (``networks``, ``get``), with IDs kept in
+  ``<data-root>/network/networks.json`` so that they stay the same across restarts;
+* stopping (``close``): proxies closed and the packet-filter rules removed; the bridge stays, as docker0 does.
+
+The kernel work is blocking (``ip``, ``nft`` processes): it runs in worker threads, one change at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import threading
+from dataclasses import replace
+from ipaddress import IPv4Interface
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..engine.config import DEFAULT_BRIDGE, NetworkConfig
+from ..errors import InvalidArgument, NotFound, Unavailable
+from ..oci.gojson import rfc3339_nano
+from . import netns
+from .bridge import attach, bridge_addresses, ensure_bridge, link_exists, link_info, run_ip
+from .endpoint import Attachment, EndpointRef, NetworkInfo, PortMapping
+from .ipam import AddressAllocator, BridgeIPAM, default_bridge_ipam, mac_from_ip, parse_address_pools
+
+__all__ = ["NetworkService", "NetworkNotFound", "BRIDGE_MODES"]
+
+log = logging.getLogger("dockwright.network")
+
+BRIDGE_MODES = ("default", "bridge")
+BUILTIN = ("bridge", "host", "none")
+_DRIVERS = {"bridge": "bridge", "host": "host", "none": "null"}
+
+
+class NetworkNotFound(NotFound):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"network {ref} not found")
+
+
+def network_name(mode: str) -> str:
+    """The network a ``NetworkMode`` joins: ``default`` is ``bridge``."""
+    return "bridge" if mode in BRIDGE_MODES or not mode else mode
+
+
+class NetworkService:
+    def __init__(self, config: NetworkConfig, data_root: Path, exec_root: Path) -> None:
+        self.config = config
+        self.state_dir = Path(data_root) / "network"
+        self.netns_dir = Path(exec_root) / "netns"
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._ids = self._load_ids()
+        self.ipam: BridgeIPAM | None = None
+        self.allocator: AddressAllocator | None = None
+        self.firewall: Any = None  # firewall.Firewall when the packet filter is on
+        self.ports: Any = None  # ports.PortAllocator
+        self.proxies: Any = None  # proxy.ProxySet
+        self.unavailable = ""  # why the bridge cannot be used ("" = it can)
+        self.bridge = config.bridge
+        self._lock = asyncio.Lock()
+        self._tlock = threading.Lock()
+        self._attached: dict[str, tuple[str, Attachment]] = {}  # container id → (name, attachment)
+
+    # ---- identity -----------------------------------------------------------------------------------------------
+    def _load_ids(self) -> dict[str, dict[str, str]]:
+        path = self.state_dir / "networks.json"
+        try:
+            ids = json.loads(path.read_text())
+            if not isinstance(ids, dict):
+                ids = {}
+        except (OSError, ValueError):
+            ids = {}
+        changed = False
+        for name in BUILTIN:
+            entry = ids.get(name)
+            if not (isinstance(entry, dict) and len(str(entry.get("id", ""))) == 64):
+                ids[name] = {"id": secrets.token_hex(32), "created": rfc3339_nano()}
+                changed = True
+        if changed:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(ids, indent=1))
+            os.replace(tmp, path)
+        return ids
+
+    @property
+    def enabled(self) -> bool:
+        return self.ipam is not None
+
+    @property
+    def gateway(self) -> str:
+        return str(self.ipam.gateway) if self.ipam is not None else ""
+
+    @property
+    def host_gateway_ip(self) -> str:
+        return self.config.host_gateway_ip or self.gateway
+
+    # ---- start / stop -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self._setup)
+
+    def _setup(self) -> None:
+        cfg = self.config
+        if cfg.bridge == "none":
+            self.unavailable = "the default bridge network is disabled (--bridge=none)"
+            log.info("networking: %s; containers get a loopback-only network namespace", self.unavailable)
+            return
+        user_managed = cfg.bridge != DEFAULT_BRIDGE
+        try:
+            if user_managed and not link_exists(cfg.bridge):
+                raise InvalidArgument(f"bridge device {cfg.bridge} not found: --bridge names a bridge that you "
+                                      f"create (the daemon only creates {DEFAULT_BRIDGE})")
+            ipam = default_bridge_ipam(
+                bip=cfg.bip or None, fixed_cidr=cfg.fixed_cidr or None, bridge=cfg.bridge if user_managed else None,
+                pools=parse_address_pools(cfg.default_address_pools) or None,
+                bridge_addresses=bridge_addresses(cfg.bridge))
+            if not user_managed:
+                ensure_bridge(cfg.bridge, ipam.bridge_address, cfg.mtu)
+            elif not bridge_addresses(cfg.bridge):
+                run_ip("addr", "add", str(ipam.bridge_address), "dev", cfg.bridge)
+            self.allocator = AddressAllocator(self.state_dir / "bridge-ipam.json", ipam)
+            for addr, owner in self.allocator.dropped.items():
+                log.warning("networking: address %s of %s is outside the new subnet %s: released", addr, owner,
+                            ipam.subnet)
+        except Exception as exc:  # noqa: BLE001 - the daemon runs on without the bridge
+            self.unavailable = f"the default bridge network is not available: {exc}"
+            log.warning("networking: %s; containers on the default network get a loopback-only namespace",
+                        self.unavailable)
+            return
+        from .ports import PortAllocator
+        from .proxy import ProxySet
+        self.ports = PortAllocator()
+        self.proxies = ProxySet()
+        if cfg.ip_forward:
+            try:
+                from .firewall import set_ip_forward
+                set_ip_forward()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("networking: cannot enable IP forwarding (%s): containers cannot reach other "
+                            "networks", exc)
+        if cfg.iptables:
+            try:
+                from .firewall import Firewall, detect_backend
+                backend, reason = detect_backend()
+                if backend is None:
+                    raise Unavailable(reason)
+                fw = Firewall(cfg.bridge, ipam.subnet, backend=backend, ip_masq=cfg.ip_masq, icc=cfg.icc,
+                              userland_proxy=cfg.userland_proxy)
+                fw.install()
+                self.firewall = fw
+            except Exception as exc:  # noqa: BLE001
+                log.warning("networking: no packet filter rules (%s): containers have no NAT to other "
+                            "networks and published ports are reached through the userland proxy only", exc)
+        self.ipam = ipam
+        log.info("networking: bridge %s, subnet %s, gateway %s%s", cfg.bridge, ipam.subnet, ipam.gateway,
+                 f", packet filter {self.firewall.backend}" if self.firewall is not None else "")
+
+    async def close(self) -> None:
+        """A clean stop: the proxies close, the packet-filter rules go (containers keep their addresses)."""
+        if self.proxies is not None:
+            await self.proxies.stop_all()
+        if self.firewall is not None:
+            try:
+                await asyncio.to_thread(self.firewall.remove)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("networking: removing the packet filter rules: %s", exc)
+
+    # ---- connect / disconnect -----------------------------------------------------------------------------------
+    def check(self, mode: str, *, ports: bool) -> None:
+        """Whether a container with this network mode (and published ports) can start: ``Unavailable`` when it
+        needs the bridge and there is none."""
+        if self.enabled or mode not in BRIDGE_MODES:
+            return
+        if mode == "bridge" or ports:
+            raise Unavailable(f"{self.unavailable or 'the default bridge network is not available'}: a container "
+                              f"with {'published ports' if ports else '--network bridge'} cannot start")
+
+    def detached(self, mode: str) -> Attachment | None:
+        """The attachment a created or stopped container shows: its network's ID, nothing operational."""
+        name = network_name(mode)
+        if name not in self._ids:
+            return None
+        return Attachment(network=name, network_id=self._ids[name]["id"])
+
+    async def connect(self, cid: str, name: str, mode: str, *, exposed: dict[str, Any] | None = None,
+                      port_bindings: dict[str, Any] | None = None, publish_all: bool = False) -> Attachment | None:
+        """Connects container ``cid`` to the network its mode names; None when the mode has no endpoint of its
+        own (host, none, or the bridge being off). On failure nothing it made is left."""
+        bindings: list[Any] = []
+        if mode in BRIDGE_MODES and (port_bindings or publish_all):
+            from .ports import requested_ports
+            bindings = requested_ports(exposed, port_bindings, publish_all)
+        self.check(mode, ports=bool(bindings))
+        if mode not in BRIDGE_MODES or not self.enabled:
+            return None
+        async with self._lock:
+            att = await asyncio.to_thread(self._connect, cid, bindings)
+            try:
+                if att.ports:
+                    await self._publish(cid, att)
+            except BaseException:
+                await asyncio.to_thread(self._release, cid, att)
+                raise
+            self._attached[cid] = (name, att)
+            return att
+
+    def _connect(self, cid: str, bindings: list[Any]) -> Attachment:
+        assert self.ipam is not None and self.allocator is not None
+        sandbox = secrets.token_hex(32)
+        key = self.netns_dir / sandbox[:12]
+        att = Attachment(network="bridge", network_id=self._ids["bridge"]["id"], sandbox_id=sandbox,
+                         sandbox_key=str(key))
+        netns.create(key)
+        try:
+            address = self.allocator.allocate(cid)
+            mac = mac_from_ip(address)
+            ep = attach(self.bridge, str(key), address=IPv4Interface((address, self.ipam.subnet.prefixlen)),
+                        gateway=self.ipam.gateway, mac=mac, mtu=self.config.mtu, check_bridge=False)
+            att = replace(att, endpoint_id=secrets.token_hex(32), ip_address=str(address),
+                          prefix_len=self.ipam.subnet.prefixlen, gateway=str(self.ipam.gateway), mac=ep.mac,
+                          host_ifname=ep.host_ifname)
+            if bindings:
+                default_ip = self.config.ip if self.config.ip not in ("", "0.0.0.0") else ""
+                att.ports = list(self.ports.allocate(cid, bindings, default_host_ip=default_ip))
+        except BaseException:
+            self._release(cid, att)
+            raise
+        return att
+
+    async def _publish(self, cid: str, att: Attachment) -> None:
+        pairs = [(p, att.ip_address) for p in att.ports]
+        if self.config.userland_proxy:
+            await self.proxies.start(cid, pairs)
+        if self.firewall is not None:
+            await asyncio.to_thread(self.firewall.set_ports, cid, pairs)
+
+    async def disconnect(self, cid: str, att: Attachment | None) -> None:
+        """Releases what ``connect`` made for ``cid`` (the container has exited): safe to call twice."""
+        self._attached.pop(cid, None)
+        if att is None or not att.connected:
+            return
+        async with self._lock:
+            if self.proxies is not None:
+                await self.proxies.stop(cid)
+            await asyncio.to_thread(self._release, cid, att)
+
+    def _release(self, cid: str, att: Attachment) -> None:
+        with self._tlock:
+            if self.firewall is not None and att.ports:
+                try:
+                    self.firewall.remove_ports(cid)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("networking: removing the port rules of %s: %s", cid[:12], exc)
+            if self.ports is not None:
+                self.ports.release(cid)
+            if att.sandbox_key:
+                try:
+                    netns.delete(att.sandbox_key)  # the veth pair goes with the namespace
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("networking: removing the namespace of %s: %s", cid[:12], exc)
+            if att.host_ifname and link_info(att.host_ifname) is not None:
+                run_ip("link", "del", "dev", att.host_ifname, check=False)
+            if self.allocator is not None:
+                self.allocator.release_owner(cid)
+
+    # ---- recovery -----------------------------------------------------------------------------------------------
+    async def recover(self, running: dict[str, tuple[str, Attachment]]) -> None:
+        """After a (re)start: ``running`` maps the containers still running with an endpoint to (name,
+        attachment). Their ports are published again; every other address, namespace and veth is released."""
+        live = {cid: v for cid, v in running.items() if v[1].connected}
+        await asyncio.to_thread(self._sweep, live)
+        if not self.enabled:
+            return
+        for cid, (name, att) in live.items():
+            self._attached[cid] = (name, att)
+            if not att.ports:
+                continue
+            try:
+                self.ports.restore(cid, att.ports)
+                await self._publish(cid, att)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("networking: publishing the ports of %s again: %s", cid[:12], exc)
+
+    def _sweep(self, live: dict[str, tuple[str, Attachment]]) -> None:
+        keys = {Path(att.sandbox_key).name for _, att in live.values()}
+        try:
+            entries = list(os.scandir(self.netns_dir))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            if entry.name not in keys:
+                try:
+                    netns.delete(entry.path)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("networking: removing the stale namespace %s: %s", entry.path, exc)
+        if self.allocator is not None:
+            for addr, owner in self.allocator.allocations().items():
+                if owner not in live:
+                    self.allocator.release(addr)
+        if self.enabled:
+            veths = {att.host_ifname for _, att in live.values()}
+            links = run_ip("link", "show", "master", self.bridge, json_out=True, check=False) or []
+            for link in links:
+                name = link.get("ifname", "")
+                if (link.get("link_type") == "ether" and name not in veths
+                        and (link_info(name) or {}).get("linkinfo", {}).get("info_kind") == "veth"):
+                    run_ip("link", "del", "dev", name, check=False)
+
+    # ---- networks -----------------------------------------------------------------------------------------------
+    def _info(self, name: str) -> NetworkInfo:
+        entry = self._ids[name]
+        info = NetworkInfo(name=name, id=entry["id"], driver=_DRIVERS[name], created=entry["created"])
+        if name == "bridge" and self.ipam is not None:
+            cfg = self.config
+            info.subnet = str(self.ipam.subnet)
+            info.gateway = str(self.ipam.gateway)
+            info.options = {
+                "com.docker.network.bridge.default_bridge": "true",
+                "com.docker.network.bridge.enable_icc": str(cfg.icc).lower(),
+                "com.docker.network.bridge.enable_ip_masquerade": str(cfg.ip_masq).lower(),
+                "com.docker.network.bridge.host_binding_ipv4": cfg.ip or "0.0.0.0",
+                "com.docker.network.bridge.name": cfg.bridge,
+                "com.docker.network.driver.mtu": str(cfg.mtu),
+            }
+            info.containers = [
+                EndpointRef(cid, cname, att.endpoint_id, att.mac, f"{att.ip_address}/{att.prefix_len}")
+                for cid, (cname, att) in sorted(self._attached.items())]
+        return info
+
+    def networks(self) -> list[NetworkInfo]:
+        """``bridge`` (when the default bridge is up), ``host`` and ``none``."""
+        names = [n for n in BUILTIN if n != "bridge" or self.enabled]
+        return [self._info(n) for n in names]
+
+    def get(self, ref: str) -> NetworkInfo:
+        """A network by name, full ID or unique ID prefix; ``NetworkNotFound`` otherwise."""
+        nets = self.networks()
+        for n in nets:
+            if ref in (n.name, n.id):
+                return n
+        matches = [n for n in nets if ref and n.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        raise NetworkNotFound(ref)
+
+    def attached(self) -> Iterable[tuple[str, str, Attachment]]:
+        return ((cid, name, att) for cid, (name, att) in self._attached.items())
+
+    def ports_in_use(self) -> list[PortMapping]:
+        return [p for _, (_, att) in self._attached.items() for p in att.ports]
+
