@@ -31,7 +31,8 @@ from ..layers.apply import ensure_chain
 from ..layers.diff import changes as diff_changes
 from ..layers.diff import write_layer_from_upper
 from ..network.endpoint import Attachment
-from ..network.service import NetworkService
+from ..network.ports import requested_ports
+from ..network.service import NetworkNotFound, NetworkService
 from ..runtime import ContainerSpec, Runc, build_bundle, read_json_log
 from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
 from .events import EventBus
@@ -308,6 +309,12 @@ class ContainersService:
                          cpusetcpus=str(host_config.get("CpusetCpus") or ""),
                          cpusetmems=str(host_config.get("CpusetMems") or ""),
                          shmsize=int(host_config.get("ShmSize") or 0))
+        # what dockerd checks of the network settings at create: the network exists, the ports parse
+        mode = str(host_config.get("NetworkMode") or "default")
+        if mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:"):
+            raise NetworkNotFound(mode)
+        requested_ports(cfg.get("ExposedPorts"), host_config.get("PortBindings"),
+                        bool(host_config.get("PublishAllPorts")))
         c = Container(cid, name, rec.id, image_ref, rfc3339_nano(), cfg, host_config, _new_state())
         self._names_in_use[name] = cid  # from here until the record is in the cache, no other create takes it
         try:
@@ -561,7 +568,7 @@ class ContainersService:
                         "FinishedAt": rfc3339_nano()})
         self._finished[c.id] = (time.time(), code)
         if c.network is not None:
-            c.network = self.network.detached(c.host_config.get("NetworkMode") or "default")
+            c.network = self.network.detached(c.host_config.get("NetworkMode") or "default", c.network)
         if self._watchers.get(c.id) is asyncio.current_task():
             del self._watchers[c.id]
         self._created.pop(c.id, None)

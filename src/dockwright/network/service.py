@@ -191,12 +191,15 @@ class NetworkService:
             raise Unavailable(f"{self.unavailable or 'the default bridge network is not available'}: a container "
                               f"with {'published ports' if ports else '--network bridge'} cannot start")
 
-    def detached(self, mode: str) -> Attachment | None:
-        """The attachment a created or stopped container shows: its network's ID, nothing operational."""
+    def detached(self, mode: str, previous: Attachment | None = None) -> Attachment | None:
+        """The attachment a stopped container shows: its network's ID and (as dockerd keeps them) the sandbox
+        ID and key of its last run; nothing operational."""
         name = network_name(mode)
         if name not in self._ids:
             return None
-        return Attachment(network=name, network_id=self._ids[name]["id"])
+        return Attachment(network=name, network_id=self._ids[name]["id"],
+                          sandbox_id=previous.sandbox_id if previous else "",
+                          sandbox_key=previous.sandbox_key if previous else "")
 
     async def connect(self, cid: str, name: str, mode: str, *, exposed: dict[str, Any] | None = None,
                       port_bindings: dict[str, Any] | None = None, publish_all: bool = False) -> Attachment | None:
@@ -205,7 +208,8 @@ class NetworkService:
         bindings: list[Any] = []
         if mode in BRIDGE_MODES and (port_bindings or publish_all):
             from .ports import requested_ports
-            bindings = requested_ports(exposed, port_bindings, publish_all)
+            default_ip = self.config.ip if self.config.ip not in ("", "0.0.0.0") else ""
+            bindings = requested_ports(exposed, port_bindings, publish_all, default_host_ip=default_ip)
         self.check(mode, ports=bool(bindings))
         if mode not in BRIDGE_MODES or not self.enabled:
             return None
@@ -236,8 +240,7 @@ class NetworkService:
                           prefix_len=self.ipam.subnet.prefixlen, gateway=str(self.ipam.gateway), mac=ep.mac,
                           host_ifname=ep.host_ifname)
             if bindings:
-                default_ip = self.config.ip if self.config.ip not in ("", "0.0.0.0") else ""
-                att.ports = list(self.ports.allocate(cid, bindings, default_host_ip=default_ip))
+                att.ports = list(self.ports.allocate(cid, bindings))
         except BaseException:
             self._release(cid, att)
             raise
