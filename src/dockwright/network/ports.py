@@ -62,6 +62,7 @@ __all__ = [
     "parse_reserved_ports",
     "reserved_ports",
     "format_host_addr",
+    "errno_text",
     "bind_host_port",
     "PortAllocator",
     "port_map",
@@ -312,7 +313,7 @@ def format_host_addr(host_ip: str, port: int) -> str:
     return f"{_bracket(host_ip or '0.0.0.0')}:{port}"
 
 
-def _strerror(code: int | None) -> str:
+def errno_text(code: int | None) -> str:
     """Go's spelling of an errno: ``address already in use`` (lower-case first letter)."""
     if code is None:
         return "unknown error"
@@ -338,7 +339,7 @@ class HostPortUnavailable(SystemError_):
         self.port = port
         self.proto = proto
         self.errno = code
-        super().__init__(f"failed to bind host port {format_host_addr(host_ip, port)}/{proto}: {_strerror(code)}")
+        super().__init__(f"failed to bind host port {format_host_addr(host_ip, port)}/{proto}: {errno_text(code)}")
 
 
 class HostPortInUse(HostPortUnavailable):
@@ -346,6 +347,12 @@ class HostPortInUse(HostPortUnavailable):
 
     def __init__(self, host_ip: str, port: int, proto: str) -> None:
         super().__init__(host_ip, port, proto, errno.EADDRINUSE)
+
+
+def _bind_error(host_ip: str, port: int, proto: str, err: OSError) -> HostPortUnavailable:
+    if err.errno == errno.EADDRINUSE:
+        return HostPortInUse(host_ip, port, proto)
+    return HostPortUnavailable(host_ip, port, proto, err.errno)
 
 
 class PortsExhausted(SystemError_):
@@ -541,7 +548,7 @@ class PortAllocator:
             failed = self._host_check(proto, addrs, port)
             if failed is not None:
                 addr, err = failed
-                raise HostPortUnavailable(_ip_text(addr), port, proto, err.errno)
+                raise _bind_error(_ip_text(addr), port, proto, err)
             self._take(owner, proto, addrs, port, taken)
             return port
 
@@ -563,7 +570,7 @@ class PortAllocator:
                         _ip_text(addr), port), proto)
                     self._last[key] = port
                     continue
-                raise HostPortUnavailable(_ip_text(addr), port, proto, err.errno)
+                raise _bind_error(_ip_text(addr), port, proto, err)
             self._take(owner, proto, addrs, port, taken)
             for addr in addrs:
                 self._last[(proto, addr, begin, end)] = port
