@@ -160,8 +160,9 @@ def parse_port_key(key: object) -> tuple[int, str]:
 
 
 def parse_host_port(value: object) -> tuple[int, int]:
-    """A binding's ``HostPort`` → (start, end): ``""``/``"0"``/None → (0, 0) (ephemeral), ``"8080"`` → (8080, 8080),
-    ``"8000-8010"`` → (8000, 8010). A ``/proto`` suffix is ignored, as dockerd's ``ParsePortRange`` does."""
+    """A binding's ``HostPort`` → (start, end): ``""``/``"0"``/None → (0, 0) (ephemeral), ``"8080"`` →
+    (8080, 8080), ``"8000-8010"`` → (8000, 8010). A ``/proto`` suffix is ignored, as dockerd's ``ParsePortRange``
+    does."""
     if value is None:
         return 0, 0
     if isinstance(value, bool) or not isinstance(value, (str, int)):

@@ -412,6 +412,15 @@ def test_ports_in_use_on_the_host_are_skipped(busy_tcp: int) -> None:
     assert busy_tcp < got <= end
 
 
+def _nonlocal_bind() -> bool:
+    try:
+        with open("/proc/sys/net/ipv4/ip_nonlocal_bind") as f:
+            return f.read().strip() != "0"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(_nonlocal_bind(), reason="net.ipv4.ip_nonlocal_bind lets any address be bound")
 def test_host_address_that_is_not_local_is_an_error() -> None:
     a = PortAllocator((40000, 40009), reserved=())
     with pytest.raises(HostPortUnavailable, match="cannot assign requested address"):
@@ -422,7 +431,8 @@ def test_host_address_that_is_not_local_is_an_error() -> None:
 
 
 def test_port_map_and_summaries() -> None:
-    mappings = [PortMapping(80, "tcp", "", 8080), PortMapping(80, "tcp", "::1", 8080), PortMapping(53, "udp", "", 40000)]
+    mappings = [PortMapping(80, "tcp", "", 8080), PortMapping(80, "tcp", "::1", 8080),
+                PortMapping(53, "udp", "", 40000)]
     pm = port_map({"80/tcp": {}, "443/tcp": {}}, {"53/udp": [{}], "bad": [{}]}, mappings)
     assert pm == {
         "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::1", "HostPort": "8080"}],

@@ -320,6 +320,40 @@ def test_bind_conflict_gives_dockerd_message() -> None:
     run(main())
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_host_address_to_an_ipv4_container() -> None:
+    """dockerd proxies host IPv6 to an IPv4-only container with the userland proxy; errors say tcp6."""
+
+    async def main() -> None:
+        server, port = await backend(echo)
+        proxy = UserlandProxy(PortMapping(port, "tcp", "::1", 0), "127.0.0.1")
+        await proxy.start()
+        try:
+            reader, writer = await asyncio.open_connection("::1", proxy.port)
+            writer.write(b"over six")
+            assert await reader.readexactly(8) == b"over six"
+            writer.close()
+            clash = UserlandProxy(PortMapping(port, "tcp", "::1", proxy.port), "127.0.0.1")
+            message = f"Error starting userland proxy: listen tcp6 [::1]:{proxy.port}: bind: address already in use"
+            with pytest.raises(ProxyStartError) as exc:
+                await clash.start()
+            assert str(exc.value) == message
+        finally:
+            await proxy.stop()
+            server.close()
+
+    run(main())
+
+
 def test_unsupported_protocol_and_bad_addresses() -> None:
     with pytest.raises(NotSupported):
         UserlandProxy(PortMapping(132, "sctp", "", 132), "127.0.0.1")
