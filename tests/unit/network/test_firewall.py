@@ -259,6 +259,23 @@ def test_arguments_are_checked() -> None:
     assert fw.default_table_name("docker0") == "dockwright_docker0"
 
 
+def test_missing_tools_and_failing_commands(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing installed
+    assert fw.detect_backend() == (None, "nft and iptables are not installed")
+    with pytest.raises(fw.FirewallUnavailable, match="not installed"):
+        fw.Firewall("br0", SUBNET).backend
+    with pytest.raises(fw.FirewallUnavailable, match="nft is not installed"):
+        fw.run_command(["nft", "list", "tables"])
+    monkeypatch.undo()
+    with pytest.raises(fw.FirewallError, match="sh -c echo oops >&2; exit 3: exit status 3: oops") as err:
+        fw.run_command(["sh", "-c", "echo oops >&2; exit 3"])
+    assert err.value.returncode == 3 and err.value.stderr == "oops"
+    with pytest.raises(fw.FirewallError, match="timed out"):
+        fw.run_command(["sleep", "5"], timeout=0.2)
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        fw.run_command(["true"], netns="/run/netns/dwfw-no-such-namespace")
+
+
 def test_rendered_rules_follow_dockerd() -> None:
     f = fw.Firewall("br0", SUBNET, backend="nft")
     f._ports["c1"] = (fw._check_mapping(PortMapping(80, "tcp", "", 8080), "10.213.0.2", "c1"),)  # type: ignore
