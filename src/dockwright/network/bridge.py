@@ -231,6 +231,7 @@ def attach(
     ifname: str = "eth0",
     host_ifname: str | None = None,
     check_bridge: bool = True,
+    hairpin: bool = False,
 ) -> Endpoint:
     """Connects the network namespace at path ``netns`` to ``bridge``: a veth pair whose host end is enslaved to
     the bridge and up, and whose other end becomes ``ifname`` inside with ``mac``, ``mtu`` and ``address``
@@ -253,6 +254,8 @@ def attach(
         f"link set dev {host} master {bridge}",
         f"link set dev {peer} netns \"{netns}\"",
         f"link set dev {host} up",
+        # a container reaching itself through a published port without the userland proxy (dockerd's hairpin)
+        *([f"link set dev {host} type bridge_slave hairpin on"] if hairpin else []),
     ])
     try:
         inside = [

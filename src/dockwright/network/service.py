@@ -235,7 +235,8 @@ class NetworkService:
             address = self.allocator.allocate(cid)
             mac = mac_from_ip(address)
             ep = attach(self.bridge, str(key), address=IPv4Interface((address, self.ipam.subnet.prefixlen)),
-                        gateway=self.ipam.gateway, mac=mac, mtu=self.config.mtu, check_bridge=False)
+                        gateway=self.ipam.gateway, mac=mac, mtu=self.config.mtu, check_bridge=False,
+                        hairpin=not self.config.userland_proxy)
             att = replace(att, endpoint_id=secrets.token_hex(32), ip_address=str(address),
                           prefix_len=self.ipam.subnet.prefixlen, gateway=str(self.ipam.gateway), mac=ep.mac,
                           host_ifname=ep.host_ifname)
