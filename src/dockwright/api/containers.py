@@ -19,6 +19,7 @@ from ..runtime import frame
 from ..timestamps import parse_timestamp
 from . import bodies, params
 from .errors import json_body
+from .networks import network_mode_json, network_settings_json, summary_network_settings_json, summary_ports_json
 
 __all__ = ["routes", "summary_json", "human_duration"]
 
@@ -75,13 +76,19 @@ def _command(c: Container) -> str:
     return " ".join(args)
 
 
-def summary_json(c: Container, eng: Engine) -> dict[str, Any]:
+def _mode(c: Container) -> str:
+    return str(c.host_config.get("NetworkMode") or "default")
+
+
+def summary_json(c: Container, eng: Engine, version: Any = None) -> dict[str, Any]:
+    mode = _mode(c)
     return {
         "Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image_id,
-        "Command": _command(c), "Created": int(parse_rfc3339(c.created) or 0), "Ports": [],
+        "Command": _command(c), "Created": int(parse_rfc3339(c.created) or 0),
+        "Ports": summary_ports_json(c.network if c.running else None, c.config.get("ExposedPorts")),
         "Labels": c.config.get("Labels") or {}, "State": c.state.get("Status", "created"),
-        "Status": _status_text(c), "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "default"},
-        "NetworkSettings": {"Networks": {}}, "Mounts": _mounts(c),
+        "Status": _status_text(c), "HostConfig": {"NetworkMode": network_mode_json(mode, version)},
+        "NetworkSettings": summary_network_settings_json(mode, c.network, version), "Mounts": _mounts(c),
     }
 
 
@@ -96,12 +103,13 @@ def _mounts(c: Container) -> list[dict[str, Any]]:
     return out
 
 
-def inspect_json(c: Container, eng: Engine) -> dict[str, Any]:
+def inspect_json(c: Container, eng: Engine, version: Any = None) -> dict[str, Any]:
     d = eng.containers._dir(c.id)  # noqa: SLF001
     args = list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or [])
     hc = {"Binds": None, "NetworkMode": "default", "AutoRemove": False, "Memory": 0, "CpuShares": 0,
           "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "LogConfig": {"Type": "json-file", "Config": {}},
           **c.host_config}
+    hc["NetworkMode"] = network_mode_json(_mode(c), version)
     return {
         "Id": c.id, "Created": c.created, "Path": args[0] if args else "", "Args": args[1:],
         "State": dict(c.state), "Image": c.image_id,
@@ -110,7 +118,8 @@ def inspect_json(c: Container, eng: Engine) -> dict[str, Any]:
         "Name": "/" + c.name, "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "",
         "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None, "HostConfig": hc,
         "GraphDriver": {"Data": None, "Name": "overlay2"}, "Mounts": _mounts(c), "Config": c.config,
-        "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
+        "NetworkSettings": network_settings_json(_mode(c), c.network, running=c.running,
+                                                 exposed=c.config.get("ExposedPorts"), version=version),
     }
 
 
@@ -161,7 +170,7 @@ async def list_containers(request: web.Request) -> web.Response:
         try:
             if not _matches(c, f, eng):
                 continue
-            out.append(summary_json(c, eng))
+            out.append(summary_json(c, eng, request.get("api_version")))
         except (TypeError, AttributeError, ValueError, KeyError) as exc:
             # a record the engine could not repair must not take the list away from every client
             log.warning("container %s left out of the list: its record is unusable: %s", c.id, exc)
@@ -195,7 +204,7 @@ async def create_container(request: web.Request) -> web.Response:
 
 async def inspect_container(request: web.Request) -> web.Response:
     eng = _engine(request)
-    return json_body(inspect_json(eng.containers.get(request.match_info["id"]), eng))
+    return json_body(inspect_json(eng.containers.get(request.match_info["id"]), eng, request.get("api_version")))
 
 
 async def start_container(request: web.Request) -> web.Response:

@@ -457,7 +457,7 @@ class ContainersService:
             att = await self.network.connect(c.id, c.name, spec.network_mode, exposed=c.config.get("ExposedPorts"),
                                              port_bindings=hc.get("PortBindings"),
                                              publish_all=bool(hc.get("PublishAllPorts")))
-            if att is not None:
+            if att is not None and att.network == "bridge":
                 spec.netns_path, spec.ip_address = att.sandbox_key, att.ip_address
             spec.host_gateway_ip = self.network.host_gateway_ip
             await asyncio.to_thread(build_bundle, spec, bundle)

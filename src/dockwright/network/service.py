@@ -195,7 +195,7 @@ class NetworkService:
         """The attachment a stopped container shows: its network's ID and (as dockerd keeps them) the sandbox
         ID and key of its last run; nothing operational."""
         name = network_name(mode)
-        if name not in self._ids:
+        if name not in self._ids or (name == "bridge" and not self.enabled):
             return None
         return Attachment(network=name, network_id=self._ids[name]["id"],
                           sandbox_id=previous.sandbox_id if previous else "",
@@ -211,6 +211,12 @@ class NetworkService:
             default_ip = self.config.ip if self.config.ip not in ("", "0.0.0.0") else ""
             bindings = requested_ports(exposed, port_bindings, publish_all, default_host_ip=default_ip)
         self.check(mode, ports=bool(bindings))
+        if mode in ("host", "none"):  # an endpoint without an address, as dockerd reports one
+            token = secrets.token_hex(32)
+            att = Attachment(network=mode, network_id=self._ids[mode]["id"], endpoint_id=secrets.token_hex(32),
+                             sandbox_id=token, sandbox_key=str(self.netns_dir / "default") if mode == "host" else "")
+            self._attached[cid] = (name, att)
+            return att
         if mode not in BRIDGE_MODES or not self.enabled:
             return None
         async with self._lock:
@@ -257,7 +263,7 @@ class NetworkService:
     async def disconnect(self, cid: str, att: Attachment | None) -> None:
         """Releases what ``connect`` made for ``cid`` (the container has exited): safe to call twice."""
         self._attached.pop(cid, None)
-        if att is None or not att.connected:
+        if att is None or not att.connected or att.network != "bridge":
             return
         async with self._lock:
             if self.proxies is not None:
@@ -289,10 +295,12 @@ class NetworkService:
         attachment). Their ports are published again; every other address, namespace and veth is released."""
         live = {cid: v for cid, v in running.items() if v[1].connected}
         await asyncio.to_thread(self._sweep, live)
+        for cid, (name, att) in live.items():
+            if att.network != "bridge" or self.enabled:
+                self._attached[cid] = (name, att)
         if not self.enabled:
             return
         for cid, (name, att) in live.items():
-            self._attached[cid] = (name, att)
             if not att.ports:
                 continue
             try:
@@ -342,9 +350,10 @@ class NetworkService:
                 "com.docker.network.bridge.name": cfg.bridge,
                 "com.docker.network.driver.mtu": str(cfg.mtu),
             }
-            info.containers = [
-                EndpointRef(cid, cname, att.endpoint_id, att.mac, f"{att.ip_address}/{att.prefix_len}")
-                for cid, (cname, att) in sorted(self._attached.items())]
+        info.containers = [
+            EndpointRef(cid, cname, att.endpoint_id, att.mac,
+                        f"{att.ip_address}/{att.prefix_len}" if att.ip_address else "")
+            for cid, (cname, att) in sorted(self._attached.items()) if att.network == name]
         return info
 
     def networks(self) -> list[NetworkInfo]:
