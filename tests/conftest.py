@@ -55,6 +55,7 @@ class Daemon:
         bridge_given = any(a in ("-b", "--bridge") or a.startswith("--bridge=") for a in extra)
         self.extra = list(extra) if bridge_given else ["--bridge=none", *extra]
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}  # set in the daemon's environment over the test's own
         self.docker_config = base / "docker-config"
         self.docker_config.mkdir(parents=True, exist_ok=True)
         (self.docker_config / "config.json").write_text("{}")
@@ -72,7 +73,7 @@ class Daemon:
              str(self.data_root), "--exec-root", str(self.exec_root), "--no-fsync",
              "--config-file", str(self._daemon_json()),
              *self.extra],
-            stdout=log, stderr=log)
+            stdout=log, stderr=log, env={**os.environ, **self.env})
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Iterator
 import pytest
 
 from conftest import Daemon
-from netenv import (Bridge, Outside, bridge, busybox_image, http_get, net_daemon, nft_tables,  # noqa: F401
-                    outside, veths_on)
+from netenv import (Bridge, Outside, bridge, busybox_image, free_subnet, host_can_network, http_get,  # noqa: F401
+                    net_daemon, nft_tables, outside, sh, veths_on)
 
 
 @pytest.fixture
@@ -198,8 +199,16 @@ def test_kill9_and_restart_keeps_the_survivors_networked(tmp_path: Path, bridge:
                for _ in range(3)]
         ips = [_ip_of(d, c) for c in ids]
         ports = [int(d.out("port", c, "80").rsplit(":", 1)[1]) for c in ids]
+        short = d.out("run", "-d", "-p", "127.0.0.1::80", img, "sleep", "2")  # ends while the daemon is down
+        short_ip, short_ns = _ip_of(d, short), Path(d.out("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", short))
         d.kill9()
+        time.sleep(3)
+        assert short_ns.exists()  # nobody released it yet
         d.start()
+        assert not short_ns.exists() and len(veths_on(bridge.name)) == 3  # released at the restart
+        assert d.out("inspect", "-f", "{{.State.Status}} {{.NetworkSettings.IPAddress}}", short) == "exited"
+        allocated = json.loads((d.data_root / "network" / "bridge-ipam.json").read_text())["allocations"]
+        assert sorted(allocated) == sorted(ips) and short_ip not in allocated
         for c, ip, port in zip(ids, ips, ports):
             assert _ip_of(d, c) == ip
             assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello from the container\n"
@@ -210,7 +219,7 @@ def test_kill9_and_restart_keeps_the_survivors_networked(tmp_path: Path, bridge:
         assert got == "hello from the container"
         st, net = d.api_json("GET", "/networks/bridge")
         assert st == 200 and sorted(net["Containers"]) == sorted([*ids, new])
-        for c in [*ids, new]:
+        for c in [*ids, new, short]:
             d.out("rm", "-f", c)
         assert veths_on(bridge.name) == [] and _netns_files(d) == []
         assert d.out("network", "ls", "--format", "{{.Name}} {{.Driver}}").splitlines() == \
@@ -259,3 +268,64 @@ def test_iptables_false_installs_no_rules(tmp_path: Path, bridge: Bridge) -> Non
 
 def _bridge_json(d: Daemon) -> dict:  # type: ignore[type-arg]
     return json.loads(d.out("network", "inspect", "bridge"))[0]
+
+
+def test_the_daemon_makes_its_default_bridge(tmp_path: Path) -> None:
+    """Without --bridge, the daemon creates dockwright0 with dockerd's default subnet (or --bip's), installs its
+    table, and removes the table (not the bridge, as docker0) at a clean stop."""
+    reason = host_can_network()
+    if reason:
+        pytest.skip(reason)
+    if sh("ip", "link", "show", "dockwright0", check=False).returncode == 0:
+        pytest.skip("dockwright0 exists already on this host (another dockwright daemon owns it)")
+    prefix = free_subnet(216)
+    d = Daemon(tmp_path / "d", "--bridge", "dockwright0", "--bip", f"{prefix}.1/24", "--mtu", "1400")
+    try:
+        d.start()
+        link = json.loads(sh("ip", "-j", "-d", "addr", "show", "dockwright0").stdout)[0]
+        assert link["linkinfo"]["info_kind"] == "bridge" and link["mtu"] == 1400
+        assert [(a["local"], a["prefixlen"]) for a in link["addr_info"] if a["family"] == "inet"] == \
+            [(f"{prefix}.1", 24)]
+        assert "dockwright_dockwright0" in nft_tables()
+        img = busybox_image(d)
+        out = d.out("run", "--rm", img, "sh", "-c", "ip -o -4 addr show eth0; ip link show eth0")
+        assert f"inet {prefix}.2/24" in out and "mtu 1400" in out
+        net = json.loads(d.out("network", "inspect", "bridge"))[0]
+        assert net["IPAM"]["Config"] == [{"Subnet": f"{prefix}.0/24", "Gateway": f"{prefix}.1"}]
+        assert net["Options"]["com.docker.network.bridge.name"] == "dockwright0"
+        d.stop()
+        assert "dockwright_dockwright0" not in nft_tables()
+        # a restart keeps the bridge's address (dockerd's selectBIP) and the network's ID
+        d2 = Daemon(tmp_path / "d", "--bridge", "dockwright0").start()
+        assert json.loads(d2.out("network", "inspect", "bridge"))[0]["Id"] == net["Id"]
+        assert json.loads(d2.out("network", "inspect", "bridge"))[0]["IPAM"]["Config"][0]["Subnet"] == \
+            f"{prefix}.0/24"
+        d2.stop()
+    finally:
+        d.stop()
+        sh("ip", "link", "del", "dockwright0", check=False)
+
+
+def test_without_a_packet_filter_ports_go_through_the_proxy(tmp_path: Path, bridge: Bridge) -> None:
+    """A host without nft and iptables: the daemon says so once, containers still get the bridge, and published
+    ports work for loopback clients through the userland proxy."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("ip", "runc", "nsenter", "tar", "unshare", "mount", "umount", "busybox"):
+        path = shutil.which(tool)
+        if path:
+            (tools / tool).symlink_to(path)
+    d = net_daemon(tmp_path / "d", bridge)
+    d.env = {"PATH": f"{tools}:/usr/local/bin:/usr/bin:/bin"}  # /usr/sbin (nft, iptables) is not on it
+    try:
+        d.start()
+        warnings = [line for line in d.log().splitlines() if "WARNING dockwright.network" in line]
+        assert len(warnings) == 1 and "no packet filter rules" in warnings[0], warnings
+        assert f"dockwright_{bridge.name}" not in nft_tables()
+        img = busybox_image(d)
+        cid = d.out("run", "-d", "-p", "127.0.0.1::80", img, "httpd", "-f", "-p", "80", "-h", "/www")
+        port = int(d.out("port", cid, "80").rsplit(":", 1)[1])
+        assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello from the container\n"
+        d.out("rm", "-f", cid)
+    finally:
+        d.stop()
