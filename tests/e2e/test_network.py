@@ -138,10 +138,14 @@ def test_publish_all_with_exposed_ports(nd: Daemon) -> None:
     cid = nd.out("run", "-d", "-P", "--expose", "80", img, "httpd", "-f", "-p", "80", "-h", "/www")
     mapping = nd.out("port", cid, "80/tcp").splitlines()
     port = int(mapping[0].rsplit(":", 1)[1])
-    assert mapping[0] == f"0.0.0.0:{port}"
     lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert lo <= port <= hi
     assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello from the container\n"
+    if Path("/proc/net/if_inet6").read_text().strip():  # as dockerd: also on [::], the same port
+        assert mapping == [f"0.0.0.0:{port}", f"[::]:{port}"]
+        assert _wait_http(f"http://[::1]:{port}/") == b"hello from the container\n"
+    else:
+        assert mapping == [f"0.0.0.0:{port}"]
     nd.out("rm", "-f", cid)
 
 

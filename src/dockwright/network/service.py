@@ -55,6 +55,14 @@ class NetworkNotFound(NotFound):
         super().__init__(f"network {ref} not found")
 
 
+def _host_has_ipv6() -> bool:
+    """Whether the host has IPv6 (dockerd then publishes ports on ``[::]`` too)."""
+    try:
+        return bool(Path("/proc/net/if_inet6").read_text().strip())
+    except OSError:
+        return False
+
+
 def network_name(mode: str) -> str:
     """The network a ``NetworkMode`` joins: ``default`` is ``bridge``."""
     return "bridge" if mode in BRIDGE_MODES or not mode else mode
@@ -210,6 +218,11 @@ class NetworkService:
             from .ports import requested_ports
             default_ip = self.config.ip if self.config.ip not in ("", "0.0.0.0") else ""
             bindings = requested_ports(exposed, port_bindings, publish_all, default_host_ip=default_ip)
+            if _host_has_ipv6():
+                # as dockerd, a port published on every address is also published on [::] (through the userland
+                # proxy: the bridge itself is IPv4), with the same host port: its twin follows it
+                bindings = [twin for b in bindings
+                            for twin in ((b, replace(b, host_ip="::")) if not b.host_ip else (b,))]
         self.check(mode, ports=bool(bindings))
         if mode in ("host", "none"):  # an endpoint without an address, as dockerd reports one
             token = secrets.token_hex(32)
