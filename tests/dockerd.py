@@ -2,7 +2,7 @@
 
 :func:`dockerd_unavailable` says why one cannot run here (``None`` if it can); :class:`Dockerd` starts one on its
 own socket, data root and exec root under a short ``/tmp`` path (containerd's socket path must stay under 108
-bytes), without iptables or a bridge, and drives it with the same docker CLI the dockwright tests use.
+bytes), without iptables or a bridge unless ``network_args`` say otherwise, and drives it with the same docker CLI the dockwright tests use.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def dockerd_unavailable() -> str | None:
 class Dockerd:
     """A dockerd process of its own. ``start()`` returns None on success, else why it did not start."""
 
-    def __init__(self, docker_config: Path) -> None:
+    def __init__(self, docker_config: Path,
+                 network_args: tuple[str, ...] = ("--iptables=false", "--bridge=none")) -> None:
+        self.network_args = network_args
         self.base = Path("/tmp") / f"dwd-{os.getpid()}-{os.urandom(3).hex()}"
         self.sock = self.base / "docker.sock"
         self.docker_config = docker_config
@@ -48,7 +50,7 @@ class Dockerd:
         log = open(self.base / "log", "wb")
         self.proc = subprocess.Popen(
             ["dockerd", "--host", self.host, "--data-root", str(self.base / "root"), "--exec-root",
-             str(self.base / "exec"), "--pidfile", str(self.base / "pid"), "--iptables=false", "--bridge=none"],
+             str(self.base / "exec"), "--pidfile", str(self.base / "pid"), *self.network_args],
             stdout=log, stderr=log, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
