@@ -333,3 +333,18 @@ def test_without_a_packet_filter_ports_go_through_the_proxy(tmp_path: Path, brid
         d.out("rm", "-f", cid)
     finally:
         d.stop()
+
+
+def test_a_configuration_dockerd_refuses_stops_the_daemon(tmp_path: Path, bridge: Bridge) -> None:
+    d = Daemon(tmp_path / "d", "--bridge", bridge.name, "--bip", "10.214.0.1/24")
+    with pytest.raises(RuntimeError, match="daemon exited with 1"):
+        d.start()
+    assert "You specified -b & --bip, mutually exclusive options. Please specify only one" in d.log()
+    d.proc = None
+    bad = Daemon(tmp_path / "e", "--bridge", "dockwright0", "--bip", "10.214.0.0/24")  # the network's own address
+    with pytest.raises(RuntimeError, match="daemon exited with 1"):
+        bad.start()
+    assert "invalid bridge address 10.214.0.0/24" in bad.log()
+    bad.proc = None
+    assert f"dockwright_{bridge.name}" not in nft_tables() and sh("ip", "link", "show", "dockwright0",
+                                                                   check=False).returncode != 0

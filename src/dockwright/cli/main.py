@@ -659,7 +659,7 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
     from ..api.app import make_app
     from ..engine.config import EngineConfig
     from ..engine.engine import Engine
-    from ..errors import Unavailable
+    from ..errors import InvalidArgument, Unavailable
 
     os.umask(0o022)  # dockerd's setDefaultUmask
     hosts = [parse_host(h) for h in opts["hosts"]]
@@ -682,7 +682,12 @@ async def _serve(opts: dict[str, Any], fsync: bool) -> int:
     except Unavailable as exc:
         print(f"dockwright: {exc}", file=sys.stderr)
         return 1
-    await engine.start()
+    try:
+        await engine.start()
+    except InvalidArgument as exc:  # a networking configuration dockerd refuses too
+        print(f"dockwright: failed to start daemon: {exc}", file=sys.stderr)
+        await engine.aclose()
+        return 1
     pidfile = opts["pidfile"]
     app = make_app(engine)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10.0, access_log=None)

@@ -132,8 +132,8 @@ class NetworkService:
         user_managed = cfg.bridge != DEFAULT_BRIDGE
         try:
             if user_managed and not link_exists(cfg.bridge):
-                raise InvalidArgument(f"bridge device {cfg.bridge} not found: --bridge names a bridge that you "
-                                      f"create (the daemon only creates {DEFAULT_BRIDGE})")
+                raise Unavailable(f"bridge device {cfg.bridge} not found: --bridge names a bridge that you "
+                                  f"create (the daemon only creates {DEFAULT_BRIDGE})")
             ipam = default_bridge_ipam(
                 bip=cfg.bip or None, fixed_cidr=cfg.fixed_cidr or None, bridge=cfg.bridge if user_managed else None,
                 pools=parse_address_pools(cfg.default_address_pools) or None,
@@ -146,7 +146,9 @@ class NetworkService:
             for addr, owner in self.allocator.dropped.items():
                 log.warning("networking: address %s of %s is outside the new subnet %s: released", addr, owner,
                             ipam.subnet)
-        except Exception as exc:  # noqa: BLE001 - the daemon runs on without the bridge
+        except InvalidArgument:
+            raise  # a configuration dockerd refuses to start with (--bip with -b, a bad --bip or --fixed-cidr)
+        except Exception as exc:  # noqa: BLE001 - what the host lacks: the daemon runs on without the bridge
             self.unavailable = f"the default bridge network is not available: {exc}"
             log.warning("networking: %s; containers on the default network get a loopback-only namespace",
                         self.unavailable)
