@@ -7,6 +7,7 @@ it was reached from. Nothing leaves the machine; everything is removed afterward
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -348,3 +349,15 @@ def test_a_configuration_dockerd_refuses_stops_the_daemon(tmp_path: Path, bridge
     bad.proc = None
     assert f"dockwright_{bridge.name}" not in nft_tables() and sh("ip", "link", "show", "dockwright0",
                                                                    check=False).returncode != 0
+
+
+def test_containers_start_in_parallel_with_distinct_addresses(nd: Daemon, bridge: Bridge) -> None:
+    img = busybox_image(nd)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        ids = list(pool.map(lambda _: nd.out("run", "-d", img, "sleep", "60"), range(6)))
+    addresses = [_ip_of(nd, c) for c in ids]
+    assert len(set(addresses)) == 6 and all(a.startswith(bridge.prefix + ".") for a in addresses)
+    assert len(veths_on(bridge.name)) == 6 and len(_netns_files(nd)) == 6
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda c: nd.out("rm", "-f", c), ids))
+    assert veths_on(bridge.name) == [] and _netns_files(nd) == []

@@ -17,7 +17,8 @@ This module owns, for one daemon:
   ``<data-root>/network/networks.json`` so that they stay the same across restarts;
 * stopping (``close``): proxies closed and the packet-filter rules removed; the bridge stays, as docker0 does.
 
-The kernel work is blocking (``ip``, ``nft`` processes): it runs in worker threads, one change at a time.
+The kernel work is blocking (``ip``, ``nft`` processes): it runs in worker threads; containers connect in parallel
+(the address and port allocators and the packet filter each serialize what they share).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 from dataclasses import replace
@@ -82,7 +84,6 @@ class NetworkService:
         self.proxies: Any = None  # proxy.ProxySet
         self.unavailable = ""  # why the bridge cannot be used ("" = it can)
         self.bridge = config.bridge
-        self._lock = asyncio.Lock()
         self._tlock = threading.Lock()
         self._attached: dict[str, tuple[str, Attachment]] = {}  # container id → (name, attachment)
 
@@ -234,16 +235,18 @@ class NetworkService:
             return att
         if mode not in BRIDGE_MODES or not self.enabled:
             return None
-        async with self._lock:
-            att = await asyncio.to_thread(self._connect, cid, bindings)
-            try:
-                if att.ports:
-                    await self._publish(cid, att)
-            except BaseException:
-                await asyncio.to_thread(self._release, cid, att)
-                raise
-            self._attached[cid] = (name, att)
-            return att
+        # no lock: the allocators and the packet filter serialize what they share, so containers start in parallel
+        att = await asyncio.to_thread(self._connect, cid, bindings)
+        try:
+            if att.ports:
+                await self._publish(cid, att)
+        except BaseException:
+            if self.proxies is not None:
+                await self.proxies.stop(cid)
+            await asyncio.to_thread(self._release, cid, att)
+            raise
+        self._attached[cid] = (name, att)
+        return att
 
     def _connect(self, cid: str, bindings: list[Any]) -> Attachment:
         assert self.ipam is not None and self.allocator is not None
@@ -280,10 +283,9 @@ class NetworkService:
         self._attached.pop(cid, None)
         if att is None or not att.connected or att.network != "bridge":
             return
-        async with self._lock:
-            if self.proxies is not None:
-                await self.proxies.stop(cid)
-            await asyncio.to_thread(self._release, cid, att)
+        if self.proxies is not None:
+            await self.proxies.stop(cid)
+        await asyncio.to_thread(self._release, cid, att)
 
     def _release(self, cid: str, att: Attachment) -> None:
         with self._tlock:
@@ -340,12 +342,12 @@ class NetworkService:
             for addr, owner in self.allocator.allocations().items():
                 if owner not in live:
                     self.allocator.release(addr)
-        if self.enabled:
+        if self.enabled and self.config.bridge == DEFAULT_BRIDGE:  # only on its own bridge, only its own names
             veths = {att.host_ifname for _, att in live.values()}
             links = run_ip("link", "show", "master", self.bridge, json_out=True, check=False) or []
             for link in links:
                 name = link.get("ifname", "")
-                if (link.get("link_type") == "ether" and name not in veths
+                if (re.fullmatch(r"veth[0-9a-f]{7}", name) and name not in veths
                         and (link_info(name) or {}).get("linkinfo", {}).get("info_kind") == "veth"):
                     run_ip("link", "del", "dev", name, check=False)
 
