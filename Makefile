@@ -1,7 +1,7 @@
 # dockwright — install, serve, test.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
-APT_PACKAGES := runc docker-registry busybox-static bzip2 xz-utils zstd skopeo umoci openssl iproute2
+APT_PACKAGES := runc docker-registry busybox-static bzip2 xz-utils zstd skopeo umoci openssl iproute2 nftables docker.io
 DATA_ROOT ?= /var/lib/dockwright
 HOST ?= unix:///run/dockwright.sock
 
