@@ -361,3 +361,36 @@ def test_containers_start_in_parallel_with_distinct_addresses(nd: Daemon, bridge
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda c: nd.out("rm", "-f", c), ids))
     assert veths_on(bridge.name) == [] and _netns_files(nd) == []
+
+
+def test_without_the_userland_proxy_loopback_goes_through_dnat(tmp_path: Path, bridge: Bridge) -> None:
+    d = net_daemon(tmp_path / "d", bridge, "--userland-proxy=false").start()
+    try:
+        img = busybox_image(d)
+        cid = d.out("run", "-d", "-p", "127.0.0.1::80", img, "httpd", "-f", "-p", "80", "-h", "/www")
+        port = int(d.out("port", cid, "80").rsplit(":", 1)[1])
+        assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello from the container\n"
+        # no listener of the daemon's own on that port: the kernel's DNAT answered
+        listeners = sh("ss", "-Htlnp", f"sport = :{port}", check=False).stdout
+        assert "python" not in listeners
+        assert Path(f"/proc/sys/net/ipv4/conf/{bridge.name}/route_localnet").read_text().strip() == "1"
+        d.out("rm", "-f", cid)
+    finally:
+        d.stop()
+
+
+def test_icc_false_separates_containers(tmp_path: Path, bridge: Bridge) -> None:
+    d = net_daemon(tmp_path / "d", bridge, "--icc=false").start()
+    try:
+        img = busybox_image(d)
+        server = d.out("run", "-d", img, "httpd", "-f", "-p", "80", "-h", "/www")
+        ip = _ip_of(d, server)
+        assert _wait_http(f"http://{ip}/") == b"hello from the container\n"  # up, and the host reaches it
+        p = d.docker("run", "--rm", img, "sh", "-c", http_get(ip, 80), check=False)
+        assert p.returncode != 0 and b"hello" not in p.stdout
+        # the gateway (the host) is still reachable from a container: only container-to-container is dropped
+        gw = d.docker("run", "--rm", img, "ping", "-c", "1", "-W", "2", bridge.gateway, check=False)
+        assert gw.returncode == 0, gw.stdout + gw.stderr
+        d.out("rm", "-f", server)
+    finally:
+        d.stop()
