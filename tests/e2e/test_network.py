@@ -394,3 +394,22 @@ def test_icc_false_separates_containers(tmp_path: Path, bridge: Bridge) -> None:
         d.out("rm", "-f", server)
     finally:
         d.stop()
+
+
+def test_build_network_modes_and_extra_hosts(nd: Daemon, bridge: Bridge, outside: Outside, tmp_path: Path) -> None:
+    img = busybox_image(nd)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    get = http_get(outside.address, outside.port, "/none")
+    (ctx / "Dockerfile").write_text(f"FROM {img}\nRUN {get}\n")
+    p = nd.docker("build", "--network", "none", str(ctx), check=False)
+    assert p.returncode != 0 and outside.peers() == []  # no route out of a `none` step
+    (ctx / "Dockerfile").write_text(f"FROM {img}\nRUN grep -E 'gw|db' /etc/hosts > /h && ip route > /r\n"
+                                    f"RUN cat /h /r\n")
+    out = nd.docker("build", "--no-cache", "--add-host", "gw:host-gateway", "--add-host", "db:10.1.2.3",
+                    str(ctx)).stdout.decode()
+    assert f"{bridge.gateway}\tgw" in out and "10.1.2.3\tdb" in out  # every step gets the extra hosts
+    assert f"default via {bridge.gateway} dev eth0" in out
+    (ctx / "Dockerfile").write_text(f"FROM {img}\nRUN ip route\n")
+    hostnet = nd.docker("build", "--no-cache", "--network", "host", str(ctx), check=False)
+    assert hostnet.returncode == 0 and bridge.name in hostnet.stdout.decode()  # the host's routes
