@@ -112,9 +112,11 @@ async def build(request: web.Request) -> web.StreamResponse:
         else:
             ctx = await extract_context(_body(request), work / "ctx", dockerfile_name=opts.dockerfile)
         opts.context_tarsums = ctx.tarsums  # hashed while extracting (empty: computed when needed)
+        if opts.platform:  # dockerd's newBuilder, once the context is read: a 400 before anything streams
+            params.check_platform_specifier(opts.platform)
         # syntax errors, a Dockerfile past its size limit, a bad platform: HTTP 400
         events = await eng.build.build(ctx.root, ctx.dockerfile, opts, ctx.ignore, dockerfile_name=ctx.dockerfile_path)
-        stream = JSONStream(request)
+        stream = JSONStream(request, bare_aux=True)  # the image ID as dockerd's AuxFormatter writes it: {"aux":…}
 
         async def pump() -> None:
             try:
@@ -138,10 +140,12 @@ async def build(request: web.Request) -> web.StreamResponse:
                 watcher.cancel()
         except Exception as exc:  # noqa: BLE001 - in-band, with the RUN exit code
             msg = message_of(exc)
-            detail: dict[str, Any] = {"message": msg}
-            if isinstance(exc, BuildError):
+            detail: dict[str, Any] = {}  # jsonmessage.JSONError: code then message, both omitempty
+            if isinstance(exc, BuildError) and exc.code:
                 detail["code"] = exc.code
-            await stream.send({"errorDetail": detail, "error": msg})
+            if msg:
+                detail["message"] = msg
+            await stream.send({"errorDetail": detail, "error": msg} if msg else {"errorDetail": detail})
         return await stream.finish()
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)

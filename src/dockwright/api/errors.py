@@ -1,21 +1,23 @@
-"""The one map from dockwright errors to HTTP statuses (moby's httpstatus), and the error body shapes."""
+"""The one map from dockwright errors to HTTP statuses (moby's httpstatus), the error body shapes, and the plain
+JSON answer (``json_body``: Go's bytes, as ``httputils.WriteJSON`` writes them)."""
 
 from __future__ import annotations
-
-import json
 
 from aiohttp import web
 
 from ..errors import (AlreadyExists, Conflict, DockwrightError, Forbidden, InvalidArgument, NotFound,
                       NotSupported, Unauthorized, Unavailable)
+from ..oci.gojson import go_dumps, go_line
 
 __all__ = ["status_of", "error_response", "error_line", "unwrap", "json_body", "message_of"]
 
 
 def json_body(obj: object, status: int = 200) -> web.Response:
     """A JSON response with ``Content-Type: application/json`` exactly: the docker CLI compares the header with
-    that string and prints the raw body of an error that carries a charset parameter."""
-    return web.Response(status=status, body=(json.dumps(obj) + "\n").encode(), content_type="application/json")
+    that string and prints the raw body of an error that carries a charset parameter. The body is what dockerd's
+    ``httputils.WriteJSON`` writes: Go's compact JSON with ``SetEscapeHTML(false)`` (``<``, ``>``, ``&`` as they
+    are, non-ASCII as UTF-8) and a newline."""
+    return web.Response(status=status, body=go_dumps(obj, escape_html=False) + b"\n", content_type="application/json")
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -59,6 +61,6 @@ def error_response(exc: BaseException, *, head: bool = False) -> web.Response:
 
 
 def error_line(exc: BaseException) -> bytes:
-    """An in-band error for a stream that already started."""
-    msg = message_of(exc)
-    return (json.dumps({"errorDetail": {"message": msg}, "error": msg}) + "\r\n").encode()
+    """An in-band error for a stream that already started (streamformatter.FormatError: ``json.Marshal``, CRLF)."""
+    msg = message_of(exc)  # Go's omitempty: an empty message is {"errorDetail":{}}
+    return go_line({"errorDetail": {"message": msg}, "error": msg} if msg else {"errorDetail": {}}, b"\r\n")

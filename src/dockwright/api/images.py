@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 from typing import Any, AsyncIterator
 
@@ -16,6 +15,7 @@ from ..engine.images import ImageSummary
 from ..distribution.auth import decode_registry_auth  # noqa: I001
 from ..errors import (DockwrightError, Forbidden, InvalidArgument, NotFound, SystemError_, Unauthorized)
 from ..oci.config import container_config
+from ..oci.gojson import go_dumps
 from ..oci.platform import Platform
 from . import params
 from .errors import json_body
@@ -128,11 +128,7 @@ async def _render_list(request: web.Request, v: Version, eng: Engine) -> bytes:
     shared = params.bool_value(request, "shared-size") and v >= (1, 42)
     items = eng.images.list(all=params.bool_value(request, "all"), filters=f, shared_size=shared,
                             container_count=v >= (1, 51))
-    return _dumps([summary_json(s, v) for s in items]).encode()
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    return go_dumps([summary_json(s, v) for s in items], escape_html=False) + b"\n"  # as httputils.WriteJSON
 
 
 async def inspect_image(request: web.Request) -> web.Response:
@@ -187,15 +183,14 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
 async def create_image(request: web.Request) -> web.StreamResponse:
     q = request.query
     eng = _engine(request)
+    platform = params.platform_specifier(request)  # dockerd checks it first: a 400 before anything streams
     if q.get("fromImage"):
         auth = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
-        platform = q.get("platform", "") if params.api_version(request) >= (1, 32) else ""
         events = await eng.distribution.pull(q["fromImage"], q.get("tag", ""), platform=platform, auth=auth)
         return await JSONStream(request).run(events)
     src = q.get("fromSrc", "")
     if not src:
         raise InvalidArgument("fromImage or fromSrc is required")
-    platform = q.get("platform", "") if params.api_version(request) >= (1, 32) else ""
     changes = params.strings(request, "changes")
     stream = JSONStream(request)
     # validate everything cheap before reading a byte of the body
@@ -328,7 +323,8 @@ async def load_images(request: web.Request) -> web.StreamResponse:
     await stream.start()  # dockerd reports every load error in-band (HTTP 200 + errorDetail)
     try:
         platform = _save_platform(request)
-        events = eng.archive.load(_body_chunks(request), quiet=params.bool_value(request, "quiet"),
+        # httputils.BoolValueOrDefault(r, "quiet", true): quiet unless the parameter is given and false ("", 0…)
+        events = eng.archive.load(_body_chunks(request), quiet=params.bool_default(request, "quiet", True),
                                   platform=platform)
     except Exception as exc:  # noqa: BLE001
         await stream.send_error(exc)

@@ -1,13 +1,17 @@
-"""JSON-lines streams as dockerd writes them (jsonmessage.JSONMessage), including the drawn progress bar."""
+"""JSON-lines streams as dockerd writes them (jsonmessage.JSONMessage), including the drawn progress bar.
+
+Each message is Go's ``json.Marshal`` of a JSONMessage (:func:`..oci.gojson.go_line`: compact, ``<``/``>``/``&``
+escaped, non-ASCII as UTF-8) ended by CRLF, its keys in the struct's order: ``stream``, ``status``,
+``progressDetail``, ``progress``, ``id``, ``errorDetail``, ``error``, ``aux``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, AsyncIterator
 
 from aiohttp import web
 
 from ..engine.progress import Aux, Progress, ProgressEvent, Status, StreamText
+from ..oci.gojson import go_line
 from .errors import error_line
 
 __all__ = ["human_size", "progress_bar", "render", "JSONStream", "client_gone"]
@@ -51,7 +55,10 @@ def progress_bar(current: int, total: int | None, units: str | None = None) -> s
     return box + nums
 
 
-def render(ev: ProgressEvent) -> dict[str, Any]:
+def render(ev: ProgressEvent, *, bare_aux: bool = False) -> dict[str, Any]:
+    """The JSONMessage of ``ev``. An :class:`Aux` without an ID is a progress message carrying it
+    (``{"progressDetail":{},"aux":…}``, a push's result), or with ``bare_aux`` what dockerd's AuxFormatter writes
+    (``{"aux":…}``, a build's image ID)."""
     if isinstance(ev, Status):
         d: dict[str, Any] = {"status": ev.status}
         if ev.id:
@@ -75,16 +82,19 @@ def render(ev: ProgressEvent) -> dict[str, Any]:
     if isinstance(ev, StreamText):
         return {"stream": ev.text}
     if isinstance(ev, Aux):
-        d = {"progressDetail": {}, "aux": ev.data} if ev.id is None else {"id": ev.id, "aux": ev.data}
-        return d
+        if ev.id is not None:
+            return {"id": ev.id, "aux": ev.data}
+        return {"aux": ev.data} if bare_aux else {"progressDetail": {}, "aux": ev.data}
     raise TypeError(ev)
 
 
 class JSONStream:
-    """A 200 application/json stream of objects each ended by CRLF; errors after the start go in-band."""
+    """A 200 application/json stream of objects each ended by CRLF; errors after the start go in-band.
+    ``bare_aux``: auxiliary data without an ID as dockerd's build writes it (see :func:`render`)."""
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: web.Request, *, bare_aux: bool = False) -> None:
         self.request = request
+        self.bare_aux = bare_aux
         self.response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         self.started = False
 
@@ -96,10 +106,10 @@ class JSONStream:
 
     async def send(self, obj: dict[str, Any]) -> None:
         await self.start()
-        await self.response.write((json.dumps(obj) + "\r\n").encode())
+        await self.response.write(go_line(obj, b"\r\n"))
 
     async def send_event(self, ev: ProgressEvent) -> None:
-        await self.send(render(ev))
+        await self.send(render(ev, bare_aux=self.bare_aux))
 
     async def send_error(self, exc: BaseException) -> None:
         await self.start()

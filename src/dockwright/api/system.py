@@ -1,8 +1,8 @@
-"""Handlers of the system endpoints: ``/_ping``, ``/version``, ``/info``, ``/events``, ``/system/df``."""
+"""Handlers of the system endpoints: ``/_ping``, ``/version``, ``/info``, ``/events``, ``/system/df``, and
+``GET /plugins`` (always empty: this engine has no managed plugins)."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -12,10 +12,12 @@ from ..engine.engine import Engine
 from ..engine.events import Event
 from ..errors import InvalidArgument
 from ..filters import Filters
+from ..oci.gojson import go_line
 from ..timestamps import get_timestamp
 from . import params
 from .errors import json_body
 from .images import summary_json
+from .versions import Version
 
 __all__ = ["routes"]
 
@@ -120,6 +122,16 @@ def _event_matches(f: Filters, ev: Event) -> bool:
     return True
 
 
+def _event_line(ev: Event, v: Version) -> bytes:
+    """One event as dockerd's events stream writes it: a Go ``json.Encoder`` (HTML escaped, ``\n``), and the
+    ``Actor.Attributes`` map in Go's order for maps, its keys sorted."""
+    d = ev.to_json(legacy=v < (1, 52))
+    actor = d.get("Actor")
+    if isinstance(actor, dict) and isinstance(actor.get("Attributes"), dict):
+        d["Actor"] = {**actor, "Attributes": dict(sorted(actor["Attributes"].items()))}
+    return go_line(d)
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     v = params.api_version(request)
     now = time.time()
@@ -136,7 +148,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     async for ev in bus.subscribe(since, until):
         if not _event_matches(f, ev):
             continue
-        await resp.write((json.dumps(ev.to_json(legacy=v < (1, 52))) + "\n").encode())
+        await resp.write(_event_line(ev, v))
     await resp.write_eof()
     return resp
 
@@ -159,8 +171,19 @@ async def distribution_inspect(request: web.Request) -> web.Response:
     return json_body(await _engine(request).distribution.inspect(request.match_info["name"], auth_cfg))
 
 
+async def list_plugins(request: web.Request) -> web.Response:
+    """``GET /plugins``: ``[]``, the ``filters`` checked as dockerd's plugin manager checks them (only
+    ``capability`` and ``enabled``, ``enabled`` a boolean: 400 ``invalid filter …`` otherwise)."""
+    f = params.filters(request)
+    f.validate(("capability", "enabled"))
+    if f.contains("enabled"):
+        f.get_bool_or_default("enabled", False)
+    return json_body([])
+
+
 def routes() -> list[tuple[str, str, Any]]:
     return [
+        ("GET", "/plugins", list_plugins),
         ("POST", "/auth", auth),
         ("GET", "/distribution/{name:.+}/json", distribution_inspect),
         ("GET", "/_ping", ping),
