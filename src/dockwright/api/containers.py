@@ -1,4 +1,10 @@
-"""Handlers of ``/containers/*`` and ``/commit``: the subset the docker CLI and docker-py use, dockerd's shapes."""
+"""Handlers of ``/containers/*`` and ``/commit``: the subset the docker CLI and docker-py use, dockerd's shapes.
+
+Inspect shows every key dockerd's does: ``Config`` (container.Config, omitempty keys left out when empty),
+``HostConfig`` (every field of container.HostConfig with its zero value, as dockerd 20.10 at API <= 1.41; from 1.42
+``KernelMemory`` and ``KernelMemoryTCP`` only when set), ``Mounts`` (the mount points) and ``GraphDriver`` (the
+overlay directories of the container's snapshot).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from aiohttp import web
 
 from ..engine.containers import Container
 from ..engine.engine import Engine
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, SystemError_
 from ..filters import Filters
 from ..oci.gojson import parse_rfc3339
 from ..runtime import frame
@@ -80,6 +86,100 @@ def _mode(c: Container) -> str:
     return str(c.host_config.get("NetworkMode") or "default")
 
 
+def mount_point_json(mp: dict[str, Any]) -> dict[str, Any]:
+    """A stored mount point as dockerd's ``MountPoint`` (``Name`` and ``Driver`` only for volumes)."""
+    out: dict[str, Any] = {"Type": mp.get("Type", "bind")}
+    if mp.get("Type") == "volume":
+        out["Name"] = mp.get("Name", "")
+    out["Source"] = mp.get("Source", "")
+    out["Destination"] = mp.get("Destination", "")
+    if mp.get("Type") == "volume":
+        out["Driver"] = mp.get("Driver", "")
+    out.update({"Mode": mp.get("Mode", ""), "RW": bool(mp.get("RW", True)), "Propagation": mp.get("Propagation", "")})
+    return out
+
+
+_OMIT = object()
+# container.Config in dockerd's field order: (key, zero value or _OMIT for the omitempty ones)
+_CONFIG_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("Hostname", ""), ("Domainname", ""), ("User", ""), ("AttachStdin", False), ("AttachStdout", False),
+    ("AttachStderr", False), ("ExposedPorts", _OMIT), ("Tty", False), ("OpenStdin", False), ("StdinOnce", False),
+    ("Env", None), ("Cmd", None), ("Healthcheck", _OMIT), ("ArgsEscaped", _OMIT), ("Image", ""), ("Volumes", None),
+    ("WorkingDir", ""), ("Entrypoint", None), ("NetworkDisabled", _OMIT), ("MacAddress", _OMIT), ("OnBuild", None),
+    ("Labels", {}), ("StopSignal", _OMIT), ("StopTimeout", _OMIT), ("Shell", _OMIT),
+)
+# container.HostConfig (with Resources inline) in dockerd's field order
+_HOST_CONFIG_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("Binds", None), ("ContainerIDFile", ""), ("LogConfig", {"Type": "", "Config": None}), ("NetworkMode", ""),
+    ("PortBindings", None), ("RestartPolicy", {"Name": "", "MaximumRetryCount": 0}), ("AutoRemove", False),
+    ("VolumeDriver", ""), ("VolumesFrom", None), ("ConsoleSize", [0, 0]), ("Annotations", _OMIT), ("CapAdd", None),
+    ("CapDrop", None), ("CgroupnsMode", ""), ("Dns", None), ("DnsOptions", None), ("DnsSearch", None),
+    ("ExtraHosts", None), ("GroupAdd", None), ("IpcMode", ""), ("Cgroup", ""), ("Links", None), ("OomScoreAdj", 0),
+    ("PidMode", ""), ("Privileged", False), ("PublishAllPorts", False), ("ReadonlyRootfs", False),
+    ("SecurityOpt", None), ("StorageOpt", _OMIT), ("Tmpfs", _OMIT), ("UTSMode", ""), ("UsernsMode", ""),
+    ("ShmSize", 0), ("Sysctls", _OMIT), ("Runtime", _OMIT), ("Isolation", ""), ("CpuShares", 0), ("Memory", 0),
+    ("NanoCpus", 0), ("CgroupParent", ""), ("BlkioWeight", 0), ("BlkioWeightDevice", None),
+    ("BlkioDeviceReadBps", None), ("BlkioDeviceWriteBps", None), ("BlkioDeviceReadIOps", None),
+    ("BlkioDeviceWriteIOps", None), ("CpuPeriod", 0), ("CpuQuota", 0), ("CpuRealtimePeriod", 0),
+    ("CpuRealtimeRuntime", 0), ("CpusetCpus", ""), ("CpusetMems", ""), ("Devices", None), ("DeviceCgroupRules", None),
+    ("DeviceRequests", None), ("KernelMemory", 0), ("KernelMemoryTCP", 0), ("MemoryReservation", 0),
+    ("MemorySwap", 0), ("MemorySwappiness", None), ("OomKillDisable", None), ("PidsLimit", None), ("Ulimits", None),
+    ("CpuCount", 0), ("CpuPercent", 0), ("IOMaximumIOps", 0), ("IOMaximumBandwidth", 0), ("Mounts", _OMIT),
+    ("MaskedPaths", None), ("ReadonlyPaths", None), ("Init", _OMIT),
+)
+
+
+_POINTERS = ("Healthcheck", "StopTimeout", "Init")  # omitempty pointers: left out only when unset
+
+
+def _empty(key: str, v: Any) -> bool:
+    if key in _POINTERS:
+        return v is None
+    return v is None or v is False or (isinstance(v, (str, int, list, dict)) and not v)
+
+
+def config_json(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``Config`` of inspect: every key of container.Config, the omitempty ones only when set; an empty ``Env``,
+    ``Cmd``, ``Entrypoint``, ``Volumes`` or ``OnBuild`` is null and ``Labels`` at least ``{}``, as dockerd's."""
+    out: dict[str, Any] = {}
+    for key, zero in _CONFIG_FIELDS:
+        v = cfg.get(key)
+        if zero is _OMIT:
+            if not _empty(key, v):
+                out[key] = v
+            continue
+        if key == "Labels":
+            out[key] = dict(v or {})
+        elif zero is None:
+            out[key] = v if v else None
+        else:
+            out[key] = zero if v is None else v
+    return out
+
+
+def host_config_json(hc: dict[str, Any], version: Any = None) -> dict[str, Any]:
+    """``HostConfig`` of inspect: the stored fields over their zero values (dockerd's create-time defaults applied
+    to records made before they were stored). ``KernelMemory``/``KernelMemoryTCP``: always up to API 1.41 (dockerd
+    20.10), only when set from 1.42 (omitempty)."""
+    from ..engine.containers import host_config_defaults
+    hc = host_config_defaults(dict(hc))
+    old = version is not None and tuple(version) < (1, 42)
+    out: dict[str, Any] = {}
+    for key, zero in _HOST_CONFIG_FIELDS:
+        v = hc.get(key)
+        if zero is _OMIT or (key in ("KernelMemory", "KernelMemoryTCP") and not old):
+            if not _empty(key, v):
+                out[key] = v
+            continue
+        if isinstance(zero, dict):
+            merged = dict(zero)
+            merged.update(v if isinstance(v, dict) else {})
+            out[key] = merged
+        else:
+            out[key] = zero if v is None and zero is not None else v
+    return out
+
+
 def summary_json(c: Container, eng: Engine, version: Any = None) -> dict[str, Any]:
     mode = _mode(c)
     return {
@@ -93,23 +193,22 @@ def summary_json(c: Container, eng: Engine, version: Any = None) -> dict[str, An
 
 
 def _mounts(c: Container) -> list[dict[str, Any]]:
-    out = []
-    for b in c.host_config.get("Binds") or []:
-        parts = b.split(":")
-        if len(parts) >= 2:
-            out.append({"Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": parts[2]
-                        if len(parts) > 2 else "", "RW": not (len(parts) > 2 and "ro" in parts[2]),
-                        "Propagation": "rprivate"})
-    return out
+    return [mount_point_json(mp) for mp in c.mounts]
 
 
-def inspect_json(c: Container, eng: Engine, version: Any = None) -> dict[str, Any]:
+def inspect_json(c: Container, eng: Engine, version: Any = None, *, size: bool = False) -> dict[str, Any]:
     d = eng.containers._dir(c.id)  # noqa: SLF001
     args = list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or [])
-    hc = {"Binds": None, "NetworkMode": "default", "AutoRemove": False, "Memory": 0, "CpuShares": 0,
-          "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "LogConfig": {"Type": "json-file", "Config": {}},
-          **c.host_config}
+    hc = host_config_json(c.host_config, version)
     hc["NetworkMode"] = network_mode_json(_mode(c), version)
+    sizes: dict[str, Any] = {}
+    if size:  # the container's own files (apparent sizes, as dockerd's), and those plus the image's
+        try:
+            size_rw = eng.snapshotter.usage(c.id).apparent_size
+        except Exception:  # noqa: BLE001 - no snapshot (removed meanwhile)
+            size_rw = 0
+        rec = eng.db.get_image(c.image_id)
+        sizes = {"SizeRw": size_rw, "SizeRootFs": size_rw + (rec.size if rec is not None else 0)}
     return {
         "Id": c.id, "Created": c.created, "Path": args[0] if args else "", "Args": args[1:],
         "State": dict(c.state), "Image": c.image_id,
@@ -117,7 +216,8 @@ def inspect_json(c: Container, eng: Engine, version: Any = None) -> dict[str, An
         "HostsPath": str(d / "bundle" / "hosts"), "LogPath": str(d / f"{c.id}-json.log"),
         "Name": "/" + c.name, "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "",
         "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None, "HostConfig": hc,
-        "GraphDriver": {"Data": None, "Name": "overlay2"}, "Mounts": _mounts(c), "Config": c.config,
+        "GraphDriver": eng.containers.graph_driver(c), **sizes, "Mounts": _mounts(c),
+        "Config": config_json(c.config),
         "NetworkSettings": network_settings_json(_mode(c), c.network, running=c.running,
                                                  exposed=c.config.get("ExposedPorts"), version=version),
     }
@@ -143,6 +243,10 @@ def _matches(c: Container, f: Filters, eng: Engine) -> bool:
             return False
     if f.contains("label") and not f.match_kv_list("label", c.config.get("Labels") or {}):
         return False
+    if f.contains("volume"):  # a volume's name (a bind's source) or a mount's destination
+        known = {m.get("Destination") for m in c.mounts} | {m.get("Name") or m.get("Source") for m in c.mounts}
+        if not any(v in known for v in f.get("volume")):
+            return False
     if f.contains("ancestor"):
         ok = False
         for v in f.get("ancestor"):
@@ -204,7 +308,47 @@ async def create_container(request: web.Request) -> web.Response:
 
 async def inspect_container(request: web.Request) -> web.Response:
     eng = _engine(request)
-    return json_body(inspect_json(eng.containers.get(request.match_info["id"]), eng, request.get("api_version")))
+    c = eng.containers.get(request.match_info["id"])
+    return json_body(inspect_json(c, eng, request.get("api_version"), size=params.bool_value(request, "size")))
+
+
+def _timeout(request: web.Request) -> int | None:
+    """The ``t`` of stop and restart: strconv.Atoi's, and its error (a 500 in dockerd)."""
+    t = request.query.get("t", "")
+    if t == "":
+        return None
+    try:
+        if not t.lstrip("+-").isdigit():
+            raise ValueError(t)
+        return int(t)
+    except ValueError:
+        raise SystemError_(f'strconv.Atoi: parsing "{t}": invalid syntax') from None
+
+
+def _stop_signal(request: web.Request) -> str | None:
+    """``signal`` of stop and restart: honoured from API 1.42 (dockerd 20.10 ignores it)."""
+    if params.api_version(request) < (1, 42):
+        return None
+    return request.query.get("signal") or None
+
+
+async def restart_container(request: web.Request) -> web.Response:
+    await _engine(request).containers.restart(request.match_info["id"], _timeout(request), _stop_signal(request))
+    return web.Response(status=204)
+
+
+async def rename_container(request: web.Request) -> web.Response:
+    _engine(request).containers.rename(request.match_info["id"], request.query.get("name", ""))
+    return web.Response(status=204)
+
+
+async def top_container(request: web.Request) -> web.Response:
+    result = await _engine(request).containers.top(request.match_info["id"], request.query.get("ps_args", ""))
+    return json_body(result)
+
+
+async def prune_containers(request: web.Request) -> web.Response:
+    return json_body(await _engine(request).containers.prune(params.filters(request)))
 
 
 async def start_container(request: web.Request) -> web.Response:
@@ -213,9 +357,8 @@ async def start_container(request: web.Request) -> web.Response:
 
 
 async def stop_container(request: web.Request) -> web.Response:
-    t = request.query.get("t")
-    stopped = await _engine(request).containers.stop(request.match_info["id"], int(t) if t else None,
-                                                     request.query.get("signal") or None)
+    stopped = await _engine(request).containers.stop(request.match_info["id"], _timeout(request),
+                                                     _stop_signal(request))
     return web.Response(status=204 if stopped else 304)
 
 
@@ -460,9 +603,13 @@ def routes() -> list[tuple[str, str, Any]]:
     return [
         ("GET", "/containers/json", list_containers),
         ("POST", "/containers/create", create_container),
+        ("POST", "/containers/prune", prune_containers),
         ("GET", "/containers/{id}/json", inspect_container),
         ("POST", "/containers/{id}/start", start_container),
         ("POST", "/containers/{id}/stop", stop_container),
+        ("POST", "/containers/{id}/restart", restart_container),
+        ("POST", "/containers/{id}/rename", rename_container),
+        ("GET", "/containers/{id}/top", top_container),
         ("POST", "/containers/{id}/kill", kill_container),
         ("POST", "/containers/{id}/pause", pause_container),
         ("POST", "/containers/{id}/unpause", unpause_container),

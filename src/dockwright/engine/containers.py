@@ -1,13 +1,21 @@
-"""The containers service: create/start/wait/stop/kill/pause/remove, logs, changes, export and commit.
+"""The containers service: create/start/wait/stop/restart/kill/pause/rename/remove/prune, top, logs, changes, export
+and commit.
 
 A container is a writable overlay snapshot on top of its image's layer chain (snapshots made lazily from the
 stored compressed blobs), plus an OCI bundle run detached by runc through a small shim that keeps the logs and
 the exit code, so containers survive a daemon restart. Records live in the metadata database.
+
+Its mounts are dockerd's mount points, decided at create and stored with the container: ``Binds`` and ``Mounts``
+(bind mounts and named or anonymous volumes of the volumes service), then an anonymous volume for each path of
+the image's (and the request's) ``Volumes`` that nothing else mounts; a new (empty) volume gets the image's files
+at its path, as dockerd copies them. Volumes are bind mounted at start (``mount`` / ``unmount`` events) and the
+anonymous ones go with the container on ``rm -v`` and auto-removal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -21,11 +29,12 @@ from pathlib import Path
 from typing import IO, Any, AsyncIterator, Coroutine
 
 from ..build.changes import apply_changes
-from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument, SystemError_
+from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument, NotFound, SystemError_
+from ..filters import Filters
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
 from ..oci.config import container_config
-from ..oci.gojson import go_dumps, rfc3339_nano
+from ..oci.gojson import go_dumps, parse_rfc3339, rfc3339_nano
 from ..content.store import ContentStore
 from ..layers.apply import ensure_chain
 from ..layers.diff import changes as diff_changes
@@ -34,10 +43,14 @@ from ..network.endpoint import Attachment
 from ..network.ports import requested_ports
 from ..network.service import NetworkNotFound, NetworkService
 from ..runtime import ContainerSpec, Runc, build_bundle, read_json_log
+from ..runtime.bundle import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+from ..runtime.users import resolve_in_root
 from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
 from .events import EventBus
 from .images import ImagesService
 from .resources import verify_extra_hosts, verify_resources
+from .volumes import VolumesService, image_volume, parse_bind, parse_mount
+from ..timestamps import parse_timestamp
 
 __all__ = ["ContainersService", "Container"]
 
@@ -57,6 +70,7 @@ CREATE TABLE IF NOT EXISTS containers (
 CREATE INDEX IF NOT EXISTS containers_image ON containers(image_id);
 """
 _NETWORK_COLUMN = "ALTER TABLE containers ADD COLUMN network TEXT NOT NULL DEFAULT ''"
+_MOUNTS_COLUMN = "ALTER TABLE containers ADD COLUMN mounts TEXT NOT NULL DEFAULT ''"
 
 _ADJ = ["admiring", "brave", "clever", "dazzling", "eager", "focused", "gallant", "happy", "jolly", "keen",
         "loving", "modest", "nifty", "optimistic", "quirky", "relaxed", "serene", "tender", "upbeat", "vibrant"]
@@ -92,6 +106,7 @@ class Container:
     host_config: dict[str, Any]
     state: dict[str, Any] = field(default_factory=dict)
     network: Attachment | None = None  # its endpoint (operational fields empty while it is not running)
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # mount points (engine.volumes' records)
 
     @property
     def running(self) -> bool:
@@ -146,7 +161,7 @@ def merge_config(image_cfg: dict[str, Any], req: dict[str, Any]) -> dict[str, An
 class ContainersService:
     def __init__(self, root: Path, exec_root: Path, db: MetadataDB, images: ImagesService, events: EventBus,
                  content: ContentStore, snapshotter: OverlaySnapshotter, *, runtime_binary: str = "runc",
-                 network: NetworkService) -> None:
+                 network: NetworkService, volumes: VolumesService | None = None) -> None:
         self.root = root
         self.exec_root = exec_root
         self.db = db
@@ -164,8 +179,15 @@ class ContainersService:
         self._removed: dict[str, tuple[float, int]] = {}
         self._runtime_gone: set[str] = set()  # deleted from runc already (after their exit)
         db.executescript(SCHEMA)
-        if "network" not in {row[1] for row in db.query("PRAGMA table_info(containers)")}:
+        columns = {row[1] for row in db.query("PRAGMA table_info(containers)")}
+        if "network" not in columns:
             db.executescript(_NETWORK_COLUMN)  # a data root of a version before networking
+        if "mounts" not in columns:
+            db.executescript(_MOUNTS_COLUMN)  # a data root of a version before volumes
+        # the volumes service (<data-root>/volumes beside containers/ unless the engine gives one)
+        self.volumes = volumes if volumes is not None else VolumesService(root.parent / "volumes", db, events)
+        self.volumes.users = self.volume_users
+        self._prune_running = False
         self._cache: dict[str, Container] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._exit_events: dict[str, asyncio.Event] = {}
@@ -175,6 +197,8 @@ class ContainersService:
         self._starting: dict[str, asyncio.Event] = {}  # ids being started: set when the start is over
         self._committing: dict[str, list[asyncio.Event]] = {}  # ids being committed: each set when its commit ends
         self._lock = asyncio.Lock()
+        self._file_ops: dict[str, int] = {}  # ids → file operations (docker cp) holding the rootfs mounted
+        self._file_ops_over: dict[str, asyncio.Event] = {}  # set when a container's last one ends
         for c in self._load_all():
             self._cache[c.id] = c
         images.container_usage = self.usage
@@ -184,8 +208,8 @@ class ContainersService:
         """Every stored container. A record an older version stored with values of the wrong type (``Cmd: 5``,
         ``Env: "A=1"`` — bodies it did not decode into dockerd's types) is repaired, with a warning, so that it
         cannot break the list and inspect for every client."""
-        rows = self.db.query("SELECT id, name, image_id, image_ref, created, config, host_config, state, network "
-                             "FROM containers")
+        rows = self.db.query("SELECT id, name, image_id, image_ref, created, config, host_config, state, network, "
+                             "mounts FROM containers")
         out = []
         for r in rows:
             cols: list[dict[str, Any]] = []
@@ -204,6 +228,11 @@ class ContainersService:
                 c.network = Attachment.from_json(json.loads(r[8])) if r[8] else None
             except (ValueError, TypeError, KeyError, AttributeError):
                 problems.append("its network attachment is unreadable")
+            try:
+                mounts = json.loads(r[9]) if r[9] else []
+                c.mounts = [m for m in mounts if isinstance(m, dict)] if isinstance(mounts, list) else []
+            except ValueError:
+                problems.append("its mounts are unreadable")
             problems += _repair(c)
             if problems:
                 log.warning("container %s: stored record repaired: %s", c.id, "; ".join(problems))
@@ -217,13 +246,19 @@ class ContainersService:
     def _save(self, c: Container) -> None:
         with self.db.tx() as conn:
             conn.execute("INSERT OR REPLACE INTO containers(id, name, image_id, image_ref, created, config, "
-                         "host_config, state, network) VALUES (?,?,?,?,?,?,?,?,?)",
+                         "host_config, state, network, mounts) VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (c.id, c.name, c.image_id, c.image_ref, c.created, json.dumps(c.config),
                           json.dumps(c.host_config), json.dumps(c.state),
-                          json.dumps(c.network.to_json()) if c.network is not None else ""))
+                          json.dumps(c.network.to_json()) if c.network is not None else "",
+                          json.dumps(c.mounts) if c.mounts else ""))
 
     def usage(self, image_id: str) -> list[tuple[str, bool]]:
         return [(c.id, c.running) for c in self._cache.values() if c.image_id == image_id]
+
+    def volume_users(self, name: str) -> list[str]:
+        """The containers (any state) whose mounts reference volume ``name``."""
+        return [c.id for c in self._cache.values()
+                if any(m.get("Type") == "volume" and m.get("Name") == name for m in c.mounts)]
 
     def all(self) -> list[Container]:
         return sorted(self._cache.values(), key=lambda c: c.created, reverse=True)
@@ -294,7 +329,7 @@ class ContainersService:
                 if name not in taken:
                     break
         cid = os.urandom(32).hex()
-        host_config = dict(body.get("HostConfig") or {})
+        host_config = host_config_defaults(dict(body.get("HostConfig") or {}))
         req = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
         cfg = merge_config(self.images.config_of(rec).config, req)
         cfg["Image"] = image_ref
@@ -315,8 +350,11 @@ class ContainersService:
             raise NetworkNotFound(mode)
         requested_ports(cfg.get("ExposedPorts"), host_config.get("PortBindings"),
                         bool(host_config.get("PublishAllPorts")))
+        points = self._mount_points(cfg, host_config)
         c = Container(cid, name, rec.id, image_ref, rfc3339_nano(), cfg, host_config, _new_state())
         self._names_in_use[name] = cid  # from here until the record is in the cache, no other create takes it
+        held: list[str] = []
+        made: list[str] = []  # anonymous volumes this create made: they go if it fails
         try:
             self._dir(cid).mkdir(mode=0o710, parents=True, exist_ok=True)  # dockerd's container root mode
             # the snapshot work runs in threads: a cancelled create lets it finish before it cleans up after it
@@ -326,16 +364,103 @@ class ContainersService:
             except asyncio.CancelledError:
                 await asyncio.wait([prepare])
                 raise
+            c.mounts = self._create_volumes(points, held, made)
+            if any(m.get("CopyData") for m in c.mounts):
+                await self._copy_image_data(c)
             self._save(c)
         except BaseException:
             self._discard(cid)
+            for vol in held:
+                self.volumes.release(vol)
+            held = []
+            for vol in made:
+                try:
+                    await self.volumes.remove(vol, force=True)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("removing volume %s of the failed create %s: %s", vol, cid, exc)
             raise
         finally:
             self._names_in_use.pop(name, None)
+            for vol in held:
+                self.volumes.release(vol)
         self._cache[cid] = c
         self.images._changed()  # noqa: SLF001 - container counts are part of the image list
         self._event(c, "create")
         return cid, []
+
+    def _mount_points(self, cfg: dict[str, Any], hc: dict[str, Any]) -> list[dict[str, Any]]:
+        """dockerd's registerMountPoints, checks only: ``Binds`` then ``Mounts`` (no destination twice, dockerd's
+        messages), then an anonymous volume for each path of ``Config.Volumes`` that nothing mounts yet. The volumes
+        are not made here (see :meth:`_create_volumes`)."""
+        points: list[dict[str, Any]] = []
+        dests: set[str] = set(hc.get("Tmpfs") or {})
+        driver = str(hc.get("VolumeDriver") or "")
+        for raw in hc.get("Binds") or []:
+            mp = parse_bind(str(raw), driver)
+            if mp["Destination"] in dests:
+                raise InvalidArgument(f"Duplicate mount point: {mp['Destination']}")
+            dests.add(mp["Destination"])
+            points.append(mp)
+        for m in hc.get("Mounts") or []:
+            mp = parse_mount(m)
+            if mp["Destination"] in dests:
+                raise InvalidArgument(f"Duplicate mount point: {m.get('Target')}")
+            dests.add(mp["Destination"])
+            points.append(mp)
+        for dest in sorted(cfg.get("Volumes") or {}):
+            mp = image_volume(str(dest))
+            if mp["Destination"] in dests or not mp["Destination"].startswith("/"):
+                continue
+            dests.add(mp["Destination"])
+            points.append(mp)
+        for mp in points:  # a named volume that does not exist yet must be one dockerd would make
+            if mp["Type"] == "volume" and mp["Name"] and not self.volumes.exists(mp["Name"]):
+                self.volumes.check_create(mp["Name"], mp.get("Driver") or "", mp.get("DriverOpts"))
+        return points
+
+    def _create_volumes(self, points: list[dict[str, Any]], held: list[str], made: list[str]) -> list[dict[str, Any]]:
+        """The volumes of the mount points, made (``create`` events) and held for the container being created."""
+        out = []
+        for mp in points:
+            mp = dict(mp)
+            if mp["Type"] == "volume":
+                v = self.volumes.create(mp["Name"], mp.get("Driver") or "", mp.pop("DriverOpts", None),
+                                        mp.pop("VolumeLabels", None))
+                self.volumes.hold(v.name)
+                held.append(v.name)
+                if not mp["Name"]:
+                    made.append(v.name)
+                mp.update({"Name": v.name, "Source": str(v.mountpoint), "Driver": v.driver})
+            out.append(mp)
+        return out
+
+    async def _copy_image_data(self, c: Container) -> None:
+        """dockerd's populateVolumes: a volume that is empty gets what the image has at its path (the files, their
+        owners and modes, and those of the directory itself). An image volume over a file is an error."""
+        rootfs = await self._mount(c)
+        try:
+            for mp in c.mounts:
+                if not mp.get("CopyData"):
+                    continue
+                src = resolve_in_root(rootfs, mp["Destination"])
+                if not os.path.lexists(src):
+                    continue
+                if not src.is_dir():
+                    if mp.get("Anonymous") and mp.get("Mode") == "":
+                        raise SystemError_(f"cannot mount volume over existing file, file exists {src}")
+                    continue
+                dst = Path(mp["Source"])
+                if any(os.scandir(dst)):
+                    continue
+                proc = await asyncio.create_subprocess_exec(
+                    "cp", "-a", "--", f"{src}/.", f"{dst}/", stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE)
+                _, err = await proc.communicate()
+                if proc.returncode != 0:
+                    raise SystemError_(f"copying the image's {mp['Destination']} into volume {mp['Name']}: "
+                                       f"{err.decode(errors='replace').strip()}")
+        finally:
+            await self._unmount(c)
 
     def _discard(self, cid: str) -> None:
         """Undo a create that failed part-way: its record, its snapshot and its directory, whichever exist."""
@@ -375,6 +500,8 @@ class ContainersService:
         return target
 
     async def _unmount(self, c: Container) -> None:
+        if self._file_ops.get(c.id):
+            return  # a file operation holds it: unmounted when the last one ends, unless running by then
         target = self._rootfs(c)
         if target.exists() and is_mountpoint(target):
             try:
@@ -383,27 +510,20 @@ class ContainersService:
                 await asyncio.to_thread(unmount, target, detach=True)
 
     # ---- start / exit -----------------------------------------------------------------------------------------
-    def _spec(self, c: Container, rootfs: Path) -> ContainerSpec:
+    def _spec(self, c: Container, rootfs: Path,
+              binds: list[tuple[str | Path, str, bool, str]] | None = None) -> ContainerSpec:
+        """The runtime's view of a run; ``binds`` are the container's mounts with each volume's host path."""
         cfg, hc = c.config, c.host_config
         args = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
         if not args:
             raise InvalidArgument("no command specified")
-        binds: list[tuple[str | Path, str, bool]] = []
-        for b in hc.get("Binds") or []:
-            parts = b.split(":")
-            if len(parts) < 2 or not parts[0].startswith("/"):
-                raise InvalidArgument(f"invalid volume specification: '{b}'")
-            binds.append((parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
-        for m in hc.get("Mounts") or []:
-            if (m.get("Type") or "bind") != "bind":
-                raise InvalidArgument(f"mount type {m.get('Type')} is not supported (only bind)")
-            binds.append((m.get("Source", ""), m.get("Target", ""), bool(m.get("ReadOnly"))))
         mode = hc.get("NetworkMode") or "default"
         return ContainerSpec(
             id=c.id, rootfs=rootfs, args=args, env=list(cfg.get("Env") or []), cwd=cfg.get("WorkingDir") or "/",
             user=cfg.get("User") or "", hostname=cfg.get("Hostname") or c.id[:12],
             domainname=cfg.get("Domainname") or "", tty=bool(cfg.get("Tty")), open_stdin=bool(cfg.get("OpenStdin")),
-            network_mode=mode, binds=binds, readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+            network_mode=mode, binds=list(binds or []), readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+            cgroupns=str(hc.get("CgroupnsMode") or ""),
             memory=int(hc.get("Memory") or 0), memory_swap=int(hc.get("MemorySwap") or 0),
             cpu_shares=int(hc.get("CpuShares") or 0), shm_size=int(hc.get("ShmSize") or 0),
             labels=dict(cfg.get("Labels") or {}), extra_hosts=list(hc.get("ExtraHosts") or []),
@@ -433,7 +553,7 @@ class ContainersService:
         if failed is not None:
             if c.host_config.get("AutoRemove") and c.id in self._cache and c.id not in self._removing:
                 try:
-                    await self.remove(c.id, force=True)
+                    await self.remove(c.id, force=True, volumes=True)
                 except (ContainerNotFound, Conflict):
                     pass
                 except Exception as e:  # noqa: BLE001
@@ -451,8 +571,13 @@ class ContainersService:
             shutil.rmtree(bundle, ignore_errors=True)
         self._runtime_gone.discard(c.id)
         att: Attachment | None = None
+        mounted: list[str] = []
+        if (c.host_config.get("NetworkMode") or "default") in ("default", "bridge") \
+                and self.network.config.bridge == "none":
+            c.config["NetworkDisabled"] = True  # dockerd's connectToNetwork with the bridge disabled (-b none)
         try:
-            spec = self._spec(c, rootfs)
+            binds = self._mount_volumes(c, mounted)
+            spec = self._spec(c, rootfs, binds)
             hc = c.host_config
             att = await self.network.connect(c.id, c.name, spec.network_mode, exposed=c.config.get("ExposedPorts"),
                                              port_bindings=hc.get("PortBindings"),
@@ -464,6 +589,7 @@ class ContainersService:
             await self.runc.create(c.id, bundle, log_path=self._log_path(c), stdin=spec.open_stdin)
         except Exception as exc:
             await self._disconnect(c, att)
+            self._unmount_volumes(c, mounted, events=False)
             await self._unmount(c)
             self._start_failed(c, exc)
             raise
@@ -484,6 +610,7 @@ class ContainersService:
                 pass
             self._runtime_gone.add(c.id)
             await self._disconnect(c, att)
+            self._unmount_volumes(c, mounted)
             await self._unmount(c)
             self._start_failed(c, exc)
             raise
@@ -497,6 +624,32 @@ class ContainersService:
         if ev is None or ev.is_set():  # keep the event a wait(next-exit) sent before start waits on
             self._exit_events[c.id] = asyncio.Event()
         self._watchers[c.id] = asyncio.ensure_future(self._watch(c))
+
+    def _mount_volumes(self, c: Container, mounted: list[str]) -> list[tuple[str | Path, str, bool, str]]:
+        """The bind mounts of a run: each volume mounted (``mount`` event), its name added to ``mounted``."""
+        binds: list[tuple[str | Path, str, bool, str]] = []
+        for mp in c.mounts:
+            dest, ro = str(mp.get("Destination") or ""), not mp.get("RW", True)
+            if mp.get("Type") == "volume":
+                path = self.volumes.mount(str(mp.get("Name")), c.id)
+                mounted.append(str(mp.get("Name")))
+                self.volumes.mounted(str(mp.get("Name")), c.id, dest, not ro, str(mp.get("Propagation") or ""))
+                binds.append((path, dest, ro, "rprivate"))
+            elif mp.get("Type") == "bind":
+                binds.append((str(mp.get("Source") or ""), dest, ro, str(mp.get("Propagation") or "rprivate")))
+        return binds
+
+    def _unmount_volumes(self, c: Container, names: list[str] | None = None, *, events: bool = True) -> None:
+        """A run is over: its volumes are released (``unmount`` events, as dockerd's after ``die``)."""
+        if names is None:
+            names = [str(m.get("Name")) for m in c.mounts if m.get("Type") == "volume"]
+        for name in names:
+            try:
+                self.volumes.unmount(name, c.id)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("releasing volume %s of %s: %s", name, c.id, exc)
+            if events:
+                self.volumes.unmounted(name, c.id)
 
     async def _disconnect(self, c: Container, att: Attachment | None) -> None:
         """Release the container's endpoint (its exit, or a start that failed after connecting); never raises."""
@@ -551,9 +704,10 @@ class ContainersService:
                 log.warning("unmounting the rootfs of %s: %s", c.id, exc)
         finally:
             self._publish_exit(c, status)
+            self._unmount_volumes(c)
         if c.host_config.get("AutoRemove") and c.id in self._cache and c.id not in self._removing:
             try:
-                await self.remove(c.id, force=True)
+                await self.remove(c.id, force=True, volumes=True)
             except (ContainerNotFound, Conflict):
                 pass  # removed meanwhile, or being removed by a request
             except Exception as exc:  # noqa: BLE001
@@ -593,6 +747,9 @@ class ContainersService:
                 c.state["Paused"] = st.get("status") == "paused"
                 self._exit_events[c.id] = asyncio.Event()
                 self._watchers[c.id] = asyncio.ensure_future(self._watch(c))
+                for mp in c.mounts:
+                    if mp.get("Type") == "volume":
+                        self.volumes.running(str(mp.get("Name")), c.id)
                 if c.network is not None:
                     alive[c.id] = (c.name, c.network)
                 continue
@@ -702,6 +859,7 @@ class ContainersService:
             await self.runc.kill(c.id, sig)
         except (Conflict, ContainerNotFound):
             pass  # exiting already: its exit event comes
+        self._event(c, "kill", {"signal": str(sig)})  # as dockerd's stop: the stop signal, then SIGKILL if need be
         try:
             if t >= 0:
                 await asyncio.wait_for(ev.wait(), t)
@@ -765,6 +923,8 @@ class ContainersService:
                 await starting.wait()
             for committing in list(self._committing.get(c.id, ())):  # a commit holds its container's layer
                 await committing.wait()
+            while self._file_ops.get(c.id):  # as dockerd's container lock: a docker cp in progress ends first
+                await self._file_ops_over.setdefault(c.id, asyncio.Event()).wait()
             if c.running and not force:
                 raise Conflict(f"cannot remove container \"/{c.name}\": container is running: stop the "
                                f"container before removing or force remove")
@@ -773,7 +933,7 @@ class ContainersService:
             if c.id not in self._cache:
                 return
             try:
-                await self._remove_stopped(c)
+                await self._remove_stopped(c, volumes=volumes)
             except Exception as exc:
                 if c.id in self._cache:  # as dockerd's SetRemovalError: `wait --condition removed` ends with it
                     c.state["Error"] = f"unable to remove container {c.id}: {exc}"
@@ -806,7 +966,7 @@ class ContainersService:
             if c.running:
                 self._publish_exit(c, None)
 
-    async def _remove_stopped(self, c: Container) -> None:
+    async def _remove_stopped(self, c: Container, *, volumes: bool = False) -> None:
         if c.id not in self._runtime_gone:
             try:
                 await self.runc.delete(c.id, force=True)
@@ -819,6 +979,15 @@ class ContainersService:
         except Exception as exc:  # noqa: BLE001
             log.warning("removing the snapshot of %s: %s", c.id, exc)
         await asyncio.to_thread(shutil.rmtree, self._dir(c.id), True)
+        if volumes:  # dockerd's removeMountPoints: the anonymous volumes go, unless another container uses one
+            for mp in c.mounts:
+                if mp.get("Type") == "volume" and mp.get("Anonymous"):
+                    try:
+                        await self.volumes.remove(str(mp.get("Name")), but=c.id)
+                    except (Conflict, NotFound):
+                        pass
+                    except Exception as exc:  # noqa: BLE001
+                        log.warning("removing volume %s of %s: %s", mp.get("Name"), c.id, exc)
         with self.db.tx() as conn:
             conn.execute("DELETE FROM containers WHERE id=?", (c.id,))
         # from here on nothing awaits: the container is gone for everyone at once
@@ -842,6 +1011,179 @@ class ContainersService:
         ev = self._removed_events.pop(c.id, None)
         if ev is not None:
             ev.set()
+
+    # ---- restart / rename / top / prune -----------------------------------------------------------------------
+    async def restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        """dockerd's ContainerRestart: stop a running container (as ``stop``), start it, ``restart`` event. Any
+        failure after the lookup is dockerd's 500 ``Cannot restart container <ref>: …``."""
+        c = self.get(ref)
+        try:
+            if c.running:
+                await self.stop(c.id, timeout, signal)
+            await self.start(c.id)
+        except Exception as exc:
+            raise SystemError_(f"Cannot restart container {ref}: {exc}") from exc
+        self._event(c, "restart")
+
+    def rename(self, ref: str, new_name: str) -> None:
+        """dockerd's ContainerRename, with its errors; ``rename`` event with ``oldName``."""
+        if not ref or not new_name:
+            raise InvalidArgument("Neither old nor new names may be empty")
+        if not new_name.startswith("/"):
+            new_name = "/" + new_name
+        c = self.get(ref)
+        old = "/" + c.name
+        if old == new_name:
+            raise InvalidArgument("Renaming a container with the same name as its current name")
+        bare = new_name[1:]
+        if not _NAME_RE.match(bare):
+            raise InvalidArgument(f"Error when allocating new name: Invalid container name ({new_name}), only "
+                                  f"[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        holder = next((o.id for o in self._cache.values() if o.name == bare), None) or self._names_in_use.get(bare)
+        if holder is not None:
+            raise Conflict(f'Error when allocating new name: Conflict. The container name "{new_name}" is already '
+                           f'in use by container "{holder}". You have to remove (or rename) that container to be '
+                           f"able to reuse that name.")
+        c.name = bare
+        try:
+            self._save(c)
+        except BaseException:
+            c.name = old[1:]
+            raise
+        self.images._changed()  # noqa: SLF001
+        self._event(c, "rename", {"oldName": old})
+
+    async def top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
+        """dockerd's ContainerTop: the host's ``ps`` (``-ef`` by default) restricted to the processes of the
+        container's cgroup; ``Titles`` and ``Processes`` parsed as dockerd parses them. ``top`` event."""
+        ps_args = ps_args or "-ef"
+        for k, v in re.findall(r"\s+([^\s]*)=\s*(PID[^\s]*)", ps_args):
+            if k != "pid":
+                raise SystemError_(f'specifying "{k}={v}" is not allowed')
+        c = self.get(ref)
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        pids = await self._pids(c)
+        args = ps_args.split(" ")
+        proc = await asyncio.create_subprocess_exec("ps", *args, "-q", ",".join(str(p) for p in pids),
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:  # some ps options (f) cannot go with -q: again without it
+            proc = await asyncio.create_subprocess_exec("ps", *args, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate()
+            if proc.returncode != 0:
+                line = err.decode(errors="replace").split("\n", 1)[0]
+                raise SystemError_(f"ps: {line or f'exit status {proc.returncode}'}")
+        result = parse_ps_output(out.decode(errors="replace"), pids)
+        self._event(c, "top")
+        return result
+
+    async def _pids(self, c: Container) -> list[int]:
+        """The processes of the container's cgroup (its ``cgroup.procs``, found from its init's
+        ``/proc/<pid>/cgroup``); what ``runc ps`` says when that cannot be read."""
+        pid = int(c.state.get("Pid") or 0)
+        pids = await asyncio.to_thread(_cgroup_pids, pid) if pid else None
+        if pids is None:
+            code, out, err = await self.runc._run("ps", "--format", "json", c.id)  # noqa: SLF001
+            if code != 0:
+                raise SystemError_(f"listing the processes of {c.id}: {err.strip()}")
+            pids = [int(p) for p in json.loads(out or b"[]") or []]
+        return pids
+
+    async def prune(self, f: Filters | None = None) -> dict[str, Any]:
+        """dockerd's ContainersPrune: every container that is not running (``until``, ``label``, ``label!``),
+        removed without its volumes; the space is their writable layers'. ``prune`` event."""
+        f = f or Filters()
+        f.validate(("until", "label", "label!"))
+        until: float | None = None
+        if f.contains("until"):
+            vals = f.get("until")
+            if len(vals) > 1:
+                raise InvalidArgument("more than one until filter specified")
+            until = parse_timestamp(vals[0], time.time())
+        if self._prune_running:
+            raise Conflict("a prune operation is already running")
+        self._prune_running = True
+        deleted: list[str] = []
+        reclaimed = 0
+        try:
+            for c in self.all():
+                if c.running or c.id in self._removing or c.id not in self._cache:
+                    continue
+                if until is not None and (parse_rfc3339(c.created) or 0) > until:
+                    continue
+                labels = c.config.get("Labels") or {}
+                if not f.match_kv_list("label", labels):
+                    continue
+                if f.contains("label!") and f.match_kv_list("label!", labels):
+                    continue
+                try:
+                    size = (await asyncio.to_thread(self.snapshotter.usage, c.id)).apparent_size
+                except Exception:  # noqa: BLE001
+                    size = 0
+                try:
+                    await self.remove(c.id)
+                except Exception as exc:  # noqa: BLE001 - as dockerd: logged, the others are pruned
+                    log.warning("failed to prune container %s: %s", c.id, exc)
+                    continue
+                reclaimed += size
+                deleted.append(c.id)
+        finally:
+            self._prune_running = False
+        self.events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def graph_driver(self, c: Container) -> dict[str, Any]:
+        """dockerd's overlay2 ``GraphDriver``: the container's real snapshot directories (the lower layers, top
+        first; the rootfs mount; its own upper and work directories)."""
+        try:
+            upper = self.snapshotter.upper_dir(c.id)
+            lowers = self.snapshotter.lower_dirs(c.id)
+        except Exception:  # noqa: BLE001 - no snapshot (removed meanwhile)
+            return {"Data": None, "Name": "overlay2"}
+        data: dict[str, str] = {}
+        if lowers:
+            data["LowerDir"] = ":".join(str(p) for p in lowers)
+        data["MergedDir"] = str(self._rootfs(c))
+        data["UpperDir"] = str(upper)
+        data["WorkDir"] = str(upper.parent / "work")
+        return {"Data": data, "Name": "overlay2"}
+
+    # ---- the rootfs for file operations (docker cp: engine.container_fs) ------------------------------------
+    @contextlib.asynccontextmanager
+    async def rootfs_for_files(self, ref: str) -> AsyncIterator[tuple[Container, Path]]:
+        """The container and its root file system mounted, for a file operation (``docker cp``), as dockerd's
+        ``daemon.Mount`` for one: a stopped container's is mounted for the operation and unmounted after the last
+        one ends (unless it was started meanwhile); while one runs, an exit leaves the rootfs mounted and a
+        removal waits for it."""
+        c = self.get(ref)
+        if c.id in self._removing:
+            raise Conflict(f"removal of container {ref} is already in progress")
+        self._file_ops[c.id] = self._file_ops.get(c.id, 0) + 1
+        try:
+            if c.running:
+                rootfs = self._rootfs(c)
+            else:
+                async with self._lock:  # not while a start mounts it
+                    rootfs = await self._mount(c)
+            yield c, rootfs
+        finally:
+            left = self._file_ops[c.id] - 1
+            if left:
+                self._file_ops[c.id] = left
+            else:
+                del self._file_ops[c.id]
+                try:
+                    async with self._lock:
+                        if not c.running and c.id not in self._file_ops:
+                            await self._unmount(c)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("unmounting the rootfs of %s after a file operation: %s", c.id, exc)
+                finally:
+                    over = self._file_ops_over.pop(c.id, None)
+                    if over is not None:
+                        over.set()
 
     # ---- logs / attach / changes / export ---------------------------------------------------------------------
     def logs(self, ref: str, *, stdout: bool = True, stderr: bool = True, since: float | None = None,
@@ -1032,6 +1374,125 @@ class ContainersService:
         if target is not None:
             self.images._log(image_id, target.familiar(), "tag")  # noqa: SLF001
         return image_id
+
+
+def _cgroups_v2() -> bool:
+    return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def host_config_defaults(hc: dict[str, Any]) -> dict[str, Any]:
+    """What dockerd fills in a container's HostConfig at create (adaptContainerSettings and the daemon's
+    defaults), on the values the request did not set: ``ShmSize`` 64 MiB, ``IpcMode`` private, ``CgroupnsMode``
+    (private on cgroup v2, host on v1), ``Runtime`` runc, ``LogConfig`` json-file, ``OomKillDisable`` false,
+    ``ConsoleSize`` [0, 0] and, unless privileged, the default masked and read-only paths; a ``MemorySwappiness``
+    of -1 and a ``PidsLimit`` of 0 or less (unlimited) are null."""
+    if not hc.get("ShmSize"):
+        hc["ShmSize"] = 67108864
+    if not hc.get("IpcMode"):
+        hc["IpcMode"] = "private"
+    if not hc.get("CgroupnsMode"):
+        hc["CgroupnsMode"] = "private" if _cgroups_v2() else "host"
+    if not hc.get("Runtime"):
+        hc["Runtime"] = "runc"
+    lc = dict(hc.get("LogConfig") or {})
+    if not lc.get("Type"):
+        lc["Type"] = "json-file"
+    if lc.get("Config") is None:
+        lc["Config"] = {}
+    hc["LogConfig"] = lc
+    if hc.get("OomKillDisable") is None:
+        hc["OomKillDisable"] = False
+    if not hc.get("ConsoleSize"):
+        hc["ConsoleSize"] = [0, 0]
+    if not hc.get("Privileged"):
+        if hc.get("MaskedPaths") is None:
+            hc["MaskedPaths"] = list(DEFAULT_MASKED_PATHS)
+        if hc.get("ReadonlyPaths") is None:
+            hc["ReadonlyPaths"] = list(DEFAULT_READONLY_PATHS)
+    if not hc.get("NetworkMode"):
+        hc["NetworkMode"] = "default"
+    if hc.get("MemorySwappiness") == -1:  # the CLI's "unset"
+        hc["MemorySwappiness"] = None
+    if isinstance(hc.get("PidsLimit"), int) and hc["PidsLimit"] <= 0:  # unlimited
+        hc["PidsLimit"] = None
+    return hc
+
+
+def _cgroup_pids(pid: int) -> list[int] | None:
+    """The PIDs in the cgroup of process ``pid``: its ``pids`` (or another v1) controller's ``cgroup.procs``, or
+    the unified hierarchy's; None when none can be read."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    root = Path("/sys/fs/cgroup")
+    candidates: list[Path] = []
+    v1: dict[str, str] = {}
+    unified = ""
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            unified = parts[2]
+            continue
+        for ctrl in parts[1].split(","):
+            v1[ctrl] = parts[2]
+        v1[parts[1]] = parts[2]
+    for ctrl in ("pids", "memory", "cpu,cpuacct", "cpu", "freezer", "devices"):
+        if ctrl in v1:
+            candidates.append(root / ctrl / v1[ctrl].lstrip("/"))
+    if unified:
+        candidates += [root / unified.lstrip("/"), root / "unified" / unified.lstrip("/")]
+    for d in candidates:
+        try:
+            text = (d / "cgroup.procs").read_text()
+        except OSError:
+            continue
+        pids = [int(x) for x in text.split()]
+        if pid in pids:
+            return pids
+    return None
+
+
+def parse_ps_output(output: str, pids: list[int]) -> dict[str, Any]:
+    """dockerd's parsePSOutput: titles from the first line; the lines of the container's PIDs (and the thread
+    lines, PID ``-``, that follow one), the last column taking the rest of the line."""
+    lines = output.split("\n")
+    titles = _fields(lines[0])
+    if "PID" not in titles:
+        raise SystemError_("Couldn't find PID field in ps output")
+    idx = titles.index("PID")
+    wanted = set(pids)
+    processes: list[list[str]] = []
+    contained = False
+    for line in lines[1:]:
+        if not line:
+            continue
+        fields = _fields(line)
+        if len(fields) <= idx:
+            continue
+        if fields[idx] == "-":
+            if contained:
+                processes.append(_process(fields, len(titles)))
+            continue
+        try:
+            p = int(fields[idx])
+        except ValueError:
+            raise SystemError_(f"Unexpected pid '{fields[idx]}': strconv.Atoi: parsing \"{fields[idx]}\": "
+                               f"invalid syntax") from None
+        contained = p in wanted
+        if contained:
+            processes.append(_process(fields, len(titles)))
+    return {"Processes": processes, "Titles": titles}
+
+
+def _fields(line: str) -> list[str]:
+    return [f for f in re.split(r"[\t\n\f\r ]+", line) if f]
+
+
+def _process(fields: list[str], n: int) -> list[str]:
+    return fields[:n - 1] + [" ".join(fields[n - 1:])]
 
 
 # The types the engine (and the list/inspect shapes) rely on in a stored record: what the API's typed decoding

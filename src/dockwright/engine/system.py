@@ -198,7 +198,10 @@ class SystemService:
                     item["SizeRw"] = 0
                 out["Containers"].append(item)
         if "volume" in want:
-            out["Volumes"] = []
+            from ..api.volumes import volume_json
+            vols = self._engine.containers.volumes
+            out["Volumes"] = [volume_json(v, {"RefCount": len(v.users), "Size": vols.size(v.name)})
+                              for v in vols.all() if not v.options]  # as dockerd: not those with mount options
         if "build-cache" in want:
             out["BuildCache"] = [{k: v for k, v in r.items() if not k.startswith("_")}
                                  for r in self._engine.build.cache_records()]

@@ -4,7 +4,8 @@ The spec starts from moby's ``oci.DefaultLinuxSpec`` (capabilities, the /proc, /
 /dev/mqueue, /sys and cgroup mounts, masked and read-only paths, the device cgroup rules, the namespaces) and
 adds what dockerd's ``createSpec`` adds for a container: the user resolved against the rootfs' passwd and group
 files, the environment (``PATH`` default, ``HOSTNAME``, ``TERM=xterm`` for a tty, then the configured
-variables), ``RLIMIT_NOFILE``, bind mounts, resources, and ``/etc/hostname``, ``/etc/hosts`` and
+variables), ``RLIMIT_NOFILE``, bind mounts (a volume is a bind mount of its directory, with the propagation asked for),
+a cgroup namespace when ``cgroupns`` is ``private``, resources, and ``/etc/hostname``, ``/etc/hosts`` and
 ``/etc/resolv.conf`` generated as files in the bundle directory and bind mounted like dockerd's.
 
 Network modes:
@@ -42,6 +43,8 @@ __all__ = [
     "default_capabilities",
     "merge_env",
     "DEFAULT_PATH_ENV",
+    "DEFAULT_MASKED_PATHS",
+    "DEFAULT_READONLY_PATHS",
     "OCI_VERSION",
 ]
 
@@ -99,6 +102,9 @@ _DEFAULT_HOSTS = (
     "ff02::2\tip6-allrouters\n"
 )
 
+DEFAULT_MASKED_PATHS = _MASKED_PATHS  # what inspect shows as HostConfig.MaskedPaths / ReadonlyPaths
+DEFAULT_READONLY_PATHS = _READONLY_PATHS
+
 _HOST_RESOLV = Path("/etc/resolv.conf")
 _SYSTEMD_RESOLV = Path("/run/systemd/resolve/resolv.conf")
 _MEMSW = Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
@@ -110,7 +116,7 @@ class ContainerSpec:
 
     ``rootfs`` is an already mounted directory. ``user`` is ``""``, ``"name"``, ``"uid"``, ``"uid:gid"`` or
     ``"name:group"`` and is resolved against the rootfs. ``binds`` are ``(host source, container
-    destination, read-only)``. ``memory``, ``memory_swap`` and ``shm_size`` are bytes; ``memory_swap`` 0
+    destination, read-only)`` or ``(…, propagation)`` (``rprivate`` when not given). ``memory``, ``memory_swap`` and ``shm_size`` are bytes; ``memory_swap`` 0
     means twice ``memory`` (where swap accounting exists) and -1 unlimited.
     """
 
@@ -125,7 +131,7 @@ class ContainerSpec:
     tty: bool = False
     open_stdin: bool = False
     network_mode: str = "default"
-    binds: list[tuple[str | Path, str, bool]] = field(default_factory=list)
+    binds: list[tuple[str | Path, str, bool] | tuple[str | Path, str, bool, str]] = field(default_factory=list)
     readonly_rootfs: bool = False
     memory: int = 0
     memory_swap: int = 0
@@ -140,6 +146,7 @@ class ContainerSpec:
     netns_path: str = ""  # a prepared network namespace (the bridge's veth in it); "" = runc makes one
     ip_address: str = ""  # the container's address there, for /etc/hosts
     host_gateway_ip: str = ""  # what ``host-gateway`` in extra_hosts stands for
+    cgroupns: str = ""  # "private": a cgroup namespace of its own (dockerd's CgroupnsMode)
 
 
 def default_capabilities() -> list[str]:
@@ -209,14 +216,16 @@ def _clean_dest(dest: str) -> str:
 
 def _user_mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     out = []
-    for src, dst, ro in spec.binds:
+    for bind in spec.binds:
+        src, dst, ro = bind[0], bind[1], bind[2]
+        propagation = bind[3] if len(bind) > 3 else "rprivate"  # type: ignore[misc]
         source = Path(src)
         if not source.is_absolute():
             raise InvalidArgument(_BIND_NOT_ABSOLUTE.format(src))
         if not source.exists():
             # dockerd creates a missing source directory for a -v bind
             source.mkdir(parents=True, exist_ok=True)
-        options = ["rbind", "rprivate"]
+        options = ["rbind", str(propagation or "rprivate")]
         if ro:
             options.append("ro")
         out.append(_mount(_clean_dest(dst), "bind", str(source), options))
@@ -393,6 +402,8 @@ def build_config(spec: ContainerSpec, bundle_dir: Path, user: ExecUser) -> dict[
     elif spec.network_mode != "host":
         namespaces.append({"type": "network"})
     namespaces += [{"type": "uts"}, {"type": "pid"}, {"type": "ipc"}]
+    if spec.cgroupns == "private":
+        namespaces.append({"type": "cgroup"})
 
     resources: dict[str, Any] = {"devices": _device_rules()}
     if (mem := _memory_resources(spec)) is not None:

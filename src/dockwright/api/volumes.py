@@ -1,0 +1,133 @@
+"""Handlers of ``/volumes``: list, create, inspect, remove and prune, with dockerd's shapes and errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..engine.engine import Engine
+from ..engine.volumes import Volume, created_at
+from ..errors import InvalidArgument
+from . import bodies, params
+from .errors import json_body
+
+__all__ = ["routes", "volume_json"]
+
+
+def _engine(request: web.Request) -> Engine:
+    return request.app["engine"]  # type: ignore[no-any-return]
+
+
+def volume_json(v: Volume, usage: dict[str, int] | None = None) -> dict[str, Any]:
+    """dockerd's ``Volume``; ``UsageData`` (``RefCount``, ``Size``) only for ``/system/df``."""
+    out: dict[str, Any] = {
+        "CreatedAt": created_at(v.created), "Driver": v.driver,
+        "Labels": dict(sorted(v.labels.items())) if v.labels else None,  # Go writes a map's keys sorted
+        "Mountpoint": str(v.mountpoint), "Name": v.name,
+        "Options": dict(sorted(v.options.items())) if v.options else None,
+        "Scope": "local",
+    }
+    if usage is not None:
+        out["UsageData"] = usage
+    return out
+
+
+def _go_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return "string"
+
+
+async def _create_body(request: web.Request) -> dict[str, Any]:
+    """httputils.ReadJSON into volume.CreateOptions: an empty body is an empty request (an anonymous volume);
+    dockerd's messages for a body that is not JSON or does not fit the struct."""
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    bodies.check_content_type(request.headers.get("Content-Type", ""),
+                              has_body=chunked or (request.content_length or 0) > 0)
+    raw = await request.read() if request.can_read_body else b""
+    if not raw:
+        return {}
+    try:
+        value, more = bodies.first_value(raw)
+    except bodies.GoJSONError as exc:
+        if exc.eof:
+            raise InvalidArgument("invalid JSON: got EOF while reading request body") from None
+        raise InvalidArgument(f"invalid JSON: {exc}") from None
+    if more:
+        raise InvalidArgument("unexpected content after JSON")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"invalid JSON: json: cannot unmarshal {_go_type(value)} into Go value of type "
+                              f"volume.CreateOptions")
+    out: dict[str, Any] = {}
+    for key, want in (("Name", "string"), ("Driver", "string"), ("DriverOpts", "map"), ("Labels", "map")):
+        found = next((k for k in value if k == key), None) or next((k for k in value if k.lower() == key.lower()),
+                                                                    None)
+        if found is None or value[found] is None:
+            continue
+        v = value[found]
+        if want == "string" and not isinstance(v, str):
+            raise InvalidArgument(f"invalid JSON: json: cannot unmarshal {_go_type(v)} into Go struct field "
+                                  f"CreateOptions.{key} of type string")
+        if want == "map":
+            if not isinstance(v, dict):
+                raise InvalidArgument(f"invalid JSON: json: cannot unmarshal {_go_type(v)} into Go struct field "
+                                      f"CreateOptions.{key} of type map[string]string")
+            for item in v.values():
+                if item is not None and not isinstance(item, str):
+                    raise InvalidArgument(f"invalid JSON: json: cannot unmarshal {_go_type(item)} into Go struct "
+                                          f"field CreateOptions.{key} of type string")
+            v = {str(k): (x or "") for k, x in v.items()}
+        out[key] = v
+    return out
+
+
+async def list_volumes(request: web.Request) -> web.Response:
+    vols = _engine(request).containers.volumes.list(params.filters(request))
+    return json_body({"Volumes": [volume_json(v) for v in vols], "Warnings": None})
+
+
+async def create_volume(request: web.Request) -> web.Response:
+    body = await _create_body(request)
+    v = _engine(request).containers.volumes.create(body.get("Name", ""), body.get("Driver", ""),
+                                                   body.get("DriverOpts"), body.get("Labels"))
+    return json_body(volume_json(v), 201)
+
+
+async def inspect_volume(request: web.Request) -> web.Response:
+    return json_body(volume_json(_engine(request).containers.volumes.get(request.match_info["name"])))
+
+
+async def delete_volume(request: web.Request) -> web.Response:
+    await _engine(request).containers.volumes.remove(request.match_info["name"],
+                                                     force=params.bool_value(request, "force"))
+    return web.Response(status=204)
+
+
+async def prune_volumes(request: web.Request) -> web.Response:
+    """From API 1.42 only anonymous volumes, unless the ``all`` filter; before, every unused one (and no ``all``
+    filter, as dockerd 20.10)."""
+    f = params.filters(request)
+    old = params.api_version(request) < (1, 42)
+    if old:
+        f.validate(("label", "label!"))
+    deleted, reclaimed = await _engine(request).containers.volumes.prune(f, all_volumes=old)
+    return json_body({"VolumesDeleted": deleted, "SpaceReclaimed": reclaimed})
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    return [
+        ("GET", "/volumes", list_volumes),
+        ("POST", "/volumes/create", create_volume),
+        ("POST", "/volumes/prune", prune_volumes),
+        ("GET", "/volumes/{name}", inspect_volume),
+        ("DELETE", "/volumes/{name}", delete_volume),
+    ]

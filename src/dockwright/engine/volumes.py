@@ -1,0 +1,570 @@
+"""The volumes service: dockerd's ``local`` volume driver.
+
+A volume is a directory ``<data-root>/volumes/<name>/_data`` (``volumes/`` and ``volumes/<name>`` mode 0701,
+``_data`` 0755, as dockerd's) with its record — driver, labels, options, creation time, whether it is anonymous
+— in the metadata database (table ``volumes``). A volume created without a name is *anonymous*: a random
+64-hex name and the label ``com.docker.volume.anonymous`` (dockerd 23+), which is what ``volume prune`` removes
+by default from API 1.42 on and what ``docker rm -v`` removes with its container.
+
+Options are the local driver's (``type``, ``device``, ``o``; ``size`` needs quotas, which dockwright has not):
+such a volume is mounted (``mount -t type -o o device _data``) while a running container uses it, and unmounted
+after the last one stops.
+
+Which containers use a volume is the containers service's knowledge: it sets :attr:`VolumesService.users`
+(name → container IDs, any state) and holds the names it is about to reference (:meth:`hold`) so that a prune
+or a removal in between cannot take a volume from a container being created. Events are dockerd's: ``create``,
+``destroy``, ``mount``, ``unmount`` (published by the containers service through :meth:`mounted`) and ``prune``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import Conflict, InvalidArgument, NotFound, SystemError_
+from ..filters import Filters
+from ..metadata.db import MetadataDB
+from ..snapshots import Mount, is_mountpoint, mount_all, unmount
+from .events import EventBus
+
+__all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "VolumeNotFound", "parse_bind", "parse_mount",
+           "image_volume", "dir_size", "created_at"]
+
+log = logging.getLogger("dockwright.volumes")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS volumes (
+    name TEXT PRIMARY KEY,
+    driver TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    options TEXT NOT NULL,
+    created REAL NOT NULL,
+    anonymous INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+ANONYMOUS_LABEL = "com.docker.volume.anonymous"
+DRIVER = "local"
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_VALID_OPTS = ("type", "device", "o", "size")
+VOLUMES_MODE = 0o701  # volumes/ and volumes/<name>, as dockerd's
+LIST_FILTERS = ("dangling", "name", "driver", "label")
+PRUNE_FILTERS = ("label", "label!", "all")
+
+
+class VolumeNotFound(NotFound):
+    """``get <name>: no such volume``."""
+
+    def __init__(self, name: str, op: str = "get") -> None:
+        super().__init__(f"{op} {name}: no such volume")
+        self.name = name
+
+
+@dataclass
+class Volume:
+    name: str
+    driver: str
+    labels: dict[str, str] | None
+    options: dict[str, str] | None
+    created: float
+    anonymous: bool
+    mountpoint: Path
+    users: list[str] = field(default_factory=list)  # containers referencing it, filled by list()/get()
+
+
+def valid_volume_name(name: str) -> None:
+    """The local driver's name check, with dockerd's words (the caller adds ``create <name>: ``)."""
+    if len(name) == 1:
+        raise InvalidArgument("volume name is too short, names should be at least two alphanumeric characters")
+    if not _NAME_RE.match(name):
+        raise InvalidArgument(f'"{name}" includes invalid characters for a local volume name, only '
+                              f'"[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, '
+                              f"use absolute path")
+
+
+def created_at(ts: float) -> str:
+    """dockerd's ``CreatedAt``: RFC 3339 to the second in the daemon's time zone (``Z`` for UTC)."""
+    text = datetime.datetime.fromtimestamp(int(ts)).astimezone().isoformat(timespec="seconds")
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def dir_size(path: Path) -> int:
+    """The apparent size of the files under ``path``, each inode once (dockerd's ``directory.Size``)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [os.fspath(path)]
+    while stack:
+        p = stack.pop()
+        try:
+            it = os.scandir(p)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        with it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                total += st.st_size
+    return total
+
+
+class VolumesService:
+    def __init__(self, root: Path, db: MetadataDB, events: EventBus) -> None:
+        self.root = root
+        self.db = db
+        self.events = events
+        self.users: Callable[[str], list[str]] = lambda name: []  # set by the containers service
+        self._held: dict[str, int] = {}  # names a create in progress is about to reference
+        self._active: dict[str, set[str]] = {}  # volumes with options: the running containers that mount them
+        self._prune_running = False
+        root.mkdir(parents=True, exist_ok=True)
+        if os.stat(root).st_mode & 0o7777 != VOLUMES_MODE:
+            os.chmod(root, VOLUMES_MODE)
+        db.executescript(SCHEMA)
+        self._cache: dict[str, Volume] = {}
+        for r in db.query("SELECT name, driver, labels, options, created, anonymous FROM volumes"):
+            self._cache[r[0]] = Volume(r[0], r[1], _load(r[2]), _load(r[3]), float(r[4]), bool(r[5]),
+                                       self._data(r[0]))
+        self._adopt()
+
+    def _dir(self, name: str) -> Path:
+        return self.root / name
+
+    def _data(self, name: str) -> Path:
+        return self.root / name / "_data"
+
+    def _adopt(self) -> None:
+        """Directories of ``volumes/`` that have no record (a crash between the two, or made by hand): volumes, as
+        dockerd's local driver finds them by listing its directory."""
+        for entry in os.scandir(self.root):
+            if entry.name in self._cache or not entry.is_dir(follow_symlinks=False):
+                continue
+            if not _NAME_RE.match(entry.name) or not os.path.isdir(os.path.join(entry.path, "_data")):
+                continue
+            v = Volume(entry.name, DRIVER, None, None, os.stat(entry.path).st_ctime, False, self._data(entry.name))
+            self._save(v)
+            self._cache[v.name] = v
+            log.warning("volume %s: directory without a record, adopted", v.name)
+
+    def _save(self, v: Volume) -> None:
+        with self.db.tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO volumes(name, driver, labels, options, created, anonymous) "
+                         "VALUES (?,?,?,?,?,?)", (v.name, v.driver, json.dumps(v.labels) if v.labels else "",
+                                                  json.dumps(v.options) if v.options else "", v.created,
+                                                  int(v.anonymous)))
+
+    # ---- queries ----------------------------------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        return name in self._cache
+
+    def get(self, name: str) -> Volume:
+        v = self._cache.get(name)
+        if v is None:
+            raise VolumeNotFound(name)
+        v.users = self.users(name)
+        return v
+
+    def all(self) -> list[Volume]:
+        out = []
+        for v in sorted(self._cache.values(), key=lambda v: v.name):
+            v.users = self.users(v.name)
+            out.append(v)
+        return out
+
+    def list(self, f: Filters | None = None) -> list[Volume]:
+        """``GET /volumes``: dockerd's filters ``dangling``, ``name`` (a regular expression), ``driver``, ``label``."""
+        f = f or Filters()
+        f.validate(LIST_FILTERS)
+        dangling: bool | None = None
+        if f.contains("dangling"):
+            dangling = f.get_bool_or_default("dangling", True)
+        out = []
+        for v in self.all():
+            if dangling is not None and (not v.users) != dangling:
+                continue
+            if f.contains("name") and not f.match("name", v.name):
+                continue
+            if f.contains("driver") and not f.exact_match("driver", v.driver):
+                continue
+            if f.contains("label") and not f.match_kv_list("label", v.labels or {}):
+                continue
+            out.append(v)
+        return out
+
+    def size(self, name: str) -> int:
+        return dir_size(self._data(name))
+
+    # ---- create -----------------------------------------------------------------------------------------------
+    def create(self, name: str = "", driver: str = "", options: dict[str, str] | None = None,
+               labels: dict[str, str] | None = None) -> Volume:
+        """``POST /volumes/create`` (and a container's volumes): the volume, made if it does not exist yet. As
+        dockerd, a volume of that name that exists already is returned as it is, and ``create`` is published
+        either way."""
+        anonymous = not name
+        if anonymous:
+            name = os.urandom(32).hex()
+            labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
+        self.check_create(name, driver, options)
+        v = self._cache.get(name)
+        if v is None:
+            d = self._dir(name)
+            try:
+                d.mkdir(mode=VOLUMES_MODE, exist_ok=True)
+                os.chmod(d, VOLUMES_MODE)
+                self._data(name).mkdir(mode=0o755, exist_ok=True)
+            except OSError as exc:
+                raise SystemError_(f"create {name}: {exc}") from exc
+            v = Volume(name, DRIVER, dict(labels) if labels else None, dict(options) if options else None,
+                       time.time(), anonymous, self._data(name))
+            try:
+                self._save(v)
+            except BaseException:
+                shutil.rmtree(d, ignore_errors=True)
+                raise
+            self._cache[name] = v
+        self.events.publish("volume", "create", name, {"driver": v.driver})
+        v.users = self.users(name)
+        return v
+
+    def check_create(self, name: str, driver: str = "", options: dict[str, str] | None = None) -> None:
+        """What :meth:`create` refuses, with dockerd's words, without making anything."""
+        driver = driver or DRIVER
+        if driver != DRIVER:
+            raise NotFound(f"create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found")
+        if name in self._cache:
+            return
+        try:
+            valid_volume_name(name)
+            _valid_options(options or {})
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"create {name}: {exc}") from None
+
+    def hold(self, name: str) -> None:
+        """A container being created is about to reference ``name``: it is in use from now on."""
+        self._held[name] = self._held.get(name, 0) + 1
+
+    def release(self, name: str) -> None:
+        n = self._held.get(name, 0) - 1
+        if n > 0:
+            self._held[name] = n
+        else:
+            self._held.pop(name, None)
+
+    def _in_use(self, name: str, but: str = "") -> list[str]:
+        users = [cid for cid in self.users(name) if cid != but]
+        if self._held.get(name):
+            users = users or ["(a container being created)"]
+        return users
+
+    # ---- remove / prune ---------------------------------------------------------------------------------------
+    async def remove(self, name: str, *, force: bool = False, but: str = "") -> None:
+        """``DELETE /volumes/{name}``: refused while a container (other than ``but``, the one being removed with
+        its anonymous volumes) references it; a missing volume with ``force`` is not an error."""
+        v = self._cache.get(name)
+        if v is None:
+            if force:
+                return
+            raise VolumeNotFound(name)
+        users = self._in_use(name, but)
+        if users:
+            raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        await self._destroy(v)
+
+    async def _destroy(self, v: Volume) -> None:
+        with self.db.tx() as conn:
+            conn.execute("DELETE FROM volumes WHERE name=?", (v.name,))
+        self._cache.pop(v.name, None)
+        self._active.pop(v.name, None)
+        d = self._dir(v.name)
+        gone = self.root / f".rm-{v.name}-{os.urandom(4).hex()}"
+
+        def drop() -> None:
+            data = self._data(v.name)
+            if is_mountpoint(data):
+                unmount(data, detach=True)
+            try:
+                os.rename(d, gone)
+            except FileNotFoundError:
+                return
+            shutil.rmtree(gone, ignore_errors=True)
+
+        await asyncio.to_thread(drop)
+        self.events.publish("volume", "destroy", v.name, {"driver": v.driver})
+
+    async def prune(self, f: Filters | None = None, *, all_volumes: bool = False) -> tuple[list[str], int]:
+        """``POST /volumes/prune``: the local volumes no container references, anonymous ones only unless
+        ``all_volumes`` (API < 1.42, or the ``all`` filter); volumes with driver options are kept, as dockerd
+        20.10 keeps them. Returns the names removed and the space reclaimed."""
+        f = f or Filters()
+        f.validate(PRUNE_FILTERS)
+        if f.contains("all"):
+            all_volumes = f.get_bool_or_default("all", False) or all_volumes
+        if self._prune_running:
+            raise Conflict("a prune operation is already running")
+        self._prune_running = True
+        deleted: list[str] = []
+        reclaimed = 0
+        try:
+            for v in list(self._cache.values()):
+                if self._in_use(v.name) or v.options:
+                    continue
+                if not all_volumes and not v.anonymous and ANONYMOUS_LABEL not in (v.labels or {}):
+                    continue
+                if not f.match_kv_list("label", v.labels or {}):
+                    continue
+                if f.contains("label!") and f.match_kv_list("label!", v.labels or {}):
+                    continue
+                size = await asyncio.to_thread(self.size, v.name)
+                try:
+                    await self._destroy(v)
+                except Exception as exc:  # noqa: BLE001 - as dockerd: a volume that cannot go is left
+                    log.warning("prune: removing volume %s: %s", v.name, exc)
+                    continue
+                deleted.append(v.name)
+                reclaimed += size
+        finally:
+            self._prune_running = False
+        self.events.publish("volume", "prune", "", {"reclaimed": str(reclaimed)})
+        return deleted, reclaimed
+
+    # ---- mounts -----------------------------------------------------------------------------------------------
+    def mount(self, name: str, cid: str) -> Path:
+        """The host path a container bind mounts for volume ``name`` (mounting a volume with options first)."""
+        v = self.get(name)
+        data = self._data(name)
+        if not data.is_dir():  # removed by hand: dockerd's local driver makes it again
+            data.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if v.options:
+            users = self._active.setdefault(name, set())
+            if not is_mountpoint(data):
+                opts = v.options
+                words = tuple(w for w in (opts.get("o") or "").split(",") if w)
+                try:
+                    mount_all([Mount(opts.get("type", ""), opts.get("device", ""), words)], data)
+                except SystemError_ as exc:
+                    cause = exc.__cause__
+                    why = (os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno else str(exc))
+                    raise SystemError_(f"error while mounting volume '{data}': failed to mount local volume: mount "
+                                       f"{opts.get('device', '')}:{data}, data: {opts.get('o', '')}: "
+                                       f"{why.lower()}") from exc
+            users.add(cid)
+        return data
+
+    def unmount(self, name: str, cid: str) -> None:
+        """Container ``cid`` stopped using volume ``name``: a volume with options is unmounted after its last
+        user."""
+        users = self._active.get(name)
+        if users is None:
+            return
+        users.discard(cid)
+        if users:
+            return
+        del self._active[name]
+        data = self._data(name)
+        try:
+            if is_mountpoint(data):
+                unmount(data, detach=True)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("unmounting volume %s: %s", name, exc)
+
+    def running(self, name: str, cid: str) -> None:
+        """After a daemon restart: ``cid`` runs with volume ``name`` mounted (no mount, no event)."""
+        v = self._cache.get(name)
+        if v is not None and v.options:
+            self._active.setdefault(name, set()).add(cid)
+
+    def mounted(self, name: str, cid: str, destination: str, rw: bool, propagation: str) -> None:
+        self.events.publish("volume", "mount", name, {
+            "container": cid, "destination": destination, "driver": DRIVER, "propagation": propagation,
+            "read/write": "true" if rw else "false"})
+
+    def unmounted(self, name: str, cid: str) -> None:
+        self.events.publish("volume", "unmount", name, {"container": cid, "driver": DRIVER})
+
+
+def _load(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and value else None
+
+
+def _valid_options(opts: dict[str, str]) -> None:
+    """The local driver's ``validateOpts``."""
+    if not opts:
+        return
+    for key in opts:
+        if key not in _VALID_OPTS:
+            raise InvalidArgument(f'invalid option: "{key}"')
+    if "size" in opts:
+        raise InvalidArgument("quota size requested but no quota support")
+    for key in ("device", "type"):
+        if not opts.get(key):
+            raise InvalidArgument(f'missing required option: "{key}"')
+
+
+# ---- a container's mounts: moby's volume/mounts linux parser ----------------------------------------------------
+_RW_MODES = ("rw", "ro")
+_LABEL_MODES = ("z", "Z")
+_PROPAGATION_MODES = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+_COPY_MODES = ("nocopy",)
+_CONSISTENCY_MODES = ("consistent", "cached", "delegated")
+DEFAULT_PROPAGATION = "rprivate"
+
+
+def valid_mount_mode(mode: str) -> bool:
+    """``linuxValidMountMode``: comma-separated words, at most one of each kind."""
+    if mode == "":
+        return True
+    counts = [0, 0, 0, 0, 0]
+    for word in mode.split(","):
+        for i, kind in enumerate((_RW_MODES, _LABEL_MODES, _PROPAGATION_MODES, _COPY_MODES, _CONSISTENCY_MODES)):
+            if word in kind:
+                counts[i] += 1
+                break
+        else:
+            return False
+    return all(n <= 1 for n in counts)
+
+
+def _clean(p: str) -> str:
+    """Go's ``path.Clean``."""
+    out = os.path.normpath(p) if p else "."
+    return "/" + out.lstrip("/") if out.startswith("//") else out
+
+
+def _mount_config_error(typ: str, why: str) -> str:
+    return f'invalid mount config for type "{typ}": {why}'
+
+
+def _validate_mount(typ: str, source: str, target: str, *, read_only: bool, bind_options: dict[str, Any] | None,
+                    volume_options: dict[str, Any] | None, source_must_exist: bool) -> str | None:
+    """``validateMountConfigImpl``: why the mount is invalid, or None."""
+    if not target:
+        return _mount_config_error(typ, "field Target must not be empty")
+    if _clean(target) == "/":
+        return _mount_config_error(typ, "invalid specification: destination can't be '/'")
+    if not target.startswith("/"):
+        return _mount_config_error(typ, f"invalid mount path: '{target}' mount path must be absolute")
+    if typ == "bind":
+        if not source:
+            return _mount_config_error(typ, "field Source must not be empty")
+        prop = (bind_options or {}).get("Propagation") or ""
+        if prop and prop not in _PROPAGATION_MODES:
+            return _mount_config_error(typ, f"invalid propagation mode: {prop}")
+        if volume_options is not None:
+            return _mount_config_error(typ, "field VolumeOptions must not be specified")
+        if not source.startswith("/"):
+            return _mount_config_error(typ, f"invalid mount path: '{source}' mount path must be absolute")
+        if source_must_exist and not os.path.exists(source):
+            return _mount_config_error(typ, f"bind source path does not exist: {source}")
+        return None
+    if typ == "volume":
+        if bind_options is not None:
+            return _mount_config_error(typ, "field BindOptions must not be specified")
+        if not source and read_only:
+            return _mount_config_error(typ, "must not set ReadOnly mode when using anonymous volumes")
+        return None
+    return _mount_config_error(typ, "mount type unknown")
+
+
+def _mount_point(typ: str, source: str, target: str, *, read_only: bool, propagation: str, nocopy: bool,
+                 driver: str = "", labels: dict[str, str] | None = None,
+                 driver_opts: dict[str, str] | None = None) -> dict[str, Any]:
+    """A container's mount point as it is stored with the container (``MountPoint``: the keys dockerd shows, plus
+    ``CopyData``, ``Anonymous`` and what a volume is created with)."""
+    mp: dict[str, Any] = {"Type": typ, "Name": "", "Source": "", "Destination": _clean(target),
+                          "Driver": "", "Mode": "", "RW": not read_only, "Propagation": ""}
+    if typ == "bind":
+        mp["Source"] = _clean(source)
+        mp["Propagation"] = propagation or DEFAULT_PROPAGATION
+    else:
+        mp.update({"Name": source, "Driver": driver, "CopyData": not nocopy, "Anonymous": not source,
+                   "VolumeLabels": labels or None, "DriverOpts": driver_opts or None})
+    return mp
+
+
+def parse_bind(raw: str, volume_driver: str = "") -> dict[str, Any]:
+    """A ``HostConfig.Binds`` entry (``parseMountRaw``): ``dest``, ``source:dest`` or ``source:dest:mode``; a
+    source that is an absolute path is a bind, anything else a volume name. Errors are dockerd's (500s: plain
+    errors in dockerd's create)."""
+    arr = raw.split(":", 3)
+    if arr[0] == "":
+        raise SystemError_(f"invalid volume specification: '{raw}'")
+    mode = ""
+    if len(arr) == 1:
+        source, target = "", arr[0]
+    elif len(arr) == 2:
+        if valid_mount_mode(arr[1]):
+            raise SystemError_(f"invalid volume specification: '{raw}'")
+        source, target = arr
+    elif len(arr) == 3:
+        source, target, mode = arr
+    else:
+        raise SystemError_(f"invalid volume specification: '{raw}'")
+    if not valid_mount_mode(mode):
+        raise SystemError_(f"invalid mode: {mode}")
+    typ = "bind" if source.startswith("/") else "volume"
+    words = mode.split(",") if mode else []
+    read_only = "ro" in words
+    nocopy = "nocopy" in words
+    volume_options = {"NoCopy": nocopy} if (nocopy or (volume_driver and typ == "volume")) else None
+    propagation = next((w for w in words if w in _PROPAGATION_MODES), "")
+    bind_options = {"Propagation": propagation} if propagation else None
+    why = _validate_mount(typ, source, target, read_only=read_only, bind_options=bind_options,
+                          volume_options=volume_options, source_must_exist=False)
+    if why is not None:
+        raise SystemError_(f"invalid volume specification: '{raw}': {why}")
+    mp = _mount_point(typ, source, target, read_only=read_only, propagation=propagation, nocopy=nocopy,
+                      driver=volume_driver if typ == "volume" else "")
+    mp["Mode"] = mode if (mode or typ == "bind") else "z"
+    return mp
+
+
+def parse_mount(m: dict[str, Any]) -> dict[str, Any]:
+    """A ``HostConfig.Mounts`` entry (``ParseMountSpec``): ``bind`` (its source must exist) or ``volume`` (no
+    source: anonymous); errors are 400s as dockerd's."""
+    typ = str(m.get("Type") or "")
+    source = str(m.get("Source") or "")
+    target = str(m.get("Target") or "")
+    bind_options = m.get("BindOptions")
+    volume_options = m.get("VolumeOptions")
+    why = _validate_mount(typ, source, target, read_only=bool(m.get("ReadOnly")), bind_options=bind_options,
+                          volume_options=volume_options, source_must_exist=True)
+    if why is not None:
+        raise InvalidArgument(why)
+    vo = volume_options or {}
+    dc = vo.get("DriverConfig") or {}
+    mp = _mount_point(typ, source, target, read_only=bool(m.get("ReadOnly")),
+                      propagation=str((bind_options or {}).get("Propagation") or ""), nocopy=bool(vo.get("NoCopy")),
+                      driver=str(dc.get("Name") or ""), labels=vo.get("Labels") or None,
+                      driver_opts=dc.get("Options") or None)
+    mp["Mode"] = "z" if typ == "volume" else ""
+    return mp
+
+
+def image_volume(destination: str) -> dict[str, Any]:
+    """The anonymous volume of a path in the image's (or the request's) ``Volumes``."""
+    mp = _mount_point("volume", "", destination, read_only=False, propagation="", nocopy=False)
+    mp["Mode"] = ""
+    return mp
