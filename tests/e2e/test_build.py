@@ -131,6 +131,46 @@ def test_multistage_target_and_docker_py(shared_daemon: Daemon, tmp_path: Path) 
     assert c.containers.run("py/outside:1", remove=True) == b"file a\n"
 
 
+def test_step_containers_rm_forcerm_and_aux_per_stage(daemon: Daemon, tmp_path: Path) -> None:
+    """What dockerd 20.10 answers (tests/e2e/test_build_parity.py compares it live): a failed RUN's container stays
+    with rm alone (Exited (7)), --force-rm removes it (its line before the error), rm=0 keeps every step's container
+    (a metadata step's never started); one aux message per stage; --label goes to the --target stage."""
+    d = daemon
+    _base(d)
+    ctx = _context(tmp_path, "FROM base/bb:1\nENV A=1\nRUN exit 7\n")
+
+    def kept() -> list[tuple[str, str, int]]:  # newest first
+        out = []
+        for cid in d.out("ps", "-aq").split():
+            c = json.loads(d.out("inspect", cid))[0]
+            out.append((" ".join([c["Path"], *c["Args"]]), c["State"]["Status"], c["State"]["ExitCode"]))
+        return out
+
+    p = d.docker("build", str(ctx), check=False)
+    assert p.returncode == 7 and b"Removing intermediate container" in p.stdout  # the ENV step's
+    assert kept() == [("/bin/sh -c exit 7", "exited", 7)]
+    d.remove_all_containers()
+    p = d.docker("build", "--force-rm", str(ctx), check=False)
+    lines = p.stdout.decode().splitlines()
+    running = [ln for ln in lines if ln.startswith(" ---> Running in ")][-1]
+    assert lines[-1] == "Removing intermediate container " + running.split()[-1]
+    assert kept() == []
+    p = d.docker("build", "--rm=false", "--no-cache", str(ctx), check=False)
+    assert b"Removing intermediate container" not in p.stdout
+    assert kept() == [("/bin/sh -c exit 7", "exited", 7), ("/bin/sh -c #(nop)  ENV A=1", "created", 0)]
+    d.remove_all_containers()
+    df = "FROM base/bb:1 AS a\nRUN echo a > /a\nFROM a AS b\nLABEL in=b\nFROM base/bb:1\nLABEL in=c\n"
+    (ctx / "Dockerfile").write_text(df)
+    c = d.client()
+    out = list(c.api.build(path=str(ctx), tag="st/b:1", target="b", labels={"x": "$y 'z'"}, decode=True))
+    aux = [m["aux"]["ID"] for m in out if "aux" in m]
+    assert len(aux) == 2 and aux[-1] == c.images.get("st/b:1").id
+    assert c.images.get(aux[0]).history()[0]["CreatedBy"] == "/bin/sh -c echo a > /a"
+    assert c.images.get("st/b:1").labels == {"in": "b", "x": "$y 'z'"}
+    out = list(c.api.build(path=str(ctx), quiet=True, decode=True))
+    assert out == [{"stream": c.images.get(out[0]["stream"].strip()).id + "\n"}]
+
+
 def test_builder_prune_and_df(daemon: Daemon, tmp_path: Path) -> None:
     d = daemon
     _base(d)

@@ -517,10 +517,45 @@ def _remove_existing(path: str, keep_dir: bool) -> bool:
 
 
 _Extracted = tuple[list[tuple[str, int, float]], dict[str, str]]
+_O_REAL_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_real_dir(root_fd: int, rel: str) -> int | None:
+    """A descriptor of the directory ``rel`` below ``root_fd`` reached through directories only (None if a
+    component is missing, or is a symlink or a file)."""
+    cur = os.dup(root_fd)
+    try:
+        for part in rel.split("/"):
+            nxt = os.open(part, _O_REAL_DIR, dir_fd=cur)
+            os.close(cur)
+            cur = nxt
+    except OSError:
+        os.close(cur)
+        return None
+    return cur
+
+
+def _restore_dirs(dest: Path, dirs: list[tuple[str, int, float]]) -> None:
+    """The modes and mtimes of the archive's directories (``rel``, mode, mtime), set after ``.dockerignore``
+    pruned files in them.  Never through a symlink: a directory of the archive may have been replaced by one
+    since (a symlink to a host directory, whose mode would otherwise be changed)."""
+    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for rel, mode, mtime in reversed(dirs):
+            fd = _open_real_dir(root_fd, rel)
+            if fd is None:
+                continue
+            try:
+                os.fchmod(fd, mode)
+                os.utime(fd, (mtime, mtime))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
 
 
 def _extract_sync(reader: _ChunkReader, dest: Path) -> _Extracted:
-    """Extract into ``dest``; the directories (path, mode, mtime) and the entries' tarsums (``path → hex``,
+    """Extract into ``dest``; the directories (rel, mode, mtime) and the entries' tarsums (``path → hex``,
     see :class:`~dockwright.build.extract.ContextScanner`)."""
     head = reader.peek_head(8)
     if not head:
@@ -531,8 +566,7 @@ def _extract_sync(reader: _ChunkReader, dest: Path) -> _Extracted:
     read = reader.read_chunk if kind is Compression.NONE else stream.read
     tar = _gnu_tar()
     scan = extract_with_tar(tar, read, dest_s) if tar is not None else extract_with_python(read, dest_s)
-    return ([(dest_s + "/" + rel, mode, mtime) for rel, mode, mtime in scan.dirs],
-            {dest_s + "/" + rel: v for rel, v in scan.tarsums.items()})
+    return scan.dirs, {dest_s + "/" + rel: v for rel, v in scan.tarsums.items()}
 
 
 def _force_put(q: asyncio.Queue[Any], item: Any) -> None:
@@ -692,12 +726,7 @@ def _finish_context(dest: Path, dockerfile_name: str, dirs: list[tuple[str, int,
             except FileNotFoundError:
                 pass
     finally:
-        for path, mode, mtime in reversed(dirs):
-            try:
-                os.chmod(path, mode)
-                os.utime(path, (mtime, mtime))
-            except FileNotFoundError:
-                pass
+        _restore_dirs(dest, dirs)
     return ContextInfo(root=dest, dockerfile=content, dockerfile_path=rel_name, ignore=ignore)
 
 
@@ -707,11 +736,12 @@ async def extract_context(
     """Extract a build-context tarball streamed as ``chunks`` into ``dest`` (created if needed).
 
     The compression (none, gzip, bzip2, xz, zstd) is detected from the first bytes; an empty body is an
-    empty context.  Entries with absolute names or ``..``, symlinks whose relative target leaves the
-    context (absolute targets are kept: dockerd resolves them inside the context), hard links to
-    entries that are not in the archive and entries written through a symlink leaving ``dest`` raise
-    :class:`InvalidArgument`; a corrupt stream raises :class:`DataCorrupted`.  Modes, mtimes and
-    symlinks are kept; devices and fifos are skipped.
+    empty context.  Entry names are cleaned into the context as dockerd's chrooted ``Untar`` does
+    (``../foo`` and ``/foo`` are ``foo``: ``..`` stops at the context's root); entries below a symlink of
+    the archive and hard links to entries that are not in the archive raise :class:`InvalidArgument`
+    (see :mod:`.extract`); a corrupt stream raises :class:`DataCorrupted`.  Modes, mtimes and symlinks
+    (whatever their target: dockerd resolves them inside the context) are kept; devices and fifos are
+    skipped.
 
     Afterwards the Dockerfile is read (``Dockerfile`` falls back to ``dockerfile``; missing →
     "Cannot locate specified Dockerfile: …"), and everything ``.dockerignore`` excludes is deleted from

@@ -5,7 +5,10 @@ This module owns :func:`extract_with_tar` and :func:`extract_with_python`, the w
 :func:`~dockwright.build.context.extract_context`.  The (decompressed) stream passes through
 :class:`ContextScanner` — the push parser of :mod:`dockwright.layers.tarstream` with the build context's
 rules — *before* each chunk is handed to the extractor, so that an entry is refused before anything is
-written for it: absolute or ``..`` names, any entry (or hard link target) below a symlink of the archive
+written for it.  Names (and hard link targets) are cleaned as dockerd's chrooted ``Untar`` places them: like
+Go's ``filepath.Clean`` from the context's root, ``..`` stopping there and absolute names below it (``../foo``
+and ``/foo`` are ``foo``); every entry is written at that name, by either extractor.  Refused: any entry (or
+hard link target) below a symlink of the archive
 (the docker CLI and docker-py never write one; dockerd would follow it inside the context), symlinks the
 extractor would have to write through, hard links to entries not in the archive, names with a component
 longer than ``NAME_MAX`` or a path that would not fit in ``PATH_MAX`` below the destination, names more than
@@ -53,6 +56,8 @@ from typing import Any
 
 from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
 from ..layers.apply import ExtractRules, TarExtractor
+from ..layers.tarstream import _HEADER as _ST_HEADER
+from ..layers.tarstream import _META as _ST_META
 from ..layers.tarstream import TarInspector, _BadNumber, _parse_numeric
 from .srchash import context_entry_header
 
@@ -219,14 +224,26 @@ def _refuse(name: str, why: str) -> InvalidArgument:
 
 
 def _clean(name: str) -> str:
+    """Where dockerd's ``Untar`` puts the entry ``name`` (or a hard link's target): it unpacks a context chrooted
+    into it, so the name is cleaned like Go's ``filepath.Clean`` from the context's root — ``..`` stops there,
+    an absolute name is below it (``../foo``, ``/foo`` and ``a/../../foo`` are all ``foo``).  Relative, "" for
+    the root itself."""
     if name and name[0] not in "./" and "//" not in name and "/." not in name:
         return name[:-1] if name[-1] == "/" else name  # already clean (the docker CLI's names)
-    if name.startswith("/"):
-        raise _refuse(name, "has an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise _refuse(name, "is outside of the build context")
-    return "/".join(parts)
+    out: list[str] = []
+    for part in name.split("/"):
+        if part == "..":
+            if out:
+                out.pop()
+        elif part and part != ".":
+            out.append(part)
+    return "/".join(out)
+
+
+def _has_dotdot(name: str) -> bool:
+    """Whether ``name`` has a ``..`` component: GNU tar refuses such an entry ("Member name contains '..'") and
+    places such a hard link target where dockerd does not (``a/b/../c`` is ``c`` there, ``a/c`` for dockerd)."""
+    return ".." in name and "/../" in f"/{name}/"
 
 
 _NO_PAX: dict[bytes, bytes] = {}
@@ -256,14 +273,21 @@ class ContextScanner(TarInspector):
 
     After :meth:`close`: :attr:`tarsums` maps ``rel`` → the hex tarsum v1 of the last entry at each path
     (what dockerd's ``remotecontext.FromArchive`` computes: :func:`~dockwright.build.srchash.context_entry_header`
-    of the raw header, then a regular file's bytes), :attr:`dirs` lists ``(rel, mode, mtime)`` of the
+    of the raw header, then a regular file's bytes; "" for a sparse file, hashed from the file when needed),
+    :attr:`dirs` lists ``(rel, mode, mtime)`` of the
     directory entries in archive order.  ``dest_len`` is the length in bytes of the destination's path: an
     entry whose path below it would not fit in ``PATH_MAX`` is refused.
     """
 
-    def __init__(self, dest_len: int = 0) -> None:
+    def __init__(self, dest_len: int = 0, *, gnu_names: bool = False) -> None:
         super().__init__()
         self._room = _PATH_MAX - 1 - (dest_len + 1 if dest_len else 0)  # bytes left for a relative path
+        self._gnu = gnu_names
+        self._group = 0  # the stream offset of the first header block (meta headers included) of the entry read
+        #: with ``gnu_names`` (GNU tar extracts): the stream offset of the first entry GNU tar would refuse or put
+        #: somewhere else than its cleaned name says (its first header block); the Python extractor takes over
+        #: from there
+        self.takeover: int | None = None
         self.tarsums: dict[str, str] = {}
         self.dirs: list[tuple[str, int, float]] = []
         self._links: dict[str, str] = {}  # symlinks in the archive: rel -> target
@@ -301,10 +325,7 @@ class ContextScanner(TarInspector):
         for h, mv in work:
             h.update(mv)
         for rel, h in done:
-            if h is None:
-                self.tarsums.pop(rel, None)
-            else:
-                self.tarsums[rel] = h.hexdigest()
+            self.tarsums[rel] = "" if h is None else h.hexdigest()  # "": to be hashed from the file
 
     def close(self) -> Any:
         self._finish_file()
@@ -323,6 +344,19 @@ class ContextScanner(TarInspector):
             self._hasher.shutdown(wait=True, cancel_futures=True)
             self._hasher = None
         self._inflight.clear()
+
+    def _dispatch(self, record: bytes, offset: int) -> None:
+        if self._state == _ST_HEADER and not self._meta_pending:
+            self._group = offset  # an entry's first header block (or a meta header of it)
+        super()._dispatch(record, offset)
+
+    def safe_end(self) -> int:
+        """The stream offset up to which the bytes fed so far may go to the extractor: all of them, but the headers
+        of an entry whose last header block has not been seen yet (its name may still change, see
+        :attr:`takeover`)."""
+        if self._meta_pending or self._state == _ST_META:
+            return self._group
+        return self._fed - len(self._buf)
 
     def _on_meta(self, body: bytes, offset: int) -> None:
         if self._meta_type == _PAX_GLOBAL and body:
@@ -377,6 +411,8 @@ class ContextScanner(TarInspector):
         self._finish_file()
         name = name_b.decode("utf-8", "surrogateescape")
         rel = _clean(name)
+        if self._gnu and self.takeover is None and _has_dotdot(name):
+            self.takeover = self._group
         if rel == "":
             if typeflag == _DIR:
                 return
@@ -420,6 +456,8 @@ class ContextScanner(TarInspector):
             self._links[rel] = link
         elif typeflag == _LINK:
             target = _clean(link)
+            if self._gnu and self.takeover is None and _has_dotdot(link):
+                self.takeover = self._group
             if len(linkname_b) > _NAME_MAX:
                 self._check_length(target, name)
             self._check_parents(target, name)
@@ -462,12 +500,18 @@ def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> Conte
     """Extract the tar stream ``read`` gives (``read(n)`` → bytes, b"" at the end) into ``dest`` with GNU tar
     (``tar`` from :func:`gnu_tar`), confined by Landlock to writing below ``dest``.
 
+    GNU tar refuses a name with a ``..`` component, which dockerd cleans (:func:`_clean`), and places a hard link
+    target with one elsewhere (:func:`_has_dotdot`): no docker client writes one, but from the first such entry
+    on (the scanner's :attr:`~ContextScanner.takeover`) the Python extractor unpacks the rest of the stream,
+    after GNU tar has finished.  GNU tar is only given an entry once all its header blocks were scanned, so that it never
+    sees part of the entry the Python extractor starts with.
+
     Blocking (a worker thread).  Raises :class:`InvalidArgument` for a refused entry or one GNU tar could not
     make (its message names it: an over-long name, a parent that is not a directory, …),
     :class:`DataCorrupted` for a corrupt or truncated stream, :class:`SystemError_` when the host failed
     (disk full, I/O error).
     """
-    scanner = ContextScanner(len(os.fsencode(dest)))
+    scanner = ContextScanner(len(os.fsencode(dest)), gnu_names=True)
     err = tempfile.TemporaryFile()
     try:
         proc = _spawn_confined(
@@ -486,20 +530,45 @@ def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> Conte
         pass
     ok = False
     open_ = True  # tar still reads
+    held: deque[memoryview] = deque()  # scanned, not given to tar yet: the headers of an entry not complete yet
+    held_at = 0  # the stream offset of held[0]
+
+    def write(out: memoryview) -> None:
+        nonlocal open_
+        while open_ and out:
+            try:
+                out = out[os.write(fd, out):]
+            except BrokenPipeError:
+                open_ = False  # tar stopped reading: end of archive, or an error reported below
+
+    def send(upto: int | None) -> None:
+        """Give tar the held bytes below the stream offset ``upto`` (all of them: None)."""
+        nonlocal held_at
+        while held and (upto is None or held_at < upto):
+            piece = held[0]
+            k = len(piece) if upto is None else min(len(piece), upto - held_at)
+            write(piece[:k])
+            if k == len(piece):
+                held.popleft()
+            else:
+                held[0] = piece[k:]
+            held_at += k
+
     try:
         while True:
             data = read(_READ)
             if not data:
                 break
             scanner.feed(data)  # refuses a hostile entry before tar sees the chunk holding it
-            mv = memoryview(data)
-            while open_ and mv:
-                try:
-                    mv = mv[os.write(fd, mv):]
-                except BrokenPipeError:
-                    open_ = False  # tar stopped reading: end of archive, or an error reported below
+            held.append(memoryview(data))
+            send(scanner.takeover if scanner.takeover is not None else scanner.safe_end())
             scanner.hash_pending()
-        scanner.close()
+            if scanner.takeover is not None:
+                write(memoryview(bytes(1024)))  # the end of tar's part (an empty archive is an error to it)
+                break
+        if scanner.takeover is None:
+            send(None)
+            scanner.close()
         ok = True
     finally:
         try:
@@ -514,22 +583,30 @@ def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> Conte
         msg = err.read().decode("utf-8", "replace").strip()
         err.close()
     if rc != 0:
+        scanner.shutdown()
         text = "; ".join(_tar_lines(msg)[:3]) or f"tar exited with {rc}"
         if any(h in msg for h in _HOST_ERRORS):
             raise SystemError_("error extracting build context: " + text)
         if "Cannot " in msg or "Permission denied" in msg:  # an entry tar could not make: it names it
             raise InvalidArgument("invalid build context: " + text)
         raise DataCorrupted("invalid build context: " + text)
+    if scanner.takeover is not None:
+        log.info("build context: an entry name with '..' at offset %d: the Python extractor unpacks the rest",
+                 scanner.takeover)
+        _extract_python(_Scanned(read, scanner, held), scanner, dest)
     return scanner
 
 
 class _Scanned(io.RawIOBase):
-    """The stream ``read`` gives, every byte fed to ``scanner`` before :mod:`tarfile` sees it."""
+    """The stream ``read`` gives, every byte fed to ``scanner`` before :mod:`tarfile` sees it; ``first``: pieces
+    that come before, already fed."""
 
-    def __init__(self, read: Callable[[int], bytes], scanner: ContextScanner) -> None:
+    def __init__(self, read: Callable[[int], bytes], scanner: ContextScanner,
+                 first: deque[memoryview] | None = None) -> None:
         super().__init__()
         self._read = read
         self._scanner = scanner
+        self._first = first if first is not None else deque()
         self._buf = memoryview(b"")
 
     def readable(self) -> bool:
@@ -537,12 +614,15 @@ class _Scanned(io.RawIOBase):
 
     def readinto(self, b: Any) -> int:
         if not self._buf:
-            data = self._read(_READ)
-            if not data:
-                return 0
-            self._scanner.feed(data)  # refuses a hostile entry before it is extracted
-            self._scanner.hash_pending()
-            self._buf = memoryview(data)
+            if self._first:
+                self._buf = self._first.popleft()
+            else:
+                data = self._read(_READ)
+                if not data:
+                    return 0
+                self._scanner.feed(data)  # refuses a hostile entry before it is extracted
+                self._scanner.hash_pending()
+                self._buf = memoryview(data)
         k = min(len(b), len(self._buf))
         b[:k] = self._buf[:k]
         self._buf = self._buf[k:]
@@ -551,6 +631,7 @@ class _Scanned(io.RawIOBase):
     def drain(self) -> None:
         """Feed the rest (end-of-archive blocks, trailing data) to the scanner."""
         self._buf = memoryview(b"")
+        self._first.clear()
         while data := self._read(_READ):
             self._scanner.feed(data)
             self._scanner.hash_pending()
@@ -561,7 +642,13 @@ def extract_with_python(read: Callable[[int], bytes], dest: str) -> ContextScann
     :class:`~dockwright.layers.apply.TarExtractor` (:data:`CONTEXT_RULES`), which resolves every path from
     ``dest``'s descriptor and never writes outside it.  Same errors."""
     scanner = ContextScanner(len(os.fsencode(dest)))
-    src = _Scanned(read, scanner)
+    _extract_python(_Scanned(read, scanner), scanner, dest)
+    return scanner
+
+
+def _extract_python(src: _Scanned, scanner: ContextScanner, dest: str) -> None:
+    """Unpack what ``src`` reads (from an entry's first header block) into ``dest``, each entry at its cleaned
+    name (:func:`_clean`), then close ``scanner``."""
     ext = TarExtractor(dest, CONTEXT_RULES)
     ok = False
     try:
@@ -575,6 +662,9 @@ def extract_with_python(read: Callable[[int], bytes], dest: str) -> ContextScann
         if tf is not None:
             for member in tf:
                 tf.members.clear()  # stream mode would keep every header
+                member.name = _clean(member.name)  # where dockerd puts it (the scanner checked that name)
+                if member.islnk():
+                    member.linkname = _clean(member.linkname)
                 ext.entry(tf, member)
         ext.finish_dirs()
         src.drain()
@@ -593,4 +683,3 @@ def extract_with_python(read: Callable[[int], bytes], dest: str) -> ContextScann
         ext.close()
         if not ok:
             scanner.shutdown()
-    return scanner

@@ -148,14 +148,20 @@ def _hash_stat(full: str, name: str, st: os.stat_result, lazy: bool, root: str |
 def entry_hash(root: Path | str, rel: str, *, lazy: bool = False, known: Mapping[str, str] | None = None) -> str:
     """The hash dockerd's source ``Hash(rel)`` gives: the entry ``rel`` names once symlinks are followed inside
     ``root`` (a missing target gives the path itself, as dockerd's "backwards compatibility" case). ``known``
-    maps full paths to hashes already computed (the context's entries, hashed as the context streamed in)."""
+    maps full paths to hashes already computed (the context's entries, hashed as the context streamed in; ""
+    for one to hash from its file); with it, a path that is no entry of the context's tar (a directory only
+    implied by its entries' names) is hashed as ``rel`` itself, as dockerd's tarsum context does."""
     try:
         real = follow_in_scope(root, rel)
     except OSError:
         return rel
     full = os.path.join(str(root), real) if real != "." else str(root)
-    if known and full in known:
-        return known[full]
+    if known:
+        h = known.get(full)
+        if h:
+            return h
+        if h is None and not lazy:
+            return rel  # no entry of the client's tar (a directory its names only implied): dockerd's Hash
     try:
         st = os.lstat(full)
     except OSError:
@@ -188,8 +194,11 @@ def source_hash(root: Path | str, path: Path | str, *, lazy: bool = False,
             if stat.S_ISLNK(st.st_mode):
                 subs.append(entry_hash(root_s, sub, lazy=lazy, known=known))  # hashed as what it points to
                 continue
-            if known and e.path in known:
-                subs.append(known[e.path])
+            h = known.get(e.path) if known else None
+            if h:
+                subs.append(h)
+            elif known and h is None and not lazy:
+                subs.append(sub)  # a directory the client's tar only implied: dockerd's Hash gives its path
             else:
                 subs.append(_hash_stat(e.path, sub, st, lazy, root_s))
             if stat.S_ISDIR(st.st_mode):

@@ -1,24 +1,28 @@
 """The classic builder (``POST /build``, ``docker build`` with ``DOCKER_BUILDKIT=0``), with dockerd 20.10's
 classic builder as the reference for every output line, history entry and config.
 
-Each instruction is a step on top of the previous image, as dockerd's classic builder does: metadata steps
-commit an image with an empty-layer history entry (``/bin/sh -c #(nop)  ENV …``) and print the ``Running in``/
-``Removing intermediate container`` lines of the container dockerd commits them through; WORKDIR makes its
-directory (a layer unless it existed); RUN runs a container in runc on an overlay snapshot of the parent (VOLUMEs
-as anonymous volumes) and commits its upper directory; COPY/ADD copy context files, an image's files
-(``--from``), heredocs or (ADD) downloaded URLs into a snapshot and commit the diff, named in the history by
-dockerd's checksums (:mod:`..build.srchash`). FROM runs the base image's ONBUILD triggers. Every step's result is
-an intermediate image whose parent is the previous one, and the cache is keyed by (parent image, config, the step
-as recorded in the history), so an unchanged rebuild is all "Using cache"; with ``cachefrom`` the given images'
-histories are the cache, as dockerd's ``ImageCache``. Layers are written deterministically (sorted entries,
-numeric owners; mtimes clamped to ``SOURCE_DATE_EPOCH`` when that build arg is given) and stored as plain tars
-(OCI ``tar`` media type; the digest is the DiffID): no deflate on the build's critical path, as dockerd's graph
-driver, and push/save send them as they are.
+Each instruction is a step on top of the previous image, as dockerd's classic builder does: metadata steps commit
+an image with an empty-layer history entry (``/bin/sh -c #(nop)  ENV …``) and print the ``Running in``/``Removing
+intermediate container`` lines of the container dockerd commits them through (a real, never started container when
+``rm=0`` keeps it); WORKDIR makes its directory (a layer unless it existed); RUN runs a container in runc on an
+overlay snapshot of the parent (VOLUMEs as anonymous volumes) and commits its upper directory; COPY/ADD copy
+context files, an image's files (``--from``), heredocs or (ADD) downloaded URLs into a snapshot and commit the
+diff, named in the history by dockerd's checksums (:mod:`..build.srchash`). FROM runs the base image's ONBUILD
+triggers. Every step's result is an intermediate image whose parent is the previous one, and the cache is keyed by
+(parent image, config, the step as recorded in the history), so an unchanged rebuild is all "Using cache"; with
+``cachefrom`` the given images' histories are the cache, as dockerd's ``ImageCache``. A step's container is removed
+as dockerd's ``dispatch`` removes it (``forcerm``: always; ``rm``: after a success; a failed RUN's container stays
+otherwise). Each stage's image is an ``aux`` message when the stage is done; ``quiet`` holds the output back, sent
+only if the build fails. Layers are written deterministically (sorted entries, numeric owners; mtimes clamped to
+``SOURCE_DATE_EPOCH`` when that build arg is given) and stored as plain tars (OCI ``tar`` media type; the digest is
+the DiffID): no deflate on the build's critical path, as dockerd's graph driver, and push/save send them as they
+are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +30,7 @@ import re
 import shutil
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypeVar
@@ -45,7 +50,6 @@ from ..oci.config import container_config
 from ..oci.digest import sha256_digest, short_id
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..oci.platform import Platform, host_platform
-from ..timestamps import go_quote
 from ..snapshots import mount_all, unmount
 from .containers import EMPTY_LAYER_DIFF_ID
 from .progress import Aux, Progress, ProgressEvent, StreamText, run_with_events
@@ -73,6 +77,8 @@ CREATE TABLE IF NOT EXISTS build_cache (
 );
 """
 
+#: the attribute of the LABEL steps the ``labels`` option adds (their key and value are not expanded)
+BUILD_LABEL = "build-label"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
               "no_proxy", "ALL_PROXY", "all_proxy")
@@ -113,6 +119,8 @@ class BuildOptions:
     cgroupparent: str = ""
     shmsize: int = 0
     ulimits: list[dict[str, Any]] = field(default_factory=list)
+    #: ``aux`` messages (each stage's image ID) in the stream: API 1.30 and later
+    aux: bool = True
     #: full path → the entry's tarsum (``srchash.context_entry_header`` + bytes) hashed as the context streamed
     #: in: COPY's checksums then read no file again
     context_tarsums: dict[str, str] = field(default_factory=dict)
@@ -278,15 +286,40 @@ class BuildService:
 
     async def _run(self, root: Path, plan: "_Plan | InvalidArgument", escape: str, opts: BuildOptions,
                    ignore: Any) -> AsyncIterator[ProgressEvent]:
+        """The build's events. With ``quiet`` (``-q``) dockerd writes the build's output into a buffer that is
+        sent only if the build fails (before the error); a build that succeeds sends the image ID alone.
+        Without ``aux`` (API < 1.30) there are no ``aux`` messages."""
         if isinstance(plan, InvalidArgument):
             raise plan
         # the build's lease: its layer blobs, adopted snapshots and step images are held until it ends
         async with self.engine.images.operation("build"):
-            async for ev in self._run_steps(root, plan, escape, opts, ignore):
-                yield ev
+            result: list[str] = []
+            async with contextlib.aclosing(self._run_steps(root, plan, escape, opts, ignore, result)) as events:
+                if not opts.quiet:
+                    async for ev in events:
+                        if opts.aux or not isinstance(ev, Aux):
+                            yield ev
+                    return
+                held: deque[ProgressEvent] = deque()
+                size = 0
+                try:
+                    async for ev in events:
+                        if opts.aux or not isinstance(ev, Aux):
+                            held.append(ev)
+                            size += _event_size(ev)
+                            while size > QUIET_BUFFER and len(held) > 1:  # the oldest output goes first
+                                size -= _event_size(held.popleft())
+                except Exception:
+                    for ev in held:
+                        yield ev
+                    raise
+                yield StreamText(result[0] + "\n")
 
     async def _run_steps(self, root: Path, plan: "_Plan", escape: str, opts: BuildOptions,
-                         ignore: Any) -> AsyncIterator[ProgressEvent]:
+                         ignore: Any, result: list[str]) -> AsyncIterator[ProgressEvent]:
+        """The steps, with all their output (``quiet`` is :meth:`_run`'s business); the image built is appended
+        to ``result``. An ``aux`` message gives each stage's image when the stage is done, as dockerd's
+        ``emitImageID`` (the last one is the build's image)."""
         lex = dfile._Lex(escape)  # noqa: SLF001
         meta_nodes, stages, names, total = plan.meta_nodes, plan.stages, plan.names, plan.total
         step = 0
@@ -297,9 +330,8 @@ class BuildService:
         global_args: dict[str, str | None] = {}
         for n in meta_nodes:
             step += 1
-            if not opts.quiet:
-                yield StreamText(f"Step {step}/{total} : {n.original.strip()}")
-                yield StreamText("\n")
+            yield StreamText(f"Step {step}/{total} : {n.original.strip()}")
+            yield StreamText("\n")
             env = [f"{k}={v}" for k, v in global_args.items() if v is not None]
             for k, val in await _in_thread(_expand_args, lex, n.args, env):
                 global_args[k] = opts.buildargs[k] if opts.buildargs.get(k) is not None else val
@@ -309,24 +341,22 @@ class BuildService:
             for n in instrs:
                 step += 1
                 cmd = n.value.lower()
-                if not opts.quiet:
-                    yield StreamText(f"Step {step}/{total} : {n.original.strip()}")
-                    yield StreamText("\n")
+                yield StreamText(f"Step {step}/{total} : {n.original.strip()}")
+                yield StreamText("\n")
                 if cmd == "from":
                     stage = await self._from(n, lex, global_args, by_name, opts)
                     stage.cache = cache
                     if stage.triggers:
                         async for ev in self._triggers(stage, lex, opts, root, ignore, built, used_args):
-                            if not opts.quiet or isinstance(ev, Aux):
-                                yield ev
+                            yield ev
                 else:
                     assert stage is not None
                     async for ev in self._step(stage, n, lex, opts, root, ignore, built, used_args):
-                        if not opts.quiet or isinstance(ev, Aux):
-                            yield ev
-                if not opts.quiet:
-                    yield StreamText(f" ---> {short_id(stage.image_id) if stage.image_id else ''}\n")
+                        yield ev
+                yield StreamText(f" ---> {short_id(stage.image_id) if stage.image_id else ''}\n")
             assert stage is not None
+            if stage.image_id:
+                yield Aux({"ID": stage.image_id})
             if names[k]:
                 built[names[k]] = by_name[names[k]] = stage.image_id
             built[str(k)] = stage.image_id
@@ -336,18 +366,14 @@ class BuildService:
             raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
         unused = [a for a in opts.buildargs if a not in used_args and a not in global_args
                   and a not in PROXY_ARGS]
-        if unused and not opts.quiet:
+        if unused:
             yield StreamText(f"[Warning] One or more build-args {_go_list(sorted(unused))} were not consumed\n")
-        yield Aux({"ID": final_id})
-        if not opts.quiet:
-            yield StreamText(f"Successfully built {short_id(final_id)}\n")
+        yield StreamText(f"Successfully built {short_id(final_id)}\n")
         for t in opts.tags:
             ref = refs.tag_name_only(refs.parse_normalized_named(t))
             await self.engine.images.tag(final_id, ref)
-            if not opts.quiet:
-                yield StreamText(f"Successfully tagged {ref.familiar()}\n")
-        if opts.quiet:
-            yield StreamText(final_id + "\n")
+            yield StreamText(f"Successfully tagged {ref.familiar()}\n")
+        result.append(final_id)
         self.engine.events.publish("image", "create", final_id, {"name": final_id})
 
     async def _cache_sources(self, opts: BuildOptions) -> _CacheFrom | None:
@@ -470,8 +496,13 @@ class BuildService:
             if n.heredocs:
                 raise InvalidArgument(f"heredocs are only supported in RUN, COPY and ADD, not in {n.value.upper()}")
             env = self._env(stage, opts)
-            d = await _in_thread(lambda: dfile.builder_dispatch(stage.config, n, env=env, escape=lex.escape,
-                                                                cmd_set=stage.cmd_set))
+            if n.attributes.get(BUILD_LABEL):  # a --label: the pair as given
+                k, v = n.args[0].value, n.args[1].value
+                d = dfile.Dispatched(dict(stage.config), f"LABEL {k}={v}", stage.cmd_set, None)
+                d.config["Labels"] = {**(stage.config.get("Labels") or {}), k: v}
+            else:
+                d = await _in_thread(lambda: dfile.builder_dispatch(stage.config, n, env=env, escape=lex.escape,
+                                                                    cmd_set=stage.cmd_set))
             if cmd == "env":
                 dfile.check_env_size(self._env(stage, opts, d.config), "ENV")
             stage.cmd_set = d.cmd_set
@@ -496,11 +527,19 @@ class BuildService:
             return
         raise InvalidArgument(f"unknown instruction: {n.value.upper()}")
 
-    def _container_id(self, opts: BuildOptions) -> str:
-        """The ID of a step's (intermediate) container. Metadata steps run no process, but their commit is
-        recorded as dockerd records it: ``Running in``/``Removing intermediate container`` lines and the ID in
-        the image's ``container`` field."""
-        return os.urandom(32).hex()
+    async def _step_container(self, stage: _Stage, container_cfg: dict[str, Any], opts: BuildOptions) -> str:
+        """The ID of the container a metadata or WORKDIR step commits through (dockerd's ``probeAndCreate``). Such a
+        step runs no process, and the container is removed once committed unless ``rm=0``: then it is only an ID,
+        recorded as dockerd records it (``Running in``/``Removing intermediate container`` lines, the image's
+        ``container`` field). With ``rm=0`` (and no ``forcerm``) dockerd keeps it, so it is a real container
+        here too, never started (`docker ps -a`: Created), with the step's config and the parent image."""
+        if opts.rm or opts.forcerm or stage.image_id is None:
+            return os.urandom(32).hex()
+        body = {k: v for k, v in container_cfg.items() if k not in ("Image", "Hostname")}
+        body["Image"] = stage.image_id
+        body["HostConfig"] = {"NetworkMode": opts.networkmode or "default"}
+        cid, _ = await self.engine.containers.create(body)
+        return cid
 
     async def _meta_step(self, stage: _Stage, cfg: dict[str, Any], message: str,
                          opts: BuildOptions) -> AsyncIterator[ProgressEvent]:
@@ -510,10 +549,10 @@ class BuildService:
         if hit is not None:
             yield StreamText(" ---> Using cache\n")
             return
-        cid = self._container_id(opts)
-        yield StreamText(f" ---> Running in {cid[:12]}\n")
         cc = dict(cfg)
         cc["Cmd"] = ["/bin/sh", "-c", "#(nop) ", message]
+        cid = await self._step_container(stage, cc, opts)
+        yield StreamText(f" ---> Running in {cid[:12]}\n")
         stage.container = cid
         await self._commit(stage, cfg, cc, None, full, empty=True, opts=opts)
         if opts.rm or opts.forcerm:
@@ -528,12 +567,12 @@ class BuildService:
         if hit is not None:
             yield StreamText(" ---> Using cache\n")
             return
-        cid = self._container_id(opts)
-        yield StreamText(f" ---> Running in {cid[:12]}\n")
         workdir = str(cfg.get("WorkingDir") or "/")
         layer = await self._layer_from_rootfs(stage, lambda rootfs: _make_workdir(rootfs, workdir), opts)
         cc = dict(cfg)
         cc["Cmd"] = ["/bin/sh", "-c", "#(nop) " + message]
+        cid = await self._step_container(stage, cc, opts)  # after the directory is made: dockerd's create makes it
+        yield StreamText(f" ---> Running in {cid[:12]}\n")
         stage.container = cid
         await self._commit(stage, cfg, cc, layer, full, empty=layer is None, opts=opts)
         if opts.rm or opts.forcerm:
@@ -841,7 +880,10 @@ class BuildService:
             raise
         stage.container = cid
         yield StreamText(f" ---> Running in {cid[:12]}\n")
-        removed = False
+        # the step's container goes as dockerd's dispatch removes it: with forcerm whatever happened, with rm after
+        # a success; a failed step's container is kept otherwise (`docker ps -a`: Exited (N)), and with rm=0 every
+        # step's container is. A cancelled build (the client went away) removes it, as dockerd's containerManager.
+        done = failed = False
         try:
             ticket = eng.containers.reserve_attach(cid)
             att_task = asyncio.ensure_future(eng.containers.attach(cid, stdin=False, stdout=True, stderr=True,
@@ -855,9 +897,6 @@ class BuildService:
             res = await eng.containers.wait(cid, "not-running")
             code = int(res.get("StatusCode", 0))
             if code != 0:
-                if opts.forcerm:
-                    await eng.containers.remove(cid, force=True)
-                    removed = True
                 raise BuildError(f"The command '{shown}' returned a non-zero code: {code}", code)
             c = eng.containers.get(cid)
             writer = eng.content.writer()
@@ -880,17 +919,28 @@ class BuildService:
                                cache_parent=cache_parent)
             if empty:
                 await eng.images.collect({digest})
+            done = True
+        except Exception:
+            failed = True
+            if opts.forcerm and await self._remove_step_container(cid, vol_root):
+                yield StreamText(f"Removing intermediate container {cid[:12]}\n")  # before the error, as dockerd
+            raise
         finally:
-            if not removed and (opts.rm or opts.forcerm):
-                try:
-                    await eng.containers.remove(cid, force=True)
-                    removed = True
-                except DockwrightError:
-                    pass
-            if removed and vol_root is not None:
-                shutil.rmtree(vol_root, ignore_errors=True)
-        if removed:
+            if not done and not failed:  # cancelled
+                await self._remove_step_container(cid, vol_root)
+        if (opts.rm or opts.forcerm) and await self._remove_step_container(cid, vol_root):
             yield StreamText(f"Removing intermediate container {cid[:12]}\n")
+
+    async def _remove_step_container(self, cid: str, vol_root: Path | None) -> bool:
+        """Remove a step's container (and its volumes' directory); False if that failed."""
+        try:
+            await self.engine.containers.remove(cid, force=True)
+        except DockwrightError as exc:
+            log.warning("removing the intermediate container %s: %s", cid[:12], exc)
+            return False
+        if vol_root is not None:
+            shutil.rmtree(vol_root, ignore_errors=True)
+        return True
 
     async def _volumes(self, image_id: str, volumes: list[str], vol_root: Path) -> list[str]:
         """Directories for a RUN's anonymous volumes, filled with what the image has at each path (dockerd copies
@@ -1078,6 +1128,14 @@ class BuildService:
             pass
 
 
+#: What a quiet build keeps of its output for the case it fails (dockerd keeps it all): past it, the oldest goes.
+QUIET_BUFFER = 16 << 20
+
+
+def _event_size(ev: ProgressEvent) -> int:
+    return len(ev.text) if isinstance(ev, StreamText) else 256
+
+
 #: The largest image config a build step may commit (history, environment, labels…; real ones are kilobytes):
 #: past it, every later step would write (and hash) a config as large again, and a build of a few hundred lines
 #: could fill the disk with copies of one value.
@@ -1120,8 +1178,9 @@ async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
 
 @dataclass
 class _Plan:
-    """A parsed Dockerfile cut into steps: the global ARGs, then the stages (each from its FROM, with the
-    ``--label`` steps added to the last one), the stages' names and the number of steps."""
+    """A parsed Dockerfile cut into steps: the global ARGs, then the stages to build (each from its FROM; the
+    ``target``'s is the last, with the ``--label`` steps added to it), the stages' names and the number of
+    steps."""
 
     meta_nodes: list[Any]
     stages: list[list[Any]]
@@ -1146,17 +1205,21 @@ def _plan(nodes: list[Any], opts: BuildOptions) -> _Plan:
             raise InvalidArgument("Please provide a source image with `from` prior to commit")
     if not stages:
         raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
-    # --label: one LABEL step per label (sorted), added to the file's last stage (buildLabelOptions)
-    for k, v in sorted(opts.labels.items()):
-        label = dfile._parse(f"LABEL {go_quote(k)}='{v}'")[0][0]  # noqa: SLF001 - quoted: not expanded
-        label.original = f"LABEL {k}={v}"
-        stages[-1].append(label)
     names = [(s[0].args[2].value.lower() if len(s[0].args) >= 3 and s[0].args[1].value.lower() == "as"
               else "") for s in stages]
     if opts.target:
         if opts.target.lower() not in names:
             raise InvalidArgument(f"failed to reach build target {opts.target} in Dockerfile")
         stages = stages[: names.index(opts.target.lower()) + 1]
+    # --label: one LABEL step per label (sorted), added to the last stage built — the target's, if one is named
+    # (dockerd's buildLabelOptions, after the stages past the target were dropped)
+    for k, v in sorted(opts.labels.items()):
+        # set as given, never expanded or unquoted (NewLabelCommand(k, v, true)): see BuildService._step
+        label = dfile._parse("LABEL k=v")[0][0]  # noqa: SLF001
+        label.args[0].value, label.args[1].value = k, v
+        label.attributes = {BUILD_LABEL: True}
+        label.original = f"LABEL {k}={v}"
+        stages[-1].append(label)
     return _Plan(meta_nodes, stages, names, len(meta_nodes) + sum(len(s) for s in stages))
 
 

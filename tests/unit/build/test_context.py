@@ -395,16 +395,13 @@ def test_extract_duplicate_entries_replace(tmp_path):
     [
         ([("d", b"x"), ("d/x", b"y")], "parent that is not a directory"),
         ([("l", None, {"type": tarfile.SYMTYPE, "linkname": "/etc"}), ("l/passwd", b"x")], "through a symlink"),
-        ([("../evil", b"x")], "outside of the build context"),
-        ([("a/../../evil", b"x")], "outside of the build context"),
-        ([("/etc/evil", b"x")], "absolute path"),
         ([("l", None, {"type": tarfile.SYMTYPE, "linkname": "../../etc"}), ("l/passwd", b"x")], "through a symlink"),
         (
             [("l", None, {"type": tarfile.SYMTYPE, "linkname": "/"}), ("l/tmp/evil", b"x")],
             "through a symlink that leaves the build context",
         ),
-        ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "../outside"})], "outside of the build context"),
-        ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "/etc/passwd"})], "absolute path"),
+        ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "../outside"})], "not in the archive"),
+        ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "/etc/passwd"})], "not in the archive"),
         ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "missing"})], "not in the archive"),
         (
             [("l", None, {"type": tarfile.SYMTYPE, "linkname": "/"}), ("h", None, {"type": tarfile.LNKTYPE, "linkname": "l/etc/passwd"})],
