@@ -99,7 +99,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         cpushares=params.int_value(request, "cpushares", 0), cpuperiod=params.int_value(request, "cpuperiod", 0),
         cpuquota=params.int_value(request, "cpuquota", 0), cpusetcpus=q.get("cpusetcpus", ""),
         cpusetmems=q.get("cpusetmems", ""), cgroupparent=q.get("cgroupparent", ""), shmsize=shmsize,
-        ulimits=ulimits)
+        ulimits=ulimits, aux=params.api_version(request) >= (1, 30))  # dockerd sends no aux before 1.30
     for t in opts.tags:
         from .. import reference as refs
         refs.tag_name_only(refs.parse_normalized_named(t))
