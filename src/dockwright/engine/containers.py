@@ -26,7 +26,7 @@ import signal as _signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, AsyncIterator, Coroutine
+from typing import IO, Any, AsyncIterator, Callable, Coroutine
 
 from ..build.changes import apply_changes
 from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument, NotFound, SystemError_
@@ -199,6 +199,9 @@ class ContainersService:
         self._lock = asyncio.Lock()
         self._file_ops: dict[str, int] = {}  # ids → file operations (docker cp) holding the rootfs mounted
         self._file_ops_over: dict[str, asyncio.Event] = {}  # set when a container's last one ends
+        # called (synchronously, never raising) when a container's exit is published: the exec service drops the
+        # execs that never started, as dockerd's Cleanup
+        self.exit_hooks: list[Callable[[Container], None]] = []
         for c in self._load_all():
             self._cache[c.id] = c
         images.container_usage = self.usage
@@ -734,6 +737,11 @@ class ContainersService:
         except Exception as exc:  # noqa: BLE001 - the exit is known in memory; the next one saves it
             log.warning("saving the state of %s: %s", c.id, exc)
         self._event(c, "die", {"exitCode": str(code)})
+        for hook in list(self.exit_hooks):
+            try:
+                hook(c)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("exit hook for %s: %s", c.id, exc)
 
     async def recover(self) -> None:
         """After a daemon restart: find running containers again, or record how they ended; then the network

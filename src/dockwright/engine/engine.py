@@ -89,6 +89,8 @@ class Engine:
         self.containers = ContainersService(root / "containers", Path(config.exec_root), self.db, self.images,
                                             self.events, self.content, self.snapshotter,
                                             runtime_binary=config.runtime, network=self.network)
+        from .exec import ExecService
+        self.exec = ExecService(self.containers)
         from .build import BuildService
         self.build = BuildService(self)
         from .gc import GarbageCollector

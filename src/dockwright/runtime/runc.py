@@ -5,6 +5,8 @@ container's stdio connected to pipes (or a pty) that the shim owns, writes the j
 streams on ``<bundle>/shim.sock`` and records the exit status in ``<bundle>/exit.json``. :meth:`Runc.start`
 is ``runc start``. The container runs detached from the daemon: a fresh :class:`Runc` (after a daemon
 restart) finds the bundle through ``runc state`` and gets the exit status from the shim or its exit file.
+:meth:`Runc.exec` starts another process in a running container (``runc exec``) through an exec helper (see
+:mod:`dockwright.runtime.exec`).
 
 The bundle directory is the container's runtime directory: ``config.json``, the generated ``hostname``,
 ``hosts`` and ``resolv.conf``, and the shim's ``shim.sock``, ``shim.lock`` (locked while the shim runs),
@@ -12,7 +14,7 @@ The bundle directory is the container's runtime directory: ``config.json``, the 
 
 runc's failures are translated here: a container runc does not know is :class:`ContainerNotFound`, an
 operation that does not fit its state is :class:`Conflict` with dockerd's words, and a failed create is
-:class:`InvalidArgument` (the command cannot be run) or :class:`SystemError_`.
+:class:`InvalidArgument` (the command cannot be run) or :class:`SystemError_`; so is a failed exec.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from typing import Any, AsyncIterator
 
 from ..errors import Conflict, ContainerNotFound, DockwrightError, InvalidArgument, SystemError_, Unavailable
 from . import shim as _shim
+from .exec import ExecLauncher, ExecProcess, ExecStartError, start_exec
 from .shim import EXIT_FILE, LOCK_FILE, PID_FILE, SOCKET_FILE, connect_unix, read_exit_file
 
-__all__ = ["Runc", "ExitStatus", "Attachment", "UNKNOWN_EXIT_CODE"]
+__all__ = ["Runc", "ExitStatus", "Attachment", "ExecProcess", "UNKNOWN_EXIT_CODE"]
 
 UNKNOWN_EXIT_CODE = 255  # what dockerd records when a container's exit status is lost
 _SHIM_PATH = Path(_shim.__file__).resolve()
@@ -337,7 +340,10 @@ class Runc:
             self._spare = None
 
     async def close(self) -> None:
-        """Let the spare shim go (it exits when its stdin closes)."""
+        """Let the spare shim go (it exits when its stdin closes), and the spare exec helper."""
+        launcher = getattr(self, "_exec_launcher", None)
+        if launcher is not None:
+            launcher.close()
         proc = getattr(self, "_spare", None)
         self._spare = None
         if proc is not None and proc.returncode is None and proc.stdin is not None \
@@ -545,4 +551,30 @@ class Runc:
         """Close the container's stdin (its next read sees EOF)."""
         _, writer, _ = await self._request(id, bundle, {"op": "close_stdin"})
         writer.close()
+
+    # -- exec ------------------------------------------------------------------------------------------
+    async def exec(self, id: str, process: dict[str, Any], *, stdin: bool = False, stdout: bool = True,
+                   stderr: bool = True) -> ExecProcess:
+        """Start ``process`` (an OCI process, see :func:`dockwright.runtime.exec.exec_process`) in the running
+        container ``id`` with ``runc exec``, through an exec helper that owns its stdio and collects its exit
+        status (see :mod:`dockwright.runtime.exec`). A process runc cannot start is :class:`InvalidArgument` (the
+        command cannot be run, as dockerd's ``translateContainerdStartErr``) or :class:`SystemError_`, with
+        dockerd's words: ``OCI runtime exec failed: <runc's message>: unknown``."""
+        launcher = getattr(self, "_exec_launcher", None)
+        if launcher is None:
+            launcher = self._exec_launcher = ExecLauncher()  # keeps a helper started ahead of time
+        try:
+            return await start_exec(id, process, runc=self.binary, root=self.root,
+                                    systemd_cgroup=self.systemd_cgroup, stdin=stdin, stdout=stdout, stderr=stderr,
+                                    launcher=launcher)
+        except ExecStartError as exc:
+            if self._not_found(exc.message):
+                raise ContainerNotFound(id) from None
+            text = f"OCI runtime exec failed: {exc.message}: unknown"
+            if any(s in exc.message.lower() for s in ("executable file not found", "no such file or directory",
+                                                       "permission denied", "not a directory")):
+                raise InvalidArgument(text) from None
+            raise SystemError_(text) from None
+        except OSError as exc:
+            raise SystemError_(f"cannot exec in container {id}: {exc}") from exc
 
