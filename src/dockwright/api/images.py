@@ -138,7 +138,7 @@ async def inspect_image(request: web.Request) -> web.Response:
     platform = params.json_platform(request) if v >= (1, 49) else None
     if manifests and platform is not None:
         raise InvalidArgument("conflicting options: manifests and platform options cannot both be set")
-    d = _engine(request).images.inspect(name, platform)
+    d = await _engine(request).images.ainspect(name, platform)
     out = inspect_json(d, v)
     if manifests:
         out["Manifests"] = []

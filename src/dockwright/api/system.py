@@ -65,9 +65,12 @@ async def df(request: web.Request) -> web.Response:
     d = _engine(request).system.df(types)
     out: dict[str, Any] = {"LayersSize": d["LayersSize"]}
     if d["Images"] is not None:
-        out["Images"] = [summary_json(s, v) for s in d["Images"]]
-        for img in out["Images"]:
-            img["Containers"] = next((s.containers for s in d["Images"] if s.id == img["Id"]), 0)
+        out["Images"] = []
+        for s in d["Images"]:  # the list's version rules, but df always counts containers and shared sizes
+            img = summary_json(s, v)
+            img["Containers"] = s.containers
+            img["SharedSize"] = s.shared_size
+            out["Images"].append(img)
     else:
         out["Images"] = None
     out["Containers"] = d["Containers"]
@@ -88,35 +91,41 @@ def _event_time(value: str, now: float) -> int | None:
 
 
 def _strip_tag(name: str) -> str:
+    """dockerd's events ``stripTag``: the familiar repository name of anything that parses as a reference (a tag
+    or digest dropped; ``sha256:<hex>`` is repository ``sha256``), else the string itself."""
     from .. import reference as refs
     try:
-        r = refs.parse_normalized_named(name)
+        return refs.parse_normalized_named(name).familiar_name
     except Exception:  # noqa: BLE001
         return name
-    if r.tag and not r.digest:
-        return r.familiar_name
-    return name
+
+
+# the filters dockerd's events.Filter matches by Actor ID or ``name`` attribute, each by prefix (FuzzyMatch) and
+# whatever the event's type: ``--filter network=x`` also matches a container named x…
+_NAME_FILTERS = ("daemon", "container", "plugin", "volume", "network", "node", "service", "secret", "config")
+_FUZZY_EVENTS = {"health_status", "exec_create", "exec_start"}
 
 
 def _event_matches(f: Filters, ev: Event) -> bool:
-    if f.contains("event"):
-        if not f.exact_match("event", ev.action):
+    """dockerd's ``events.Filter.Include``: every filter must match; unknown filter keys are ignored."""
+    if any(v in _FUZZY_EVENTS for v in f.get("event")):
+        if not f.fuzzy_match("event", ev.action):
             return False
+    elif not f.exact_match("event", ev.action):
+        return False
     if not f.exact_match("type", ev.type):
         return False
     if not f.exact_match("scope", ev.scope):
         return False
+    name = ev.attributes.get("name", "")
+    for key in _NAME_FILTERS:
+        if f.contains(key) and not (f.fuzzy_match(key, ev.actor_id) or f.fuzzy_match(key, name)):
+            return False
     if f.contains("image"):
-        attr = "name" if ev.type == "image" else "image"
-        name = ev.attributes.get(attr, "")
-        if not (f.exact_match("image", ev.actor_id) or f.exact_match("image", name)
-                or f.exact_match("image", _strip_tag(ev.actor_id)) or f.exact_match("image", _strip_tag(name))):
+        image = ev.attributes.get("name" if ev.type == "image" else "image", "")
+        if not (f.exact_match("image", ev.actor_id) or f.exact_match("image", image)
+                or f.exact_match("image", _strip_tag(ev.actor_id)) or f.exact_match("image", _strip_tag(image))):
             return False
-    if f.contains("container") and ev.type == "container":
-        if not (f.exact_match("container", ev.actor_id) or f.exact_match("container", ev.attributes.get("name", ""))):
-            return False
-    elif f.contains("container"):
-        return False
     if f.contains("label") and not f.match_kv_list("label", ev.attributes):
         return False
     return True

@@ -78,6 +78,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import re
 import shutil
 import tempfile
@@ -131,11 +132,24 @@ _ANNOTATION_REFERENCE_TYPE = "vnd.docker.reference.type"
 
 
 class ArchiveError(DataCorrupted):
-    """An archive that cannot be loaded. ``blobs``: the blobs committed before the failure (to collect)."""
+    """An archive that cannot be loaded. ``blobs``: the blobs committed before the failure (to collect).
 
-    def __init__(self, message: str, blobs: set[str] | None = None) -> None:
+    ``dockerd_message``, when set, is what dockerd answers for the same archive (its untar's words, e.g.
+    ``Error processing tar file(exit status 1): unexpected EOF``), while the message says more precisely what
+    is wrong: the service answers with the former and logs the latter."""
+
+    def __init__(self, message: str, blobs: set[str] | None = None, *, dockerd_message: str | None = None) -> None:
         super().__init__(message)
         self.blobs: set[str] = set(blobs or ())
+        self.dockerd_message = dockerd_message
+
+
+# what dockerd's chrootarchive.Untar says of an outer tar Go's archive/tar refuses (20.10: the error of the
+# "docker-untar" child process, then the child's stderr)
+_UNTAR_ERROR = "Error processing tar file(exit status 1): "
+_GO_TAR_HEADER = _UNTAR_ERROR + "archive/tar: invalid tar header"
+_GO_TAR_FIELD_TOO_LONG = _UNTAR_ERROR + "archive/tar: header field too long"
+_GO_UNEXPECTED_EOF = _UNTAR_ERROR + "unexpected EOF"
 
 
 @dataclass
@@ -521,7 +535,7 @@ class _Inflater:
             try:  # only the decompressor's errors are about the compressed stream (the sink has its own)
                 piece = next(pieces, None)
             except DataCorrupted as exc:
-                raise ArchiveError(f"invalid archive: {exc}") from exc
+                raise _inflate_error(exc) from exc
             if piece is None:
                 return
             self._sink(piece)
@@ -530,7 +544,12 @@ class _Inflater:
         try:
             self._dec.finish()
         except DataCorrupted as exc:
-            raise ArchiveError(f"invalid archive: {exc}") from exc
+            raise _inflate_error(exc) from exc
+
+
+def _inflate_error(exc: DataCorrupted) -> ArchiveError:
+    truncated = "unexpected EOF" in str(exc)
+    return ArchiveError(f"invalid archive: {exc}", dockerd_message=_GO_UNEXPECTED_EOF if truncated else None)
 
 
 # ==================================================================================================== tar reader
@@ -543,7 +562,8 @@ def _num(field: bytes, what: str, offset: int) -> int:
     if field and field[0] & 0x80:
         body = bytes([field[0] & 0x7F]) + field[1:]
         if field[0] & 0x40:
-            raise ArchiveError(f"invalid archive: negative {what} in the tar header at offset {offset}")
+            raise ArchiveError(f"invalid archive: negative {what} in the tar header at offset {offset}",
+                               dockerd_message=_GO_TAR_HEADER)
         return int.from_bytes(body, "big")
     digits = field.strip(b" \0")
     nul = digits.find(b"\0")
@@ -552,7 +572,8 @@ def _num(field: bytes, what: str, offset: int) -> int:
     if not digits:
         return 0
     if digits.translate(None, b"01234567"):
-        raise ArchiveError(f"invalid archive: bad {what} field in the tar header at offset {offset}")
+        raise ArchiveError(f"invalid archive: bad {what} field in the tar header at offset {offset}",
+                           dockerd_message=_GO_TAR_HEADER)
     return int(digits, 8)
 
 
@@ -620,7 +641,8 @@ class _TarReader:
             elif state == _T_ZERO:
                 if record != _ZERO_BLOCK:
                     # Go: a single zero block followed by data is an invalid header
-                    raise ArchiveError(f"invalid archive: invalid tar header at offset {self._offset - 512}")
+                    raise ArchiveError(f"invalid archive: invalid tar header at offset {self._offset - 512}",
+                                       dockerd_message=_GO_TAR_HEADER)
                 self._state = _T_END
             else:  # _T_META
                 self._on_meta(record)
@@ -631,9 +653,11 @@ class _TarReader:
             return
         if state == _T_HEADER and not self._buf:
             if self._pax or self._long_name is not None or self._long_link is not None:
-                raise ArchiveError("invalid archive: unexpected EOF after an extended tar header")
+                raise ArchiveError("invalid archive: unexpected EOF after an extended tar header",
+                                   dockerd_message=_GO_UNEXPECTED_EOF)
             return  # Go: EOF at a block boundary after complete entries is the end
-        raise ArchiveError(f"invalid archive: unexpected EOF at offset {self._offset}: the tar stream is truncated")
+        raise ArchiveError(f"invalid archive: unexpected EOF at offset {self._offset}: the tar stream is truncated",
+                           dockerd_message=_GO_UNEXPECTED_EOF)
 
     def abort(self) -> None:
         if self._sink is not None:
@@ -677,14 +701,14 @@ class _TarReader:
                 break
             sp = body.find(b" ", pos)
             if sp < 0 or not body[pos:sp].isdigit():
-                raise ArchiveError("invalid archive: malformed PAX header")
+                raise ArchiveError("invalid archive: malformed PAX header", dockerd_message=_GO_TAR_HEADER)
             length = int(body[pos:sp])
             end = pos + length
             if length < 5 or end > len(body) or body[end - 1 : end] != b"\n":
-                raise ArchiveError("invalid archive: malformed PAX header")
+                raise ArchiveError("invalid archive: malformed PAX header", dockerd_message=_GO_TAR_HEADER)
             key, eq, value = body[sp + 1 : end - 1].partition(b"=")
             if not eq or not key:
-                raise ArchiveError("invalid archive: malformed PAX header")
+                raise ArchiveError("invalid archive: malformed PAX header", dockerd_message=_GO_TAR_HEADER)
             out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
             pos = end
         return out
@@ -692,7 +716,8 @@ class _TarReader:
     def _on_header(self, blk: bytes, offset: int) -> None:
         if blk == _ZERO_BLOCK:
             if self._pax or self._long_name is not None or self._long_link is not None:
-                raise ArchiveError(f"invalid archive: extended tar header without an entry at offset {offset}")
+                raise ArchiveError(f"invalid archive: extended tar header without an entry at offset {offset}",
+                                   dockerd_message=_GO_TAR_HEADER)
             self._state = _T_ZERO
             self._need = 512
             return
@@ -701,13 +726,15 @@ class _TarReader:
         if stored != unsigned:
             signed = unsigned - 256 * sum(1 for b in blk[:148] + blk[156:] if b > 127)
             if stored != signed:
-                raise ArchiveError(f"invalid archive: tar header checksum mismatch at offset {offset}")
+                raise ArchiveError(f"invalid archive: tar header checksum mismatch at offset {offset}",
+                                   dockerd_message=_GO_TAR_HEADER)
         typeflag = blk[156:157]
         size = _num(blk[124:136], "size", offset)
         magic = blk[257:263]
         if typeflag in (b"x", b"g", b"L", b"K"):
             if size > _MAX_META:
-                raise ArchiveError(f"invalid archive: extended tar header of {size} bytes at offset {offset}")
+                raise ArchiveError(f"invalid archive: extended tar header of {size} bytes at offset {offset}",
+                                   dockerd_message=_GO_TAR_FIELD_TOO_LONG)
             self._meta_type = typeflag
             self._pad_left = -size % 512
             if size:
@@ -732,7 +759,7 @@ class _TarReader:
                 slink = pax["linkpath"]
             if pax.get("size"):
                 if not pax["size"].isdigit():
-                    raise ArchiveError(f"invalid archive: bad PAX size for {sname!r}")
+                    raise ArchiveError(f"invalid archive: bad PAX size for {sname!r}", dockerd_message=_GO_TAR_HEADER)
                 size = int(pax["size"])
             if any(k.startswith("GNU.sparse.") for k in pax):
                 raise ArchiveError(f"invalid archive: sparse file {sname!r} is not supported")
@@ -967,7 +994,11 @@ class _Loader:
                 elif "repositories" in self.files:
                     images = self._from_v1_layout()
                 else:
-                    raise ArchiveError("invalid archive: does not contain a manifest.json")
+                    # dockerd: no manifest.json, so the pre-1.10 loader, which opens "repositories" in the
+                    # directory the archive was unpacked to (os.MkdirTemp's name: a random uint32)
+                    where = self.tmp_root / f"docker-import-{random.getrandbits(32)}" / "repositories"
+                    raise ArchiveError("invalid archive: does not contain a manifest.json",
+                                       dockerd_message=f"open {where}: no such file or directory")
             except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
                 if isinstance(exc, DockwrightError):
                     raise

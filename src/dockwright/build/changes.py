@@ -14,9 +14,9 @@ joined to the current one, ``EXPOSE`` takes port specs and ranges (go-connection
 
 The allowed instructions are CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD,
 STOPSIGNAL, USER, VOLUME and WORKDIR; anything else (FROM, RUN, SHELL, ARG…) is refused with
-``<INSTRUCTION> is not a valid change command``. Every error is an :class:`InvalidArgument` worded
-as dockerd words it. The daemon modelled is a Linux one: paths are slash-separated, environment
-names are case-sensitive, signals are Linux's.
+``<instruction> is not a valid change command``, lower-cased as BuildKit's parser stores it (``from is not a
+valid change command``). Every error is an :class:`InvalidArgument` worded as dockerd words it. The daemon
+modelled is a Linux one: paths are slash-separated, environment names are case-sensitive, signals are Linux's.
 
 :func:`builder_dispatch` applies one metadata instruction of a ``POST /build`` Dockerfile the same way (plus
 SHELL and MAINTAINER), expanding against the stage's build args too, and returns the commit message dockerd's
@@ -2170,7 +2170,7 @@ def apply_changes(config: Mapping[str, Any] | None, changes: Iterable[str] | str
     ``omitempty``). With no changes the config comes back as it was (copied).
 
     Raises :class:`InvalidArgument` with dockerd's message: a parse error
-    (``ENV must have two arguments``), ``FROM is not a valid change command``, an instruction's
+    (``ENV must have two arguments``), ``from is not a valid change command``, an instruction's
     argument error (``unknown flag: --foo``), or a dispatch error (``invalid signal: FOO``).
     """
     result: dict[str, Any] = copy.deepcopy(dict(config or {}))
@@ -2183,7 +2183,7 @@ def apply_changes(config: Mapping[str, Any] | None, changes: Iterable[str] | str
         nodes, escape = _parse("\n".join(changes))
         for node in nodes:
             if _go_lower(node.value) not in VALID_CHANGE_COMMANDS:
-                raise _Error(f"{node.value} is not a valid change command")
+                raise _Error(f"{_go_lower(node.value)} is not a valid change command")  # BuildKit's node.Value
         commands = [_parse_command(node) for node in nodes]
         state = _State(result, os, escape)
         for cmd in commands:
@@ -2375,11 +2375,13 @@ def parse_dockerfile(data: bytes, name: str = "Dockerfile",
     with :class:`ParseCancelled`. Raises :class:`InvalidArgument`."""
     if len(data) > MAX_DOCKERFILE_SIZE:
         raise InvalidArgument(f"{name} exceeds maximum allowed size of {MAX_DOCKERFILE_SIZE} bytes")
+    if not data:  # dockerd's readAndParseDockerfile, before the parser
+        raise InvalidArgument(f"the Dockerfile ({name}) cannot be empty")
     with _collector_paused():
         try:
             nodes, escape = _parse(data.decode("utf-8", errors="replace"), cancel)
-        except _Error as exc:
-            raise InvalidArgument(f"dockerfile parse error on line 1: {exc}") from exc
+        except _Error as exc:  # the parser's own errors, wrapped by readAndParseDockerfile
+            raise InvalidArgument(f"failed to parse {name}: {exc}") from exc
         for i, node in enumerate(nodes):
             if cancel is not None and not i % 1024 and cancel.is_set():
                 raise ParseCancelled()

@@ -5,16 +5,21 @@ store (``archive.save``): nothing is written to disk and the first bytes leave b
 
 Load streams the request body through ``archive.load``, which commits layer blobs as they arrive; the images,
 their tags and their manifests are then written in one metadata transaction per image. A failed load leaves no
-tag and no image, and the blobs it had committed are collected again unless an image already uses them.
+tag and no image, and the blobs it had committed are collected again unless an image already uses them. An
+archive Go's tar reader would refuse is answered in dockerd's words (``Error processing tar file(exit status 1):
+unexpected EOF``), the precise reason going to the log. Events are tarexport's: one ``load`` or ``save`` per image,
+named by the image ID, and no ``tag`` event for the names a load sets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any, AsyncIterator
 
 from .. import reference as refs
-from ..archive.load import LoadResult, read_archive
+from ..archive.load import ArchiveError, LoadResult, read_archive
 from ..archive.save import SaveImage, SaveLayer, write_save
 from ..content.store import ContentStore
 from ..errors import ImageNotFound, InvalidArgument
@@ -26,6 +31,10 @@ from .images import ImagesService
 from .progress import Emit, Progress, ProgressEvent, StreamText, run_with_events
 
 __all__ = ["ArchiveService"]
+
+log = logging.getLogger("dockwright")
+
+_HEX = re.compile(r"[a-f0-9]+")
 
 
 class ArchiveService:
@@ -63,8 +72,7 @@ class ArchiveService:
                             tags[i] = []
                         tags[i].append(refs.parse_normalized_named(n))
                     continue
-            rec = self.images.resolve(name)
-            image_id = rec.id
+            image_id = self._lookup(name, named)
             if image_id not in tags:
                 order.append(image_id)
                 tags[image_id] = []
@@ -95,6 +103,28 @@ class ArchiveService:
                 parent=rec.parent))
         return out
 
+    def _lookup(self, name: str, named: "refs.Reference | None") -> str:
+        """The image a save name that is not a repository with tags stands for, with tarexport's errors: a name
+        with a tag or digest is looked up in the reference store (``reference does not exist``); a bare name (no
+        tag, no repository of that name) or ``sha256:<prefix>`` only as an ID prefix (``No such image: <name>``,
+        as given); a full ID as itself."""
+        if named is None or refs.is_full_id(name):
+            return self.images.resolve(name).id
+        if named.tag or named.digest:
+            if named.tag and named.digest:  # the digest takes precedence (reference store's Get)
+                named = refs.Reference(named.domain, named.path, None, named.digest)
+            image_id = self.db.get_ref(str(named))
+            if image_id is None or self.db.get_image(image_id) is None:
+                raise ImageNotFound(name, "reference does not exist")
+            return image_id
+        prefix = name.split(":", 1)[1] if name.startswith("sha256:") else name
+        ids = self.db.image_ids_with_prefix(prefix) if _HEX.fullmatch(prefix) else []
+        if len(ids) > 1:  # the image store's digest set
+            raise ImageNotFound(name, "ambiguous digest string")
+        if not ids:
+            raise ImageNotFound(name, f"No such image: {name}")
+        return ids[0]
+
     async def save(self, names: list[str], *, platform: Platform | None = None) -> AsyncIterator[bytes]:
         """Resolve now (errors before the first byte), then return the streaming tar."""
         if not names:
@@ -124,7 +154,7 @@ class ArchiveService:
                 yield chunk
             for img in images:
                 attrs = dict((self.db.get_image(img.config_digest) or _NoRec()).labels or {})
-                attrs["name"] = img.repo_tags[0] if img.repo_tags else img.config_digest
+                attrs["name"] = img.config_digest  # dockerd's tarexport names the image by its ID
                 self.events.publish("image", "save", img.config_digest, attrs)
         finally:
             await self.images.end_operation(lease)
@@ -154,9 +184,16 @@ class ArchiveService:
                 if not quiet:
                     emit(Progress(status, id_, current, total))
 
-            result_box.append(await read_archive(chunks, self.content, tmp_dir=self.tmp_dir, platform=platform,
-                                                 progress=progress, fsync=self.fsync, level=self.level,
-                                                 committed=committed))
+            try:
+                result_box.append(await read_archive(chunks, self.content, tmp_dir=self.tmp_dir, platform=platform,
+                                                     progress=progress, fsync=self.fsync, level=self.level,
+                                                     committed=committed))
+            except ArchiveError as exc:
+                if exc.dockerd_message is None:
+                    raise
+                # dockerd's words to the client (its untar's), ours, more precise, to the log
+                log.info("load refused: %s", exc)
+                raise ArchiveError(exc.dockerd_message, exc.blobs) from exc
 
         async for ev in run_with_events(run):
             yield ev
@@ -192,9 +229,8 @@ class ArchiveService:
                                  f"{moved_from[str(t)]} to empty string\n")
         rec = self.db.get_image(image_id)
         attrs = dict((rec.labels if rec else None) or {})
-        for t in tags:
-            self.events.publish("image", "tag", image_id, {**attrs, "name": t.familiar()})
-        attrs["name"] = tags[0].familiar() if tags else image_id
+        # dockerd's tarexport: one "load" event named by the image ID, and no "tag" event for the names it sets
+        attrs["name"] = image_id
         self.events.publish("image", "load", image_id, attrs)
         if tags:
             for t in tags:

@@ -1,13 +1,16 @@
 """The images service: resolve, import, list, inspect, history, tag, remove and prune — dockerd's semantics.
 
 It composes the content store, the metadata database and the layer ingester, and owns the final metadata
-transaction of every operation. It knows no HTTP and no API versions: handlers shape its results per version.
+transaction of every operation. Inspect unpacks an image's layers into snapshots when they are not yet (dockerd
+has them unpacked from the pull or load on), so that ``GraphDriver`` names real directories. It knows no HTTP and
+no API versions: handlers shape its results per version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from ..build.changes import apply_changes
 from ..content.store import ContentStore, current_lease
 from ..errors import Conflict, ImageNotFound, InvalidArgument, NotFound
 from ..filters import Filters
+from ..layers.apply import ensure_chain
 from ..layers.ingest import IngestedLayer, LayerIngester
 from ..metadata.db import ImageRecord, LayerRecord, MetadataDB
 from ..metadata.leases import Lease, LeaseManager
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
     from .gc import GarbageCollector
 
 __all__ = ["ImagesService", "ImageSummary", "DeleteItem", "PruneReport", "HistoryItem", "ContainerUsage"]
+
+log = logging.getLogger("dockwright")
 
 _OCI_LAYER_TYPES = {mt.DOCKER_LAYER: mt.OCI_LAYER_GZIP, "application/vnd.docker.image.rootfs.diff.tar": mt.OCI_LAYER}
 
@@ -460,11 +466,16 @@ class ImagesService:
                 item.containers = len(self.container_usage(s.id))
             out.append(item)
         if shared_size and out:
-            rows = self.db.image_layer_rows()
+            # dockerd's Images(): a layer is shared when more than one of the images *listed* uses it (the
+            # intermediate images a build leaves, hidden without ``all``, do not count), so a built image's own
+            # layers are its unique size; ``Size - SharedSize`` is the CLI's UNIQUE SIZE
+            listed = {item.id for item in out}
             counts: dict[str, int] = {}
             sizes: dict[str, int] = {}
             per_image: dict[str, list[str]] = {}
-            for image_id, chain, size in rows:
+            for image_id, chain, size in self.db.image_layer_rows():
+                if image_id not in listed:
+                    continue
                 counts[chain] = counts.get(chain, 0) + 1
                 sizes[chain] = size
                 per_image.setdefault(image_id, []).append(chain)
@@ -504,12 +515,71 @@ class ImagesService:
             "Os": cfg.os,
             "OsVersion": d.get("os.version") or None,
             "Size": rec.size,
-            "GraphDriver": {"Data": None, "Name": "overlay2"},
+            "GraphDriver": self.graph_driver(rec.id),
             "RootFS": {"Type": "layers", "Layers": cfg.diff_ids},
             "Metadata": {"LastTagTime": rec.last_tag_time or "0001-01-01T00:00:00Z"},
             "Descriptor": {"mediaType": rec.target_media_type, "digest": rec.target_digest,
                            "size": rec.target_size},
         }
+
+    async def ainspect(self, name: str, platform: Platform | None = None) -> dict[str, Any]:
+        """:meth:`inspect` with the image's layers unpacked first, so that ``GraphDriver.Data`` names real
+        directories, as dockerd's always do (it unpacks at pull and load; here a layer is unpacked when something
+        first needs it: a container, a build step or this). An unpack that fails (a layer the store cannot
+        unpack) leaves ``Data`` null rather than failing the inspect."""
+        d = self.inspect(name, platform)
+        if d["GraphDriver"]["Data"] is None:
+            try:
+                if await self.unpack(d["Id"]):
+                    d["GraphDriver"] = self.graph_driver(d["Id"])
+            except Exception as exc:  # noqa: BLE001 - inspect answers anyway
+                log.warning("image %s: cannot unpack its layers for inspect: %s", d["Id"], exc)
+        return d
+
+    def _snapshots(self) -> Any:
+        """The layer snapshotter (the collector's: the Engine hands it over there), or None."""
+        return getattr(self.gc, "snapshotter", None) if self.gc is not None else None
+
+    def graph_driver(self, image_id: str) -> dict[str, Any]:
+        """dockerd's overlay2 ``GraphDriver`` of an image: its top layer's directory as ``UpperDir``, the layers
+        below as ``LowerDir`` (nearest first, ``:``-separated; absent for a single layer), and ``MergedDir`` and
+        ``WorkDir`` beside ``UpperDir`` (overlay2's ``merged`` and ``work``, which a layer never has mounted or in
+        use). ``Data`` is null while the top layer is not unpacked, and for an image without layers."""
+        data: dict[str, str] | None = None
+        sn = self._snapshots()
+        rec = self.db.get_image(image_id, with_layers=True)
+        if sn is not None and rec is not None and rec.layers:
+            top = rec.layers[-1][1]
+            try:
+                if sn.exists(top):
+                    upper = sn.upper_dir(top)
+                    lower = [str(p) for p in sn.lower_dirs(top)]
+                    data = {**({"LowerDir": ":".join(lower)} if lower else {}),
+                            "MergedDir": str(upper.parent / "merged"), "UpperDir": str(upper),
+                            "WorkDir": str(upper.parent / "work")}
+            except NotFound:  # removed meanwhile (the image with it)
+                data = None
+        return {"Data": data, "Name": "overlay2"}
+
+    async def unpack(self, image_id: str) -> bool:
+        """Unpack the image's layers into snapshots (those missing), under a lease. False: nothing to unpack
+        into (no snapshotter, no layers, the image gone)."""
+        sn = self._snapshots()
+        rec = self.db.get_image(image_id, with_layers=True)
+        if sn is None or rec is None or not rec.layers:
+            return False
+        if await asyncio.to_thread(sn.exists, rec.layers[-1][1]):
+            return True
+        layers = [(chain, (lambda d=digest: self.content.open(d))) for _, chain, digest in rec.layers]
+        async with self.operation("unpack"):
+            # the unpack runs in a thread: a cancelled request lets it finish (the snapshots stay for later use)
+            task = asyncio.ensure_future(asyncio.to_thread(ensure_chain, sn, layers, sync=False))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await asyncio.wait([task])
+                raise
+        return True
 
     def history(self, name: str, platform: Platform | None = None) -> list[HistoryItem]:
         rec = self.resolve(name)
@@ -641,7 +711,10 @@ class ImagesService:
                        quiet: bool) -> None:
         conflict = self._check_conflict(image_id, hard=True, soft=not force)
         if conflict is not None:
-            dangling = not self.db.refs_of(image_id)
+            # dockerd's imageIsDangling: no reference and no child image. After a name was removed (quiet), a
+            # conflict is only reported for an image that became dangling and that no container uses: an image
+            # with children stays (untagged), as dockerd leaves it
+            dangling = not self.db.refs_of(image_id) and not self.db.children(image_id)
             if quiet and (not dangling or conflict.used):
                 return
             raise conflict

@@ -179,6 +179,31 @@ class SystemService:
             "Containerd": None,
         }
 
+    def container_size(self, container_id: str, image_id: str) -> tuple[int, int]:
+        """dockerd's GetContainerLayerSize: ``SizeRw`` is the apparent size of the files in the container's own
+        layer (pkg/directory.Size: non-directories, each inode once, so an unstarted container's is 0) and
+        ``SizeRootFs`` that plus the size of the image's layers. (0, 0) when the container has no layer (any
+        more)."""
+        sn = self._engine.snapshotter
+        try:
+            size_rw = sn.usage(container_id).apparent_size
+            parent = sn.stat(container_id).parent
+        except Exception:  # noqa: BLE001 - removed meanwhile: dockerd logs and reports nothing
+            return 0, 0
+        if parent is None:
+            return size_rw, 0
+        rec = self._engine.db.get_image(image_id)
+        if rec is not None:
+            return size_rw, rec.size + size_rw
+        below = 0  # the image is gone (removed with -f): its layers are still the container's
+        try:
+            while parent is not None:
+                below += sn.usage(parent).apparent_size
+                parent = sn.stat(parent).parent
+        except Exception:  # noqa: BLE001
+            return size_rw, -1
+        return size_rw, below + size_rw
+
     def df(self, types: list[str] | None = None) -> dict[str, Any]:
         want = set(types or ["container", "image", "volume", "build-cache"])
         images = self._engine.images
@@ -192,10 +217,13 @@ class SystemService:
             out["Containers"] = []
             for c in self._engine.containers.all():
                 item = summary_json(c, self._engine)
-                try:
-                    item["SizeRw"] = self._engine.snapshotter.usage(c.id).size
-                except Exception:  # noqa: BLE001
-                    item["SizeRw"] = 0
+                item.pop("SizeRw", None)
+                item.pop("SizeRootFs", None)
+                size_rw, size_root = self.container_size(c.id, c.image_id)
+                if size_rw:  # both omitempty, as dockerd's
+                    item["SizeRw"] = size_rw
+                if size_root:
+                    item["SizeRootFs"] = size_root
                 out["Containers"].append(item)
         if "volume" in want:
             from ..api.volumes import volume_json

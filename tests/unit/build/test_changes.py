@@ -44,16 +44,16 @@ def test_valid_change_commands():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ("FROM busybox", "FROM is not a valid change command"),
+        ("FROM busybox", "from is not a valid change command"),
         ("from busybox", "from is not a valid change command"),
-        ("RUN echo hi", "RUN is not a valid change command"),
-        ("ADD . /app", "ADD is not a valid change command"),
-        ("COPY . /app", "COPY is not a valid change command"),
-        ("ARG foo=bar", "ARG is not a valid change command"),
-        ("SHELL [\"/bin/bash\", \"-c\"]", "SHELL is not a valid change command"),
-        ("MAINTAINER me", "MAINTAINER is not a valid change command"),
-        ("FOO bar", "FOO is not a valid change command"),
-        ("Bogus", "Bogus is not a valid change command"),
+        ("RUN echo hi", "run is not a valid change command"),
+        ("ADD . /app", "add is not a valid change command"),
+        ("COPY . /app", "copy is not a valid change command"),
+        ("ARG foo=bar", "arg is not a valid change command"),
+        ("SHELL [\"/bin/bash\", \"-c\"]", "shell is not a valid change command"),
+        ("MAINTAINER me", "maintainer is not a valid change command"),
+        ("FOO bar", "foo is not a valid change command"),
+        ("Bogus", "bogus is not a valid change command"),
     ],
 )
 def test_invalid_change_command(change, message):
@@ -74,7 +74,7 @@ def test_parse_errors_come_before_the_allow_list():
 
 
 def test_allow_list_comes_before_instruction_errors():
-    assert error(["USER", "FROM x"]) == "FROM is not a valid change command"
+    assert error(["USER", "FROM x"]) == "from is not a valid change command"
 
 
 def test_no_changes_returns_a_copy():
