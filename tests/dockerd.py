@@ -97,5 +97,6 @@ class Dockerd:
             except ProcessLookupError:
                 pass
             self.proc = None
-        subprocess.run(["umount", "-R", str(self.base / "root")], capture_output=True)
+        for mounted in ("root", "exec/netns/default", "exec"):  # its layers; the host namespace's bind mount
+            subprocess.run(["umount", "-R", str(self.base / mounted)], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
