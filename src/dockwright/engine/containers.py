@@ -236,6 +236,9 @@ class ContainersService:
                 c.mounts = [m for m in mounts if isinstance(m, dict)] if isinstance(mounts, list) else []
             except ValueError:
                 problems.append("its mounts are unreadable")
+            if not c.mounts and (c.host_config.get("Binds") or c.host_config.get("Mounts")):
+                c.mounts = _legacy_mounts(c)  # a record of a version before volumes: its bind mounts
+                problems.append("its mount points derived from its Binds and Mounts")
             problems += _repair(c)
             if problems:
                 log.warning("container %s: stored record repaired: %s", c.id, "; ".join(problems))
@@ -396,7 +399,10 @@ class ContainersService:
         messages), then an anonymous volume for each path of ``Config.Volumes`` that nothing mounts yet. The volumes
         are not made here (see :meth:`_create_volumes`)."""
         points: list[dict[str, Any]] = []
-        dests: set[str] = set(hc.get("Tmpfs") or {})
+        for dest in hc.get("Tmpfs") or {}:
+            if not str(dest).startswith("/"):
+                raise InvalidArgument(f"invalid mount path: '{dest}' mount path must be absolute")
+        dests: set[str] = {os.path.normpath(str(t)) for t in hc.get("Tmpfs") or {}}
         driver = str(hc.get("VolumeDriver") or "")
         for raw in hc.get("Binds") or []:
             mp = parse_bind(str(raw), driver)
@@ -527,6 +533,8 @@ class ContainersService:
             domainname=cfg.get("Domainname") or "", tty=bool(cfg.get("Tty")), open_stdin=bool(cfg.get("OpenStdin")),
             network_mode=mode, binds=list(binds or []), readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
             cgroupns=str(hc.get("CgroupnsMode") or ""),
+            tmpfs=[(str(m.get("Destination")), str(m.get("TmpfsData") or "")) for m in c.mounts
+                   if m.get("Type") == "tmpfs"] + [(str(k), str(v or "")) for k, v in (hc.get("Tmpfs") or {}).items()],
             memory=int(hc.get("Memory") or 0), memory_swap=int(hc.get("MemorySwap") or 0),
             cpu_shares=int(hc.get("CpuShares") or 0), shm_size=int(hc.get("ShmSize") or 0),
             labels=dict(cfg.get("Labels") or {}), extra_hosts=list(hc.get("ExtraHosts") or []),
@@ -1382,6 +1390,26 @@ class ContainersService:
         if target is not None:
             self.images._log(image_id, target.familiar(), "tag")  # noqa: SLF001
         return image_id
+
+
+def _legacy_mounts(c: Container) -> list[dict[str, Any]]:
+    """The bind mounts of a container stored before mount points were (older versions only ran bind mounts)."""
+    out = []
+    for raw in c.host_config.get("Binds") or []:
+        try:
+            mp = parse_bind(str(raw))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("container %s: bind %r dropped: %s", c.id, raw, exc)
+            continue
+        if mp["Type"] == "bind":
+            out.append(mp)
+    for m in c.host_config.get("Mounts") or []:
+        if isinstance(m, dict) and (m.get("Type") or "bind") == "bind":
+            try:
+                out.append(parse_mount({**m, "Type": "bind"}))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("container %s: mount %r dropped: %s", c.id, m, exc)
+    return out
 
 
 def _cgroups_v2() -> bool:

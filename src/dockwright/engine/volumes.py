@@ -37,7 +37,7 @@ from ..snapshots import Mount, is_mountpoint, mount_all, unmount
 from .events import EventBus
 
 __all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "VolumeNotFound", "parse_bind", "parse_mount",
-           "image_volume", "dir_size", "created_at"]
+           "image_volume", "dir_size", "created_at", "tmpfs_data"]
 
 log = logging.getLogger("dockwright.volumes")
 
@@ -485,6 +485,12 @@ def _validate_mount(typ: str, source: str, target: str, *, read_only: bool, bind
         if not source and read_only:
             return _mount_config_error(typ, "must not set ReadOnly mode when using anonymous volumes")
         return None
+    if typ == "tmpfs":
+        if bind_options is not None:
+            return _mount_config_error(typ, "field BindOptions must not be specified")
+        if source:
+            return _mount_config_error(typ, "field Source must not be specified")
+        return None
     return _mount_config_error(typ, "mount type unknown")
 
 
@@ -498,6 +504,8 @@ def _mount_point(typ: str, source: str, target: str, *, read_only: bool, propaga
     if typ == "bind":
         mp["Source"] = _clean(source)
         mp["Propagation"] = propagation or DEFAULT_PROPAGATION
+    elif typ == "tmpfs":
+        pass
     else:
         mp.update({"Name": source, "Driver": driver, "CopyData": not nocopy, "Anonymous": not source,
                    "VolumeLabels": labels or None, "DriverOpts": driver_opts or None})
@@ -553,6 +561,10 @@ def parse_mount(m: dict[str, Any]) -> dict[str, Any]:
                           volume_options=volume_options, source_must_exist=True)
     if why is not None:
         raise InvalidArgument(why)
+    if typ == "tmpfs":
+        mp = _mount_point(typ, "", target, read_only=bool(m.get("ReadOnly")), propagation="", nocopy=False)
+        mp["TmpfsData"] = tmpfs_data(m.get("TmpfsOptions") or {}, bool(m.get("ReadOnly")))
+        return mp
     vo = volume_options or {}
     dc = vo.get("DriverConfig") or {}
     mp = _mount_point(typ, source, target, read_only=bool(m.get("ReadOnly")),
@@ -561,6 +573,24 @@ def parse_mount(m: dict[str, Any]) -> dict[str, Any]:
                       driver_opts=dc.get("Options") or None)
     mp["Mode"] = "z" if typ == "volume" else ""
     return mp
+
+
+def tmpfs_data(opts: dict[str, Any], read_only: bool) -> str:
+    """``ConvertTmpfsOptions``: a tmpfs mount's size (with the largest suffix that divides it), mode and ro."""
+    words = []
+    size = int(opts.get("SizeBytes") or 0)
+    if size:
+        for suffix, div in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+            if size % div == 0:
+                words.append(f"size={size // div}{suffix}")
+                break
+        else:
+            words.append(f"size={size}")
+    if opts.get("Mode"):
+        words.append(f"mode={int(opts['Mode']) & 0o7777:o}")
+    if read_only:
+        words.append("ro")
+    return ",".join(words)
 
 
 def image_volume(destination: str) -> dict[str, Any]:

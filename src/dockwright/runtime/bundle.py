@@ -5,6 +5,7 @@ The spec starts from moby's ``oci.DefaultLinuxSpec`` (capabilities, the /proc, /
 adds what dockerd's ``createSpec`` adds for a container: the user resolved against the rootfs' passwd and group
 files, the environment (``PATH`` default, ``HOSTNAME``, ``TERM=xterm`` for a tty, then the configured
 variables), ``RLIMIT_NOFILE``, bind mounts (a volume is a bind mount of its directory, with the propagation asked for),
+tmpfs mounts (``noexec,nosuid,nodev`` merged with the options asked for, as dockerd's ``MergeTmpfsOptions``),
 a cgroup namespace when ``cgroupns`` is ``private``, resources, and ``/etc/hostname``, ``/etc/hosts`` and
 ``/etc/resolv.conf`` generated as files in the bundle directory and bind mounted like dockerd's.
 
@@ -42,6 +43,7 @@ __all__ = [
     "build_config",
     "default_capabilities",
     "merge_env",
+    "merge_tmpfs_options",
     "DEFAULT_PATH_ENV",
     "DEFAULT_MASKED_PATHS",
     "DEFAULT_READONLY_PATHS",
@@ -147,6 +149,7 @@ class ContainerSpec:
     ip_address: str = ""  # the container's address there, for /etc/hosts
     host_gateway_ip: str = ""  # what ``host-gateway`` in extra_hosts stands for
     cgroupns: str = ""  # "private": a cgroup namespace of its own (dockerd's CgroupnsMode)
+    tmpfs: list[tuple[str, str]] = field(default_factory=list)  # (destination, options as given: "size=1m,exec")
 
 
 def default_capabilities() -> list[str]:
@@ -229,6 +232,44 @@ def _user_mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
         if ro:
             options.append("ro")
         out.append(_mount(_clean_dest(dst), "bind", str(source), options))
+    for dst, data in spec.tmpfs:
+        opts = ["noexec", "nosuid", "nodev", "rprivate"] + ([w for w in data.split(",")] if data else [])
+        out.append(_mount(_clean_dest(dst), "tmpfs", "tmpfs", merge_tmpfs_options(opts)))
+    return out
+
+
+# the mount flags of a tmpfs: words of one group cancel each other (the last given wins)
+_TMPFS_FLAG_GROUPS = (("ro", "rw"), ("nosuid", "suid"), ("nodev", "dev"), ("noexec", "exec"), ("sync", "async"),
+                      ("dirsync",), ("remount",), ("mand", "nomand"), ("noatime", "atime"),
+                      ("nodiratime", "diratime"), ("relatime", "norelatime"), ("strictatime", "nostrictatime"),
+                      ("bind", "rbind"), ("private", "rprivate", "shared", "rshared", "slave", "rslave",
+                                          "unbindable", "runbindable"))
+_TMPFS_DATA = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol")
+
+
+def merge_tmpfs_options(options: list[str]) -> list[str]:
+    """moby's ``MergeTmpfsOptions``: later words override earlier ones of the same flag group or data key; an
+    unknown word is ``Invalid tmpfs option``."""
+    groups = {word: i for i, group in enumerate(_TMPFS_FLAG_GROUPS) for word in group}
+    seen_flags: set[int] = set()
+    seen_data: set[str] = set()
+    out: list[str] = []
+    for option in reversed(options):
+        if option == "defaults":
+            continue
+        if option in groups:
+            if groups[option] not in seen_flags:
+                out.insert(0, option)
+                seen_flags.add(groups[option])
+            continue
+        key, sep, _ = option.partition("=")
+        if not sep or key not in _TMPFS_DATA:
+            shown = " ".join(option.split("=", 1))
+            raise InvalidArgument(f'Invalid tmpfs option ["{shown}"]' if not sep else
+                                  f'Invalid tmpfs option ["{key}" "{option.split("=", 1)[1]}"]')
+        if key not in seen_data:
+            out.insert(0, option)
+            seen_data.add(key)
     return out
 
 
