@@ -12,6 +12,7 @@ from ..engine.engine import API_VERSION, ENGINE_VERSION, MIN_API_VERSION, Engine
 from ..errors import InvalidArgument
 from . import build, containers, images, networks, system, volumes
 from .exec import routes as exec_routes
+from .archive import routes as archive_routes
 from .errors import error_response, json_body, status_of
 from .streams import client_gone
 from .versions import DEFAULT, MINIMUM, parse_version
@@ -74,6 +75,7 @@ def make_app(engine: Engine) -> web.Application:
     app.on_shutdown.append(build.on_shutdown)  # Dockerfile parses stop at once when the daemon stops
     table: list[tuple[str, str, Any]] = [*system.routes(), *images.routes(), *containers.routes(), *build.routes(),
                                          *networks.routes(), *exec_routes(), *volumes.routes()]
+    table += archive_routes()  # /containers/{id}/archive (docker cp)
     for method, path, handler in table:
         app.router.add_route(method, "/v{version:[0-9.]+}" + path, handler)
         app.router.add_route(method, path, handler)
