@@ -12,8 +12,9 @@ through, while an error the registry itself reported (MANIFEST_UNKNOWN, DENIEDâ€
 http is not tried for a host whose https endpoint answered HTTP.
 
 Nothing here knows a store: manifests come back as bytes with their descriptor, blobs as async streams of chunks,
-and uploads take async iterators. Errors are dockwright errors worded like dockerd's (see
-:mod:`dockwright.distribution.errors`), each with a ``registry`` attribute describing the failure.
+and uploads take async iterators (a blob whose digest is known only at its end, a layer compressed while it is
+sent, is PATCHed as it is made and closed with ``PUT ?digest=``). Errors are dockwright errors worded like
+dockerd's (see :mod:`dockwright.distribution.errors`), each with a ``registry`` attribute describing the failure.
 """
 
 from __future__ import annotations
@@ -1054,6 +1055,27 @@ class Repository:
 
     async def _push_chunked(self, ep: Endpoint, digest: str, size: int, chunks: AsyncIterator[bytes],
                             location: str, chunk: int, progress: Callable[[int], None] | None) -> None:
+        location, start = await self._patch_chunks(ep, digest, chunks, location, chunk, size=size, progress=progress)
+        if start != size:
+            await self._cancel_upload(ep, location)
+            raise DataCorrupted(f"blob {digest} has {start} bytes, expected {size}")
+        await self._commit_upload(ep, location, digest)
+
+    async def _commit_upload(self, ep: Endpoint, location: str, digest: str) -> None:
+        """The closing ``PUT <location>?digest=`` of an upload whose bytes were all sent by PATCH."""
+        url = _with_query(location, digest=digest)
+        resp = await self._send(ep, "PUT", url, data=b"",
+                                headers={"Content-Type": "application/octet-stream", "Content-Length": "0"})
+        if resp.status not in (200, 201, 204):
+            raise await self._error(resp, "PUT", url)
+        resp.release()
+
+    async def _patch_chunks(self, ep: Endpoint, label: str, chunks: AsyncIterator[bytes], location: str, chunk: int,
+                            *, size: int | None = None,
+                            progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+        """PATCH ``chunks`` in pieces of ``chunk`` bytes (the last may be shorter), each with its Content-Range;
+        a ``Range`` answer that acknowledges less is resent from there. Returns the upload's last location and
+        the bytes sent. With ``size``, a stream that goes past it is DataCorrupted (``label`` names the blob)."""
         buf = bytearray()
         start = 0  # offset of buf[0] in the blob
 
@@ -1083,17 +1105,17 @@ class Repository:
                 if acked >= end:
                     return
                 if acked < offset:
-                    raise SystemError_(f"registry acknowledged {acked} bytes of {digest}, "
+                    raise SystemError_(f"registry acknowledged {acked} bytes of {label}, "
                                        f"{offset} were sent before")
                 sent_from = acked - offset
-            raise SystemError_(f"registry does not accept the bytes of {digest} after {offset + sent_from}")
+            raise SystemError_(f"registry does not accept the bytes of {label} after {offset + sent_from}")
 
         async for piece in chunks:
             if not piece:
                 continue
             buf += piece
-            if start + len(buf) > size:
-                raise DataCorrupted(f"blob {digest} is larger than its size {size}")
+            if size is not None and start + len(buf) > size:
+                raise DataCorrupted(f"blob {label} is larger than its size {size}")
             while len(buf) >= chunk:
                 out = bytes(buf[:chunk])
                 await patch(out, start)
@@ -1107,15 +1129,77 @@ class Repository:
             start += len(out)
             if progress is not None:
                 progress(start)
-        if start != size:
-            await self._cancel_upload(ep, location)
-            raise DataCorrupted(f"blob {digest} has {start} bytes, expected {size}")
-        url = _with_query(location, digest=digest)
-        resp = await self._send(ep, "PUT", url, data=b"",
-                                headers={"Content-Type": "application/octet-stream", "Content-Length": "0"})
-        if resp.status not in (200, 201, 204):
-            raise await self._error(resp, "PUT", url)
+        return location, start
+
+    async def _patch_stream(self, ep: Endpoint, chunks: AsyncIterator[bytes], location: str) -> tuple[str, int]:
+        """One PATCH whose body is the whole stream (chunked transfer encoding: its length is not known before
+        its end). Returns the upload's next location and the bytes sent."""
+        sent = 0
+        problem: list[BaseException] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal sent
+            try:
+                async for piece in chunks:
+                    if piece:
+                        sent += len(piece)
+                        yield piece
+            except Exception as exc:  # the source failed: surfaced as itself, not as aiohttp's write error
+                problem.append(exc)
+                raise
+
+        try:
+            resp = await self._send(ep, "PATCH", location, headers={"Content-Type": "application/octet-stream"},
+                                    data=body(), replayable=False)
+        except DockwrightError:
+            if problem:
+                raise problem[0] from None
+            raise
+        if problem:
+            resp.release()
+            raise problem[0]
+        if resp.status not in (202, 204):
+            raise await self._error(resp, "PATCH", location)
+        new_location = resp.headers.get("Location")
+        rng = resp.headers.get("Range", "")
         resp.release()
+        if new_location:
+            location = _join(location, new_location)
+        if rng:
+            try:
+                acked = int(rng.split("=", 1)[-1].split("-", 1)[1]) + 1
+            except (IndexError, ValueError):
+                acked = sent
+            if acked != sent:
+                raise SystemError_(f"registry acknowledged {acked} bytes of an upload of {sent}")
+        return location, sent
+
+    async def push_blob_stream(self, chunks: AsyncIterator[bytes], result: Callable[[], tuple[str, int]], *,
+                               chunk_min: int | None = None) -> tuple[str, int]:
+        """Upload a blob whose digest is known only once its last byte is made (a layer compressed on the way).
+
+        POST an upload, PATCH the stream (one streamed PATCH, or pieces of at least the registry's
+        ``OCI-Chunk-Min-Length`` / ``chunk_min``), then ``PUT ?digest=`` with what ``result()`` answers once
+        ``chunks`` is exhausted: ``(digest, size)``, which is returned. A failed upload is cancelled (DELETE).
+        """
+        ep, status, location, oci_min = await self._run(self._start_upload)
+        if status != 202 or not location:
+            raise SystemError_(f"registry did not start an upload for {self.ref.name} (status {status})")
+        try:
+            chunk = max(chunk_min or 0, oci_min or 0)
+            if chunk:
+                location, sent = await self._patch_chunks(ep, "upload", chunks, location, chunk)
+            else:
+                location, sent = await self._patch_stream(ep, chunks, location)
+            digest, size = result()
+            if sent != size:
+                raise DataCorrupted(f"blob {digest} has {sent} bytes sent, {size} made")
+            await self._commit_upload(ep, location, digest)
+        except Exception:
+            await _aclose(chunks)
+            await self._cancel_upload(ep, location)
+            raise
+        return digest, size
 
 
 async def _aclose(it: AsyncIterator[bytes]) -> None:

@@ -1,21 +1,31 @@
 """The distribution service: pull and push with dockerd's progress lines, login, search, distribution inspect.
 
-Pull: resolve (errors before the first event become HTTP statuses), choose the platform manifest, fetch and verify
+Pull: resolve (errors before the first event become HTTP statuses), choose the platform manifest; an image whose
+configuration is already here is not pulled again (dockerd prints no layer line then). Otherwise fetch and verify
 the config, then download layers concurrently (bounded by max-concurrent-downloads) into resumable ingests keyed
 by the blob digest, hashing the compressed bytes and verifying the DiffID on a decompressing stream that is never
 stored. Two pulls that need the same blob share one download; a download nobody waits for any more is cancelled,
-its partial blob kept for a later resume. Blobs first, then one metadata transaction (image, tag, repo digest).
+its partial blob kept for a later resume. Blobs first, then one metadata transaction (image, tag, repo digest: a
+pull by tag leaves a repo digest that names another image where it is, as dockerd). ``pull -a`` takes the tags
+in the registry's order. The pull event is dockerd's: ID the reference pulled, ``name`` the repository.
 
-Push: every layer is pushed as the stored compressed blob (HEAD first, cross-repository mount from repositories
-of the same registry the blob is known in, then upload), then the config and the image's manifest bytes as
-stored, so a pulled image keeps its manifest digest.
+Push: a layer stored compressed is pushed as the stored blob (HEAD first, cross-repository mount from repositories
+of the same registry the blob is known in, then upload). A layer stored as a plain tar (built, loaded) is
+gzip-compressed (ISA-L, the daemon's level) while it is uploaded (PATCH, then PUT with the digest computed on the
+way); the gzip digest is remembered per DiffID (table ``compressed_layers``), so that a later push to any registry
+finds the blob (HEAD, mount) before it compresses again. Then the config and the manifest: the image's stored
+bytes when it was pulled (a pulled image keeps its manifest digest, its layers go as they were pulled) or when every
+layer is stored compressed, else a manifest made for the push with dockerd's media types (Docker schema 2; OCI only
+when a zstd layer needs it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
@@ -26,6 +36,8 @@ from ..distribution.errors import pull_error, push_error, registry_info
 from ..errors import (DataCorrupted, DockwrightError, Forbidden, ImageNotFound, InvalidArgument, NotFound,
                       SystemError_, Unauthorized, Unavailable)
 from ..filters import Filters
+from ..layers import compression as lc
+from ..layers.compression import Compression, compression_from_media_type, gzip_compressor
 from ..layers.verify import LayerVerifier
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
@@ -44,6 +56,25 @@ SCHEMA1_ERROR = ("Docker Image Format v1 and Docker Image manifest version 2, sc
                  "schema 2. More information at https://docs.docker.com/go/deprecated-image-specs/")
 
 RETRIES = 5
+
+# The gzip digest and size a push gave each layer stored as a plain tar (by DiffID): the next push, to this registry
+# or another, finds the blob by it (HEAD, cross-repository mount) instead of compressing again. Metadata only, no
+# blob: the compression is deterministic (fixed input blocks, the daemon's level), a row whose layer is gone names
+# a blob that is still that layer's gzip form, and a recompression that differs (another ISA-L version or level) is
+# uploaded under its own digest, which replaces the row.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS compressed_layers (
+    diff_id TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (diff_id, compression)
+);
+"""
+
+_BLOCK = 1 << 20  # compression input is cut in fixed blocks (as layers.ingest): the gzip bytes depend on the layer
+_PIECE = 1 << 20  # compressed bytes handed to the upload at a time (at least, but for the last piece)
+_MAX_BLOCKS = 8  # input blocks one worker-thread call takes at most (for progress on very compressible layers)
 
 
 def _detail(status: str, id_: str) -> Progress:
@@ -77,6 +108,7 @@ class DistributionService:
         self._down_sem = asyncio.Semaphore(max(1, max_downloads))
         self._up_sem = asyncio.Semaphore(max(1, max_uploads))
         self._inflight: dict[str, _Download] = {}
+        db.executescript(SCHEMA)
 
     # ================================================================================================ pull ===
     async def pull(self, from_image: str, tag: str = "", *, platform: str = "",
@@ -102,16 +134,33 @@ class DistributionService:
 
     async def _pull_all(self, repo: Any, ref: refs.Reference, tags: list[str],
                         plat: Platform | None) -> AsyncIterator[ProgressEvent]:
+        """``pull -a``: every tag in the order the registry lists them (as dockerd), one event for the whole
+        repository at the end."""
         updated = False
-        for t in sorted(tags):
+        for t in tags:
             tref = ref.with_tag(t)
             async for ev in self._pull_ref(repo, tref, plat, final=False):
                 if isinstance(ev, _Updated):
                     updated = updated or ev.updated
                     continue
                 yield ev
+        self._pull_event(ref)
         yield Status(("Status: Downloaded newer image for " if updated else "Status: Image is up to date for ")
                      + ref.familiar_name)
+
+    def _pull_event(self, ref: refs.Reference) -> None:
+        """dockerd's pull event: the ID is the reference pulled (``busybox:latest``, ``busybox@sha256:…``, or the
+        repository for ``pull -a``), ``name`` the repository (``busybox``), with the labels of the image that
+        reference names now."""
+        attrs: dict[str, str] = {}
+        try:
+            rec = self.images.resolve(ref.familiar())
+        except DockwrightError:
+            rec = None
+        if rec is not None and rec.labels:
+            attrs.update(rec.labels)
+        attrs["name"] = ref.familiar_name
+        self.events.publish("image", "pull", ref.familiar(), attrs)
 
     async def _pull_ref(self, repo: Any, ref: refs.Reference, plat: Platform | None,
                         final: bool = True) -> AsyncIterator[ProgressEvent]:
@@ -120,7 +169,8 @@ class DistributionService:
             desc, raw = await repo.resolve(reference)
         except DockwrightError as exc:
             raise pull_error(ref, exc) from exc
-        yield Status(f"Pulling from {ref.path}", id=reference)
+        # dockerd: "latest: Pulling from library/busybox", "docker.io/library/busybox@sha256:…: Pulling from …"
+        yield Status(f"Pulling from {ref.path}", id=str(ref) if ref.digest else reference)
         # the pull's lease: from before its first blob until its image is written (or it fails)
         async with self.images.operation("pull") as lease:
             async for ev in self._pull_resolved(repo, ref, plat, final, desc, raw, lease):
@@ -152,21 +202,88 @@ class DistributionService:
             media_type = manifest.get("mediaType") or mt.OCI_MANIFEST
         config_desc = manifest["config"]
         layers = manifest.get("layers") or []
-        # every blob of the image is leased before the first is fetched or found "Already exists"
-        await asyncio.to_thread(lease.add_many, "content", [manifest_digest, config_desc["digest"],
-                                                            *(lay["digest"] for lay in layers),
-                                                            *([index_digest] if index_digest else [])])
-        await asyncio.to_thread(lease.add_many, "ingest", ["pull-" + hex_of(lay["digest"]) for lay in layers])
-        config_raw = b"".join([c async for c in repo.fetch_blob(config_desc["digest"],
-                                                                 size=config_desc.get("size"))])
-        if sha256_digest(config_raw) != config_desc["digest"]:
-            raise DataCorrupted(f"image config verification failed for digest {config_desc['digest']}")
+        config_digest = config_desc["digest"]
+        # dockerd: an image whose configuration is already here is not pulled again, not a layer line printed
+        local = await self._local_image(config_digest, lease, [manifest_digest, *([index_digest] if index_digest
+                                                                                 else [])])
+        if local is None:
+            # every blob of the image is leased before the first is fetched or found "Already exists"
+            await asyncio.to_thread(lease.add_many, "content", [manifest_digest, config_digest,
+                                                                *(lay["digest"] for lay in layers),
+                                                                *([index_digest] if index_digest else [])])
+            await asyncio.to_thread(lease.add_many, "ingest", ["pull-" + hex_of(lay["digest"]) for lay in layers])
+            config_raw = b"".join([c async for c in repo.fetch_blob(config_digest, size=config_desc.get("size"))])
+            if sha256_digest(config_raw) != config_digest:
+                raise DataCorrupted(f"image config verification failed for digest {config_digest}")
+        else:
+            config_raw = local[0]
         config = json.loads(config_raw)
         if plat is not None and index_raw is None:
             actual = Platform(config.get("os", ""), config.get("architecture", ""), config.get("variant", ""))
             if not plat.matches(actual):
                 raise NotFound(f"image with reference {ref.familiar()} was found but does not match the specified "
                                f"platform: wanted {plat}, actual: {actual}")
+        repo_name = refs.Reference(ref.domain, ref.path)
+        if local is not None:
+            recs = local[1]
+            # the registry's blobs that are this image's own (or the gzip form a push of it made): mountable
+            sources = [(lay["digest"], ref.domain, ref.path) for lay, r in zip(layers, recs)
+                       if lay["digest"] in (r.digest, (self._compressed(r.diff_id) or ("",))[0])]
+        else:
+            recs = []
+            async for ev in self._pull_layers(repo, ref, config, layers, recs):
+                yield ev
+            sources = [(r.digest, ref.domain, ref.path) for r in recs]
+        # the manifest too: a pulled image is pushed with its manifest as it is, blobs as the registry has them
+        sources.append((manifest_digest, ref.domain, ref.path))
+        target_digest = index_digest or manifest_digest
+        digest_ref = repo_name.with_digest(target_digest)
+        previous = self.db.get_ref(str(ref)) if ref.tag and not ref.digest else self.db.get_ref(str(digest_ref))
+        digests = [digest_ref]
+        if not ref.digest:
+            # dockerd's addDigestReference: a pull by tag never takes a repository digest from another image (the
+            # image of another platform of the same index keeps it); a pull by digest does (AddDigest, forced)
+            holder = self.db.get_ref(str(digest_ref))
+            if holder is not None and holder != config_digest and self.db.get_image(holder) is not None:
+                digests = []
+        extra = {index_digest} if index_digest else set()
+        if index_raw is not None:
+            await asyncio.to_thread(self.content.put, index_raw, index_digest)
+        image_id, _ = await self.images.commit_image(
+            config_raw, recs, manifest_media_type=media_type, manifest_raw=manifest_raw, extra_blobs=extra,
+            tags=[ref] if ref.tag and not ref.digest else [], digests=digests, sources=sources)
+        updated = previous != image_id
+        if final:
+            self._pull_event(ref)
+        yield Status(f"Digest: {target_digest}")
+        if final:
+            yield Status(("Status: Downloaded newer image for " if updated else "Status: Image is up to date for ")
+                         + ref.familiar())
+        else:
+            yield _Updated(updated)
+
+    async def _local_image(self, config_digest: str, lease: Any,
+                           blobs: list[str]) -> tuple[bytes, list[LayerRecord]] | None:
+        """The configuration and layer records of the image ``config_digest`` when it is here, whole, leased (with
+        ``blobs``, the pulled manifest and index) so that it stays until the pull has written its names."""
+        rec = self.db.get_image(config_digest, with_layers=True)
+        if rec is None:
+            return None
+        await asyncio.to_thread(lease.add_many, "content", [config_digest, *(d for _, _, d in rec.layers), *blobs])
+        recs: list[LayerRecord] = []
+        for _, _, digest in rec.layers:
+            lay = self.db.get_layer(digest)
+            if lay is None or not self.content.exists(digest):
+                return None
+            recs.append(lay)
+        if self.db.get_image(config_digest) is None or not self.content.exists(config_digest):
+            return None  # removed meanwhile: pulled as any other image
+        return await asyncio.to_thread(self.content.read, config_digest), recs
+
+    async def _pull_layers(self, repo: Any, ref: refs.Reference, config: dict[str, Any],
+                           layers: list[dict[str, Any]], out: list[LayerRecord]) -> AsyncIterator[ProgressEvent]:
+        """Download the layers the store does not have (concurrently), with dockerd's per-layer lines; ``out``
+        receives every layer's record, in order."""
         rootfs = config.get("rootfs") if isinstance(config, dict) else None
         diff_ids: list[str] = list((rootfs if isinstance(rootfs, dict) else {}).get("diff_ids") or [])
         if len(diff_ids) != len(layers):
@@ -212,29 +329,7 @@ class DistributionService:
             if next_complete in todo:
                 yield _detail("Pull complete", short_id(layers[next_complete]["digest"]))
             next_complete += 1
-        downloaded = bool(todo)
-        recs = [r for r in results if r is not None]
-        repo_name = refs.Reference(ref.domain, ref.path)
-        target_digest = index_digest or manifest_digest
-        digest_ref = repo_name.with_digest(target_digest)
-        previous = self.db.get_ref(str(ref)) if ref.tag and not ref.digest else self.db.get_ref(str(digest_ref))
-        extra = {index_digest} if index_digest else set()
-        if index_raw is not None:
-            await asyncio.to_thread(self.content.put, index_raw, index_digest)
-        image_id, _ = await self.images.commit_image(
-            config_raw, recs, manifest_media_type=media_type, manifest_raw=manifest_raw, extra_blobs=extra,
-            tags=[ref] if ref.tag and not ref.digest else [], digests=[digest_ref],
-            sources=[(r.digest, ref.domain, ref.path) for r in recs])
-        updated = previous != image_id or downloaded
-        rec = self.db.get_image(image_id)
-        self.events.publish("image", "pull", ref.familiar(),
-                            {**((rec.labels if rec else None) or {}), "name": ref.familiar()})
-        yield Status(f"Digest: {target_digest}")
-        if final:
-            yield Status(("Status: Downloaded newer image for " if updated else "Status: Image is up to date for ")
-                         + ref.familiar())
-        else:
-            yield _Updated(updated)
+        out.extend(r for r in results if r is not None)
 
     async def _shared_download(self, repo: Any, ref: refs.Reference, digest: str, size: int, media_type: str,
                                emit: Callable[[ProgressEvent], None], diff_id: str = "") -> LayerRecord:
@@ -381,35 +476,43 @@ class DistributionService:
             raise ImageNotFound(ref.familiar(), f"An image does not exist locally with the tag: {ref.familiar()}")
         manifest_raw = await asyncio.to_thread(self.content.read, rec.target_digest)
         manifest = json.loads(manifest_raw)
-        layer_descs = manifest.get("layers") or []
+        layer_descs: list[dict[str, Any]] = manifest.get("layers") or []
+        kinds = [_layer_compression(str(d.get("mediaType") or "")) for d in layer_descs]
+        # a layer stored as a plain tar (built, loaded) is sent gzip-compressed, under a manifest made for the push
+        # (dockerd's: Docker schema 2, unless a zstd layer needs OCI's); the stored manifest goes byte for byte when
+        # every layer is stored compressed, or when it was pulled (its blobs as they are in the registry)
+        remake = Compression.NONE in kinds and not self._was_pulled(rec.target_digest)
+        if remake and len(rec.layers) != len(layer_descs):
+            raise DataCorrupted(f"image {rec.id} has {len(rec.layers)} layers, its manifest {len(layer_descs)}")
+        oci = remake and any(k not in (Compression.NONE, Compression.GZIP) for k in kinds)
         order = list(reversed(range(len(layer_descs))))  # top layer first, as dockerd lists them
         ids = {i: short_id(rec.layers[i][0]) if i < len(rec.layers) else short_id(layer_descs[i]["digest"])
                for i in order}
         for i in order:
             yield _detail("Preparing", ids[i])
         sources: list[tuple[str, str, str]] = []
+        pushed: list[dict[str, Any] | None] = [None] * len(layer_descs)
+        shared: dict[str, asyncio.Future[dict[str, Any]]] = {}  # one transfer per blob, however often it is listed
 
-        async def one(i: int, emit: Emit) -> None:
+        async def exists_or_mount(digest: str, sid: str, emit: Emit) -> bool:
+            if await repo.blob_exists(digest) is not None:
+                emit(_detail("Layer already exists", sid))
+                return True
+            for other in self.db.blob_sources(digest, repo_name.domain):
+                if other == repo_name.path:
+                    continue
+                try:
+                    if await repo.mount_blob(digest, other):
+                        emit(_detail(f"Mounted from {other}", sid))
+                        return True
+                except DockwrightError:
+                    continue
+            return False
+
+        async def push_stored(i: int, sid: str, emit: Emit) -> dict[str, Any]:
             desc = layer_descs[i]
-            sid = ids[i]
-            if self._up_sem.locked():
-                emit(_detail("Waiting", sid))
-            async with self._up_sem:
-                digest, size = desc["digest"], int(desc["size"])
-                if await repo.blob_exists(digest) is not None:
-                    emit(_detail("Layer already exists", sid))
-                    sources.append((digest, repo_name.domain, repo_name.path))
-                    return
-                for other in self.db.blob_sources(digest, repo_name.domain):
-                    if other == repo_name.path:
-                        continue
-                    try:
-                        if await repo.mount_blob(digest, other):
-                            emit(_detail(f"Mounted from {other}", sid))
-                            sources.append((digest, repo_name.domain, repo_name.path))
-                            return
-                    except DockwrightError:
-                        continue
+            digest, size = desc["digest"], int(desc["size"])
+            if not await exists_or_mount(digest, sid, emit):
                 every = _update_every(size)
                 state = {"last": 0}
 
@@ -420,7 +523,48 @@ class DistributionService:
 
                 await repo.push_blob(digest, size, self.images.blob_chunks(digest), progress=progress)
                 emit(_detail("Pushed", sid))
-                sources.append((digest, repo_name.domain, repo_name.path))
+            sources.append((digest, repo_name.domain, repo_name.path))
+            return _remade_descriptor(desc, kinds[i], oci) if remake else desc
+
+        async def push_plain(i: int, sid: str, emit: Emit) -> dict[str, Any]:
+            desc = layer_descs[i]
+            diff_id = rec.layers[i][0]
+            known = self._compressed(diff_id)
+            if known is not None and await exists_or_mount(known[0], sid, emit):
+                digest, size = known
+            else:
+                lay = self.db.get_layer(desc["digest"])
+                total = lay.diff_size if lay is not None else int(desc.get("size") or 0)
+                digest, size = await self._push_gzip(repo, desc["digest"], sid, total, emit)
+                await asyncio.to_thread(self._remember_compressed, diff_id, digest, size)
+                emit(_detail("Pushed", sid))
+            sources.append((digest, repo_name.domain, repo_name.path))
+            return {"mediaType": lc.OCI_LAYER_GZIP if oci else lc.DOCKER_LAYER_GZIP, "size": size, "digest": digest}
+
+        async def one(i: int, emit: Emit) -> None:
+            sid = ids[i]
+            key = layer_descs[i]["digest"]
+            fut = shared.get(key)
+            if fut is not None:
+                pushed[i] = await asyncio.shield(fut)
+                return
+            fut = shared[key] = asyncio.get_running_loop().create_future()
+            try:
+                if self._up_sem.locked():
+                    emit(_detail("Waiting", sid))
+                async with self._up_sem:
+                    if remake and kinds[i] is Compression.NONE:
+                        pushed[i] = await push_plain(i, sid, emit)
+                    else:
+                        pushed[i] = await push_stored(i, sid, emit)
+            except asyncio.CancelledError:
+                fut.cancel()
+                raise
+            except Exception as exc:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved here: a twin that waits raises it too
+                raise
+            fut.set_result(pushed[i])  # type: ignore[arg-type]
 
         async def run_all(emit: Emit) -> None:
             async with asyncio.TaskGroup() as tg:
@@ -428,24 +572,87 @@ class DistributionService:
                     tg.create_task(one(i, emit))
 
         try:
-            async for ev in run_with_events(run_all):
-                yield ev
-        except DockwrightError as exc:
-            raise push_error(ref, exc) from exc
-        cfg = manifest["config"]
-        if await repo.blob_exists(cfg["digest"]) is None:
-            await repo.push_blob(cfg["digest"], int(cfg["size"]), self.images.blob_chunks(cfg["digest"]))
-        media_type = manifest.get("mediaType") or rec.target_media_type
-        digest = await repo.put_manifest(ref.tag or "latest", media_type, manifest_raw)
-        with self.db.tx() as c:
-            for s in sources:
-                self.db.add_blob_source(c, *s)
+            try:
+                async for ev in run_with_events(run_all):
+                    yield ev
+            except (DockwrightError, BaseExceptionGroup) as exc:
+                first = _first_error(exc)
+                if isinstance(first, DockwrightError):
+                    raise push_error(ref, first) from first
+                raise
+            cfg = manifest["config"]
+            if await repo.blob_exists(cfg["digest"]) is None:
+                await repo.push_blob(cfg["digest"], int(cfg["size"]), self.images.blob_chunks(cfg["digest"]))
+            if remake:
+                media_type = mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST
+                push_raw = json.dumps({
+                    "schemaVersion": 2,
+                    "mediaType": media_type,
+                    "config": {"mediaType": mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG, "size": int(cfg["size"]),
+                               "digest": cfg["digest"]},
+                    "layers": pushed,
+                }, indent=3).encode()  # Go's json.MarshalIndent(m, "", "   "), as dockerd writes it
+            else:
+                media_type = manifest.get("mediaType") or rec.target_media_type
+                push_raw = manifest_raw
+            digest = await repo.put_manifest(ref.tag or "latest", media_type, push_raw)
+        finally:
+            if sources:
+                with self.db.tx() as c:
+                    for s in sources:
+                        self.db.add_blob_source(c, *s)
         await self.images.add_digest_ref(rec.id, refs.Reference(ref.domain, ref.path).with_digest(digest))
-        yield Status(f"{ref.tag}: digest: {digest} size: {len(manifest_raw)}")
-        yield Aux({"Tag": ref.tag, "Digest": digest, "Size": len(manifest_raw)})
+        yield Status(f"{ref.tag}: digest: {digest} size: {len(push_raw)}")
+        yield Aux({"Tag": ref.tag, "Digest": digest, "Size": len(push_raw)})
         attrs = dict(rec.labels or {})
         attrs["name"] = ref.familiar()
         self.events.publish("image", "push", rec.id, attrs)
+
+    async def _push_gzip(self, repo: Any, blob: str, sid: str, total: int, emit: Emit) -> tuple[str, int]:
+        """Upload the gzip form of the stored plain layer ``blob``, compressed (ISA-L, the daemon's level) while it
+        is sent: the next piece is made in a worker thread while the last one is on the wire. Nothing is written
+        to disk; the digest is known at the end, for the upload's closing PUT. ``Pushing`` counts the tar's bytes
+        read against ``total`` (the layer's size), as dockerd's progress does."""
+        src = await asyncio.to_thread(_GzipSource, self.content, blob, self.images.compression_level)
+        every = _update_every(total)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            pending: asyncio.Future[tuple[bytes, int, bool]] | None = asyncio.ensure_future(
+                asyncio.to_thread(src.next))
+            last = 0
+            try:
+                while pending is not None:
+                    data, read, done = await pending
+                    pending = None if done else asyncio.ensure_future(asyncio.to_thread(src.next))
+                    if read - last >= every or (done and read != last):
+                        last = read
+                        emit(Progress("Pushing", sid, read, total))
+                    if data:
+                        yield data
+            finally:  # left early (a failed upload): the piece being made is dropped once made, then the file closed
+                if pending is not None and not pending.done():
+                    pending.add_done_callback(lambda f: (f.cancelled() or f.exception(), src.close()))
+                else:
+                    if pending is not None and not pending.cancelled():
+                        pending.exception()
+                    src.close()
+
+        return await repo.push_blob_stream(chunks(), src.result)
+
+    def _was_pulled(self, manifest_digest: str) -> bool:
+        """Whether a pull brought this manifest (it is then known in a repository of some registry)."""
+        return bool(self.db.query("SELECT 1 FROM blob_sources WHERE digest=? LIMIT 1", (manifest_digest,)))
+
+    def _compressed(self, diff_id: str) -> tuple[str, int] | None:
+        """The digest and size of the gzip blob a push made of the plain layer ``diff_id``, if one did."""
+        rows = self.db.query("SELECT digest, size FROM compressed_layers WHERE diff_id=? AND compression='gzip'",
+                             (diff_id,))
+        return (str(rows[0][0]), int(rows[0][1])) if rows else None
+
+    def _remember_compressed(self, diff_id: str, digest: str, size: int) -> None:
+        with self.db.tx() as c:
+            c.execute("INSERT OR REPLACE INTO compressed_layers(diff_id, compression, digest, size) "
+                      "VALUES (?, 'gzip', ?, ?)", (diff_id, digest, size))
 
     # ====================================================================================== other endpoints ===
     async def login(self, auth: AuthConfig) -> tuple[str, str]:
@@ -517,6 +724,99 @@ class DistributionService:
 @dataclass(frozen=True)
 class _Updated:
     updated: bool
+
+
+class _GzipSource:
+    """The gzip form of a stored plain-tar layer, made piece by piece (blocking: each :meth:`next` runs in a
+    worker thread, one at a time). The plain bytes are checked against the blob's digest on the way: a damaged
+    blob fails the upload before its closing PUT."""
+
+    def __init__(self, content: ContentStore, blob: str, level: int) -> None:
+        self.blob = blob
+        self._f = content.open(blob)
+        self._comp = gzip_compressor(level)
+        self._plain = hashlib.sha256()
+        self._hash = hashlib.sha256()
+        self._lock = threading.Lock()
+        self.size = 0  # compressed bytes made
+        self.read = 0  # plain bytes read
+        self._done = False
+        self._closed = False
+
+    def next(self) -> tuple[bytes, int, bool]:
+        """The next compressed piece, the plain bytes read so far, and whether the stream has ended."""
+        with self._lock:
+            if self._closed or self._done:
+                return b"", self.read, True
+            out: list[bytes] = []
+            n = 0
+            for _ in range(_MAX_BLOCKS):
+                block = self._f.read(_BLOCK)  # a whole block but at the end (a buffered regular file)
+                if not block:
+                    tail = self._comp.flush()
+                    if tail:
+                        out.append(tail)
+                    self._done = True
+                    break
+                self.read += len(block)
+                self._plain.update(block)
+                piece = self._comp.compress(block)
+                if piece:
+                    out.append(piece)
+                    n += len(piece)
+                    if n >= _PIECE:
+                        break
+            data = b"".join(out)
+            if self._done and "sha256:" + self._plain.hexdigest() != self.blob:
+                raise DataCorrupted(f"layer {self.blob} does not match its digest: the stored blob is damaged")
+            self._hash.update(data)
+            self.size += len(data)
+            return data, self.read, self._done
+
+    def result(self) -> tuple[str, int]:
+        """The compressed blob's digest and size (once :meth:`next` said the end)."""
+        if not self._done:
+            raise DataCorrupted(f"the upload of layer {self.blob} ended before the layer")
+        return "sha256:" + self._hash.hexdigest(), self.size
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._f.close()
+
+
+def _layer_compression(media_type: str) -> Compression | None:
+    """The compression a layer media type says (None: not a layer type this daemon knows)."""
+    try:
+        return compression_from_media_type(media_type)
+    except InvalidArgument:
+        return None
+
+
+def _remade_descriptor(desc: dict[str, Any], kind: Compression | None, oci: bool) -> dict[str, Any]:
+    """A stored compressed layer's descriptor in a manifest made for a push: dockerd's media types (Docker's, or
+    OCI's when the manifest is OCI), its digest, size, URLs and annotations unchanged."""
+    media_type = str(desc.get("mediaType") or "")
+    foreign = "foreign" in media_type or "nondistributable" in media_type
+    if kind is Compression.GZIP:
+        if oci:
+            media_type = lc.OCI_LAYER_NONDISTRIBUTABLE_GZIP if foreign else lc.OCI_LAYER_GZIP
+        else:
+            media_type = lc.DOCKER_LAYER_FOREIGN_GZIP if foreign else lc.DOCKER_LAYER_GZIP
+    elif kind is Compression.ZSTD:
+        media_type = lc.OCI_LAYER_NONDISTRIBUTABLE_ZSTD if foreign else lc.OCI_LAYER_ZSTD
+    out: dict[str, Any] = {"mediaType": media_type, "size": int(desc["size"]), "digest": desc["digest"]}
+    for key in ("urls", "annotations"):
+        if desc.get(key):
+            out[key] = desc[key]
+    return out
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The first error inside an ExceptionGroup (what a TaskGroup raises), or ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class _Mismatch(Exception):
