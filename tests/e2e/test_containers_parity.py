@@ -36,6 +36,13 @@ RUN mkdir -p /data/sub && echo hello > /data/sub/f && echo top > /data/t && busy
 VOLUME /data
 VOLUME ["/empty"]
 """
+ONBUILD_DOCKERFILE = b"""FROM bb:1
+ONBUILD RUN echo hi
+SHELL ["/bin/sh", "-xc"]
+STOPSIGNAL SIGUSR1
+HEALTHCHECK CMD true
+EXPOSE 80
+"""
 
 
 def _keys(value: Any, prefix: str = "") -> set[str]:
@@ -89,9 +96,13 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, 
         ctx = base / "ctx"
         ctx.mkdir()
         (ctx / "Dockerfile").write_bytes(DOCKERFILE)
+        ctx2 = base / "ctx2"
+        ctx2.mkdir()
+        (ctx2 / "Dockerfile").write_bytes(ONBUILD_DOCKERFILE)
         for engine in (ours, real):
             engine.docker("load", "-i", str(FIXTURES / "dockerd-20.10-save-busybox.tar"))
             engine.docker("build", "-q", "-t", "volimg:1", str(ctx))
+            engine.docker("build", "-q", "-t", "obimg:1", str(ctx2))
         yield ours, real
     finally:
         for engine in (ours, real):
@@ -143,6 +154,7 @@ CASES: dict[str, list[str]] = {
                 "--mount", "type=bind,src={bind},dst=/b", "--mount", "type=volume,dst=/anon", "bb:1", "busybox",
                 "sleep", "300"],
     "image-volumes": ["create", "volimg:1", "busybox", "sleep", "300"],
+    "image-config": ["create", "obimg:1", "busybox", "true"],  # healthcheck, stop signal, ports: not ONBUILD, SHELL
     "tmpfs": ["run", "-d", "--mount", "type=tmpfs,dst=/t,tmpfs-size=1048576,tmpfs-mode=1770", "--mount",
               "type=tmpfs,dst=/t2,readonly", "--tmpfs", "/run:size=2m,exec", "--tmpfs", "/r2", "bb:1", "busybox",
               "sleep", "300"],
@@ -236,6 +248,13 @@ def test_restart_rename_top_like_dockerd(both: tuple[Daemon, Dockerd]) -> None:
                if t == "container" and a in keep and attrs.get("name") in ("r1", "s1", "s2")]
            for e, ev in events.items()}
     assert seq[ours] == seq[real]
+    # from API 1.42 restart (and stop) take a signal, which dockerd 20.10 (1.41) ignores
+    since = str(time.time())
+    ours.out("run", "-d", "--name", "sig", "bb:1", "busybox", "sleep", "300")
+    assert _api(ours, "POST", "/v1.51/containers/sig/restart?signal=SIGKILL&t=30")[0] == 204
+    kills = ours.out("events", "--since", since, "--until", str(time.time()), "--filter", "event=kill", "--format",
+                     "{{.Actor.Attributes.signal}}").split()
+    assert kills == ["9"]
 
 
 def test_prune_like_dockerd(both: tuple[Daemon, Dockerd]) -> None:

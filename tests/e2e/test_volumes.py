@@ -228,3 +228,30 @@ def test_tmpfs_mounts(d: Daemon) -> None:
     assert info["HostConfig"]["Tmpfs"] == {"/r": ""}
     p = d.docker("run", "--rm", "--tmpfs", "/x:bogus", "bb:1", "busybox", "true", check=False)
     assert p.returncode != 0 and b'Invalid tmpfs option ["bogus"]' in p.stderr
+
+
+def test_podman_compat_mounts_over_image_directories(d: Daemon) -> None:
+    """podman's compat tests test_mount_preexisting_dir and test_non_existent_workdir, through docker-py: a new
+    named volume over a directory of the image takes its owner and its files."""
+    import io
+
+    from docker.types import Mount
+
+    client = d.client()
+    img, _ = client.images.build(fileobj=io.BytesIO(
+        b"FROM bb:1\nRUN mkdir -p /workspace && busybox chown 1042:1043 /workspace\n"), rm=True)
+    ctr = client.containers.create(img.id, command=["busybox", "stat", "-c", "%u:%g", "/workspace"], detach=True,
+                                   mounts=[Mount(source="test_vol", target="/workspace")])
+    ctr.start()
+    assert ctr.wait()["StatusCode"] == 0
+    assert ctr.logs().rstrip() == b"1042:1043"
+    ctr.remove()
+    img, _ = client.images.build(fileobj=io.BytesIO(
+        b"FROM bb:1\nWORKDIR /workspace/scratch\nRUN touch test\n"), rm=True)
+    ctr = client.containers.create(img.id, command=["busybox", "stat", "-c", "%n", "/workspace/scratch/test"],
+                                   working_dir="/workspace/scratch", detach=True,
+                                   mounts=[Mount(source="test_vol2", target="/workspace")])
+    ctr.start()
+    assert ctr.wait()["StatusCode"] == 0
+    assert ctr.logs().rstrip() == b"/workspace/scratch/test"
+    ctr.remove()

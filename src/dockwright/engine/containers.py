@@ -152,7 +152,7 @@ def merge_config(image_cfg: dict[str, Any], req: dict[str, Any]) -> dict[str, An
     out["Labels"] = labels
     if not out.get("Volumes") and img.get("Volumes"):
         out["Volumes"] = img.get("Volumes")
-    for key in ("StopSignal", "Healthcheck", "OnBuild", "Shell"):
+    for key in ("StopSignal", "Healthcheck"):  # not OnBuild nor Shell: dockerd's container has neither
         if not out.get(key) and img.get(key):
             out[key] = img.get(key)
     return out
