@@ -255,6 +255,12 @@ def test_restart_rename_top_like_dockerd(both: tuple[Daemon, Dockerd]) -> None:
     kills = ours.out("events", "--since", since, "--until", str(time.time()), "--filter", "event=kill", "--format",
                      "{{.Actor.Attributes.signal}}").split()
     assert kills == ["9"]
+    # an auto-removed container survives its restart (dockerd turns AutoRemove off for the stop)
+    for e in (ours, real):
+        e.out("run", "-d", "--rm", "--name", "autorm", "bb:1", "busybox", "sleep", "300")
+        e.out("restart", "-t", "0", "autorm")
+        assert e.out("inspect", "--format", "{{.State.Running}} {{.HostConfig.AutoRemove}}", "autorm") == \
+            "true true"
 
 
 def test_prune_like_dockerd(both: tuple[Daemon, Dockerd]) -> None:
@@ -379,5 +385,23 @@ def test_tmpfs_mounts_like_dockerd(both: tuple[Daemon, Dockerd]) -> None:
                    {"Tmpfs": {"/t": ""}, "Binds": ["/srv:/t"]}):
             out.append(_api(e, "POST", "/v1.41/containers/create", {"Image": "bb:1", "Cmd": ["true"],
                                                                      "HostConfig": hc}))
+        answers[e] = out
+    assert answers[ours] == answers[real]
+
+
+def test_bind_of_the_daemon_root_like_dockerd(both: tuple[Daemon, Dockerd]) -> None:
+    """A bind whose source holds the daemon's root is rslave, and refuses a private propagation."""
+    ours, real = both
+    answers: dict[Engine, list[Any]] = {}
+    for e, root in ((ours, str(ours.data_root)), (real, str(real.base / "root"))):
+        out: list[Any] = []
+        cid = e.out("create", "-v", "/:/host", "--mount", "type=bind,src=/,dst=/h2", "bb:1", "busybox", "true")
+        out.append(sorted((m["Destination"], m["Mode"], m["Propagation"]) for m in _inspect(e, cid)["Mounts"]))
+        for hc in ({"Binds": ["/:/host:rprivate"]}, {"Binds": ["/:/host:rshared"]},
+                   {"Mounts": [{"Type": "bind", "Source": "/", "Target": "/h", "BindOptions": {"Propagation":
+                                                                                                "private"}}]}):
+            status, body = _api(e, "POST", "/v1.41/containers/create", {"Image": "bb:1", "Cmd": ["true"],
+                                                                         "HostConfig": hc})
+            out.append((status, body["message"].replace(root, "<root>") if status != 201 else ""))
         answers[e] = out
     assert answers[ours] == answers[real]

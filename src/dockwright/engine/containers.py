@@ -49,7 +49,7 @@ from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
 from .events import EventBus
 from .images import ImagesService
 from .resources import verify_extra_hosts, verify_resources
-from .volumes import VolumesService, image_volume, parse_bind, parse_mount
+from .volumes import VolumesService, bind_daemon_root, image_volume, parse_bind, parse_mount
 from ..timestamps import parse_timestamp
 
 __all__ = ["ContainersService", "Container"]
@@ -416,6 +416,8 @@ class ContainersService:
                 raise InvalidArgument(f"Duplicate mount point: {m.get('Target')}")
             dests.add(mp["Destination"])
             points.append(mp)
+        for mp in points:
+            bind_daemon_root(mp, str(self.root.parent))
         for dest in sorted(cfg.get("Volumes") or {}):
             mp = image_volume(str(dest))
             if mp["Destination"] in dests or not mp["Destination"].startswith("/"):
@@ -1035,7 +1037,12 @@ class ContainersService:
         c = self.get(ref)
         try:
             if c.running:
-                await self.stop(c.id, timeout, signal)
+                auto = c.host_config.get("AutoRemove")
+                c.host_config["AutoRemove"] = False  # as dockerd: not removed by the exit of its restart
+                try:
+                    await self.stop(c.id, timeout, signal)
+                finally:
+                    c.host_config["AutoRemove"] = auto
             await self.start(c.id)
         except Exception as exc:
             raise SystemError_(f"Cannot restart container {ref}: {exc}") from exc

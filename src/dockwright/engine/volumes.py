@@ -37,7 +37,8 @@ from ..snapshots import Mount, is_mountpoint, mount_all, unmount
 from .events import EventBus
 
 __all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "VolumeNotFound", "parse_bind", "parse_mount",
-           "image_volume", "dir_size", "created_at", "tmpfs_data"]
+           "image_volume", "dir_size", "created_at", "tmpfs_data",
+           "bind_daemon_root"]
 
 log = logging.getLogger("dockwright.volumes")
 
@@ -504,6 +505,7 @@ def _mount_point(typ: str, source: str, target: str, *, read_only: bool, propaga
     if typ == "bind":
         mp["Source"] = _clean(source)
         mp["Propagation"] = propagation or DEFAULT_PROPAGATION
+        mp["PropagationSet"] = bool(propagation)
     elif typ == "tmpfs":
         pass
     else:
@@ -573,6 +575,23 @@ def parse_mount(m: dict[str, Any]) -> dict[str, Any]:
                       driver_opts=dc.get("Options") or None)
     mp["Mode"] = "z" if typ == "volume" else ""
     return mp
+
+
+def bind_daemon_root(mp: dict[str, Any], root: str) -> None:
+    """dockerd's validateBindDaemonRoot: a bind whose source holds the daemon's root (or lies in it) is ``rslave``
+    unless it asks for ``rslave`` or ``rshared`` itself; another propagation is refused."""
+    if mp.get("Type") != "bind":
+        return
+    source = str(mp.get("Source") or "")
+    if not (source.startswith(root) or root.startswith(source)):
+        return
+    if not mp.get("PropagationSet"):
+        mp["Propagation"] = "rslave"
+        return
+    if mp.get("Propagation") not in ("rslave", "rshared"):
+        raise InvalidArgument(f'invalid mount config: must use either propagation mode "rslave" or "rshared" when '
+                              f'mount source is within the daemon root, daemon root: "{root}", bind mount source: '
+                              f'"{source}", propagation: "{mp.get("Propagation")}"')
 
 
 def tmpfs_data(opts: dict[str, Any], read_only: bool) -> str:
