@@ -224,6 +224,9 @@ def test_kill9_and_restart_keeps_the_survivors_networked(tmp_path: Path, bridge:
         assert got == "hello from the container"
         st, net = d.api_json("GET", "/networks/bridge")
         assert st == 200 and sorted(net["Containers"]) == sorted([*ids, new])
+        d.out("rename", new, "renamed-survivor")  # the network's view follows a rename
+        st, net = d.api_json("GET", "/networks/bridge")
+        assert net["Containers"][new]["Name"] == "renamed-survivor"
         for c in [*ids, new, short]:
             d.out("rm", "-f", c)
         assert veths_on(bridge.name) == [] and _netns_files(d) == []

@@ -254,8 +254,9 @@ def test_a_stored_record_with_bad_types_is_repaired_at_start(tmp_path: Path) -> 
         assert rows[0]["Command"] == "sh"  # type: ignore[index]
         status, insp = d.api_json("GET", f"/containers/{cid}/json")
         assert status == 200, insp
-        assert insp["Config"]["Entrypoint"] == ["sh"] and "Cmd" not in insp["Config"]  # type: ignore[index]
-        assert "Env" not in insp["Config"] and insp["Config"]["Labels"] == {"keep": "1"}  # type: ignore[index]
+        # the bad values are dropped; the keys stay, null, as dockerd always writes them
+        assert insp["Config"]["Entrypoint"] == ["sh"] and insp["Config"]["Cmd"] is None  # type: ignore[index]
+        assert insp["Config"]["Env"] is None and insp["Config"]["Labels"] == {"keep": "1"}  # type: ignore[index]
         assert "Binds" not in insp["HostConfig"] or insp["HostConfig"]["Binds"] is None  # type: ignore[index]
         assert "stored record repaired" in d.log()
         assert d.out("ps", "-a", "-q", "--no-trunc") == cid

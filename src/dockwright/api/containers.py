@@ -9,7 +9,6 @@ overlay directories of the container's snapshot).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
@@ -20,7 +19,7 @@ from ..engine.containers import Container
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, SystemError_
 from ..filters import Filters
-from ..oci.gojson import parse_rfc3339
+from ..oci.gojson import go_line, parse_rfc3339
 from ..runtime import frame
 from ..timestamps import parse_timestamp
 from . import bodies, params
@@ -215,7 +214,7 @@ def inspect_json(c: Container, eng: Engine, version: Any = None, *, size: bool =
         "ResolvConfPath": str(d / "bundle" / "resolv.conf"), "HostnamePath": str(d / "bundle" / "hostname"),
         "HostsPath": str(d / "bundle" / "hosts"), "LogPath": str(d / f"{c.id}-json.log"),
         "Name": "/" + c.name, "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "",
-        "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None, "HostConfig": hc,
+        "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": eng.exec.ids_of(c.id), "HostConfig": hc,
         "GraphDriver": eng.containers.graph_driver(c), **sizes, "Mounts": _mounts(c),
         "Config": config_json(c.config),
         "NetworkSettings": network_settings_json(_mode(c), c.network, running=c.running,
@@ -398,7 +397,7 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
         result = await waiting
     except Exception as exc:  # noqa: BLE001
         result = {"StatusCode": -1, "Error": {"Message": str(exc)}}
-    await resp.write((json.dumps(result) + "\n").encode())
+    await resp.write(go_line(result))
     await resp.write_eof()
     return resp
 

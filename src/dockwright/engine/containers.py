@@ -1074,6 +1074,7 @@ class ContainersService:
             c.name = old[1:]
             raise
         self.images._changed()  # noqa: SLF001
+        self.network.rename(c.id, bare)
         self._event(c, "rename", {"oldName": old})
 
     async def top(self, ref: str, ps_args: str = "") -> dict[str, Any]:

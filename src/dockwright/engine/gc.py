@@ -258,6 +258,8 @@ class GarbageCollector:
         for mp in mounts_under(data_root, exec_root):
             if Path(mp).is_relative_to(exec_root / "netns"):
                 continue  # network namespaces: the network service keeps the running containers' and drops the rest
+            if Path(mp).is_relative_to(data_root / "volumes") and owners:
+                continue  # a volume's own mount (tmpfs) that a running container may use: the volumes service's
             if any(part in owners for part in Path(mp).parts if _ID_RE.match(part)):
                 continue  # a running container's rootfs (or what its runtime mounted): containers survive restarts
             try:

@@ -389,6 +389,11 @@ class NetworkService:
             return matches[0]
         raise NetworkNotFound(ref)
 
+    def rename(self, cid: str, name: str) -> None:
+        """A connected container's new name, for ``GET /networks/{id}``'s ``Containers``."""
+        if cid in self._attached:
+            self._attached[cid] = (name, self._attached[cid][1])
+
     def attached(self) -> Iterable[tuple[str, str, Attachment]]:
         return ((cid, name, att) for cid, (name, att) in self._attached.items())
 
