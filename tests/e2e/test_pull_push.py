@@ -134,8 +134,14 @@ def test_push_all_tags_and_docker_py_stream(daemon: Daemon, registry: Registry) 
     dist = c.api.inspect_distribution(f"{registry.host}/multi/tag:a")
     assert dist["Descriptor"]["digest"] == aux[0]["Digest"]
     assert dist["Platforms"][0]["os"] == "linux"
+    # as dockerd: the stream starts, then the error; other tags of the repository exist → "tag does not exist"
     p = daemon.docker("push", f"{registry.host}/multi/tag:none", check=False)
-    assert p.returncode != 0 and b"does not exist locally" in p.stderr
+    assert p.returncode != 0 and f"The push refers to repository [{registry.host}/multi/tag]".encode() in p.stdout
+    assert p.stderr.strip() == f"tag does not exist: {registry.host}/multi/tag:none".encode()
+    p = daemon.docker("push", f"{registry.host}/nothing/here", check=False)  # no name of it at all
+    assert p.returncode != 0 and f"The push refers to repository [{registry.host}/nothing/here]".encode() in p.stdout
+    assert p.stderr.strip().endswith(
+        f"An image does not exist locally with the tag: {registry.host}/nothing/here".encode())
 
 
 def test_multi_platform_pull(daemon: Daemon, registry: Registry) -> None:

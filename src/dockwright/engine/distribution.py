@@ -435,20 +435,23 @@ class DistributionService:
         if tag:
             ref = ref.with_tag(tag)
         repo_name = refs.Reference(ref.domain, ref.path)
-        if ref.tag:
-            targets = [ref]
-            if self.db.get_ref(str(ref)) is None:
-                raise ImageNotFound(ref.familiar(), f"An image does not exist locally with the tag: "
-                                                    f"{ref.familiar()}")
-        else:
-            prefix = repo_name.name + ":"
-            targets = [refs.parse_normalized_named(n) for n, _, kind in self.db.refs_with_prefix(prefix)
-                       if kind == "tag" and n[len(prefix):].find("/") < 0]
-            if not targets:
-                raise ImageNotFound(ref.familiar(), f"An image does not exist locally with the tag: "
-                                                    f"{repo_name.familiar_name}")
+        prefix = repo_name.name + ":"
+        tagged = [refs.parse_normalized_named(n) for n, _, kind in self.db.refs_with_prefix(prefix)
+                  if kind == "tag" and n[len(prefix):].find("/") < 0]
+        # as dockerd: the stream starts ("The push refers to repository […]"), then the error comes in-band
+        if not tagged:  # no name of this repository at all
+            return self._push_refused(repo_name, ImageNotFound(
+                ref.familiar(), f"An image does not exist locally with the tag: {repo_name.familiar_name}"))
+        targets = [ref] if ref.tag else tagged
+        if ref.tag and self.db.get_ref(str(ref)) is None:  # other tags of it exist, not this one
+            return self._push_refused(repo_name, ImageNotFound(ref.familiar(),
+                                                               f"tag does not exist: {ref.familiar()}"))
         repo = self.client.repository(repo_name, auth, push=True)
         return self._push_all(repo, repo_name, targets)
+
+    async def _push_refused(self, repo_name: refs.Reference, error: Exception) -> AsyncIterator[ProgressEvent]:
+        yield Status(f"The push refers to repository [{repo_name.name}]")
+        raise error
 
     async def _push_all(self, repo: Any, repo_name: refs.Reference,
                         targets: list[refs.Reference]) -> AsyncIterator[ProgressEvent]:
