@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import FIXTURES, Daemon, busybox_path
+from conftest import FIXTURES, Daemon, busybox_path, make_rootfs_tar
 from dockerd import Dockerd, dockerd_unavailable
 
 pytestmark = [
@@ -405,3 +405,18 @@ def test_bind_of_the_daemon_root_like_dockerd(both: tuple[Daemon, Dockerd]) -> N
             out.append((status, body["message"].replace(root, "<root>") if status != 201 else ""))
         answers[e] = out
     assert answers[ours] == answers[real]
+
+
+def test_run_user_groups_and_list_command_quoting(daemon: Daemon) -> None:
+    """As dockerd 20.10.24: the primary group is a supplementary group too (`id` shows groups=), and the list's
+    Command quotes the arguments that have a space."""
+    rootfs = make_rootfs_tar({"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+                              "etc/group": b"root:x:0:\nnogroup:x:65534:\n"}, applets=("sh", "id", "true"))
+    daemon.out("import", "-c", 'CMD ["sh"]', "-c", "ENV PATH=/bin", "-", "grp:1", input=rootfs)
+    assert daemon.out("run", "--rm", "grp:1", "id") == "uid=0(root) gid=0(root) groups=0(root)"
+    assert daemon.out("run", "--rm", "-u", "nobody", "grp:1", "id") == \
+        "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"
+    cid = daemon.out("create", "grp:1", "sh", "-c", "exit 3")
+    st, rows = daemon.api_json("GET", "/containers/json?all=1")
+    assert [r["Command"] for r in rows if r["Id"] == cid] == ["sh -c 'exit 3'"]
+    daemon.out("rm", cid)

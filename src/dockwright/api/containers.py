@@ -77,8 +77,11 @@ def _status_text(c: Container) -> str:
 
 
 def _command(c: Container) -> str:
+    """dockerd's list ``Command``: the path, then the arguments, each with a space quoted in ''."""
     args = list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or [])
-    return " ".join(args)
+    if not args:
+        return ""
+    return " ".join([args[0], *(f"'{a}'" if " " in a else a for a in args[1:])])
 
 
 def _mode(c: Container) -> str:

@@ -467,8 +467,9 @@ def build_config(spec: ContainerSpec, bundle_dir: Path, user: ExecUser) -> dict[
         }
 
     process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
-    if user.sgids:
-        process_user["additionalGids"] = list(user.sgids)
+    # the primary group is a supplementary group too, as dockerd 20.10.24 / containerd 1.6.18 set it (the fix of
+    # CVE-2023-25173): `id` shows groups=<gid>
+    process_user["additionalGids"] = list(dict.fromkeys([user.gid, *user.sgids]))
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {

@@ -150,7 +150,7 @@ def test_bundle_has_dockerd_defaults(tmp_path: Path, rootfs: Path) -> None:
     proc = cfg["process"]
     assert proc["args"] == ["sh"] and proc["cwd"] == "/work/dir" and proc["terminal"] is False
     assert proc["env"] == ["PATH=/custom", "HOSTNAME=box", "FOO=bar"]
-    assert proc["user"] == {"uid": 0, "gid": 0}
+    assert proc["user"] == {"uid": 0, "gid": 0, "additionalGids": [0]}  # the primary group too (CVE-2023-25173)
     caps = proc["capabilities"]
     expected = {f"CAP_{c}" for c in "CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP "
                                     "SETPCAP NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE".split()}
@@ -236,7 +236,7 @@ def test_user_resolution(rootfs: Path) -> None:
 
 def test_user_in_config(tmp_path: Path, rootfs: Path) -> None:
     cfg = config_of(build_bundle(ContainerSpec(id="u", rootfs=rootfs, args=["id"], user="nobody"), tmp_path / "b"))
-    assert cfg["process"]["user"] == {"uid": 65534, "gid": 65534, "additionalGids": [50]}
+    assert cfg["process"]["user"] == {"uid": 65534, "gid": 65534, "additionalGids": [65534, 50]}
     with pytest.raises(InvalidArgument, match="unable to find user xyz"):
         build_bundle(ContainerSpec(id="u", rootfs=rootfs, args=["id"], user="xyz"), tmp_path / "c")
 
