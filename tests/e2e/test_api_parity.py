@@ -400,3 +400,12 @@ def test_plugins_like_dockerd(ours: Daemon, real: Dockerd) -> None:
         mine, theirs = http(ours.sock, "GET", path), http(real.sock, "GET", path)
         # dockerd 20.10 words the filter errors "Invalid filter …", dockerd 28 "invalid filter …"
         assert (mine[0], mine[1].lower()) == (theirs[0], theirs[1].lower()), f
+
+
+def test_a_semicolon_in_the_query_is_refused_like_dockerd(ours: Daemon, real: Dockerd) -> None:
+    """Go's url.ParseQuery refuses ``;`` since Go 1.17: dockerd's ParseForm answers 400."""
+    for sock in (ours.sock, real.sock):
+        status, body = http(sock, "GET", "/v1.41/images/json?all=1;digests=1")
+        assert (status, json.loads(body)) == (400, {"message": "invalid semicolon separator in query"}), sock
+        status, _ = http(sock, "GET", "/v1.41/images/json?filters=" + q({"label": ["a;b"]}))
+        assert status == 200, sock  # an encoded semicolon is data

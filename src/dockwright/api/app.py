@@ -37,6 +37,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         if version > DEFAULT:
             raise InvalidArgument(f"client version {raw} is too new. Maximum supported API version is {API_VERSION}")
         request["api_version"] = version
+        if ";" in request.query_string:  # Go's url.ParseQuery since Go 1.17, through dockerd's ParseForm
+            raise InvalidArgument("invalid semicolon separator in query")
         return await handler(request)
     except web.HTTPNotFound:
         return json_body({"message": "page not found"}, 404)
