@@ -292,3 +292,32 @@ def test_docker_py_build_keeps_containers_as_dockerd(both: list[Any], tmp_path: 
             client.close()
     assert errors[0] == errors[1] == "The command '/bin/sh -c exit 4' returned a non-zero code: 4"
     assert _containers(both[0]) == _containers(both[1]) == [(["/bin/sh", "-c", "exit 4"], "exited", 4, True)]
+
+
+def test_config_maps_are_written_with_sorted_keys_like_dockerd(both: list[Any], tmp_path: Path) -> None:
+    """Go marshals a map with its keys sorted: the stored config (and so the image ID) and the raw inspect answer
+    have Labels, ExposedPorts and Volumes in key order, whatever order the Dockerfile gave them."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM bb:1\nLABEL zz=1 b=2\nLABEL a=3\nEXPOSE 90 8080/udp 1000\n"
+                                    "VOLUME /z /a\n")
+    raws = []
+    for d in both:
+        d.docker("build", "-t", "parity/sorted:1", str(ctx))
+        image_id = d.out("inspect", "-f", "{{.Id}}", "parity/sorted:1")
+        saved = d.docker("save", "parity/sorted:1").stdout
+        with tarfile.open(fileobj=io.BytesIO(saved)) as tf:
+            names = tf.getnames()
+            manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+            config = tf.extractfile(manifest[0]["Config"]).read()  # type: ignore[union-attr]
+        assert manifest[0]["Config"] in names
+        raw = config.decode()
+        raws.append(raw)
+        assert image_id.removeprefix("sha256:") in manifest[0]["Config"]
+    for raw in raws:
+        labels = raw[raw.index('"Labels":'):]
+        assert labels.startswith('"Labels":{"a":"3","b":"2","zz":"1"}'), labels[:80]
+        ports = raw[raw.index('"ExposedPorts":'):]
+        assert ports.startswith('"ExposedPorts":{"1000/tcp":{},"8080/udp":{},"90/tcp":{}}'), ports[:80]
+        volumes = raw[raw.index('"Volumes":'):]
+        assert volumes.startswith('"Volumes":{"/a":{},"/z":{}}'), volumes[:80]

@@ -21,6 +21,10 @@ CONTAINER_CONFIG_FIELDS: list[tuple[str, Any, bool]] = [
 ]
 
 
+# the container.Config fields that are Go maps (Labels map[string]string, nat.PortSet, map[string]struct{})
+_MAP_FIELDS = frozenset({"Labels", "ExposedPorts", "Volumes"})
+
+
 def container_config(values: dict[str, Any] | None) -> dict[str, Any]:
     """A container.Config as Go serialises it: every field in order, omitempty ones only when set."""
     values = values or {}
@@ -29,6 +33,8 @@ def container_config(values: dict[str, Any] | None) -> dict[str, Any]:
         v = values.get(name, default)
         if omitempty and (v is None or v == "" or v is False or v == [] or v == {}):
             continue
+        if name in _MAP_FIELDS and isinstance(v, dict):
+            v = dict(sorted(v.items()))  # Go marshals a map with its keys sorted
         out[name] = v
     for k, v in values.items():  # keep unknown keys a config may carry
         if k not in out and not any(k == f[0] for f in CONTAINER_CONFIG_FIELDS):
