@@ -661,7 +661,7 @@ def _gone_or_zombie(pid: int) -> bool:
 def test_create_again_after_exit_waits_for_the_finishing_shim(env: Env) -> None:
     """After exit, wait and delete, a create on the same bundle is no conflict while the old shim (its exit
     recorded) still finishes with a client; the new shim takes the bundle only once the old one is gone."""
-    first, spec = env.spec("true"), env.spec("sh", "-c", "echo run")
+    first, spec = env.spec("true"), env.spec("sh", "-c", "sleep 0.3; echo run")
 
     async def attempt(spec: ContainerSpec) -> bool:
         """One run of the scenario; False when the old shim had already finished before the re-create (its
@@ -697,7 +697,7 @@ def test_create_again_after_exit_waits_for_the_finishing_shim(env: Env) -> None:
         while not await attempt(tried[-1]):
             assert len(tried) < 5, "the old shim never outlived wait and delete: the scenario was not exercised"
             await env.runc._spare_task
-            tried.append(env.spec("sh", "-c", "echo run"))
+            tried.append(env.spec("sh", "-c", "sleep 0.3; echo run"))
         await env.runc.close()
 
     run(scenario())
