@@ -49,6 +49,9 @@ def _run(engine: "Daemon | Dockerd", *args: str) -> str:
 _LAYER = re.compile(r"^([0-9a-f]{12}): (.*)$")
 
 
+_STABLE = ("Pulling fs layer", "Already exists", "Pull complete")
+
+
 def _shape(out: str) -> tuple[list[str], dict[str, list[str]]]:
     """The lines that are not a layer's (in order), and each layer's statuses (in order): layers progress
     concurrently, so the interleaving of their lines is not part of the answer."""
@@ -58,7 +61,10 @@ def _shape(out: str) -> tuple[list[str], dict[str, list[str]]]:
         m = _LAYER.match(line)
         if m:
             statuses = layers.setdefault(m.group(1), [])
-            if m.group(2) != "Verifying Checksum":
+            # dockerd's progress relay passes on only the latest update of a layer when the client is slower, so
+            # its intermediate statuses (Verifying Checksum, Download complete, …) come and go from run to run:
+            # the first and the last are the answer
+            if m.group(2) in _STABLE:
                 statuses.append(m.group(2))
             continue
         lines.append(line)
