@@ -30,6 +30,7 @@ __all__ = [
     "parse_go_duration",
     "parse_go_duration_ns",
     "format_go_duration",
+    "human_duration",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -571,3 +572,31 @@ def parse_timestamp(value: str, reference: float | int | None = None, *, utc_off
     ts = get_timestamp(value, reference, utc_offset=utc_offset)
     seconds, nanos = parse_timestamps(ts, 0)
     return seconds + nanos / 1e9
+
+
+def human_duration(seconds: float) -> str:
+    """go-units ``HumanDuration``: how dockerd words an age ("Up 5 minutes", "Exited (0) 2 hours ago")."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"

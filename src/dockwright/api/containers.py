@@ -21,46 +21,18 @@ from ..errors import InvalidArgument, SystemError_
 from ..filters import Filters
 from ..oci.gojson import go_line, parse_rfc3339
 from ..runtime import frame
-from ..timestamps import parse_timestamp
+from ..timestamps import human_duration, parse_timestamp
 from . import bodies, params
 from .errors import json_body
 from .networks import network_mode_json, network_settings_json, summary_network_settings_json, summary_ports_json
 
-__all__ = ["routes", "summary_json", "human_duration"]
+__all__ = ["routes", "summary_json"]
 
 log = logging.getLogger("dockwright.api")
 
 
 def _engine(request: web.Request) -> Engine:
     return request.app["engine"]  # type: ignore[no-any-return]
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def _status_text(c: Container) -> str:

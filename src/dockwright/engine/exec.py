@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from ..errors import Conflict, ContainerNotFound, DockwrightError, InvalidArgument, NotFound, SystemError_
 from ..oci.gojson import parse_rfc3339
+from ..timestamps import human_duration
 from ..runtime.exec import ExecProcess, exec_env, exec_process
 from ..runtime.users import resolve_user
 
@@ -47,40 +48,12 @@ _CTRL_KEYS = ["ctrl-@", *(f"ctrl-{c}" for c in "abcdefghijklmnopqrstuvwxyz"), "c
               "ctrl-_"]
 
 
-def _human_duration(seconds: float) -> str:
-    """go-units ``HumanDuration``."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
-
-
 def _state_string(c: Container) -> str:
     """dockerd's ``State.String()`` of a container that is not running."""
     finished = parse_rfc3339(str(c.state.get("FinishedAt") or ""))
     if c.state.get("Status") == "created" or finished is None:
         return "Created"
-    return f"Exited ({c.state.get('ExitCode', 0)}) {_human_duration(time.time() - finished)} ago"
+    return f"Exited ({c.state.get('ExitCode', 0)}) {human_duration(time.time() - finished)} ago"
 
 
 class ExecNotFound(NotFound):
