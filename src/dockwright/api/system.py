@@ -15,8 +15,10 @@ from ..filters import Filters
 from ..oci.gojson import go_line
 from ..timestamps import get_timestamp
 from . import params
+from .containers import summary_json as container_summary_json
 from .errors import json_body
 from .images import summary_json
+from .volumes import volume_json
 from .versions import Version
 
 __all__ = ["routes"]
@@ -73,8 +75,20 @@ async def df(request: web.Request) -> web.Response:
             out["Images"].append(img)
     else:
         out["Images"] = None
-    out["Containers"] = d["Containers"]
-    out["Volumes"] = d["Volumes"]
+    out["Containers"] = None
+    if d["Containers"] is not None:
+        out["Containers"] = []
+        for c, size_rw, size_root in d["Containers"]:
+            item = container_summary_json(c, _engine(request), v)
+            item.pop("SizeRw", None)
+            item.pop("SizeRootFs", None)
+            if size_rw:  # both omitempty, as dockerd's
+                item["SizeRw"] = size_rw
+            if size_root:
+                item["SizeRootFs"] = size_root
+            out["Containers"].append(item)
+    out["Volumes"] = None if d["Volumes"] is None else [
+        volume_json(vol, {"RefCount": refs, "Size": size}) for vol, refs, size in d["Volumes"]]
     out["BuildCache"] = d["BuildCache"]
     if v < (1, 42):
         out["BuilderSize"] = 0

@@ -212,24 +212,12 @@ class SystemService:
         if "image" in want:
             out["LayersSize"] = images.layers_size()
             out["Images"] = images.list(all=False, shared_size=True, container_count=True)
-        if "container" in want:
-            from ..api.containers import summary_json
-            out["Containers"] = []
-            for c in self._engine.containers.all():
-                item = summary_json(c, self._engine)
-                item.pop("SizeRw", None)
-                item.pop("SizeRootFs", None)
-                size_rw, size_root = self.container_size(c.id, c.image_id)
-                if size_rw:  # both omitempty, as dockerd's
-                    item["SizeRw"] = size_rw
-                if size_root:
-                    item["SizeRootFs"] = size_root
-                out["Containers"].append(item)
-        if "volume" in want:
-            from ..api.volumes import volume_json
+        if "container" in want:  # (container, SizeRw, SizeRootFs): the API renders each as its list entry
+            out["Containers"] = [(c, *self.container_size(c.id, c.image_id))
+                                 for c in self._engine.containers.all()]
+        if "volume" in want:  # (volume, RefCount, Size); as dockerd: not those with mount options
             vols = self._engine.containers.volumes
-            out["Volumes"] = [volume_json(v, {"RefCount": len(v.users), "Size": vols.size(v.name)})
-                              for v in vols.all() if not v.options]  # as dockerd: not those with mount options
+            out["Volumes"] = [(v, len(v.users), vols.size(v.name)) for v in vols.all() if not v.options]
         if "build-cache" in want:
             out["BuildCache"] = [{k: v for k, v in r.items() if not k.startswith("_")}
                                  for r in self._engine.build.cache_records()]
