@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import DockwrightError, NotFound, SystemError_
 from ..layers.apply import ARCHIVE_RULES, ExtractRules, TarExtractor
-from ..layers.compression import Compression, decompressor, detect
+from ..layers.compression import DecompressedReader
 from ..layers.diff import _checksum, _header  # Go's archive/tar headers, as the layer writer makes them
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..runtime.users import get_exec_user
@@ -766,54 +766,6 @@ class _GoTarInfo(tarfile.TarInfo):
         return super()._proc_pax(tarfile_)  # type: ignore[misc,no-any-return]
 
 
-class _Body:
-    """A read-only file object over the request body, decompressed (gzip, bzip2, xz, zstd or none)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._it = iter(chunks)
-        self._pieces: Iterator[bytes] | None = None
-        self._buf = b""
-        self._pos = 0
-
-    def _more(self) -> bytes:
-        if self._pieces is None:
-            head = bytearray()
-            for chunk in self._it:
-                head += chunk
-                if len(head) >= 16:
-                    break
-            kind = detect(head) if head else Compression.NONE
-            self._pieces = decompressor(kind).stream(_chain(bytes(head), self._it)) if head else iter(())
-        for piece in self._pieces:
-            if piece:
-                return piece
-        return b""
-
-    def read(self, n: int = -1) -> bytes:
-        if self._pos >= len(self._buf):
-            self._buf = self._more()
-            self._pos = 0
-            if not self._buf:
-                return b""
-        if n < 0:
-            n = len(self._buf)
-        out = self._buf[self._pos : self._pos + n]
-        self._pos += len(out)
-        return out
-
-    def drain(self) -> None:
-        """Read the rest (dockerd consumes the whole body, padding included)."""
-        self._buf = b""
-        self._pos = 0
-        while self._more():
-            pass
-
-
-def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield head
-    yield from rest
-
-
 def _within(comps: list[bytes], base: list[bytes]) -> bool:
     return comps[: len(base)] == base
 
@@ -912,7 +864,7 @@ def _tar_error(exc: BaseException) -> str:
     return text
 
 
-def _unpack(ext: _CopyExtractor, body: _Body) -> None:
+def _unpack(ext: _CopyExtractor, body: DecompressedReader) -> None:
     try:
         try:
             tf = tarfile.open(fileobj=body, mode="r|", bufsize=64 * 1024,  # type: ignore[call-overload]
@@ -988,7 +940,7 @@ def _extract_sync(view: _View, c: Container, ref: str, path: str, body: Iterable
         finally:
             os.close(root_fd)
         try:
-            _unpack(ext, _Body(body))
+            _unpack(ext, DecompressedReader(body))
         finally:
             ext.close()
     finally:

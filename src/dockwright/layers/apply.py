@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
 import logging
 import os
 import shutil
@@ -79,7 +78,7 @@ from ..errors import (
 from ..content.store import current_lease
 from ..oci.digest import sha256_digest
 from ..snapshots import Kind, LayerSnapshotter
-from .compression import Compression, Decompressor, decompressor, detect
+from .compression import DecompressedReader
 from .tarstream import TarInspector, clean_components
 
 __all__ = ["ApplyResult", "ExtractRules", "LAYER_RULES", "ARCHIVE_RULES", "TarExtractor", "apply_layer",
@@ -88,7 +87,6 @@ __all__ = ["ApplyResult", "ExtractRules", "LAYER_RULES", "ARCHIVE_RULES", "TarEx
 
 log = logging.getLogger("dockwright.layers.apply")
 
-_DETECT_BYTES = 16
 _READ_SIZE = 64 * 1024  # what tarfile asks of the stream at a time (small: tarfile copies its buffer)
 _COPY_SIZE = 1 << 20  # file bodies are copied in chunks of this size
 _BLOB_READ_SIZE = 64 * 1024  # reads from a layer blob opened by ensure_chain
@@ -131,7 +129,7 @@ class ApplyResult:
 # the input side: chunks → decompressed, hashed, inspected bytes
 
 
-class _LayerStream:
+class _LayerStream(DecompressedReader):
     """A read-only file object over the decompressed layer, for :mod:`tarfile`'s stream mode.
 
     Every decompressed byte is hashed and fed to a :class:`TarInspector` as soon as it is produced, so
@@ -139,62 +137,16 @@ class _LayerStream:
     """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._it: Iterator[bytes] = iter(chunks)
-        self._decomp: Decompressor | None = None
-        self._pieces: Iterator[bytes] | None = None  # the decompressed output, in bounded pieces
-        self._buf = b""
-        self._pos = 0
+        super().__init__(chunks)
         self.hash = hashlib.sha256()
         self.inspector = TarInspector()
         self.size = 0
-        self.compression = Compression.NONE
 
     def _plain(self, data: bytes) -> None:
         if data:
             self.hash.update(data)
             self.inspector.feed(data)
             self.size += len(data)
-
-    def _more(self) -> bytes:
-        """The next non-empty piece of decompressed data (1 MiB at most), or b"" at the end."""
-        if self._pieces is None:
-            head = bytearray()
-            for chunk in self._it:
-                head += chunk
-                if len(head) >= _DETECT_BYTES:
-                    break
-            self.compression = detect(head)
-            self._decomp = decompressor(self.compression)
-            self._pieces = self._decomp.stream(itertools.chain((bytes(head),), self._it))
-        for out in self._pieces:
-            if out:
-                self._plain(out)
-                return out
-        return b""
-
-    def read(self, n: int = -1) -> bytes:
-        if self._pos >= len(self._buf):
-            self._buf = self._more()
-            self._pos = 0
-            if not self._buf:
-                return b""
-        if n < 0:
-            n = len(self._buf)
-        end = self._pos + n
-        if self._pos == 0 and end >= len(self._buf):
-            out = self._buf
-            self._pos = len(out)
-            return out
-        out = self._buf[self._pos : end]
-        self._pos += len(out)
-        return out
-
-    def drain(self) -> None:
-        """Consume (hash and inspect) whatever the tar reader left: end-of-archive blocks, trailing data."""
-        self._buf = b""
-        self._pos = 0
-        while self._more():
-            pass
 
 
 # --------------------------------------------------------------------------------------------------

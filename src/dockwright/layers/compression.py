@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bz2
 import enum
+import itertools
 import lzma
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -49,6 +50,7 @@ __all__ = [
     "detect",
     "Decompressor",
     "decompressor",
+    "DecompressedReader",
     "MAX_PIECE",
     "XZ_MEMLIMIT",
     "Compressor",
@@ -565,3 +567,61 @@ def oci_layer_media_type(kind: Compression) -> str:
         return OCI_LAYER + MEDIA_TYPE_SUFFIX[kind]
     except KeyError:
         raise InvalidArgument(f"no OCI layer media type for {kind.value} compression") from None
+
+
+class DecompressedReader:
+    """A read-only file object (for :mod:`tarfile`'s stream mode) over ``chunks``, decompressed: the compression
+    is detected from the first bytes, the output comes in pieces of at most :data:`MAX_PIECE`. Subclasses see
+    every decompressed piece as it is produced through :meth:`_plain` (to hash, inspect or bound it)."""
+
+    DETECT_BYTES = 16
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it: Iterator[bytes] = iter(chunks)
+        self._pieces: Iterator[bytes] | None = None
+        self._buf = b""
+        self._pos = 0
+        self.compression = Compression.NONE
+
+    def _plain(self, data: bytes) -> None:
+        """Each decompressed piece, once, before it is read."""
+
+    def _more(self) -> bytes:
+        """The next non-empty piece of decompressed data, or b"" at the end."""
+        if self._pieces is None:
+            head = bytearray()
+            for chunk in self._it:
+                head += chunk
+                if len(head) >= self.DETECT_BYTES:
+                    break
+            self.compression = detect(head)
+            self._pieces = decompressor(self.compression).stream(itertools.chain((bytes(head),), self._it))
+        for out in self._pieces:
+            if out:
+                self._plain(out)
+                return out
+        return b""
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos >= len(self._buf):
+            self._buf = self._more()
+            self._pos = 0
+            if not self._buf:
+                return b""
+        if n < 0:
+            n = len(self._buf)
+        end = self._pos + n
+        if self._pos == 0 and end >= len(self._buf):
+            out = self._buf
+            self._pos = len(out)
+            return out
+        out = self._buf[self._pos : end]
+        self._pos += len(out)
+        return out
+
+    def drain(self) -> None:
+        """Read (and so :meth:`_plain`) whatever the reader left: end-of-archive blocks, trailing data."""
+        self._buf = b""
+        self._pos = 0
+        while self._more():
+            pass
