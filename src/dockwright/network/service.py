@@ -29,18 +29,17 @@ import logging
 import os
 import re
 import secrets
-import threading
 from dataclasses import replace
 from ipaddress import IPv4Interface
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..engine.config import DEFAULT_BRIDGE, NetworkConfig
 from ..errors import InvalidArgument, NotFound, Unavailable
 from ..oci.gojson import rfc3339_nano
 from . import netns
 from .bridge import attach, bridge_addresses, ensure_bridge, link_exists, link_info, run_ip
-from .endpoint import Attachment, EndpointRef, NetworkInfo, PortMapping
+from .endpoint import Attachment, EndpointRef, NetworkInfo
 from .ipam import AddressAllocator, BridgeIPAM, default_bridge_ipam, mac_from_ip, parse_address_pools
 
 __all__ = ["NetworkService", "NetworkNotFound", "BRIDGE_MODES"]
@@ -84,7 +83,6 @@ class NetworkService:
         self.proxies: Any = None  # proxy.ProxySet
         self.unavailable = ""  # why the bridge cannot be used ("" = it can)
         self.bridge = config.bridge
-        self._tlock = threading.Lock()
         self._attached: dict[str, tuple[str, Attachment]] = {}  # container id → (name, attachment)
 
     # ---- identity -----------------------------------------------------------------------------------------------
@@ -288,23 +286,22 @@ class NetworkService:
         await asyncio.to_thread(self._release, cid, att)
 
     def _release(self, cid: str, att: Attachment) -> None:
-        with self._tlock:
-            if self.firewall is not None and att.ports:
-                try:
-                    self.firewall.remove_ports(cid)
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("networking: removing the port rules of %s: %s", cid[:12], exc)
-            if self.ports is not None:
-                self.ports.release(cid)
-            if att.sandbox_key:
-                try:
-                    netns.delete(att.sandbox_key)  # the veth pair goes with the namespace
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("networking: removing the namespace of %s: %s", cid[:12], exc)
-            if att.host_ifname and link_info(att.host_ifname) is not None:
-                run_ip("link", "del", "dev", att.host_ifname, check=False)
-            if self.allocator is not None:
-                self.allocator.release_owner(cid)
+        if self.firewall is not None and att.ports:
+            try:
+                self.firewall.remove_ports(cid)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("networking: removing the port rules of %s: %s", cid[:12], exc)
+        if self.ports is not None:
+            self.ports.release(cid)
+        if att.sandbox_key:
+            try:
+                netns.delete(att.sandbox_key)  # the veth pair goes with the namespace
+            except Exception as exc:  # noqa: BLE001
+                log.warning("networking: removing the namespace of %s: %s", cid[:12], exc)
+        if att.host_ifname and link_info(att.host_ifname) is not None:
+            run_ip("link", "del", "dev", att.host_ifname, check=False)
+        if self.allocator is not None:
+            self.allocator.release_owner(cid)
 
     # ---- recovery -----------------------------------------------------------------------------------------------
     async def recover(self, running: dict[str, tuple[str, Attachment]]) -> None:
@@ -393,10 +390,3 @@ class NetworkService:
         """A connected container's new name, for ``GET /networks/{id}``'s ``Containers``."""
         if cid in self._attached:
             self._attached[cid] = (name, self._attached[cid][1])
-
-    def attached(self) -> Iterable[tuple[str, str, Attachment]]:
-        return ((cid, name, att) for cid, (name, att) in self._attached.items())
-
-    def ports_in_use(self) -> list[PortMapping]:
-        return [p for _, (_, att) in self._attached.items() for p in att.ports]
-
