@@ -344,8 +344,7 @@ def _parse_nanoseconds(value: str, nbytes: int) -> int:
     digits = value[1:nbytes]
     if not digits or not all("0" <= c <= "9" for c in digits):
         raise _Bad
-    ns = int(digits)
-    return ns * 10 ** (10 - nbytes)
+    return int(digits) * int(10 ** (10 - nbytes))
 
 
 def _days_in(month: int, year: int) -> int:

@@ -310,7 +310,12 @@ def first_value(raw: bytes, *, typed: bool = False) -> tuple[Any, bool]:
         else:
             value, end = _scan(raw, i, dict, _plain_number)
         tail = raw
-    end = (_WS_TEXT if isinstance(tail, str) else _WS).match(tail, end).end()  # type: ignore[union-attr]
+    if isinstance(tail, str):
+        ws_text = _WS_TEXT.match(tail, end)
+        end = ws_text.end() if ws_text else end
+    else:
+        ws = _WS.match(tail, end)
+        end = ws.end() if ws else end
     more = end < len(tail) and tail[end:end + 1] not in ("]", "}", b"]", b"}")
     return value, more
 

@@ -231,6 +231,7 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
         except ConnectionError:
             pass
         return resp
+    assert session is not None, "an attached exec start gives a session"
 
     pump_in: asyncio.Task[None] | None = None
     if session.open_stdin:

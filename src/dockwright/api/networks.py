@@ -102,19 +102,19 @@ def endpoint_settings_json(att: Attachment | None, version: Version | None = Non
     ``GET /containers/json`` shows the same entry (it nulls ``Links``, ``Aliases``, ``DriverOpts`` and ``DNSNames``,
     which are null on the predefined networks anyway)."""
     v = _v(version)
-    live = att is not None and att.connected
+    live = att if att is not None and att.connected else None
     network_id = att.network_id if att is not None else ""
     op = {
         "NetworkID": network_id,
-        "EndpointID": att.endpoint_id if live else "",
-        "Gateway": att.gateway if live else "",
-        "IPAddress": att.ip_address if live else "",
-        "IPPrefixLen": att.prefix_len if live else 0,
+        "EndpointID": live.endpoint_id if live else "",
+        "Gateway": live.gateway if live else "",
+        "IPAddress": live.ip_address if live else "",
+        "IPPrefixLen": live.prefix_len if live else 0,
         "IPv6Gateway": "",
         "GlobalIPv6Address": "",
         "GlobalIPv6PrefixLen": 0,
     }
-    mac = att.mac if live else ""
+    mac = live.mac if live else ""
     out: dict[str, Any] = {"IPAMConfig": None, "Links": None, "Aliases": None}
     if v < (1, 44):
         out.update(op)

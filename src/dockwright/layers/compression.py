@@ -27,21 +27,24 @@ import bz2
 import enum
 import itertools
 import lzma
+import types
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol, cast
 
 import zstandard
 
 from ..errors import DataCorrupted, InvalidArgument
 
+_gzip_impl: types.ModuleType
 try:  # python-isal is a declared dependency; zlib keeps things working without it.
-    from isal import isal_zlib as _gzip_impl
+    from isal import isal_zlib
 
-    _GZIP_ERRORS: tuple[type[BaseException], ...] = (_gzip_impl.error, zlib.error)
+    _gzip_impl = isal_zlib
+    _GZIP_ERRORS: tuple[type[BaseException], ...] = (cast(type[BaseException], isal_zlib.error), zlib.error)
     HAVE_ISAL = True
 except ImportError:  # pragma: no cover - exercised only where isal is missing
-    _gzip_impl = zlib  # type: ignore[assignment]
+    _gzip_impl = zlib
     _GZIP_ERRORS = (zlib.error,)
     HAVE_ISAL = False
 
@@ -446,12 +449,22 @@ def decompressor(kind: Compression, *, max_piece: int = MAX_PIECE) -> Decompress
 # compression
 
 
+class CompressObject(Protocol):
+    """What zlib's, isal's and zstandard's compress objects have in common."""
+
+    def compress(self, data: bytes | bytearray | memoryview, /) -> bytes:
+        """Compress a chunk, returning whatever output is ready."""
+
+    def flush(self) -> bytes:
+        """End the stream and return its last bytes."""
+
+
 class Compressor:
     """Incremental compression: :meth:`compress` chunks, then :meth:`flush` once to end the stream."""
 
     kind: Compression
 
-    def __init__(self, kind: Compression, obj: Any) -> None:
+    def __init__(self, kind: Compression, obj: CompressObject) -> None:
         self.kind = kind
         self._obj = obj
         self._done = False
@@ -491,6 +504,7 @@ def gzip_compressor(level: int = 1) -> Compressor:
     """
     if not isinstance(level, int) or isinstance(level, bool) or not -1 <= level <= 9:
         raise InvalidArgument(f"invalid gzip compression level {level!r}: must be -1 to 9")
+    obj: CompressObject
     if HAVE_ISAL:
         obj = _gzip_impl.compressobj(_isal_level(level), _gzip_impl.DEFLATED, 31)
     else:  # pragma: no cover

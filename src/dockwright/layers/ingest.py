@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..content.store import ContentStore, Writer
 from ..oci import mediatypes as mt
-from .compression import Compression, Decompressor, decompressor, detect, gzip_compressor
+from .compression import Compression, Compressor, Decompressor, decompressor, detect, gzip_compressor
 from .tarstream import TarInspector
 
 __all__ = ["IngestedLayer", "LayerIngester"]
@@ -48,7 +48,7 @@ class LayerIngester:
         self._head = bytearray()
         self._mode: Compression | None = None
         self._decomp: Decompressor | None = None
-        self._comp = None
+        self._comp: Compressor | None = None
         self._writer: Writer | None = None
         self._diff = hashlib.sha256()
         self._tar = TarInspector(links_in_archive=True)  # a layer: its hard links name its own entries

@@ -531,13 +531,13 @@ class PortAllocator:
             for sock in socks:
                 sock.close()
 
-    def _take(self, owner: str, proto: str, addrs: Sequence[IPAddress], port: int, taken: list[tuple]) -> None:
+    def _take(self, owner: str, proto: str, addrs: Sequence[IPAddress], port: int, taken: list[tuple[str, int, IPAddress]]) -> None:
         holders = self._held.setdefault((proto, port), {})
         for addr in addrs:
             holders[addr] = owner
             taken.append((proto, port, addr))
 
-    def _allocate_group(self, owner: str, group: Sequence[Binding], taken: list[tuple]) -> int:
+    def _allocate_group(self, owner: str, group: Sequence[Binding], taken: list[tuple[str, int, IPAddress]]) -> int:
         first = group[0]
         proto = first.proto
         addrs = [_addr(b.host_ip) for b in group]
@@ -591,7 +591,7 @@ class PortAllocator:
             if b.proto not in SUPPORTED_PROTOCOLS:
                 raise NotSupported(f"publishing {b.proto} ports is not supported: {b.key}")
         result: list[PortMapping] = []
-        taken: list[tuple] = []
+        taken: list[tuple[str, int, IPAddress]] = []
         with self._lock:
             try:
                 i = 0
@@ -612,7 +612,7 @@ class PortAllocator:
                 self._by_owner.setdefault(owner, []).extend(result)
         return result
 
-    def _untake(self, taken: Iterable[tuple]) -> None:
+    def _untake(self, taken: Iterable[tuple[str, int, IPAddress]]) -> None:
         for proto, port, addr in taken:
             holders = self._held.get((proto, port))
             if holders is not None:

@@ -221,7 +221,7 @@ def _user_mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     out = []
     for bind in spec.binds:
         src, dst, ro = bind[0], bind[1], bind[2]
-        propagation = bind[3] if len(bind) > 3 else "rprivate"  # type: ignore[misc]
+        propagation = bind[3] if len(bind) > 3 else "rprivate"
         source = Path(src)
         if not source.is_absolute():
             raise InvalidArgument(_BIND_NOT_ABSOLUTE.format(src))

@@ -143,7 +143,7 @@ def exec_process(base: dict[str, Any], *, args: list[str], env: list[str], cwd: 
     (``/`` when empty) and ``tty``; ``user`` (an :class:`~dockwright.runtime.users.ExecUser`) replaces the
     container's user (whose primary group is always a supplementary group too), ``privileged`` gives every capability of :func:`bounding_capabilities`, ``console_size``
     (height, width) is the tty's first size."""
-    process = json.loads(json.dumps(base))  # a deep copy of plain JSON
+    process: dict[str, Any] = json.loads(json.dumps(base))  # a deep copy of plain JSON
     process["args"] = list(args)
     process["env"] = list(env)
     process["cwd"] = cwd or "/"
@@ -439,6 +439,9 @@ class _Helper:
         self.stdin_fd: int | None = None
         self.master_fd: int | None = None
         self.pid = 0
+        self.writer: asyncio.StreamWriter | None = None  # to the daemon, once serving
+        self.stdin_writer: asyncio.StreamWriter | None = None  # to the process's stdin (or its tty)
+        self.paused = False  # the daemon reads slower than the process writes: outputs are not read
 
     # -- start-up (blocking) ---------------------------------------------------------------------------------
     def start(self) -> str | None:
@@ -644,10 +647,9 @@ class _Helper:
         self.exited: asyncio.Future[int | None] = self.loop.create_future()
         self.drained = asyncio.Event()
         self.paused = False
-        self.stdin_writer: asyncio.StreamWriter | None = None
+        self.stdin_writer = None
         self.sock.setblocking(False)
-        reader, writer = await asyncio.open_connection(sock=self.sock)
-        self.writer: asyncio.StreamWriter | None = writer
+        reader, self.writer = await asyncio.open_connection(sock=self.sock)
         self._send(K_STARTED, json.dumps({"pid": self.pid}).encode())
         for fd, stream in list(self.outputs.items()):
             os.set_blocking(fd, False)

@@ -205,6 +205,9 @@ class Runc:
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.systemd_cgroup = systemd_cgroup
         self._bundles: dict[str, Path] = {}
+        self._spare: asyncio.subprocess.Process | None = None  # the next shim, started ahead (see _spawn_spare)
+        self._spare_loop: asyncio.AbstractEventLoop | None = None  # the event loop it belongs to
+        self._spare_task: asyncio.Future[None] | None = None
 
     # -- plumbing --------------------------------------------------------------------------------------
     async def _run(self, *args: str) -> tuple[int, bytes, str]:
@@ -320,10 +323,9 @@ class Runc:
         self._bundles[id] = bundle
         return int(report["pid"])
 
-    def _take_spare(self) -> Any:
+    def _take_spare(self) -> asyncio.subprocess.Process | None:
         """The shim started ahead of time, if it is still waiting for its config."""
-        proc = getattr(self, "_spare", None)
-        loop = getattr(self, "_spare_loop", None)
+        proc, loop = self._spare, self._spare_loop
         self._spare = None
         if proc is None or proc.returncode is not None or loop is not asyncio.get_running_loop():
             return None  # (one made under another event loop cannot be driven from this one)
