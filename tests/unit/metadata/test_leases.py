@@ -174,7 +174,7 @@ def test_a_waiting_collector_goes_before_new_shared_holders() -> None:
     assert first_in.wait(5)
     w = threading.Thread(target=writer)
     w.start()
-    time.sleep(0.2)  # the collector is queued behind r1
+    time.sleep(1.0)  # the collector is queued behind r1 (generous: the machine is shared)
     r2 = threading.Thread(target=reader, args=("r2", None))
     r2.start()
     time.sleep(0.1)
