@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
+from multidict import MultiMapping
 
 from ..errors import (
     DataCorrupted,
@@ -36,6 +37,7 @@ from ..errors import (
     Unauthorized,
     Unavailable,
 )
+from .challenges import parse_www_authenticate
 from ..reference import Reference
 from ..timestamps import go_quote
 
@@ -129,6 +131,7 @@ class ErrorEntry:
 
     @property
     def http_status(self) -> int:
+        """The HTTP status distribution gives this error code."""
         return ERROR_CODES.get(self.code, ERROR_CODES["UNKNOWN"])[1]
 
 
@@ -281,12 +284,10 @@ def _class_for(entries: tuple[ErrorEntry, ...], status: int | None) -> type[Dock
     return SystemError_
 
 
-def response_error(status: int, reason: str, headers: Any, body: bytes, *, method: str = "",
+def response_error(status: int, reason: str, headers: MultiMapping[str], body: bytes, *, method: str = "",
                    url: str = "") -> DockwrightError:
     """The error for a failed registry answer, as distribution's ``HandleErrorResponse`` words it."""
     if 400 <= status < 500:
-        from .auth import parse_www_authenticate  # auth imports this module
-
         values = headers.getall("WWW-Authenticate", []) if hasattr(headers, "getall") else []
         if status == 401:
             for ch in parse_www_authenticate(values):
