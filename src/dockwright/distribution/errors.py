@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 from multidict import MultiMapping
+from yarl import URL
 
 from ..errors import (
     DataCorrupted,
@@ -37,9 +38,9 @@ from ..errors import (
     Unauthorized,
     Unavailable,
 )
-from .challenges import parse_www_authenticate
 from ..reference import Reference
 from ..timestamps import go_quote
+from .challenges import parse_www_authenticate
 
 __all__ = [
     "ERROR_CODES",
@@ -322,8 +323,6 @@ def response_error(status: int, reason: str, headers: MultiMapping[str], body: b
 # ---- transport failures ------------------------------------------------------------------------------------------
 
 def _host_port(url: str) -> str:
-    from yarl import URL
-
     u = URL(url)
     host = u.host or ""
     if ":" in host:
@@ -334,8 +333,6 @@ def _host_port(url: str) -> str:
 
 def _reason(exc: BaseException, url: str) -> str:
     """Go's wording for a request that got no HTTP answer."""
-    from yarl import URL
-
     hostport = _host_port(url)
     hostname = URL(url).host or ""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
