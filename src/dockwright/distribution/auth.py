@@ -3,7 +3,7 @@
 * :class:`AuthConfig` is the API's ``AuthConfig`` (moby ``api/types/registry``), decoded from ``X-Registry-Auth``
   (:func:`decode_registry_auth`) or, for builds, ``X-Registry-Config`` (:func:`decode_registry_config`), and looked
   up by :func:`auth_key` / :func:`resolve_auth_config` as dockerd does.
-* :func:`parse_www_authenticate` is docker/distribution's ``challenge.parseValueAndParams``, byte for byte.
+* challenges are parsed by :mod:`dockwright.distribution.challenges`.
 * :class:`Authorizer` answers the ``Authorization`` header for a request to an endpoint: it remembers the challenges
   each endpoint gave (from a ping of ``/v2/`` or a 401), fetches bearer tokens from the realm (GET with basic
   credentials, or an OAuth2 POST with the identity token as refresh token, falling back to GET), uses a
@@ -18,13 +18,18 @@ import binascii
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from collections.abc import Hashable
+from ssl import SSLContext
+from typing import Any, Mapping, Sequence
 
 import aiohttp
+from multidict import MultiMapping
 from yarl import URL
 
 from ..errors import DockwrightError, InvalidArgument, SystemError_, Unauthorized
+from ..oci.gojson import parse_rfc3339
+from .challenges import Challenge, parse_www_authenticate
 from .errors import RegistryErrorInfo, response_error, transport_error
 
 __all__ = [
@@ -36,8 +41,6 @@ __all__ = [
     "convert_to_hostname",
     "INDEX_SERVER",
     "AUTH_CLIENT_ID",
-    "Challenge",
-    "parse_www_authenticate",
     "repository_scope",
     "Authorizer",
 ]
@@ -84,10 +87,12 @@ class AuthConfig:
         return cfg
 
     def to_dict(self) -> dict[str, str]:
+        """The fields that are set, by their JSON names."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
 
     @property
     def is_empty(self) -> bool:
+        """No credential of any kind is set."""
         return not (self.username or self.password or self.identitytoken or self.registrytoken or self.auth)
 
     def fingerprint(self) -> str:
@@ -176,103 +181,6 @@ def resolve_auth_config(configs: Mapping[str, AuthConfig], domain: str) -> AuthC
     return AuthConfig()
 
 
-# ---- challenges (docker/distribution registry/client/auth/challenge) ---------------------------------------------
-
-_SEPARATORS = set(" \t\"(),/:;<=>?@[]\\{}")
-
-
-def _is_token_char(c: str) -> bool:
-    o = ord(c)
-    return o < 128 and not (o <= 31 or o == 127) and c not in _SEPARATORS
-
-
-def _is_space(c: str) -> bool:
-    return c in " \t\r\n"
-
-
-def _skip_space(s: str) -> str:
-    i = 0
-    while i < len(s) and _is_space(s[i]):
-        i += 1
-    return s[i:]
-
-
-def _expect_token(s: str) -> tuple[str, str]:
-    i = 0
-    while i < len(s) and _is_token_char(s[i]):
-        i += 1
-    return s[:i], s[i:]
-
-
-def _expect_token_or_quoted(s: str) -> tuple[str, str]:
-    if not s.startswith('"'):
-        return _expect_token(s)
-    s = s[1:]
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == '"':
-            return s[:i], s[i + 1:]
-        if c == "\\":
-            out = list(s[:i])
-            escape = True
-            i += 1
-            while i < len(s):
-                b = s[i]
-                if escape:
-                    escape = False
-                    out.append(b)
-                elif b == "\\":
-                    escape = True
-                elif b == '"':
-                    return "".join(out), s[i + 1:]
-                else:
-                    out.append(b)
-                i += 1
-            return "", ""
-        i += 1
-    return "", ""
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """One ``WWW-Authenticate`` challenge: a lower-case scheme and its (lower-case keyed) parameters."""
-
-    scheme: str
-    params: dict[str, str] = field(default_factory=dict)
-
-
-def _parse_value_and_params(header: str) -> tuple[str, dict[str, str]]:
-    params: dict[str, str] = {}
-    value, s = _expect_token(header)
-    if not value:
-        return "", params
-    value = value.lower()
-    s = "," + _skip_space(s)
-    while s.startswith(","):
-        pkey, s = _expect_token(_skip_space(s[1:]))
-        if not pkey:
-            return value, params
-        if not s.startswith("="):
-            return value, params
-        pvalue, s = _expect_token_or_quoted(s[1:])
-        if not pvalue:
-            return value, params
-        params[pkey.lower()] = pvalue
-        s = _skip_space(s)
-    return value, params
-
-
-def parse_www_authenticate(values: Iterable[str]) -> list[Challenge]:
-    """Each ``WWW-Authenticate`` header value → a Challenge (one per header line, as distribution parses them)."""
-    out: list[Challenge] = []
-    for h in values:
-        scheme, params = _parse_value_and_params(h)
-        if scheme:
-            out.append(Challenge(scheme, params))
-    return out
-
-
 def repository_scope(path: str, actions: Sequence[str]) -> str:
     """``repository:library/busybox:pull,push``."""
     return f"repository:{path}:{','.join(actions)}"
@@ -293,8 +201,6 @@ def _basic(username: str, password: str) -> str:
 def _parse_issued_at(value: Any) -> float | None:
     if not isinstance(value, str) or not value:
         return None
-    from ..oci.gojson import parse_rfc3339
-
     return parse_rfc3339(value)
 
 
@@ -311,25 +217,29 @@ class Authorizer:
         self.client_id = client_id
         self._challenges: dict[str, list[Challenge]] = {}
         self._tokens: dict[tuple[str, tuple[str, ...], str], _Token] = {}
-        self._locks: dict[Any, asyncio.Lock] = {}
+        self._locks: dict[Hashable, asyncio.Lock] = {}
 
     # -- challenges --
-    def lock(self, key: Any) -> asyncio.Lock:
+    def lock(self, key: Hashable) -> asyncio.Lock:
+        """The lock that serialises one piece of work (a ping, a token fetch) named by ``key``."""
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         return lock
 
     def known(self, base: str) -> bool:
+        """Whether the endpoint at ``base`` was pinged (its challenges, possibly none, are known)."""
         return base in self._challenges
 
     def challenges(self, base: str) -> list[Challenge]:
+        """The challenges the endpoint at ``base`` gave."""
         return list(self._challenges.get(base, ()))
 
     def set_challenges(self, base: str, challenges: list[Challenge]) -> None:
+        """Remember the challenges of a ping of the endpoint at ``base``."""
         self._challenges[base] = list(challenges)
 
-    def add_response(self, base: str, status: int, headers: Any) -> bool:
+    def add_response(self, base: str, status: int, headers: MultiMapping[str]) -> bool:
         """Learn the challenges of a 401 answer; True if they differ from what was known."""
         if status != 401:
             return False
@@ -349,17 +259,19 @@ class Authorizer:
 
     # -- tokens --
     def invalidate(self, base: str, scopes: Sequence[str], auth: AuthConfig | None) -> None:
+        """Forget the token for these scopes and credentials (the registry refused it)."""
         self._tokens.pop(self._key(base, scopes, auth), None)
 
     def _key(self, base: str, scopes: Sequence[str], auth: AuthConfig | None) -> tuple[str, tuple[str, ...], str]:
         return base, tuple(sorted(set(scopes))), (auth.fingerprint() if auth else "")
 
     def cached(self, base: str, scopes: Sequence[str], auth: AuthConfig | None) -> bool:
+        """Whether an unexpired token for these scopes and credentials is cached."""
         tok = self._tokens.get(self._key(base, scopes, auth))
         return tok is not None and tok.expires > time.time()
 
     async def authorize(self, session: aiohttp.ClientSession, base: str, auth: AuthConfig | None,
-                        scopes: Sequence[str], *, ssl: Any = True) -> str | None:
+                        scopes: Sequence[str], *, ssl: SSLContext | bool = True) -> str | None:
         """The ``Authorization`` value for a request to the endpoint at ``base``, or None.
 
         Raises Unauthorized("no basic auth credentials") for a basic challenge without credentials, and the
@@ -390,7 +302,7 @@ class Authorizer:
         return None
 
     async def fetch_token(self, session: aiohttp.ClientSession, params: Mapping[str, str],
-                          auth: AuthConfig | None, scopes: Sequence[str], *, ssl: Any = True,
+                          auth: AuthConfig | None, scopes: Sequence[str], *, ssl: SSLContext | bool = True,
                           offline: bool = False) -> tuple[str, float, str]:
         """A token from the challenge's realm: ``(token, expiry (unix time), refresh token or "")``.
 
@@ -418,7 +330,7 @@ class Authorizer:
         return await self._get_token(session, realm_url, service, auth, scopes, ssl=ssl, offline=offline)
 
     async def _post_token(self, session: aiohttp.ClientSession, realm: URL, form: dict[str, str], refresh: str,
-                          *, ssl: Any) -> tuple[str, float, str]:
+                          *, ssl: SSLContext | bool) -> tuple[str, float, str]:
         headers = {"User-Agent": self.user_agent}
         try:
             async with session.post(realm, data=form, headers=headers, ssl=ssl, allow_redirects=True,
@@ -439,7 +351,7 @@ class Authorizer:
         return token, self._expiry(data), str(data.get("refresh_token") or "")
 
     async def _get_token(self, session: aiohttp.ClientSession, realm: URL, service: str, auth: AuthConfig | None,
-                         scopes: Sequence[str], *, ssl: Any, offline: bool) -> tuple[str, float, str]:
+                         scopes: Sequence[str], *, ssl: SSLContext | bool, offline: bool) -> tuple[str, float, str]:
         query: list[tuple[str, str]] = list(realm.query.items())
         if service:
             query.append(("service", service))

@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
+from multidict import MultiMapping
+from yarl import URL
 
 from ..errors import (
     DataCorrupted,
@@ -38,6 +40,7 @@ from ..errors import (
 )
 from ..reference import Reference
 from ..timestamps import go_quote
+from .challenges import parse_www_authenticate
 
 __all__ = [
     "ERROR_CODES",
@@ -129,6 +132,7 @@ class ErrorEntry:
 
     @property
     def http_status(self) -> int:
+        """The HTTP status distribution gives this error code."""
         return ERROR_CODES.get(self.code, ERROR_CODES["UNKNOWN"])[1]
 
 
@@ -281,12 +285,10 @@ def _class_for(entries: tuple[ErrorEntry, ...], status: int | None) -> type[Dock
     return SystemError_
 
 
-def response_error(status: int, reason: str, headers: Any, body: bytes, *, method: str = "",
+def response_error(status: int, reason: str, headers: MultiMapping[str], body: bytes, *, method: str = "",
                    url: str = "") -> DockwrightError:
     """The error for a failed registry answer, as distribution's ``HandleErrorResponse`` words it."""
     if 400 <= status < 500:
-        from .auth import parse_www_authenticate  # auth imports this module
-
         values = headers.getall("WWW-Authenticate", []) if hasattr(headers, "getall") else []
         if status == 401:
             for ch in parse_www_authenticate(values):
@@ -321,8 +323,6 @@ def response_error(status: int, reason: str, headers: Any, body: bytes, *, metho
 # ---- transport failures ------------------------------------------------------------------------------------------
 
 def _host_port(url: str) -> str:
-    from yarl import URL
-
     u = URL(url)
     host = u.host or ""
     if ":" in host:
@@ -333,8 +333,6 @@ def _host_port(url: str) -> str:
 
 def _reason(exc: BaseException, url: str) -> str:
     """Go's wording for a request that got no HTTP answer."""
-    from yarl import URL
-
     hostport = _host_port(url)
     hostname = URL(url).host or ""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):

@@ -26,6 +26,7 @@ from typing import Sequence
 from yarl import URL
 
 from ..errors import InvalidArgument
+from .http import certs_tls_context
 
 __all__ = [
     "Endpoint",
@@ -72,6 +73,7 @@ class Endpoint:
 
     @property
     def scheme(self) -> str:
+        """``https`` or ``http``."""
         return self.url.split("://", 1)[0]
 
     @property
@@ -251,40 +253,12 @@ class RegistryHosts:
             hit = self._tls_cache.get(key)
             if hit is not None and hit[0] == signature:
                 return hit[1]
-        ctx = self._build_context(files)
+        ctx = certs_tls_context(files)
         if not secure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         with self._lock:
             self._tls_cache[key] = (signature, ctx)
-        return ctx
-
-    @staticmethod
-    def _build_context(files: list[Path]) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        by_dir: dict[Path, set[str]] = {}
-        for f in files:
-            by_dir.setdefault(f.parent, set()).add(f.name)
-        for f in files:
-            names = by_dir[f.parent]
-            if f.suffix == ".crt":
-                try:
-                    ctx.load_verify_locations(cafile=str(f))
-                except (ssl.SSLError, OSError) as exc:
-                    raise InvalidArgument(f"unable to load CA certificate {f}: {exc}") from exc
-            elif f.suffix == ".cert":
-                key = f.name[: -len(".cert")] + ".key"
-                if key not in names:
-                    raise InvalidArgument(f"missing key {key} for client certificate {f.name}. CA certificates "
-                                          "must use the extension .crt")
-                try:
-                    ctx.load_cert_chain(str(f), str(f.parent / key))
-                except (ssl.SSLError, OSError) as exc:
-                    raise InvalidArgument(f"unable to load client certificate {f}: {exc}") from exc
-            elif f.suffix == ".key":
-                cert = f.name[: -len(".key")] + ".cert"
-                if cert not in names:
-                    raise InvalidArgument(f"missing client certificate {cert} for key {f.name}")
         return ctx
 
     # ---- endpoints ------------------------------------------------------------------------------------------
