@@ -21,10 +21,7 @@ REPO = TESTS.parent
 SRC = REPO / "src" / "dockwright"
 
 # packages of src/dockwright with logic that have no tests/unit/<pkg>, and why
-NO_UNIT_TESTS: dict[str, str] = {
-    "cli": "the docker-style command front end (argument parsing, daemon start-up): exercised through the real "
-           "CLI by tests/e2e, no unit tests yet",
-}
+NO_UNIT_TESTS: dict[str, str] = {}
 
 
 def _test_files() -> list[Path]:
