@@ -239,8 +239,8 @@ def _matches(c: Container, f: Filters, eng: Engine) -> bool:
 
 
 async def list_containers(request: web.Request) -> web.Response:
-    """``GET /containers/json``: running containers (every one with ``all``, a ``limit`` or a status filter),
-    filtered as dockerd filters; a record too damaged to render is logged and left out."""
+    """``GET /containers/json``: running containers (every one with ``all``, a ``limit``, a ``status`` or
+    ``exited`` filter), filtered as dockerd filters; a record too damaged to render is logged and left out."""
     eng = _engine(request)
     f = params.filters(request)
     f.validate(_LIST_FILTERS)

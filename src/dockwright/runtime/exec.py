@@ -200,7 +200,7 @@ class ExecProcess:
     """The daemon's end of a started exec: its output, its stdin, its tty size and its exit.
 
     :meth:`read` returns ``(stream, data)`` (stream 1 or 2; a tty has only 1) and ``None`` once the output has
-    ended — after which :attr:`exit` is known — or once :meth:`discard` was called. Someone must read, or
+    ended — after which :meth:`wait` answers at once — or once :meth:`discard` was called. Someone must read, or
     :meth:`discard`: output not taken stops the process (as a full pipe would).
     """
 

@@ -218,8 +218,8 @@ class JsonLogWriter:
             view = view[n:]
 
     def write(self, stream_id: int, data: bytes) -> None:
-        """Add ``data`` of ``stream_id`` (1 or 2): every complete line, split at 16 KiB, is appended at once with one
-        timestamp; an unfinished line waits."""
+        """Add ``data`` of ``stream_id`` (1 or 2): its complete lines and 16 KiB pieces of longer ones are appended
+        at once, with one timestamp; the rest of an unfinished line waits."""
         buf = self._pending[stream_id]
         buf += data
         when = format_log_time(time.time_ns())  # one read, one time, as dockerd's copier stamps it
