@@ -44,6 +44,7 @@ class DockwrightError(Exception):
 
     @property
     def message(self) -> str:
+        """The error's text, ``str(self)``: what dockerd puts in ``{"message"}``."""
         return str(self)
 
 

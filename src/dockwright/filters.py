@@ -177,6 +177,7 @@ class Filters:
                 del self._fields[key]
 
     def clone(self) -> Filters:
+        """An independent copy: changing it leaves this one as it is."""
         return Filters(self._fields)
 
     # -- serialisation -------------------------------------------------------------------------
@@ -194,6 +195,7 @@ class Filters:
     # -- queries ---------------------------------------------------------------------------------
 
     def keys(self) -> list[str]:
+        """The filter names given, in the order they were first set."""
         return list(self._fields)
 
     def __len__(self) -> int:
@@ -232,6 +234,7 @@ class Filters:
                 raise _invalid_filter(name)
 
     def walk_values(self, key: str) -> list[str]:
+        """The values at ``key``, as :meth:`get` (named after moby's ``WalkValues``, which calls a function on each)."""
         return self.get(key)
 
     # -- matching --------------------------------------------------------------------------------

@@ -212,6 +212,7 @@ class DigestReference:
         return self.digest
 
     def familiar(self) -> str:
+        """FamiliarString of a digest-only reference: the digest itself."""
         return self.digest
 
 

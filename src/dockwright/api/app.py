@@ -71,6 +71,8 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def make_app(engine: Engine) -> web.Application:
+    """The daemon's aiohttp application for ``engine``: every route bare and under ``/vX.Y``, behind a middleware
+    that checks the API version and turns errors into dockerd's ``{"message"}``; dockerd's response headers."""
     app = web.Application(middlewares=[_middleware], client_max_size=1 << 40)
     app["engine"] = engine
     app.on_response_prepare.append(_headers)

@@ -35,12 +35,15 @@ def _path(request: web.Request) -> str:
 
 
 async def head_archive(request: web.Request) -> web.Response:
+    """``HEAD /containers/{id}/archive``: the stat of ``path`` (base64 JSON) in ``X-Docker-Container-Path-Stat``."""
     path = _path(request)
     st = await container_fs.stat_path(_engine(request).containers, request.match_info["id"], path)
     return web.Response(status=200, headers={_STAT_HEADER: st.header_value()})
 
 
 async def get_archive(request: web.Request) -> web.StreamResponse:
+    """``GET /containers/{id}/archive``: a chunked tar of ``path`` with its stat header; an error once streaming cuts
+    the connection (the client sees a short tar, as with dockerd)."""
     path = _path(request)
     st, chunks = await container_fs.archive_path(_engine(request).containers, request.match_info["id"], path)
     try:
@@ -69,6 +72,8 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 
 
 async def put_archive(request: web.Request) -> web.Response:
+    """``PUT /containers/{id}/archive``: extract the request's tar (compressed or not) into ``path``, honouring
+    ``noOverwriteDirNonDir`` and ``copyUIDGID``."""
     path = _path(request)
     await container_fs.extract_to_dir(_engine(request).containers, request.match_info["id"], path, _body(request),
                                       no_overwrite_dir_non_dir=params.bool_value(request, "noOverwriteDirNonDir"),
@@ -77,6 +82,7 @@ async def put_archive(request: web.Request) -> web.Response:
 
 
 def routes() -> list[tuple[str, str, Any]]:
+    """The (method, path, handler) rows of ``/containers/{id}/archive`` for :func:`dockwright.api.app.make_app`."""
     return [
         ("HEAD", "/containers/{id}/archive", head_archive),
         ("GET", "/containers/{id}/archive", get_archive),

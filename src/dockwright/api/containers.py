@@ -155,6 +155,7 @@ def host_config_json(hc: dict[str, Any], version: Any = None) -> dict[str, Any]:
 
 
 def summary_json(c: Container, eng: Engine, version: Any = None) -> dict[str, Any]:
+    """One entry of ``GET /containers/json`` (dockerd's ``container.Summary``) for ``c``, shaped for API ``version``."""
     mode = _mode(c)
     return {
         "Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image_id,
@@ -171,6 +172,8 @@ def _mounts(c: Container) -> list[dict[str, Any]]:
 
 
 def inspect_json(c: Container, eng: Engine, version: Any = None, *, size: bool = False) -> dict[str, Any]:
+    """``GET /containers/{id}/json``'s body for ``c`` in API ``version``'s shape; ``size`` adds ``SizeRw`` and
+    ``SizeRootFs`` (apparent sizes of the container's layer, and of it plus the image)."""
     d = eng.containers._dir(c.id)  # noqa: SLF001
     args = list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or [])
     hc = host_config_json(c.host_config, version)
@@ -236,6 +239,8 @@ def _matches(c: Container, f: Filters, eng: Engine) -> bool:
 
 
 async def list_containers(request: web.Request) -> web.Response:
+    """``GET /containers/json``: running containers (every one with ``all``, a ``limit``, a ``status`` or
+    ``exited`` filter), filtered as dockerd filters; a record too damaged to render is logged and left out."""
     eng = _engine(request)
     f = params.filters(request)
     f.validate(_LIST_FILTERS)
@@ -281,6 +286,7 @@ async def create_container(request: web.Request) -> web.Response:
 
 
 async def inspect_container(request: web.Request) -> web.Response:
+    """``GET /containers/{id}/json`` (by name, ID or ID prefix); ``size=1`` adds the sizes."""
     eng = _engine(request)
     c = eng.containers.get(request.match_info["id"])
     return json_body(inspect_json(c, eng, request.get("api_version"), size=params.bool_value(request, "size")))
@@ -307,57 +313,69 @@ def _stop_signal(request: web.Request) -> str | None:
 
 
 async def restart_container(request: web.Request) -> web.Response:
+    """``POST /containers/{id}/restart``: stop (``t`` seconds of grace, ``signal`` from API 1.42) then start; 204."""
     await _engine(request).containers.restart(request.match_info["id"], _timeout(request), _stop_signal(request))
     return web.Response(status=204)
 
 
 async def rename_container(request: web.Request) -> web.Response:
+    """``POST /containers/{id}/rename?name=``: 204, or the engine's conflict or invalid-name error."""
     _engine(request).containers.rename(request.match_info["id"], request.query.get("name", ""))
     return web.Response(status=204)
 
 
 async def top_container(request: web.Request) -> web.Response:
+    """``GET /containers/{id}/top``: ``{"Titles", "Processes"}`` from ``ps`` run with ``ps_args`` (default ``-ef``)."""
     result = await _engine(request).containers.top(request.match_info["id"], request.query.get("ps_args", ""))
     return json_body(result)
 
 
 async def prune_containers(request: web.Request) -> web.Response:
+    """``POST /containers/prune``: remove the stopped containers matching ``filters``; what went and the space freed."""
     return json_body(await _engine(request).containers.prune(params.filters(request)))
 
 
 async def start_container(request: web.Request) -> web.Response:
+    """``POST /containers/{id}/start``: 204, or 304 when it was already running."""
     started = await _engine(request).containers.start(request.match_info["id"])
     return web.Response(status=204 if started else 304)
 
 
 async def stop_container(request: web.Request) -> web.Response:
+    """``POST /containers/{id}/stop``: the stop signal, ``t`` seconds, then SIGKILL; 204, or 304 if not running."""
     stopped = await _engine(request).containers.stop(request.match_info["id"], _timeout(request),
                                                      _stop_signal(request))
     return web.Response(status=204 if stopped else 304)
 
 
 async def kill_container(request: web.Request) -> web.Response:
+    """``POST /containers/{id}/kill``: send ``signal`` (name or number; SIGKILL by default); 204."""
     await _engine(request).containers.kill(request.match_info["id"], request.query.get("signal") or None)
     return web.Response(status=204)
 
 
 async def pause_container(request: web.Request) -> web.Response:
+    """``POST /containers/{id}/pause``: freeze the container's processes (cgroup freezer, through runc); 204."""
     await _engine(request).containers.pause(request.match_info["id"])
     return web.Response(status=204)
 
 
 async def unpause_container(request: web.Request) -> web.Response:
+    """``POST /containers/{id}/unpause``: thaw a paused container; 204."""
     await _engine(request).containers.unpause(request.match_info["id"])
     return web.Response(status=204)
 
 
 async def delete_container(request: web.Request) -> web.Response:
+    """``DELETE /containers/{id}``: 204; ``force`` kills a running one first, ``v`` removes its anonymous volumes."""
     await _engine(request).containers.remove(request.match_info["id"], force=params.bool_value(request, "force"),
                                              volumes=params.bool_value(request, "v"))
     return web.Response(status=204)
 
 
 async def wait_container(request: web.Request) -> web.StreamResponse:
+    """``POST /containers/{id}/wait``: headers at once (the wait is registered), then one JSON line ``{"StatusCode",
+    "Error"}`` when ``condition`` (not-running, next-exit, removed) is met."""
     eng = _engine(request)
     # registered before the headers go out (as dockerd): a client that starts the container once it has them
     # cannot have the exit happen before the wait; a missing container or a bad condition is an HTTP error
@@ -384,6 +402,8 @@ def _since(v: str) -> float | None:
 
 
 async def container_logs(request: web.Request) -> web.StreamResponse:
+    """``GET /containers/{id}/logs``: the json-file log filtered by ``stdout``/``stderr``, ``since``/``until``,
+    ``tail`` and ``timestamps``, raw for a TTY, else multiplexed; ``follow`` streams until the run exits."""
     eng = _engine(request)
     c = eng.containers.get(request.match_info["id"])
     stdout, stderr = params.bool_value(request, "stdout"), params.bool_value(request, "stderr")
@@ -535,6 +555,7 @@ def _hijack(request: web.Request) -> asyncio.StreamReader:
 
 
 async def resize_container(request: web.Request) -> web.Response:
+    """``POST /containers/{id}/resize?h=&w=``: resize a running TTY container's console (a no-op otherwise); 200."""
     eng = _engine(request)
     c = eng.containers.get(request.match_info["id"])
     h, w = params.int_value(request, "h", 0), params.int_value(request, "w", 0)
@@ -544,11 +565,13 @@ async def resize_container(request: web.Request) -> web.Response:
 
 
 async def container_changes(request: web.Request) -> web.Response:
+    """``GET /containers/{id}/changes``: ``[{"Kind", "Path"}]`` of the container's layer (``null`` when none)."""
     items = await _engine(request).containers.changes(request.match_info["id"])
     return json_body([{"Kind": k, "Path": p} for k, p in items] or None)
 
 
 async def export_container(request: web.Request) -> web.StreamResponse:
+    """``GET /containers/{id}/export``: the container's root filesystem as a chunked tar stream."""
     chunks = await _engine(request).containers.export(request.match_info["id"])
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
     resp.enable_chunked_encoding()
@@ -560,6 +583,8 @@ async def export_container(request: web.Request) -> web.StreamResponse:
 
 
 async def commit(request: web.Request) -> web.Response:
+    """``POST /commit?container=``: a new image from the container's layer (``repo``/``tag``, ``comment``,
+    ``author``, ``pause``, Dockerfile ``changes``, the body's config); ``{"Id"}``, 201."""
     eng = _engine(request)
     q = request.query
     body = bodies.decode_commit(await _json_body(request))  # the image's config; None for an empty body
@@ -574,6 +599,8 @@ async def commit(request: web.Request) -> web.Response:
 
 
 def routes() -> list[tuple[str, str, Any]]:
+    """The (method, path, handler) rows of the container endpoints and ``/commit`` for
+    :func:`dockwright.api.app.make_app`."""
     return [
         ("GET", "/containers/json", list_containers),
         ("POST", "/containers/create", create_container),

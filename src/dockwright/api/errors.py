@@ -28,6 +28,8 @@ def unwrap(exc: BaseException) -> BaseException:
 
 
 def status_of(exc: BaseException) -> int:
+    """The HTTP status dockerd's ``httpstatus`` gives the error's kind (404, 400, 409, 401, 403, 503, 501; 500 for
+    anything else), for the first error of an ExceptionGroup."""
     exc = unwrap(exc)
     if isinstance(exc, NotFound):
         return 404
@@ -47,6 +49,7 @@ def status_of(exc: BaseException) -> int:
 
 
 def message_of(exc: BaseException) -> str:
+    """The error's text for ``{"message"}``: ``str(exc)``, or the class name of a foreign error with no text."""
     exc = unwrap(exc)
     if isinstance(exc, DockwrightError):
         return str(exc)
@@ -54,6 +57,7 @@ def message_of(exc: BaseException) -> str:
 
 
 def error_response(exc: BaseException, *, head: bool = False) -> web.Response:
+    """dockerd's error answer: ``{"message"}`` with :func:`status_of`'s status, or the status alone for a ``HEAD``."""
     status = status_of(exc)
     if head:
         return web.Response(status=status)

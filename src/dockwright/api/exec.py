@@ -164,6 +164,8 @@ def exec_inspect_json(rec: Exec) -> dict[str, Any]:
 
 
 async def create_exec(request: web.Request) -> web.Response:
+    """``POST /containers/{id}/exec``: decode ``ExecConfig`` as dockerd does (``ConsoleSize`` from API 1.42) and
+    register the exec; ``{"Id"}``, 201."""
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     bodies.check_content_type(request.headers.get("Content-Type", ""),
                               has_body=chunked or (request.content_length or 0) > 0)
@@ -182,10 +184,12 @@ async def create_exec(request: web.Request) -> web.Response:
 
 
 async def inspect_exec(request: web.Request) -> web.Response:
+    """``GET /exec/{id}/json``: the exec's ``ExecInspect`` (running, exit code, process config, PID)."""
     return json_body(exec_inspect_json(_engine(request).exec.get(request.match_info["id"])))
 
 
 async def resize_exec(request: web.Request) -> web.Response:
+    """``POST /exec/{id}/resize?h=&w=``: resize the exec's TTY (``h``, ``w`` as Go's ``strconv.Atoi`` reads them)."""
     height, width = _atoi(request, "h"), _atoi(request, "w")
     await _engine(request).exec.resize(request.match_info["id"], height, width)
     return web.Response(status=200)
@@ -259,6 +263,7 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
 
 
 def routes() -> list[tuple[str, str, Any]]:
+    """The (method, path, handler) rows of the exec endpoints for :func:`dockwright.api.app.make_app`."""
     return [
         ("POST", "/containers/{id}/exec", create_exec),
         ("POST", "/exec/{id}/start", start_exec),

@@ -336,6 +336,7 @@ def _lookup(request: web.Request, ref: str) -> NetworkInfo:
 
 
 async def list_networks(request: web.Request) -> web.Response:
+    """``GET /networks``: the predefined networks matching ``filters`` (with their ``Containers`` before API 1.28)."""
     f = params.filters(request)
     f.validate(_NETWORK_FILTERS)
     version = params.api_version(request)
@@ -344,6 +345,7 @@ async def list_networks(request: web.Request) -> web.Response:
 
 
 async def inspect_network(request: web.Request) -> web.Response:
+    """``GET /networks/{id}`` (name, ID or ID prefix; ``scope`` must match): the network with its ``Containers``."""
     ref = request.match_info["id"]
     verbose = request.query.get("verbose", "")
     if verbose:
@@ -385,6 +387,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 async def create_network(request: web.Request) -> web.Response:
+    """``POST /networks/create``: always refused: 403 for a predefined name, else 501 (no user-defined networks)."""
     body = await _body(request)
     name = body.get("Name")
     if isinstance(name, str) and name in PREDEFINED:
@@ -394,6 +397,7 @@ async def create_network(request: web.Request) -> web.Response:
 
 
 async def delete_network(request: web.Request) -> web.Response:
+    """``DELETE /networks/{id}``: always refused: 403 for a predefined network (dockerd's words), 501 otherwise."""
     info = _lookup(request, request.match_info["id"])
     if info.name in PREDEFINED:
         raise Forbidden(f"{info.name} is a pre-defined network and cannot be removed")
@@ -436,6 +440,8 @@ async def connect_network(request: web.Request) -> web.Response:
 
 
 async def disconnect_network(request: web.Request) -> web.Response:
+    """``POST /networks/{id}/disconnect``: dockerd's errors for a container not on that network or on ``host``; a
+    container always keeps its network, so the rest is a 501."""
     body = await _body(request)
     c = _container(request, body.get("Container"))
     info = _lookup(request, request.match_info["id"])
@@ -450,6 +456,7 @@ async def disconnect_network(request: web.Request) -> web.Response:
 
 
 def routes() -> list[tuple[str, str, Any]]:
+    """The (method, path, handler) rows of the network endpoints for :func:`dockwright.api.app.make_app`."""
     return [
         ("GET", "/networks", list_networks),
         ("GET", "/networks/", list_networks),

@@ -25,6 +25,7 @@ __all__ = ["bool_value", "bool_default", "int_value", "filters", "json_platform"
 
 
 def api_version(request: web.Request) -> Version:
+    """The request's API version, as the middleware parsed it from the ``/vX.Y`` prefix (the default without one)."""
     return request["api_version"]  # type: ignore[no-any-return]
 
 
@@ -35,12 +36,14 @@ def bool_value(request: web.Request, key: str) -> bool:
 
 
 def bool_default(request: web.Request, key: str, default: bool) -> bool:
+    """:func:`bool_value` of ``key`` when the query has it, else ``default``."""
     if key not in request.query:
         return default
     return bool_value(request, key)
 
 
 def int_value(request: web.Request, key: str, default: int = 0) -> int:
+    """The integer of ``key`` (``default`` when missing or empty); not an integer: InvalidArgument (400)."""
     v = request.query.get(key, "")
     if v == "":
         return default
@@ -105,10 +108,13 @@ def platform_specifier(request: web.Request, key: str = "platform") -> str:
 
 
 def filters(request: web.Request) -> Filters:
+    """The ``filters`` parameter parsed as dockerd's ``filters.FromJSON`` (empty when absent)."""
     return Filters.parse(request.query.get("filters", ""))
 
 
 def json_platform(request: web.Request, key: str = "platform") -> Platform | None:
+    """The JSON ``platform`` parameter (``{"os", "architecture", "variant"}``) as a Platform, None when absent or
+    empty; malformed JSON: dockerd's ``failed to parse platform`` 400."""
     raw = request.query.getall(key, [])
     if not raw or raw[0] == "":
         return None

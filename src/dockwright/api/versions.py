@@ -8,6 +8,7 @@ Version = tuple[int, ...]
 
 
 def parse_version(s: str) -> Version:
+    """``"1.41"`` → ``(1, 41)``: a part that is not a number counts as 0, and a missing minor as 0."""
     out = []
     for part in s.split("."):
         try:

@@ -91,11 +91,13 @@ async def _create_body(request: web.Request) -> dict[str, Any]:
 
 
 async def list_volumes(request: web.Request) -> web.Response:
+    """``GET /volumes``: ``{"Volumes", "Warnings": null}`` of the volumes matching ``filters``."""
     vols = _engine(request).containers.volumes.list(params.filters(request))
     return json_body({"Volumes": [volume_json(v) for v in vols], "Warnings": None})
 
 
 async def create_volume(request: web.Request) -> web.Response:
+    """``POST /volumes/create``: create (or return the existing) named or anonymous local volume; its JSON, 201."""
     body = await _create_body(request)
     v = _engine(request).containers.volumes.create(body.get("Name", ""), body.get("Driver", ""),
                                                    body.get("DriverOpts"), body.get("Labels"))
@@ -103,10 +105,12 @@ async def create_volume(request: web.Request) -> web.Response:
 
 
 async def inspect_volume(request: web.Request) -> web.Response:
+    """``GET /volumes/{name}``: the volume's JSON (name, driver, mountpoint, labels, options, scope)."""
     return json_body(volume_json(_engine(request).containers.volumes.get(request.match_info["name"])))
 
 
 async def delete_volume(request: web.Request) -> web.Response:
+    """``DELETE /volumes/{name}``: remove it (``force`` ignores a missing one; in use is a conflict); 204."""
     await _engine(request).containers.volumes.remove(request.match_info["name"],
                                                      force=params.bool_value(request, "force"))
     return web.Response(status=204)
@@ -124,6 +128,7 @@ async def prune_volumes(request: web.Request) -> web.Response:
 
 
 def routes() -> list[tuple[str, str, Any]]:
+    """The (method, path, handler) rows of the volume endpoints for :func:`dockwright.api.app.make_app`."""
     return [
         ("GET", "/volumes", list_volumes),
         ("POST", "/volumes/create", create_volume),

@@ -32,9 +32,11 @@ TMP_INGEST_PREFIX = "tmp-"
 class LeaseHolder(Protocol):
     """What the content store needs of a lease: record a resource, and a guard that excludes a collection."""
 
-    def add(self, kind: str, ref: str) -> None: ...
+    def add(self, kind: str, ref: str) -> None:
+        """Record that the lease holds ``ref`` of ``kind`` (``content``: a digest, ``ingest``: an ingest ref)."""
 
-    def hold(self) -> ContextManager[object]: ...
+    def hold(self) -> ContextManager[object]:
+        """A guard that keeps the garbage collector out while held (it marks and sweeps under the same guard)."""
 
 
 #: The lease of the operation running in this context (None: no operation holds one).
@@ -42,6 +44,8 @@ current_lease: ContextVar[LeaseHolder | None] = ContextVar("dockwright_current_l
 
 
 class BlobNotFound(NotFound):
+    """No blob of ``digest`` in the store: containerd's ``content digest <digest>: not found`` (404)."""
+
     def __init__(self, digest: str) -> None:
         super().__init__(f"content digest {digest}: not found")
         self.digest = digest
@@ -72,12 +76,14 @@ class Writer:
         self._closed = False
 
     def write(self, data: bytes | memoryview) -> None:
+        """Append ``data`` to the ingest file and to the running sha256; ``offset`` grows by its length."""
         self._f.write(data)
         self._h.update(data)
         self.offset += len(data)
 
     @property
     def digest(self) -> str:
+        """``sha256:<hex>`` of everything written so far (the resumed prefix included)."""
         return "sha256:" + self._h.hexdigest()
 
     def truncate(self, size: int = 0) -> None:
@@ -156,29 +162,34 @@ class ContentStore:
                 os.chmod(d, 0o700)
 
     def path(self, digest: str) -> Path:
+        """Where the blob of ``digest`` lives (``blobs/sha256/<hex>``), stored or not; InvalidArgument if malformed."""
         if not DIGEST_RE.match(digest):
             raise InvalidArgument(f"invalid digest: {digest!r}")
         return self.blobs_dir / hex_of(digest)
 
     def exists(self, digest: str) -> bool:
+        """Whether the blob is stored; False for a malformed digest too."""
         try:
             return self.path(digest).exists()
         except InvalidArgument:
             return False
 
     def size(self, digest: str) -> int:
+        """The blob's size in bytes; BlobNotFound when it is not stored."""
         try:
             return self.path(digest).stat().st_size
         except FileNotFoundError as exc:
             raise BlobNotFound(digest) from exc
 
     def open(self, digest: str) -> BinaryIO:
+        """The blob opened for binary reading (the caller closes it); BlobNotFound when it is not stored."""
         try:
             return open(self.path(digest), "rb")
         except FileNotFoundError as exc:
             raise BlobNotFound(digest) from exc
 
     def read(self, digest: str) -> bytes:
+        """The whole blob in memory (manifests, configs); BlobNotFound when it is not stored."""
         with self.open(digest) as f:
             return f.read()
 
@@ -205,6 +216,7 @@ class ContentStore:
         return w.commit(digest, len(data), sync=False)
 
     def delete(self, digest: str) -> bool:
+        """Unlink the blob: True if it was there (no lease or reference check: that is the caller's)."""
         try:
             self.path(digest).unlink()
             return True
@@ -212,6 +224,7 @@ class ContentStore:
             return False
 
     def walk(self) -> Iterator[str]:
+        """The digest of every stored blob, in directory order (what the garbage collector sweeps)."""
         for entry in os.scandir(self.blobs_dir):
             if len(entry.name) == 64:
                 yield "sha256:" + entry.name
@@ -225,9 +238,11 @@ class ContentStore:
                 continue
 
     def remove_ingest(self, ref: str) -> None:
+        """Delete the ingest ``ref`` and its partial data, if it exists."""
         shutil.rmtree(self.ingest_dir / ref, ignore_errors=True)
 
     def ingest_size(self, ref: str) -> int:
+        """How many bytes the ingest ``ref`` holds so far (where a resume starts); 0 when there is no such ingest."""
         try:
             return (self.ingest_dir / ref / "data").stat().st_size
         except OSError:

@@ -34,6 +34,9 @@ class NetworkConfig:
 
 @dataclass
 class EngineConfig:
+    """The daemon's settings (``--data-root``, ``--exec-root``, registries, concurrency, compression, runtime,
+    network), whatever parsed them: the CLI's flags and daemon.json both end up here."""
+
     data_root: Path
     exec_root: Path = Path("/run/dockwright")
     registry_mirrors: list[str] = field(default_factory=list)

@@ -470,6 +470,7 @@ class Compressor:
         self._done = False
 
     def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Compress one more chunk; the bytes the codec emits now (often none). ValueError after :meth:`flush`."""
         if self._done:
             raise ValueError("compressor already flushed")
         return self._obj.compress(data)
@@ -617,6 +618,8 @@ class DecompressedReader:
         return b""
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` decompressed bytes (``n < 0``: the rest of the current piece, not of the stream); ``b""`` at
+        the end of the stream."""
         if self._pos >= len(self._buf):
             self._buf = self._more()
             self._pos = 0

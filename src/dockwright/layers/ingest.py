@@ -23,6 +23,9 @@ _BLOCK = 1 << 20  # compression input is cut in fixed blocks: the gzip bytes the
 
 @dataclass(frozen=True, slots=True)
 class IngestedLayer:
+    """A committed layer blob: its digest, media type and compressed size, and the uncompressed tar's DiffID, size,
+    entry count and dockerd's diff size."""
+
     digest: str          # the compressed blob
     media_type: str
     size: int            # compressed size
@@ -101,6 +104,8 @@ class LayerIngester:
             self._uncompressed(data)
 
     def feed(self, data: bytes) -> None:
+        """Take the next chunk of the input: the compression is detected from the first 16 bytes, then each chunk is
+        stored, hashed and inspected as it comes."""
         self.bytes_in += len(data)
         if self._mode is None:
             self._head += data
@@ -114,6 +119,8 @@ class LayerIngester:
         self._process(data)
 
     def finish(self) -> IngestedLayer:
+        """End the input: check the tar's end (a truncated or hostile stream raises), flush the compression and
+        commit the blob; any failure aborts the ingest."""
         try:
             if self._mode is None:
                 head = bytes(self._head)
@@ -141,6 +148,7 @@ class LayerIngester:
                              tar_size=summary.tar_size, entries=summary.entries)
 
     def abort(self) -> None:
+        """Throw the ingest's partial data away; the blob of a finished ingest stays."""
         if self._writer is not None:
             self._writer.abort()
             self._writer = None

@@ -52,6 +52,9 @@ IFNAMSIZ = 16  # the kernel's limit, with the NUL: names are at most 15 bytes
 
 
 class IPNotInstalled(Unavailable):
+    """``ip`` (iproute2) or ``nsenter`` (util-linux) is missing: networking is unavailable (503), the message names
+    the package to install."""
+
     def __init__(self, what: str = "ip") -> None:
         package = "iproute2" if what == "ip" else "util-linux"
         super().__init__(f"the {what} command is not installed (apt-get install {package}); networking needs it")
@@ -68,6 +71,7 @@ class IPCommandError(SystemError_):
 
 
 def ip_binary() -> str:
+    """The path of iproute2's ``ip`` on ``PATH``; IPNotInstalled when there is none."""
     ip = shutil.which("ip")
     if not ip:
         raise IPNotInstalled("ip")
@@ -134,6 +138,7 @@ def link_info(name: str, netns: str | None = None) -> dict[str, Any] | None:
 
 
 def link_exists(name: str, netns: str | None = None) -> bool:
+    """Whether a link named ``name`` exists (in the network namespace at path ``netns``, else the daemon's)."""
     return link_info(name, netns) is not None
 
 

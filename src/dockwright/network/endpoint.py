@@ -36,10 +36,12 @@ class PortMapping:
         return f"{self.container_port}/{self.proto}"
 
     def to_json(self) -> dict[str, Any]:
+        """The mapping as a plain dict (its field names) for the metadata database."""
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "PortMapping":
+        """A mapping from :meth:`to_json`'s dict (``host_ip`` may be missing: every address)."""
         return cls(int(d["container_port"]), str(d["proto"]), str(d.get("host_ip", "")), int(d["host_port"]))
 
 
@@ -63,15 +65,18 @@ class Attachment:
 
     @property
     def connected(self) -> bool:
+        """Whether the container has a live endpoint (an endpoint ID), i.e. it is running on the network."""
         return bool(self.endpoint_id)
 
     def to_json(self) -> dict[str, Any]:
+        """The attachment as a plain dict (field names; ports as :meth:`PortMapping.to_json`) for the database."""
         d = asdict(self)
         d["ports"] = [p.to_json() for p in self.ports]
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Attachment":
+        """An attachment from :meth:`to_json`'s dict; unknown keys are ignored, missing ones default."""
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "ports"}
         return cls(**known, ports=[PortMapping.from_json(p) for p in d.get("ports") or []])
 

@@ -162,6 +162,7 @@ def set_ip_forward(netns: str | None = None) -> bool:
 
 
 def default_table_name(bridge: str) -> str:
+    """The nftables table of ``bridge``'s rules when none is given: ``dockwright_<bridge>``."""
     return f"dockwright_{bridge}"
 
 

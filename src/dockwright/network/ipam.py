@@ -90,6 +90,7 @@ class AddressPool:
             )
 
     def first(self) -> IPv4Network:
+        """The pool's first subnet: ``base``'s network address with prefix length ``size``."""
         return IPv4Network((self.base.network_address, self.size))
 
 
@@ -294,6 +295,7 @@ class BridgeIPAM:
 
     @property
     def allocation_range(self) -> IPv4Network:
+        """Where container addresses are allocated: ``sub_pool`` (``--fixed-cidr``) if set, else the whole subnet."""
         return self.sub_pool if self.sub_pool is not None else self.subnet
 
 
@@ -504,6 +506,8 @@ class AddressAllocator:
 
     @property
     def capacity(self) -> int:
+        """How many addresses the allocation range can hand out: its size less the reserved addresses (gateway,
+        network, broadcast) inside it."""
         rng = self.ipam.allocation_range
         return rng.num_addresses - sum(1 for a in self._reserved() if a in rng)
 
@@ -575,6 +579,7 @@ class AddressAllocator:
         return addr
 
     def address_of(self, owner: str) -> IPv4Address | None:
+        """The address ``owner`` holds, or None; it does not take the lock (callers in this class hold it)."""
         for a, o in self._by_address.items():
             if o == owner:
                 return a

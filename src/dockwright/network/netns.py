@@ -32,6 +32,8 @@ _libc.unshare.argtypes = [ctypes.c_int]
 
 
 class NetnsError(SystemError_):
+    """Creating (``unshare``, bind mount) or unmounting a namespace file failed: the step, path and errno text."""
+
     pass
 
 

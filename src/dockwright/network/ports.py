@@ -104,6 +104,7 @@ class Binding:
 
     @property
     def ephemeral(self) -> bool:
+        """True when no host port was asked for (``-p 80``): the allocator picks one from the ephemeral range."""
         return self.host_port == 0
 
     @property
@@ -113,6 +114,7 @@ class Binding:
 
     @property
     def key(self) -> str:
+        """``80/tcp``: the container port and protocol, the key of ``NetworkSettings.Ports``."""
         return f"{self.container_port}/{self.proto}"
 
     def __str__(self) -> str:
@@ -479,11 +481,13 @@ class PortAllocator:
 
     @property
     def port_range(self) -> tuple[int, int]:
+        """The (first, last) host port of the ephemeral range this allocator hands out."""
         return self.begin, self.end
 
     # -- queries
 
     def owner_of(self, proto: str, host_ip: str, port: int) -> str | None:
+        """Who holds ``proto``/``port`` on exactly ``host_ip`` ("", ``0.0.0.0``: all of IPv4); None if nobody."""
         with self._lock:
             return self._held.get((proto, port), {}).get(_addr(host_ip))
 

@@ -425,6 +425,7 @@ class UserlandProxy:
 
     @property
     def running(self) -> bool:
+        """Whether the proxy is serving: a TCP server or a UDP relay is open."""
         return self._server is not None or self._udp is not None
 
     @property
@@ -483,9 +484,11 @@ class ProxySet:
         self._by_owner: dict[str, list[UserlandProxy]] = {}
 
     def owners(self) -> list[str]:
+        """The owners (container IDs) that have proxies, in the order they got them."""
         return list(self._by_owner)
 
     def proxies(self, owner: str) -> list[UserlandProxy]:
+        """A copy of ``owner``'s list of proxies (empty when it has none)."""
         return list(self._by_owner.get(owner, ()))
 
     async def start(self, owner: str, targets: Iterable[tuple[PortMapping, str]]) -> list[UserlandProxy]:
@@ -519,6 +522,7 @@ class ProxySet:
         return len(proxies)
 
     async def stop_all(self) -> None:
+        """Stop every owner's proxies (the daemon's shutdown); a failing stop is logged and the others still stop."""
         for owner in list(self._by_owner):
             await self.stop(owner)
 

@@ -52,6 +52,8 @@ _DRIVERS = {"bridge": "bridge", "host": "host", "none": "null"}
 
 
 class NetworkNotFound(NotFound):
+    """dockerd's ``network <ref> not found`` (404)."""
+
     def __init__(self, ref: str) -> None:
         super().__init__(f"network {ref} not found")
 
@@ -70,6 +72,9 @@ def network_name(mode: str) -> str:
 
 
 class NetworkService:
+    """One daemon's networking: the default bridge and its allocators, firewall and proxies, the containers'
+    attachments, and the IDs of ``bridge``/``host``/``none`` (see the module docstring)."""
+
     def __init__(self, config: NetworkConfig, data_root: Path, exec_root: Path) -> None:
         self.config = config
         self.state_dir = Path(data_root) / "network"
@@ -108,18 +113,23 @@ class NetworkService:
 
     @property
     def enabled(self) -> bool:
+        """Whether the default bridge was set up (its IPAM is known); False runs containers loopback-only."""
         return self.ipam is not None
 
     @property
     def gateway(self) -> str:
+        """The bridge's gateway address (``172.17.0.1``), "" when the bridge is not set up."""
         return str(self.ipam.gateway) if self.ipam is not None else ""
 
     @property
     def host_gateway_ip(self) -> str:
+        """What ``host-gateway`` in ``--add-host`` means: ``--host-gateway-ip`` if set, else the bridge's gateway."""
         return self.config.host_gateway_ip or self.gateway
 
     # ---- start / stop -------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Set up the default bridge in a worker thread: IPAM, device, allocators, IP forwarding, packet filter; what
+        the host lacks is logged and leaves the bridge unavailable, a bad configuration raises InvalidArgument."""
         await asyncio.to_thread(self._setup)
 
     def _setup(self) -> None:

@@ -61,44 +61,54 @@ class ImageConfig:
 
     @property
     def diff_ids(self) -> list[str]:
+        """``rootfs.diff_ids``: the uncompressed layers' digests, bottom first (a new list; [] when absent)."""
         return list((self.data.get("rootfs") or {}).get("diff_ids") or [])
 
     @property
     def history(self) -> list[dict[str, Any]]:
+        """The ``history`` entries, oldest first (a new list; [] when absent)."""
         return list(self.data.get("history") or [])
 
     @property
     def config(self) -> dict[str, Any]:
+        """A shallow copy of the container ``config`` (Env, Cmd, Entrypoint, Labels…); {} when absent."""
         return dict(self.data.get("config") or {})
 
     @property
     def labels(self) -> dict[str, str] | None:
+        """``config.Labels``; None when absent or empty."""
         return (self.data.get("config") or {}).get("Labels") or None
 
     @property
     def created_raw(self) -> str | None:
+        """The ``created`` string as written; None when absent, empty or not a string."""
         c = self.data.get("created")
         return c if isinstance(c, str) and c else None
 
     @property
     def created(self) -> float | None:
+        """``created`` as Unix seconds; None when absent, unparseable or Go's zero time."""
         c = self.created_raw
         return parse_rfc3339(c) if c else None
 
     @property
     def os(self) -> str:
+        """The ``os`` field (``linux``); "" when absent."""
         return str(self.data.get("os") or "")
 
     @property
     def architecture(self) -> str:
+        """The ``architecture`` field (``amd64``, ``arm64``…); "" when absent."""
         return str(self.data.get("architecture") or "")
 
     @property
     def variant(self) -> str:
+        """The ``variant`` field (``v7`` for arm); "" when absent."""
         return str(self.data.get("variant") or "")
 
     @property
     def parent(self) -> str:
+        """The legacy ``parent`` image ID of a config that carries one; "" when absent."""
         return str(self.data.get("parent") or "")
 
 

@@ -12,6 +12,9 @@ __all__ = ["Descriptor"]
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
+    """An OCI content descriptor: media type, digest and size of a blob, with optional annotations, platform, URLs
+    and artifact type, which equality ignores."""
+
     media_type: str
     digest: str
     size: int
@@ -21,6 +24,7 @@ class Descriptor:
     artifact_type: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
+        """The descriptor's JSON object (``mediaType``, ``digest``, ``size``; the optional fields only when set)."""
         d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
         if self.urls:
             d["urls"] = list(self.urls)
@@ -34,6 +38,7 @@ class Descriptor:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Descriptor":
+        """A descriptor from its JSON object; ``digest`` is required, empty optional fields become None."""
         plat = d.get("platform")
         return cls(
             media_type=d.get("mediaType", ""),

@@ -20,6 +20,7 @@ def validate_digest(digest: str) -> str:
 
 
 def sha256_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data``."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -43,11 +44,13 @@ class Hasher:
         self.size = 0
 
     def update(self, data: bytes | memoryview) -> None:
+        """Hash ``data`` and add its length to ``size``."""
         self._h.update(data)
         self.size += len(data)
 
     @property
     def digest(self) -> str:
+        """``sha256:<hex>`` of everything hashed so far."""
         return "sha256:" + self._h.hexdigest()
 
 

@@ -31,12 +31,15 @@ LAYER_TYPES = frozenset({OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, DOCKER_LAYER
 
 
 def is_index(mt: str) -> bool:
+    """Whether ``mt`` is an image index (OCI index or Docker manifest list)."""
     return mt in INDEX_TYPES
 
 
 def is_manifest(mt: str) -> bool:
+    """Whether ``mt`` is a single-platform image manifest (OCI or Docker schema2; not schema1)."""
     return mt in MANIFEST_TYPES
 
 
 def is_layer(mt: str) -> bool:
+    """Whether ``mt`` is a layer blob (OCI or Docker; plain, gzip, zstd or foreign)."""
     return mt in LAYER_TYPES

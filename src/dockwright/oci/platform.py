@@ -36,6 +36,8 @@ def normalize_arch(arch: str, variant: str = "") -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Platform:
+    """An OCI platform (os, architecture, variant, OS version and features), as in index entries and image configs."""
+
     os: str
     architecture: str
     variant: str = ""
@@ -43,6 +45,7 @@ class Platform:
     os_features: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        """The OCI JSON object: ``architecture`` and ``os``, the other fields only when set."""
         d: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
         if self.os_version:
             d["os.version"] = self.os_version
@@ -54,6 +57,7 @@ class Platform:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Platform":
+        """A platform from its OCI JSON object, as it is (not normalised); missing fields are empty."""
         return cls(
             os=str(d.get("os", "")),
             architecture=str(d.get("architecture", "")),
@@ -64,7 +68,8 @@ class Platform:
 
     @classmethod
     def parse_json_param(cls, raw: str) -> "Platform":
-        """The JSON platform query parameter (inspect, history, get, load, push, delete): os and architecture required."""
+        """The JSON platform query parameter (inspect, history, get, load, push, delete): os and architecture
+        required."""
         try:
             d = json.loads(raw)
         except ValueError as exc:
@@ -94,6 +99,8 @@ class Platform:
         return cls(os_, a, v)
 
     def normalized(self) -> "Platform":
+        """The same platform with the os lower-cased and the architecture and variant normalised (``x86_64`` →
+        ``amd64``, ``aarch64`` → ``arm64``, ``armhf`` → ``arm/v7``)."""
         a, v = normalize_arch(self.architecture, self.variant)
         return Platform(self.os.lower(), a, v, self.os_version, self.os_features)
 
@@ -109,5 +116,6 @@ class Platform:
 
 
 def host_platform() -> Platform:
+    """The daemon host's platform: ``linux`` and the machine's architecture, normalised."""
     a, v = normalize_arch(_pyplatform.machine())
     return Platform("linux", a, v)

@@ -118,8 +118,9 @@ class ContainerSpec:
 
     ``rootfs`` is an already mounted directory. ``user`` is ``""``, ``"name"``, ``"uid"``, ``"uid:gid"`` or
     ``"name:group"`` and is resolved against the rootfs. ``binds`` are ``(host source, container
-    destination, read-only)`` or ``(…, propagation)`` (``rprivate`` when not given). ``memory``, ``memory_swap`` and ``shm_size`` are bytes; ``memory_swap`` 0
-    means twice ``memory`` (where swap accounting exists) and -1 unlimited.
+    destination, read-only)`` or ``(…, propagation)`` (``rprivate`` when not given). ``memory``, ``memory_swap``
+    and ``shm_size`` are bytes; ``memory_swap`` 0 means twice ``memory`` (where swap accounting exists) and -1
+    unlimited.
     """
 
     id: str

@@ -141,8 +141,8 @@ def exec_process(base: dict[str, Any], *, args: list[str], env: list[str], cwd: 
                  console_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """The OCI process of an exec: the container's process ``base`` with the exec's ``args``, ``env``, ``cwd``
     (``/`` when empty) and ``tty``; ``user`` (an :class:`~dockwright.runtime.users.ExecUser`) replaces the
-    container's user (whose primary group is always a supplementary group too), ``privileged`` gives every capability of :func:`bounding_capabilities`, ``console_size``
-    (height, width) is the tty's first size."""
+    container's user (whose primary group is always a supplementary group too), ``privileged`` gives every
+    capability of :func:`bounding_capabilities`, ``console_size`` (height, width) is the tty's first size."""
     process: dict[str, Any] = json.loads(json.dumps(base))  # a deep copy of plain JSON
     process["args"] = list(args)
     process["env"] = list(env)
@@ -200,7 +200,7 @@ class ExecProcess:
     """The daemon's end of a started exec: its output, its stdin, its tty size and its exit.
 
     :meth:`read` returns ``(stream, data)`` (stream 1 or 2; a tty has only 1) and ``None`` once the output has
-    ended — after which :attr:`exit` is known — or once :meth:`discard` was called. Someone must read, or
+    ended — after which :meth:`wait` answers at once — or once :meth:`discard` was called. Someone must read, or
     :meth:`discard`: output not taken stops the process (as a full pipe would).
     """
 
@@ -238,6 +238,8 @@ class ExecProcess:
                 await self._queue.put(None)
 
     async def read(self) -> tuple[int, bytes] | None:
+        """The next ``(stream, data)`` of output (stream 1 or 2), waiting for it; None once the output has ended or
+        after :meth:`discard` (and on every later call)."""
         if self._discarding:
             return None
         item = await self._queue.get()
@@ -287,6 +289,7 @@ class ExecProcess:
 
     @property
     def running(self) -> bool:
+        """True until the helper has reported the exit (or gone away: then the exit is 255)."""
         return not self._exit.done()
 
     async def wait(self) -> ExecExit:
@@ -320,6 +323,8 @@ class ExecLauncher:
         self._refill: asyncio.Task[None] | None = None
 
     async def take(self) -> socket.socket:
+        """A socket to a helper waiting for its config: the spare when it is alive and of this event loop, else a new
+        helper; a new spare is started behind it."""
         loop = asyncio.get_running_loop()
         if self._spare is None and self._refill is not None and not self._refill.done() \
                 and self._refill.get_loop() is loop:
@@ -699,6 +704,8 @@ class _Helper:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exec helper's entry point (``exec.py FD``): fork away from the daemon, read the config frame on FD, run
+    the exec and relay it; 2 on bad arguments, 1 when the exec failed to start or to run, else 0."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not argv[0].isdigit():
         sys.stderr.write("usage: exec.py FD\n")

@@ -143,10 +143,10 @@ async def read_json_log(path: Path | IO[bytes], *, stdout: bool = True, stderr: 
     """The lines of a json-file log as :class:`LogEntry` tuples ``(stream, line, time)``.
 
     ``path`` may also be the log already opened (binary; it is closed at the end), so that a caller can hold the
-    output before the file is removed. ``since``/``until`` are Unix seconds (None: no bound); ``tail`` None or negative means all lines;
-    ``timestamps`` prefixes each line with its RFC3339NanoFixed time and a space. With ``follow`` the
-    iterator waits for new lines until ``stop`` is set (then it returns after the last line written before)
-    or ``until`` has passed; a caller may also just stop iterating.
+    output before the file is removed. ``since``/``until`` are Unix seconds (None: no bound); ``tail`` None or
+    negative means all lines; ``timestamps`` prefixes each line with its RFC3339NanoFixed time and a space. With
+    ``follow`` the iterator waits for new lines until ``stop`` is set (then it returns after the last line written
+    before) or ``until`` has passed; a caller may also just stop iterating.
     """
     since_ns = None if since is None else int(since * 1_000_000_000)
     until_ns = None if until is None else int(until * 1_000_000_000)

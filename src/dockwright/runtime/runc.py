@@ -54,6 +54,7 @@ class ExitStatus:
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> ExitStatus:
+        """The status from a shim's exit record (``exit.json`` or its wait answer); only ``exit_code`` is required."""
         return cls(exit_code=int(rec["exit_code"]), signal=rec.get("signal"), exited_at=str(rec.get("exited_at") or ""),
                    oom_killed=bool(rec.get("oom_killed")), pid=int(rec.get("pid") or 0))
 
@@ -73,6 +74,7 @@ class Attachment:
         self.tty = tty
 
     async def read(self) -> tuple[int, bytes] | None:
+        """The next frame as ``(stream, data)``; None once the shim closes the stream (the output has ended)."""
         try:
             header = await self._reader.readexactly(8)
             size = int.from_bytes(header[4:], "big")
@@ -89,10 +91,12 @@ class Attachment:
             yield item
 
     async def write(self, data: bytes) -> None:
+        """Send ``data`` to the container's stdin through the shim, waiting while the socket is full."""
         self._writer.write(data)
         await self._writer.drain()
 
     async def close_stdin(self) -> None:
+        """Half-close the socket (EOF to the shim), which closes the container's stdin for a ``stdin_once`` attach."""
         if self._writer.can_write_eof():
             try:
                 self._writer.write_eof()
@@ -100,6 +104,7 @@ class Attachment:
                 pass
 
     async def close(self) -> None:
+        """Close the connection to the shim (the container goes on); errors of an already broken socket are ignored."""
         self._writer.close()
         try:
             await self._writer.wait_closed()
@@ -420,6 +425,8 @@ class Runc:
             raise SystemError_(f"runc kill {id}: {err}")
 
     async def pause(self, id: str) -> None:
+        """``runc pause``: freeze a running container; ContainerNotFound, Conflict (already paused, not running) or
+        dockerd's ``Cannot pause container`` error."""
         st = await self.state(id)
         if st is None:
             raise ContainerNotFound(id)
@@ -432,6 +439,8 @@ class Runc:
             raise SystemError_(f"Cannot pause container {id}: {err}")
 
     async def resume(self, id: str) -> None:
+        """``runc resume``: thaw a paused container; ContainerNotFound, Conflict (not paused) or dockerd's ``Cannot
+        unpause container`` error."""
         st = await self.state(id)
         if st is None:
             raise ContainerNotFound(id)

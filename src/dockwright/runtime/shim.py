@@ -167,6 +167,8 @@ def connect_unix(path: Path) -> socket.socket:
 
 
 def read_exit_file(state_dir: Path) -> dict[str, Any] | None:
+    """The exit record the shim wrote to ``<state_dir>/exit.json`` (``exit_code``, ``signal``, ``exited_at``,
+    ``oom_killed``, ``pid``), or None when it is missing or unreadable."""
     try:
         data = json.loads((state_dir / EXIT_FILE).read_bytes())
     except (OSError, ValueError):
@@ -216,6 +218,8 @@ class JsonLogWriter:
             view = view[n:]
 
     def write(self, stream_id: int, data: bytes) -> None:
+        """Add ``data`` of ``stream_id`` (1 or 2): its complete lines and 16 KiB pieces of longer ones are appended
+        at once, with one timestamp; the rest of an unfinished line waits."""
         buf = self._pending[stream_id]
         buf += data
         when = format_log_time(time.time_ns())  # one read, one time, as dockerd's copier stamps it
@@ -239,6 +243,7 @@ class JsonLogWriter:
             self._write(b"".join(out))
 
     def flush(self) -> None:
+        """Write the unfinished line of each stream as it is (no newline), at the current time."""
         now = time.time_ns()
         for stream_id, buf in self._pending.items():
             if buf:
@@ -246,6 +251,7 @@ class JsonLogWriter:
                 buf.clear()
 
     def close(self) -> None:
+        """Flush the unfinished lines and close the log file."""
         self.flush()
         os.close(self._fd)
 
@@ -261,6 +267,9 @@ class _Client:
 
 
 class Shim:
+    """The running shim of one container: its stdio fds, json-file log, attach clients and exit record, served on
+    ``shim.sock`` (see the module docstring)."""
+
     def __init__(self, cfg: dict[str, Any], state_dir: Path, server_sock: socket.socket, init_pid: int,
                  outputs: dict[int, int], stdin_fd: int | None, master_fd: int | None,
                  log: JsonLogWriter) -> None:
@@ -336,6 +345,7 @@ class Shim:
             self.stdin_fd = None
 
     def close_stdin(self) -> None:
+        """Close the container's stdin pipe (it reads EOF); nothing for a tty, whose stdin is the pty master."""
         if self.stdin_writer is not None and not self.tty:
             self.stdin_writer.close()
             self.stdin_writer = None
@@ -454,6 +464,8 @@ class Shim:
         return False
 
     async def run(self) -> None:
+        """Serve until the init has exited and its output is drained (5 s at most), then write ``exit.json``, answer
+        the waiters and close the socket."""
         self.loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int | None] = self.loop.create_future()
         self.drained = asyncio.Event()
@@ -691,6 +703,8 @@ def _start(cfg: dict[str, Any]) -> Shim | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The shim's entry point (``shim.py CONFIG-JSON``, or ``-`` for a spare that reads it on stdin): fork away from
+    the daemon, create the container and serve it; 2 on bad arguments, 1 on a failure, else 0."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         sys.stderr.write("usage: shim.py CONFIG-JSON|-\n")

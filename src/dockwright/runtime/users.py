@@ -26,6 +26,8 @@ _INT_RE = re.compile(r"[+-]?[0-9]+\Z")
 
 @dataclass(frozen=True, slots=True)
 class ExecUser:
+    """A resolved user: ``uid``, primary ``gid``, supplementary ``sgids`` and ``home`` (runc's ``user.ExecUser``)."""
+
     uid: int = 0
     gid: int = 0
     sgids: tuple[int, ...] = field(default_factory=tuple)
