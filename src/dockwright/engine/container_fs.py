@@ -69,9 +69,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import DockwrightError, NotFound, SystemError_
 from ..layers.apply import ARCHIVE_RULES, ExtractRules, TarExtractor
 from ..layers.compression import DecompressedReader
-from ..layers.diff import _checksum, _header  # Go's archive/tar headers, as the layer writer makes them
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..runtime.users import get_exec_user
+from ..tar.writer import entry_header, with_owner_names
 from ..timestamps import go_quote
 
 if TYPE_CHECKING:
@@ -563,18 +563,6 @@ class _Owners:
         return self._groups.get(gid, "")
 
 
-def _with_names(header: bytes, uname: str, gname: str) -> bytes:
-    """A header from the layer writer with the user and group names Go's ``FileInfoHeader`` adds."""
-    u, g = uname.encode(), gname.encode()
-    if not (u or g) or len(u) > 32 or len(g) > 32 or not (u + g).isascii():
-        return header
-    block = bytearray(header[-512:])
-    block[265:297] = u.ljust(32, b"\0")
-    block[297:329] = g.ljust(32, b"\0")
-    _checksum(block)
-    return header[:-512] + bytes(block)
-
-
 def _capability(fd: int) -> list[tuple[bytes, bytes]]:
     """``security.capability`` as moby's ``ReadSecurityXattrToTarHeader`` keeps it (v3 written as v2)."""
     try:
@@ -618,9 +606,9 @@ class _TarWriter:
                 xattrs: list[tuple[bytes, bytes]] | None = None) -> bytes:
         st = node.st
         dev = (os.major(st.st_rdev), os.minor(st.st_rdev)) if typeflag in (b"3", b"4") else (0, 0)
-        head = _header(name, typeflag, st.st_mode, st.st_uid, st.st_gid, size, st.st_mtime_ns // 1_000_000_000,
+        head = entry_header(name, typeflag, st.st_mode, st.st_uid, st.st_gid, size, st.st_mtime_ns // 1_000_000_000,
                        linkname=linkname, devmajor=dev[0], devminor=dev[1], xattrs=xattrs or ())
-        return _with_names(head, self.owners.user(st.st_uid), self.owners.group(st.st_gid))
+        return with_owner_names(head, self.owners.user(st.st_uid), self.owners.group(st.st_gid))
 
     def _entry(self, node: _Node, name: bytes) -> Iterator[bytes]:
         """The entry of ``node`` (not a directory's children); nothing for what tar cannot hold."""

@@ -45,7 +45,7 @@ there is removed (recursively, without following symlinks) before the new one is
 Hardlink targets are resolved the same way, and the link is made to the entry itself, never to what a
 symlink points at.
 
-The stream is also fed to :class:`~dockwright.layers.tarstream.TarInspector`, so a layer is held to the same
+The stream is also fed to :class:`~dockwright.tar.reader.TarInspector`, so a layer is held to the same
 rules as at ingest (checksums, truncation, hostile paths) and the result carries dockerd's diff size.  On a
 hostile or broken layer :class:`~dockwright.errors.DataCorrupted` is raised naming the entry; the caller
 removes the partial directory (:func:`ensure_chain` does).
@@ -78,8 +78,9 @@ from ..errors import (
 from ..content.store import current_lease
 from ..oci.digest import sha256_digest
 from ..snapshots import Kind, LayerSnapshotter
+from ..tar.headers import clean_components
+from ..tar.reader import TarInspector
 from .compression import DecompressedReader
-from .tarstream import TarInspector, clean_components
 
 __all__ = ["ApplyResult", "ExtractRules", "LAYER_RULES", "ARCHIVE_RULES", "TarExtractor", "apply_layer",
            "extract_archive", "is_tar_archive", "open_dir_in_root", "ensure_chain", "adopt_snapshot",
@@ -116,7 +117,7 @@ class ApplyResult:
 
     ``diff_id``: sha256 of the uncompressed tar stream.  ``size``: its length in bytes (the uncompressed
     size containerd's ``Apply`` reports).  ``diff_size``: the size dockerd reports for the layer (see
-    :class:`~dockwright.layers.tarstream.TarSummary`).  ``entries``: the number of tar entries.
+    :class:`~dockwright.tar.reader.TarSummary`).  ``entries``: the number of tar entries.
     """
 
     diff_id: str

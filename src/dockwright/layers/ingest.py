@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..content.store import ContentStore, Writer
 from ..oci import mediatypes as mt
 from .compression import Compression, Decompressor, decompressor, detect, gzip_compressor
-from .tarstream import TarInspector
+from ..tar.reader import TarInspector
 
 __all__ = ["IngestedLayer", "LayerIngester"]
 

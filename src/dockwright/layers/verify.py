@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from .compression import Compression, Decompressor, decompressor, detect
-from .tarstream import TarInspector, TarSummary
+from ..tar.reader import TarInspector, TarSummary
 
 __all__ = ["LayerVerifier"]
 
