@@ -14,7 +14,7 @@ from ..errors import DataCorrupted
 
 __all__ = [
     "BLOCK_SIZE", "PATH_MAX", "NAME_MAX", "ZERO_BLOCK", "MAX_OWNER_ID", "BadNumber", "cstr", "parse_octal",
-    "parse_numeric", "parse_pax_int", "parse_pax_time", "parse_pax_records", "header_checksums", "valid_owner_id",
+    "parse_numeric", "parse_pax_int", "parse_pax_time", "parse_pax_records", "header_checksums", "looks_like_tar", "valid_owner_id",
     "check_entry_fields", "show_name", "clean_components",
     "TYPE_REG", "TYPE_LINK", "TYPE_SYMLINK", "TYPE_CHAR", "TYPE_BLOCK", "TYPE_DIR", "TYPE_FIFO", "TYPE_CONT",
     "TYPE_REGA", "TYPE_GNU_SPARSE", "TYPE_PAX_LOCAL", "TYPE_PAX_GLOBAL", "TYPE_GNU_LONGNAME", "TYPE_GNU_LONGLINK",
@@ -179,6 +179,20 @@ def header_checksums(blk: bytes) -> tuple[int, int]:
     unsigned = sum(blk) - sum(blk[148:156]) + 8 * 32
     high = BLOCK_SIZE - 8 - len((blk[:148] + blk[156:]).translate(None, _HIGH_BYTES))
     return unsigned, unsigned - 256 * high
+
+
+def looks_like_tar(head: bytes) -> bool:
+    """The first block of a tar: all zeros (an empty archive) or a header with a valid checksum."""
+    if len(head) < 512:
+        return False
+    blk = head[:512]
+    if not any(blk):
+        return True
+    field = blk[148:156].strip(b" \0")
+    if not field or field.translate(None, b"01234567"):
+        return False
+    stored = int(field, 8)
+    return stored in header_checksums(blk)
 
 
 def parse_pax_records(body: bytes, offset: int) -> dict[bytes, bytes]:

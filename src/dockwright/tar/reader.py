@@ -491,7 +491,7 @@ class TarInspector:
                 cur[part] = nxt
             elif type(nxt) is not dict:
                 return None  # a file or symlink is in the way
-            cur = nxt  # type: ignore[assignment]
+            cur = nxt
         return cur
 
     def _find(self, comps: list[bytes]) -> tuple[dict[bytes, object], bytes] | None:
@@ -500,7 +500,7 @@ class TarInspector:
             nxt = cur.get(comps[i])
             if type(nxt) is not dict:
                 return None
-            cur = nxt  # type: ignore[assignment]
+            cur = nxt
         if comps[-1] not in cur:
             return None
         return cur, comps[-1]
@@ -537,7 +537,7 @@ class TarInspector:
                     raise DataCorrupted(f"{what} goes through the symlink {show_name(b'/'.join(target[: i + 1]))} "
                                         f"of the layer")
                 raise DataCorrupted(f"{what}: the target is not in the layer")
-            cur = nxt  # type: ignore[assignment]
+            cur = nxt
         node = cur.get(target[-1])
         if node is None:
             raise DataCorrupted(f"{what}: the target is not in the layer")
@@ -611,7 +611,7 @@ class TarInspector:
                         node = _Inode(existing, 2)
                         holder[key] = node
                 elif type(existing) is _Inode:
-                    existing.nlink += 1  # type: ignore[attr-defined]
+                    existing.nlink += 1
                     node = existing
             self._new_node()
             parent[base] = node
