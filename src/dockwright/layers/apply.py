@@ -67,6 +67,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from ..content.store import current_lease
 from ..errors import (
     AlreadyExists,
     DataCorrupted,
@@ -75,10 +76,10 @@ from ..errors import (
     InvalidArgument,
     SystemError_,
 )
-from ..content.store import current_lease
 from ..oci.digest import sha256_digest
 from ..snapshots import Kind, LayerSnapshotter
 from ..tar.headers import clean_components
+from ..tar.members import MEMBER_ERRORS, open_members
 from ..tar.reader import TarInspector
 from .compression import DecompressedReader
 
@@ -600,19 +601,13 @@ def _unpack(stream: _LayerStream, ext: TarExtractor) -> Any:
     rules = ext.rules
     member: tarfile.TarInfo | None = None
     try:
-        try:
-            tf = tarfile.open(fileobj=stream, mode="r|", bufsize=_READ_SIZE,  # type: ignore[call-overload]
-                              encoding="utf-8", errors="surrogateescape")
-        except tarfile.ReadError as exc:
-            if "empty file" not in str(exc):
-                raise
-            tf = None  # no tar at all: the inspector decides below
+        tf = open_members(stream, bufsize=_READ_SIZE)  # None: no tar at all, the inspector decides below
         if tf is not None:
             while True:
                 member = tf.next()
                 if member is None:
                     break
-                tf.members.clear()  # stream mode would keep every header
+                tf.members.clear()  # type: ignore[attr-defined]  # stream mode would keep every header
                 ext.entry(tf, member)
             member = None
         ext.finish_dirs()
@@ -624,7 +619,7 @@ def _unpack(stream: _LayerStream, ext: TarExtractor) -> Any:
         raise
     except DockwrightError:
         raise
-    except (tarfile.TarError, EOFError, UnicodeError) as exc:
+    except MEMBER_ERRORS as exc:
         where = f" at tar entry {_show(member.name)}" if member is not None else ""
         raise DataCorrupted(f"invalid {rules.kind} tar{where}: {exc}") from exc
     except OSError as exc:
@@ -682,9 +677,8 @@ def is_tar_archive(path: Path | str) -> bool:
     try:
         with open(path, "rb") as f:
             stream = _ProbeStream(iter(lambda: f.read(_BLOB_READ_SIZE), b""))
-            tf = tarfile.open(fileobj=stream, mode="r|", bufsize=_READ_SIZE,  # type: ignore[call-overload]
-                              encoding="utf-8", errors="surrogateescape")
-            return tf.next() is not None
+            tf = open_members(stream, bufsize=_READ_SIZE)
+            return tf is not None and tf.next() is not None
     except (tarfile.TarError, DockwrightError, OSError, EOFError, ValueError, UnicodeError):
         return False
 
@@ -695,7 +689,7 @@ def open_dir_in_root(root: Path | str | int, rel: str) -> int:
     a window between resolving and using the result).  The caller closes it.  Raises
     :class:`~dockwright.errors.InvalidArgument` if ``rel`` is not a directory there."""
     own = not isinstance(root, int)
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if own else root  # type: ignore[arg-type]
+    root_fd = root if isinstance(root, int) else os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     walker = _Walker(root_fd, create=False, is_root=os.geteuid() == 0)
     try:
         comps = clean_components(os.fsencode(rel).lstrip(b"/")) or []

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from ..content.store import ContentStore, Writer
 from ..oci import mediatypes as mt
-from .compression import Compression, Decompressor, decompressor, detect, gzip_compressor
 from ..tar.reader import TarInspector
+from .compression import Compression, Decompressor, decompressor, detect, gzip_compressor
 
 __all__ = ["IngestedLayer", "LayerIngester"]
 

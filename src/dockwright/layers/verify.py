@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from .compression import Compression, Decompressor, decompressor, detect
 from ..tar.reader import TarInspector, TarSummary
+from .compression import Compression, Decompressor, decompressor, detect
 
 __all__ = ["LayerVerifier"]
 
