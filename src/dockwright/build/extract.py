@@ -55,7 +55,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
-from ..layers.apply import ExtractRules, TarExtractor
+from ..layers.extract import ExtractRules, TarExtractor
 from ..tar.headers import BadNumber as _BadNumber
 from ..tar.headers import parse_numeric as _parse_numeric
 from ..tar.reader import STATE_HEADER as _ST_HEADER

@@ -26,7 +26,7 @@ Confinement: every path is resolved from a descriptor of the container's root, o
 with ``O_NOFOLLOW``; a symlink met on the way is followed *inside* the root (moby's
 ``FollowSymlinkInScope``: an absolute target starts again at the root, ``..`` stops there), so no path of the
 host outside the container is ever read or written, whatever the container's symlinks say.  Extraction goes
-through the project's one hardened extractor (:class:`~dockwright.layers.apply.TarExtractor`), rooted at the
+through the project's one hardened extractor (:class:`~dockwright.layers.extract.TarExtractor`), rooted at the
 container's root (or at the bind holding the destination), with the entry names rewritten below the
 destination after dockerd's checks.
 

@@ -2,7 +2,7 @@
 
 This module owns :func:`extract_sync`: ``archive.Unpack``'s checks and words (entries leaving the destination,
 ``noOverwriteDirNonDir``, ``copyUIDGID``, read-only rootfs and volumes), then the entries written by the project's
-hardened extractor (:class:`~dockwright.layers.apply.TarExtractor`) rooted at the container's root or at the bind
+hardened extractor (:class:`~dockwright.layers.extract.TarExtractor`) rooted at the container's root or at the bind
 holding the destination.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import DockwrightError, NotFound, SystemError_
-from ..layers.apply import ARCHIVE_RULES, ExtractRules, TarExtractor
+from ..layers.extract import ARCHIVE_RULES, ExtractRules, TarExtractor
 from ..layers.compression import DecompressedReader
 from ..runtime.users import get_exec_user
 from ..tar.members import MEMBER_ERRORS, open_members

@@ -22,7 +22,7 @@ cleaned paths longer than ``PATH_MAX`` raise :class:`~dockwright.errors.DataCorr
 entry.  Absolute names are made relative as dockerd does.  Symlink targets are not checked here (but one
 longer than ``PATH_MAX - 1`` bytes, which ``symlink(2)`` refuses, is).
 
-Everything extraction (:class:`~dockwright.layers.apply.TarExtractor`, which is fed through this inspector
+Everything extraction (:class:`~dockwright.layers.extract.TarExtractor`, which is fed through this inspector
 too) would refuse later is refused here, while the layer streams in, so that a layer that cannot be unpacked
 is never stored (:func:`check_entry_fields`): a path component longer than ``NAME_MAX`` (the kernel's "file
 name too long"), header number fields (mode, uid, gid, mtime, device numbers) or PAX numbers (``uid``,
