@@ -61,14 +61,12 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .container_fs_tar import ArchiveStream
 from .container_fs_untar import extract_sync
 from .container_fs_view import ContainerView, PathStat, Target, clean_path, locate, open_view
-
-if TYPE_CHECKING:
-    from .containers import Container, ContainersService
+from .containers import Container, ContainersService
 
 __all__ = ["stat_path", "archive_path", "extract_to_dir"]
 
