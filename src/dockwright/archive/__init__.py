@@ -1,16 +1,16 @@
 """Streaming writer and reader for ``docker save`` / ``docker load`` archives.
 
-``tarwriter`` makes tar headers as Go's writer does; ``save`` streams images as a Docker 25+ archive (OCI image
-layout plus manifest.json) from blob streams; ``load`` reads every format ``docker load`` accepts (Docker 25+,
+``save`` streams images as a Docker 25+ archive (OCI image layout plus manifest.json) from blob streams; ``load``
+(walked and spooled by ``spool``, read by ``manifests`` and ``legacy``, results in ``results``) reads every format ``docker load`` accepts (Docker 25+,
 legacy ≤ 24, pre-1.10, pure OCI layouts; plain or compressed) in one pass, committing layer blobs to a content
 store. The package deals in descriptors and blob streams; it knows no metadata database, names store or HTTP.
 """
 
 from __future__ import annotations
 
-from .load import JSON_LIMIT, ArchiveError, LoadedImage, LoadedLayer, LoadResult, read_archive
+from .load import read_archive
+from .results import JSON_LIMIT, ArchiveError, LoadedImage, LoadedLayer, LoadResult
 from .save import SaveImage, SaveLayer, write_save
-from .tarwriter import TarWriter
 
 __all__ = [
     "ArchiveError",
@@ -20,7 +20,6 @@ __all__ = [
     "LoadedLayer",
     "SaveImage",
     "SaveLayer",
-    "TarWriter",
     "read_archive",
     "write_save",
 ]

@@ -35,7 +35,7 @@ Decisions, against what dockerd 25–28 (classic store) writes:
 * No legacy v1 JSON blobs (nothing reads them) and no per-layer directories or symlinks.
 * The small JSON files come **first**: a streaming reader then knows what every blob is before it arrives.
   Loaders that extract first (dockerd, containerd, skopeo, umoci) do not care about order.
-* Tar headers: see :mod:`.tarwriter`. Config and layer blobs carry the image's ``created`` time (as dockerd),
+* Tar headers: see :mod:`dockwright.tar.writer`. Config and layer blobs carry the image's ``created`` time (as dockerd),
   everything else the Unix epoch; files are 0644, directories 0755.
 
 Memory stays flat: headers are made from the sizes known up front and each blob body is passed through
@@ -57,7 +57,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.digest import hex_of, sha256_digest
 from ..oci.gojson import go_dumps, parse_rfc3339
 from ..oci.platform import Platform
-from .tarwriter import TarWriter
+from ..tar.writer import TarWriter
 
 __all__ = ["SaveLayer", "SaveImage", "write_save", "OCI_LAYOUT_BYTES", "ANNOTATION_IMAGE_NAME", "ANNOTATION_REF_NAME"]
 

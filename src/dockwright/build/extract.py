@@ -55,10 +55,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
-from ..layers.apply import ExtractRules, TarExtractor
-from ..layers.tarstream import _HEADER as _ST_HEADER
-from ..layers.tarstream import _META as _ST_META
-from ..layers.tarstream import TarInspector, _BadNumber, _parse_numeric
+from ..layers.extract import ExtractRules, TarExtractor
+from ..tar.headers import BadNumber as _BadNumber
+from ..tar.headers import parse_numeric as _parse_numeric
+from ..tar.reader import STATE_HEADER as _ST_HEADER
+from ..tar.reader import STATE_META as _ST_META
+from ..tar.reader import TarInspector
 from .srchash import context_entry_header
 
 __all__ = ["ContextScanner", "CONTEXT_RULES", "extract_with_tar", "extract_with_python", "gnu_tar"]

@@ -19,7 +19,8 @@ import re
 from typing import Any, AsyncIterator
 
 from .. import reference as refs
-from ..archive.load import ArchiveError, LoadResult, read_archive
+from ..archive.load import read_archive
+from ..archive.results import ArchiveError, LoadResult
 from ..archive.save import SaveImage, SaveLayer, write_save
 from ..content.store import ContentStore
 from ..errors import ImageNotFound, InvalidArgument

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypeVar
 from .. import reference as refs
 from ..build import changes as dfile
 from ..build import srchash
+from ..build.copy import copy_sources
 from ..build.paths import follow_in_scope
 from ..build.remote_add import RemoteFile, download, is_url
 from ..errors import DockwrightError, ImageNotFound, InvalidArgument, NotSupported, Unavailable
-from ..build.copy import copy_sources
 from ..layers.apply import adopt_snapshot, ensure_chain
 from ..layers.diff import write_layer_from_upper
 from ..metadata.db import LayerRecord

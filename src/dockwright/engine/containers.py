@@ -29,28 +29,28 @@ from pathlib import Path
 from typing import IO, Any, AsyncIterator, Callable, Coroutine
 
 from ..build.changes import apply_changes
+from ..content.store import ContentStore
 from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument, NotFound, SystemError_
 from ..filters import Filters
-from ..metadata.db import LayerRecord, MetadataDB
-from ..oci import mediatypes as mt
-from ..oci.config import container_config
-from ..oci.gojson import go_dumps, parse_rfc3339, rfc3339_nano
-from ..content.store import ContentStore
 from ..layers.apply import ensure_chain
 from ..layers.diff import changes as diff_changes
 from ..layers.diff import write_layer_from_upper
+from ..metadata.db import LayerRecord, MetadataDB
 from ..network.endpoint import Attachment
 from ..network.ports import requested_ports
 from ..network.service import NetworkNotFound, NetworkService
+from ..oci import mediatypes as mt
+from ..oci.config import container_config
+from ..oci.gojson import go_dumps, parse_rfc3339, rfc3339_nano
 from ..runtime import ContainerSpec, Runc, build_bundle, read_json_log
 from ..runtime.bundle import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
 from ..runtime.users import resolve_in_root
 from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
+from ..timestamps import parse_timestamp
 from .events import EventBus
 from .images import ImagesService
 from .resources import verify_extra_hosts, verify_resources
 from .volumes import VolumesService, bind_daemon_root, image_volume, parse_bind, parse_mount
-from ..timestamps import parse_timestamp
 
 __all__ = ["ContainersService", "Container"]
 

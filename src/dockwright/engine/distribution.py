@@ -33,8 +33,17 @@ from .. import reference as refs
 from ..content.store import ContentStore, Writer
 from ..distribution import AuthConfig, RegistryClient
 from ..distribution.errors import pull_error, push_error, registry_info
-from ..errors import (DataCorrupted, DockwrightError, Forbidden, ImageNotFound, InvalidArgument, NotFound,
-                      SystemError_, Unauthorized, Unavailable)
+from ..errors import (
+    DataCorrupted,
+    DockwrightError,
+    Forbidden,
+    ImageNotFound,
+    InvalidArgument,
+    NotFound,
+    SystemError_,
+    Unauthorized,
+    Unavailable,
+)
 from ..filters import Filters
 from ..layers import compression as lc
 from ..layers.compression import Compression, compression_from_media_type, gzip_compressor

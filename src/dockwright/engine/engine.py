@@ -12,8 +12,8 @@ from .. import __version__
 from ..content.store import ContentStore
 from ..errors import Unavailable
 from ..metadata.db import MetadataDB
-from .config import EngineConfig
 from .archive import ArchiveService
+from .config import EngineConfig
 from .events import EventBus
 from .images import ImagesService
 from .system import SystemService
@@ -81,8 +81,8 @@ class Engine:
         self.archive = ArchiveService(self.images, self.content, self.db, self.events, tmp_dir=root / "tmp",
                                       fsync=config.fsync, level=config.compression_level)
         self._distribution: DistributionService | None = None
-        from ..snapshots import OverlaySnapshotter
         from ..network.service import NetworkService
+        from ..snapshots import OverlaySnapshotter
         from .containers import ContainersService
         self.snapshotter = OverlaySnapshotter(root / "snapshots")
         self.network = NetworkService(config.network, root, Path(config.exec_root))

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from ..errors import Conflict, ContainerNotFound, DockwrightError, InvalidArgument, NotFound, SystemError_
 from ..oci.gojson import parse_rfc3339
-from ..timestamps import human_duration
 from ..runtime.exec import ExecProcess, exec_env, exec_process
 from ..runtime.users import resolve_user
+from ..timestamps import human_duration
 
 if TYPE_CHECKING:
     from .containers import Container, ContainersService

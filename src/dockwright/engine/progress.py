@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import asyncio
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Union
 
 __all__ = ["Status", "Progress", "StreamText", "Aux", "ProgressEvent", "drain", "run_with_events"]

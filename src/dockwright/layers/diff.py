@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import InvalidArgument, SystemError_
+from ..tar.writer import BLOCK_SIZE, end, entry_header, padding
 from .compression import gzip_compressor
 
 __all__ = [
@@ -53,7 +54,6 @@ CHANGE_MODIFY = 0
 CHANGE_ADD = 1
 CHANGE_DELETE = 2
 
-_BLOCK = 512
 _READ_SIZE = 1 << 20
 _WHITEOUT_PREFIX = b".wh."
 _WHITEOUT_OPAQUE = b".wh..wh..opq"
@@ -83,135 +83,6 @@ class DiffResult:
     diff_size: int
     tar_size: int
     entries: int
-
-
-# --------------------------------------------------------------------------------------------------
-# tar headers
-
-
-def _octal(value: int, width: int) -> bytes | None:
-    """Go's ``formatOctal``: zero-padded, NUL-terminated; None when it does not fit."""
-    if value < 0:
-        return None
-    digits = b"%o" % value
-    if len(digits) > width - 1:
-        return None
-    return digits.rjust(width - 1, b"0") + b"\0"
-
-
-def _numeric(value: int, width: int) -> bytes:
-    """Octal when it fits, else base-256 (GNU), as Go's ``formatNumeric``."""
-    out = _octal(value, width)
-    if out is not None:
-        return out
-    raw = bytearray((value & ((1 << (8 * width)) - 1)).to_bytes(width, "big"))  # two's complement
-    raw[0] |= 0x80
-    return bytes(raw)
-
-
-def _split_ustar(name: bytes) -> tuple[bytes, bytes] | None:
-    """Go's ``splitUSTARPath``."""
-    length = len(name)
-    if length <= 100 or not name.isascii():
-        return None
-    if length > 156:
-        length = 156
-    elif name[length - 1 : length] == b"/":
-        length -= 1
-    i = name.rfind(b"/", 0, length)
-    nlen = len(name) - i - 1
-    if i <= 0 or nlen > 100 or nlen == 0 or i > 155:
-        return None
-    return name[:i], name[i + 1 :]
-
-
-def _pax_record(key: bytes, value: bytes) -> bytes:
-    size = len(key) + len(value) + 3
-    size += len(str(size))
-    record = b"%d %s=%s\n" % (size, key, value)
-    if len(record) != size:
-        size = len(record)
-        record = b"%d %s=%s\n" % (size, key, value)
-    return record
-
-
-def _checksum(block: bytearray) -> None:
-    block[148:156] = b" " * 8
-    block[148:156] = b"%06o\0 " % sum(block)
-
-
-def _ascii(s: bytes) -> bytes:
-    """Go's ``toASCII``: drop the bytes that are not ASCII."""
-    return s if s.isascii() else bytes(c for c in s if c < 0x80)
-
-
-def _block(name: bytes, prefix: bytes, typeflag: bytes, mode: int, numbers: dict[bytes, bytes], linkname: bytes,
-           devmajor: int, devminor: int) -> bytes:
-    block = bytearray(_BLOCK)
-    name = name[:100]
-    block[0 : len(name)] = name
-    block[100:108] = _numeric(mode, 8)
-    block[108:116] = numbers[b"uid"]
-    block[116:124] = numbers[b"gid"]
-    block[124:136] = numbers[b"size"]
-    block[136:148] = numbers[b"mtime"]
-    block[156:157] = typeflag
-    linkname = linkname[:100]
-    block[157 : 157 + len(linkname)] = linkname
-    block[257:263] = b"ustar\0"
-    block[263:265] = b"00"
-    block[329:337] = _numeric(devmajor, 8)
-    block[337:345] = _numeric(devminor, 8)
-    prefix = prefix[:155]
-    block[345 : 345 + len(prefix)] = prefix
-    _checksum(block)
-    return bytes(block)
-
-
-_ZERO_NUMBERS = {b"uid": b"0000000\0", b"gid": b"0000000\0", b"size": b"00000000000\0", b"mtime": b"00000000000\0"}
-
-
-def _header(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
-            linkname: bytes = b"", devmajor: int = 0, devminor: int = 0,
-            xattrs: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
-    """The header block(s) of one entry, as Go's ``tar.Writer`` writes a PAX-format header for dockerd:
-    plain USTAR when it can hold everything, else a PAX extended header (records sorted by key) before a
-    USTAR block holding what fits."""
-    pax: dict[bytes, bytes] = {}
-    ustar = True
-    prefix = b""
-    short_name = name
-    if len(name) > 100 or not name.isascii():
-        pax[b"path"] = name
-        split = _split_ustar(name)
-        if split is None:
-            ustar = False
-        else:
-            prefix, short_name = split
-    if len(linkname) > 100 or not linkname.isascii():
-        pax[b"linkpath"] = linkname
-        ustar = False
-    numbers = {}
-    for key, value, width in ((b"uid", uid, 8), (b"gid", gid, 8), (b"size", size, 12), (b"mtime", mtime, 12)):
-        enc = _octal(value, width)
-        if enc is None:
-            pax[key] = b"%d" % value
-            ustar = False
-            enc = _ZERO_NUMBERS[key]
-        numbers[key] = enc
-    for xname, xvalue in xattrs:
-        pax[b"SCHILY.xattr." + xname] = xvalue
-        ustar = False
-    if ustar:
-        return _block(short_name, prefix, typeflag, mode, numbers, linkname, devmajor, devminor)
-
-    body = b"".join(_pax_record(k, pax[k]) for k in sorted(pax))
-    i = name.rfind(b"/")
-    head, base = name[: i + 1], name[i + 1 :]
-    pax_name = (head + b"PaxHeaders.0/" + base).rstrip(b"/")
-    ext = _block(_ascii(pax_name), b"", b"x", 0, {**_ZERO_NUMBERS, b"size": _octal(len(body), 12) or b""}, b"", 0, 0)
-    main = _block(_ascii(name), b"", typeflag, mode, numbers, _ascii(linkname), devmajor, devminor)
-    return ext + body + bytes(-len(body) % _BLOCK) + main
 
 
 # --------------------------------------------------------------------------------------------------
@@ -389,7 +260,7 @@ def write_layer_from_upper(upper: Path | str, out: LayerSink, *, mtime_clamp: fl
             if _is_whiteout(st):
                 head, _, base = path.rpartition(b"/")
                 wh = (head + b"/" if head else b"") + _WHITEOUT_PREFIX + base
-                sink.write(_header(wh, b"0", 0o600, uid, gid, 0, mtime_of(st)))
+                sink.write(entry_header(wh, b"0", 0o600, uid, gid, 0, mtime_of(st)))
                 entries += 1
                 continue
             if stat.S_ISSOCK(mode):
@@ -402,11 +273,11 @@ def write_layer_from_upper(upper: Path | str, out: LayerSink, *, mtime_clamp: fl
                     opaque = _is_opaque(fd)
                 finally:
                     os.close(fd)
-                sink.write(_header(path + b"/", b"5", mode, uid, gid, 0, mtime_of(st),
+                sink.write(entry_header(path + b"/", b"5", mode, uid, gid, 0, mtime_of(st),
                                    xattrs=xattrs))
                 entries += 1
                 if opaque:
-                    sink.write(_header(path + b"/" + _WHITEOUT_OPAQUE, b"0", perm & 0o777, uid, gid, 0, 0))
+                    sink.write(entry_header(path + b"/" + _WHITEOUT_OPAQUE, b"0", perm & 0o777, uid, gid, 0, 0))
                     entries += 1
                 continue
 
@@ -414,7 +285,7 @@ def write_layer_from_upper(upper: Path | str, out: LayerSink, *, mtime_clamp: fl
                 first = seen.get(ident)
                 if first is not None:
                     xattrs = _read_xattrs(_proc(parent, name))
-                    sink.write(_header(path, b"1", mode, uid, gid, 0, mtime_of(st), linkname=first, xattrs=xattrs))
+                    sink.write(entry_header(path, b"1", mode, uid, gid, 0, mtime_of(st), linkname=first, xattrs=xattrs))
                     entries += 1
                     continue
                 seen[ident] = path
@@ -427,7 +298,7 @@ def write_layer_from_upper(upper: Path | str, out: LayerSink, *, mtime_clamp: fl
                         raise SystemError_(f"{os.fsdecode(path)} changed while the layer was written")
                     size = st.st_size
                     xattrs = _read_xattrs(fd)
-                    sink.write(_header(path, b"0", mode, uid, gid, size, mtime_of(st),
+                    sink.write(entry_header(path, b"0", mode, uid, gid, size, mtime_of(st),
                                        xattrs=xattrs))
                     left = size
                     while left > 0:
@@ -436,8 +307,8 @@ def write_layer_from_upper(upper: Path | str, out: LayerSink, *, mtime_clamp: fl
                             raise SystemError_(f"{os.fsdecode(path)} shrank while the layer was written")
                         sink.write(chunk)
                         left -= len(chunk)
-                    if size % _BLOCK:
-                        sink.write(bytes(_BLOCK - size % _BLOCK))
+                    if size % BLOCK_SIZE:
+                        sink.write(padding(size))
                 finally:
                     os.close(fd)
                 if ident not in counted and size:
@@ -446,7 +317,7 @@ def write_layer_from_upper(upper: Path | str, out: LayerSink, *, mtime_clamp: fl
             elif stat.S_ISLNK(mode):
                 target = os.readlink(name, dir_fd=parent)
                 xattrs = _read_xattrs(_proc(parent, name))
-                sink.write(_header(path, b"2", mode, uid, gid, 0, mtime_of(st),
+                sink.write(entry_header(path, b"2", mode, uid, gid, 0, mtime_of(st),
                                    linkname=target, xattrs=xattrs))
                 if ident not in counted and st.st_size:
                     counted.add(ident)
@@ -459,10 +330,10 @@ def write_layer_from_upper(upper: Path | str, out: LayerSink, *, mtime_clamp: fl
                 else:
                     flag = b"4"
                 xattrs = _read_xattrs(_proc(parent, name))
-                sink.write(_header(path, flag, mode, uid, gid, 0, mtime_of(st),
+                sink.write(entry_header(path, flag, mode, uid, gid, 0, mtime_of(st),
                                    devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev), xattrs=xattrs))
             entries += 1
-        sink.write(bytes(2 * _BLOCK))
+        sink.write(end())
         diff_id, digest = sink.close()
     except OSError as exc:
         raise SystemError_(f"cannot write a layer from {upper}: {exc}") from exc

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from ..content.store import ContentStore, Writer
 from ..oci import mediatypes as mt
+from ..tar.reader import TarInspector
 from .compression import Compression, Compressor, Decompressor, decompressor, detect, gzip_compressor
-from .tarstream import TarInspector
 
 __all__ = ["IngestedLayer", "LayerIngester"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from ..tar.reader import TarInspector, TarSummary
 from .compression import Compression, Decompressor, decompressor, detect
-from .tarstream import TarInspector, TarSummary
 
 __all__ = ["LayerVerifier"]
 

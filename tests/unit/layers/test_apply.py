@@ -22,7 +22,7 @@ import zstandard
 from dockwright.errors import DataCorrupted
 from dockwright.layers.apply import ApplyResult, apply_layer
 from dockwright.layers.compression import gzip_compressor
-from dockwright.layers.tarstream import TarInspector
+from dockwright.tar.reader import TarInspector
 
 from conftest import FIXTURES, overlay_or_skip
 

@@ -25,7 +25,7 @@ from dockwright.layers.diff import (
     changes,
     write_layer_from_upper,
 )
-from dockwright.layers.tarstream import TarInspector
+from dockwright.tar.reader import TarInspector
 from dockwright.oci.digest import chain_ids, sha256_digest
 from dockwright.snapshots import OverlaySnapshotter, mount_all, unmount
 

@@ -1,4 +1,4 @@
-"""Tests of dockwright.layers.tarstream: real tars made with Python's tarfile, hand-made headers for
+"""Tests of dockwright.tar.reader: real tars made with Python's tarfile, hand-made headers for
 what tarfile cannot write, and the layers dockerd 20.10 saved (with the sizes it reported)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from dockwright.errors import DataCorrupted
 from dockwright.layers.compression import Compression, decompressor
-from dockwright.layers.tarstream import TarInspector, TarSummary
+from dockwright.tar.reader import TarInspector, TarSummary
 
 from conftest import FIXTURES
 SAVE_WHITEOUTS = FIXTURES / "dockerd-20.10-save-whiteouts.tar"
