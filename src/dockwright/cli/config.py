@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from .. import __version__
-from ..engine.config import NetworkConfig
+from ..network.config import NetworkConfig
 from ..network.ipam import parse_address_pools
 
 __all__ = [

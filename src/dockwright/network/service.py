@@ -34,7 +34,7 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
-from ..engine.config import DEFAULT_BRIDGE, NetworkConfig
+from .config import DEFAULT_BRIDGE, NetworkConfig
 from ..errors import InvalidArgument, NotFound, Unavailable
 from ..oci.gojson import rfc3339_nano
 from . import netns

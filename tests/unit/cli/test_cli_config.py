@@ -19,7 +19,7 @@ from dockwright.cli.config import (
     merge_options,
     parse_host,
 )
-from dockwright.engine.config import NetworkConfig
+from dockwright.network.config import NetworkConfig
 
 
 def _config(tmp_path: Path, *flags: str, daemon_json: dict | None = None) -> NetworkConfig:  # type: ignore[type-arg]
