@@ -33,7 +33,7 @@ import zstandard
 
 from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
 from ..layers.compression import Compression, decompressor, detect
-from .changes import MAX_DOCKERFILE_SIZE
+from ..dockerfile import MAX_DOCKERFILE_SIZE
 from .extract import extract_with_python, extract_with_tar, gnu_tar
 from .paths import go_clean as _go_clean
 from .paths import scoped_resolve as _scoped_resolve

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypeVar
 
 from .. import reference as refs
-from ..build import changes as dfile
+from .. import dockerfile as dfile
 from ..build import srchash
 from ..build.paths import follow_in_scope
 from ..build.remote_add import RemoteFile, download, is_url
@@ -320,7 +320,7 @@ class BuildService:
         """The steps, with all their output (``quiet`` is :meth:`_run`'s business); the image built is appended
         to ``result``. An ``aux`` message gives each stage's image when the stage is done, as dockerd's
         ``emitImageID`` (the last one is the build's image)."""
-        lex = dfile._Lex(escape)  # noqa: SLF001
+        lex = dfile.Lex(escape)
         meta_nodes, stages, names, total = plan.meta_nodes, plan.stages, plan.names, plan.total
         step = 0
         built: dict[str, str | None] = {}     # stage results by name and by index (COPY --from)
@@ -393,7 +393,7 @@ class BuildService:
         """FROM (``initializeStage``): an earlier stage by name, ``scratch`` or an image (pulled if absent); the
         default PATH is added when the config has none, and the base image's ONBUILD triggers are taken out of
         the config, to be run at once."""
-        env = dfile._Env([f"{k}={v}" for k, v in global_args.items() if v is not None])  # noqa: SLF001
+        env = dfile.Env([f"{k}={v}" for k, v in global_args.items() if v is not None])
         name = await _in_thread(lex.process_word, n.args[0].value, env) if n.args else ""
         stage_name = n.args[2].value.lower() if len(n.args) >= 3 else ""
         if name.lower() in stages:
@@ -426,8 +426,8 @@ class BuildService:
         yield StreamText(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n")
         for trigger in triggers:
             try:
-                nodes, _ = dfile._parse(trigger)  # noqa: SLF001
-            except dfile._Error as exc:  # noqa: SLF001
+                nodes, _ = dfile.parse(trigger)
+            except dfile.DockerfileError as exc:
                 raise InvalidArgument(str(exc)) from exc
             if len(nodes) != 1:
                 raise InvalidArgument("onbuild trigger should be a single expression")
@@ -975,11 +975,11 @@ class BuildService:
         eng = self.engine
         instr = n.value.upper()
         flags = dict(f.lstrip("-").split("=", 1) if "=" in f else (f.lstrip("-"), "") for f in n.flags)
-        env = dfile._Env(self._env(stage, opts))  # noqa: SLF001
+        env = dfile.Env(self._env(stage, opts))
         raw = [a.value for a in n.args]
 
         def expand() -> tuple[list[bool], list[str], str]:
-            is_doc = [bool(n.heredocs) and dfile._parse_heredoc(r) is not None for r in raw]  # noqa: SLF001
+            is_doc = [bool(n.heredocs) and dfile.parse_heredoc(r) is not None for r in raw]
             words = [r if doc else lex.process_word(r, env) for r, doc in zip(raw, is_doc)]
             return is_doc, words, lex.process_word(flags["chown"], env) if flags.get("chown") else ""
 
@@ -1215,7 +1215,7 @@ def _plan(nodes: list[Any], opts: BuildOptions) -> _Plan:
     # (dockerd's buildLabelOptions, after the stages past the target were dropped)
     for k, v in sorted(opts.labels.items()):
         # set as given, never expanded or unquoted (NewLabelCommand(k, v, true)): see BuildService._step
-        label = dfile._parse("LABEL k=v")[0][0]  # noqa: SLF001
+        label = dfile.parse("LABEL k=v")[0][0]
         label.args[0].value, label.args[1].value = k, v
         label.attributes = {BUILD_LABEL: True}
         label.original = f"LABEL {k}={v}"
@@ -1225,7 +1225,7 @@ def _plan(nodes: list[Any], opts: BuildOptions) -> _Plan:
 
 def _expand_args(lex: Any, args: list[Any], env: list[str]) -> list[tuple[str, str | None]]:
     """An ARG's ``name[=value]`` words, expanded against ``env`` (as it was before the instruction)."""
-    envs = dfile._Env(env)  # noqa: SLF001
+    envs = dfile.Env(env)
     out: list[tuple[str, str | None]] = []
     for a in args:
         k, eq, v = a.value.partition("=")
@@ -1259,7 +1259,7 @@ def _write_heredoc(directory: Path, doc: Any, env: Any) -> Path:
     if doc.chomp:
         content = re.sub(r"(?m)^\t+", "", content)
     if doc.expand:
-        lex = dfile._Lex("\\")  # noqa: SLF001
+        lex = dfile.Lex("\\")
         lex.skip_process_quotes = True
         content = lex.process_word(content, env)
     directory.mkdir(parents=True, exist_ok=True)
