@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.build.remote_add import parse_http_date, url_filename
-from dockwright.build.srchash import combine, context_entry_header, entry_hash, follow_in_scope, source_hash
+from dockwright.builder.remote_add import parse_http_date, url_filename
+from dockwright.builder.srchash import combine, context_entry_header, entry_hash, follow_in_scope, source_hash
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the files must be root's, as dockerd's were")
 

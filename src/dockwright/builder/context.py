@@ -26,7 +26,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import zstandard
@@ -326,6 +326,13 @@ def _read_ignore_lines(lines: list[str], *, comments: bool = True) -> list[str]:
     return out
 
 
+class IgnoreRules(Protocol):
+    """What decides that a context path is left out (:class:`DockerIgnore`, or nothing for an image's files)."""
+
+    def matches(self, path: str) -> bool:
+        """Whether ``path`` (relative, slash-separated) is ignored."""
+
+
 class DockerIgnore:
     """A ``.dockerignore`` matcher with moby's ``patternmatcher`` semantics.
 
@@ -501,7 +508,7 @@ class _Decompressing(io.RawIOBase):
         return k
 
 
-def _remove_existing(path: str, keep_dir: bool) -> bool:
+def remove_existing(path: str, keep_dir: bool) -> bool:
     """Remove what is at ``path`` unless it is a directory and ``keep_dir``; True if a dir was kept."""
     try:
         st = os.lstat(path)
@@ -556,7 +563,7 @@ def _restore_dirs(dest: Path, dirs: list[tuple[str, int, float]]) -> None:
 
 def _extract_sync(reader: _ChunkReader, dest: Path) -> _Extracted:
     """Extract into ``dest``; the directories (rel, mode, mtime) and the entries' tarsums (``path → hex``,
-    see :class:`~dockwright.build.extract.ContextScanner`)."""
+    see :class:`~dockwright.builder.extract.ContextScanner`)."""
     head = reader.peek_head(8)
     if not head:
         return [], {}  # an empty body is an empty context, as for Go's tar reader
@@ -587,7 +594,7 @@ async def _stream_extract(chunks: AsyncIterator[bytes], dest: Path) -> _Extracte
         item = asyncio.run_coroutine_threadsafe(q.get(), loop).result()
         if isinstance(item, BaseException):
             raise _Aborted() from item
-        return item
+        return cast("bytes | None", item)
 
     async def feed() -> None:
         # the body arrives in socket-sized pieces; they go to the worker about 1 MiB at a time (each hand-over
@@ -1013,7 +1020,7 @@ def _walk_rel(root: Path) -> Iterator[tuple[str, bool]]:
     yield from walk(str(root), "")
 
 
-def _copy_info(root: Path, rel: str, ignore: DockerIgnore) -> Path:
+def _copy_info(root: Path, rel: str, ignore: IgnoreRules) -> Path:
     try:
         full = _scoped_resolve(root, rel)
     except ValueError:
@@ -1028,7 +1035,7 @@ def _copy_info(root: Path, rel: str, ignore: DockerIgnore) -> Path:
     return full
 
 
-def resolve_sources(root: Path, pattern: str, ignore: DockerIgnore) -> list[Path]:
+def resolve_sources(root: Path, pattern: str, ignore: IgnoreRules) -> list[Path]:
     """The paths a COPY/ADD source ``pattern`` names in the context at ``root`` (dockerd's
     ``calcCopyInfo``): symlinks are resolved inside the context, so the paths returned are the real
     entries (files or directories) under ``root``.  :func:`resolve_sources_named` also gives the names.
@@ -1041,7 +1048,7 @@ def resolve_sources(root: Path, pattern: str, ignore: DockerIgnore) -> list[Path
     return [p for p, _ in resolve_sources_named(root, pattern, ignore)]
 
 
-def resolve_sources_named(root: Path, pattern: str, ignore: DockerIgnore) -> list[tuple[Path, str]]:
+def resolve_sources_named(root: Path, pattern: str, ignore: IgnoreRules) -> list[tuple[Path, str]]:
     """:func:`resolve_sources` with each entry's name as the source names it — a symlink's own name, which
     dockerd gives the copy of what the symlink points to."""
     root = Path(root)

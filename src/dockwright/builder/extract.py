@@ -2,7 +2,7 @@
 the hardened extractor of :mod:`dockwright.layers.apply`.
 
 This module owns :func:`extract_with_tar` and :func:`extract_with_python`, the worker-thread half of
-:func:`~dockwright.build.context.extract_context`.  The (decompressed) stream passes through
+:func:`~dockwright.builder.context.extract_context`.  The (decompressed) stream passes through
 :class:`ContextScanner` — the push parser of :mod:`dockwright.layers.tarstream` with the build context's
 rules — *before* each chunk is handed to the extractor, so that an entry is refused before anything is
 written for it.  Names (and hard link targets) are cleaned as dockerd's chrooted ``Untar`` places them: like
@@ -27,7 +27,7 @@ targets are created only at the end (placeholders until then).
 
 File bodies are hashed by a helper thread, chunk by chunk in order, while this thread parses the next chunk
 (and, with GNU tar, tar unpacks the last one).  On the way, every entry's tarsum — the hash dockerd's COPY/ADD
-checksums are made of (see :mod:`~dockwright.build.srchash`) — is computed from its header and body (sha256;
+checksums are made of (see :mod:`~dockwright.builder.srchash`) — is computed from its header and body (sha256;
 hashlib releases the GIL), so the COPY cache key does not read the context a second time.  The directories'
 modes and mtimes are reported so that they can be restored after ``.dockerignore`` pruned files in them.
 Files are owned by the daemon's user (``--no-same-owner``), with either extractor.
@@ -63,7 +63,7 @@ from .srchash import context_entry_header
 
 __all__ = ["ContextScanner", "CONTEXT_RULES", "extract_with_tar", "extract_with_python", "gnu_tar"]
 
-log = logging.getLogger("dockwright.build.extract")
+log = logging.getLogger("dockwright.builder.extract")
 
 _REG, _LINK, _SYMLINK, _DIR, _CONT, _SPARSE = 0x30, 0x31, 0x32, 0x35, 0x37, 0x53
 _PAX_GLOBAL = 0x67
@@ -159,7 +159,8 @@ def _spawn_confined(argv: list[str], dest: str, **kw: Any) -> subprocess.Popen[b
     def run() -> None:
         try:
             _restrict_writes_to(dest, landlock_abi())
-            out["proc"] = subprocess.Popen(argv, **{k: null if v == subprocess.DEVNULL else v for k, v in kw.items()})
+            kwargs: dict[str, Any] = {k: null if v == subprocess.DEVNULL else v for k, v in kw.items()}
+            out["proc"] = subprocess.Popen(argv, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             out["exc"] = exc
 
@@ -171,7 +172,8 @@ def _spawn_confined(argv: list[str], dest: str, **kw: Any) -> subprocess.Popen[b
         os.close(null)
     if "exc" in out:
         raise out["exc"]
-    return out["proc"]
+    proc: subprocess.Popen[bytes] = out["proc"]
+    return proc
 
 
 @functools.cache
@@ -223,7 +225,7 @@ def _refuse(name: str, why: str) -> InvalidArgument:
     return InvalidArgument(f"invalid build context: tar entry {_show(name)} {why}")
 
 
-def _clean(name: str) -> str:
+def clean_name(name: str) -> str:
     """Where dockerd's ``Untar`` puts the entry ``name`` (or a hard link's target): it unpacks a context chrooted
     into it, so the name is cleaned like Go's ``filepath.Clean`` from the context's root — ``..`` stops there,
     an absolute name is below it (``../foo``, ``/foo`` and ``a/../../foo`` are all ``foo``).  Relative, "" for
@@ -272,7 +274,7 @@ class ContextScanner(TarInspector):
     """Checks every entry of a build context and computes its tarsum as the entry streams past.
 
     After :meth:`close`: :attr:`tarsums` maps ``rel`` → the hex tarsum v1 of the last entry at each path
-    (what dockerd's ``remotecontext.FromArchive`` computes: :func:`~dockwright.build.srchash.context_entry_header`
+    (what dockerd's ``remotecontext.FromArchive`` computes: :func:`~dockwright.builder.srchash.context_entry_header`
     of the raw header, then a regular file's bytes; "" for a sparse file, hashed from the file when needed),
     :attr:`dirs` lists ``(rel, mode, mtime)`` of the
     directory entries in archive order.  ``dest_len`` is the length in bytes of the destination's path: an
@@ -328,6 +330,7 @@ class ContextScanner(TarInspector):
             self.tarsums[rel] = "" if h is None else h.hexdigest()  # "": to be hashed from the file
 
     def close(self) -> Any:
+        """End the scan: the last file's checksum is taken, then the inspector's summary."""
         self._finish_file()
         try:
             summary = super().close()
@@ -410,7 +413,7 @@ class ContextScanner(TarInspector):
     def _apply(self, typeflag: int, name_b: bytes, linkname_b: bytes, size: int) -> None:
         self._finish_file()
         name = name_b.decode("utf-8", "surrogateescape")
-        rel = _clean(name)
+        rel = clean_name(name)
         if self._gnu and self.takeover is None and _has_dotdot(name):
             self.takeover = self._group
         if rel == "":
@@ -455,7 +458,7 @@ class ContextScanner(TarInspector):
                                     f"{_PATH_MAX - 1} (PATH_MAX)")
             self._links[rel] = link
         elif typeflag == _LINK:
-            target = _clean(link)
+            target = clean_name(link)
             if self._gnu and self.takeover is None and _has_dotdot(link):
                 self.takeover = self._group
             if len(linkname_b) > _NAME_MAX:
@@ -500,7 +503,7 @@ def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> Conte
     """Extract the tar stream ``read`` gives (``read(n)`` → bytes, b"" at the end) into ``dest`` with GNU tar
     (``tar`` from :func:`gnu_tar`), confined by Landlock to writing below ``dest``.
 
-    GNU tar refuses a name with a ``..`` component, which dockerd cleans (:func:`_clean`), and places a hard link
+    GNU tar refuses a name with a ``..`` component, which dockerd cleans (:func:`clean_name`), and places a hard link
     target with one elsewhere (:func:`_has_dotdot`): no docker client writes one, but from the first such entry
     on (the scanner's :attr:`~ContextScanner.takeover`) the Python extractor unpacks the rest of the stream,
     after GNU tar has finished.  GNU tar is only given an entry once all its header blocks were scanned, so that it never
@@ -648,12 +651,12 @@ def extract_with_python(read: Callable[[int], bytes], dest: str) -> ContextScann
 
 def _extract_python(src: _Scanned, scanner: ContextScanner, dest: str) -> None:
     """Unpack what ``src`` reads (from an entry's first header block) into ``dest``, each entry at its cleaned
-    name (:func:`_clean`), then close ``scanner``."""
+    name (:func:`clean_name`), then close ``scanner``."""
     ext = TarExtractor(dest, CONTEXT_RULES)
     ok = False
     try:
         try:
-            tf = tarfile.open(fileobj=src, mode="r|",  # type: ignore[call-overload]
+            tf = tarfile.open(fileobj=src, mode="r|",
                               bufsize=1 << 16, encoding="utf-8", errors="surrogateescape")
         except tarfile.ReadError as exc:
             if "empty file" not in str(exc):
@@ -661,10 +664,10 @@ def _extract_python(src: _Scanned, scanner: ContextScanner, dest: str) -> None:
             tf = None  # no entry at all: the scanner decides
         if tf is not None:
             for member in tf:
-                tf.members.clear()  # stream mode would keep every header
-                member.name = _clean(member.name)  # where dockerd puts it (the scanner checked that name)
+                tf.members.clear()  # type: ignore[attr-defined]  # stream mode would keep every header
+                member.name = clean_name(member.name)  # where dockerd puts it (the scanner checked that name)
                 if member.islnk():
-                    member.linkname = _clean(member.linkname)
+                    member.linkname = clean_name(member.linkname)
                 ext.entry(tf, member)
         ext.finish_dirs()
         src.drain()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from dockwright.build.context import (
+from dockwright.builder.context import (
     ContextInfo,
     DockerIgnore,
     extract_context,
@@ -728,7 +728,7 @@ def test_tarsums_hashed_while_extracting_are_dockerds(tmp_path, extractor):
                     ("d/re", b"old"), ("d/re", b"new"), ("x", b"file"), ("x", None)], fmt=tarfile.GNU_FORMAT)
     info = extract(tar, tmp_path / "c", size=65536)
     root = tmp_path / "c"
-    from dockwright.build import srchash  # both extractors hash the context through the same scanner
+    from dockwright.builder import srchash  # both extractors hash the context through the same scanner
     assert set(info.tarsums) == {f"{root}/{n}" for n in ("Dockerfile", "d", "d/big", "d/empty", "s", "d/re", "x")}
     assert info.tarsums[f"{root}/d/re"] == hashlib.sha256(
         srchash.context_entry_header("d/re", 0o644, 0, 0, 3, "0") + b"new").hexdigest()

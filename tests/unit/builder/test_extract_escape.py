@@ -30,9 +30,9 @@ import pytest
 import zstandard
 from hostile import Canary, Entry, cve_2025_4517_entries, tar_of_entries
 
-from dockwright.build import extract as ctx_extract
-from dockwright.build.context import extract_context
-from dockwright.build.copy import copy_sources, is_archive
+from dockwright.builder import extract as ctx_extract
+from dockwright.builder.context import extract_context
+from dockwright.builder.copy import copy_sources, is_archive
 from dockwright.errors import DataCorrupted, InvalidArgument
 from dockwright.layers.apply import apply_layer, extract_archive
 

@@ -1,1 +1,0 @@
-"""The classic builder: build contexts, .dockerignore, COPY/ADD sources and their checksums."""
