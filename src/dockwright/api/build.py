@@ -11,8 +11,9 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from .. import reference as refs
-from ..builder.context import extract_context, fetch_remote
+from ..builder.context import extract_context
 from ..builder.options import BuildError, BuildOptions
+from ..builder.remote import fetch_remote
 from ..distribution.auth import decode_registry_config
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, NotSupported

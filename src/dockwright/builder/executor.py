@@ -44,7 +44,7 @@ from ..snapshots import OverlaySnapshotter
 from .addcopy import AddCopySteps
 from .cache import BuildCache
 from .commit import StepCommitter
-from .context import IgnoreRules
+from .dockerignore import IgnoreRules
 from .deps import BuildContainers, BuildImages, Publisher, Pull, VerifyExtraHosts, VerifyResources
 from .options import BUILD_LABEL, DEFAULT_PATH, PROXY_ARGS, QUIET_BUFFER, BuildOptions
 from .rootfs import RootfsLayers, make_workdir

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..builder.context import IgnoreRules
+from ..builder.dockerignore import IgnoreRules
 from ..builder.executor import Builder
 from ..builder.options import BuildOptions
 from ..dockerfile import Node
