@@ -10,9 +10,8 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-from ..dockerfile import Env, Heredoc, Lex, parse_heredoc
+from ..dockerfile import Env, Heredoc, Lex, Node, parse_heredoc
 from ..errors import DockwrightError, InvalidArgument, NotSupported
 from ..progress import Emit, Progress, ProgressEvent, StreamText, run_with_events
 from . import srchash
@@ -51,13 +50,13 @@ class AddCopySteps:
         self.rootfs = rootfs
         self.resolve_image = resolve_image
 
-    async def copy_step(self, stage: Stage, n: Any, lex: Lex, opts: BuildOptions, root: Path,
+    async def copy_step(self, stage: Stage, n: Node, lex: Lex, opts: BuildOptions, root: Path,
                         ignore: IgnoreRules | None, built: dict[str, str | None]) -> AsyncIterator[ProgressEvent]:
         """COPY/ADD (``performCopy``): the sources are context files (or an image's files with ``--from``),
         heredocs and, for ADD, URLs; the history names them by dockerd's checksums
         (``COPY [--chown=u:g]<file:…|dir:…|multi:…> in <dest> ``), which is also the cache key."""
         instr = n.value.upper()
-        flags = dict(f.lstrip("-").split("=", 1) if "=" in f else (f.lstrip("-"), "") for f in n.flags)
+        flags = dict(_flag(f) for f in n.flags)
         env = Env(stage_env(stage, opts))
         raw = [a.value for a in n.args]
 
@@ -181,6 +180,12 @@ class AddCopySteps:
             out.append(await download(url, tmp, progress))
         except DockwrightError as exc:
             raise type(exc)(f"ADD failed: {exc}") from exc
+
+
+def _flag(word: str) -> tuple[str, str]:
+    """A flag word (``--chown=1:1``, ``--from=stage``) as its name and value ("" without ``=``)."""
+    name, _, value = word.lstrip("-").partition("=")
+    return name, value
 
 
 def write_heredoc(directory: Path, doc: Heredoc, env: Env) -> Path:

@@ -10,9 +10,9 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from ..content.store import ContentStore
+from ..dockerfile import Node
 from ..errors import DockwrightError, InvalidArgument
 from ..layers.diff import write_layer_from_upper
 from ..metadata.db import LayerRecord
@@ -50,7 +50,7 @@ class RunSteps:
         self.verify_extra_hosts = verify_extra_hosts
         self.verify_resources = verify_resources
 
-    async def run_step(self, stage: Stage, n: Any, opts: BuildOptions,
+    async def run_step(self, stage: Stage, n: Node, opts: BuildOptions,
                        used_args: set[str]) -> AsyncIterator[ProgressEvent]:
         """One RUN instruction (``dispatchRun``); build args it passes are added to ``used_args``."""
         if stage.image_id is None:
