@@ -19,4 +19,4 @@ def test_every_test_file_is_collected() -> None:
              if not any(part.startswith(".") or part == "__pycache__" for part in p.parts)}
     missing = sorted(files - collected)
     assert not missing, f"pytest does not collect these test files: {missing}\n{out.stdout[-2000:]}{out.stderr[-2000:]}"
-    assert "tests/unit/build/test_changes.py" in collected
+    assert "tests/unit/dockerfile/test_dispatch.py" in collected

@@ -10,8 +10,11 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
+from .. import reference as refs
+from ..builder.context import extract_context
+from ..builder.options import BuildError, BuildOptions
+from ..builder.remote import fetch_remote
 from ..distribution.auth import decode_registry_config
-from ..engine.build import BuildError, BuildOptions
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, NotSupported
 from ..timestamps import go_quote
@@ -66,7 +69,6 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 
 
 async def build(request: web.Request) -> web.StreamResponse:
-    from ..build.context import extract_context, fetch_remote
     eng = _engine(request)
     q = request.query
     if q.get("version", "1") == "2":
@@ -101,7 +103,6 @@ async def build(request: web.Request) -> web.StreamResponse:
         cpusetmems=q.get("cpusetmems", ""), cgroupparent=q.get("cgroupparent", ""), shmsize=shmsize,
         ulimits=ulimits, aux=params.api_version(request) >= (1, 30))  # dockerd sends no aux before 1.30
     for t in opts.tags:
-        from .. import reference as refs
         refs.tag_name_only(refs.parse_normalized_named(t))
     decode_registry_config(request.headers.get("X-Registry-Config", ""))
     work = eng.root / "tmp" / f"build-{id(request):x}-{__import__('os').urandom(4).hex()}"

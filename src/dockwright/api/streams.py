@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from ..engine.progress import Aux, Progress, ProgressEvent, Status, StreamText
+from ..progress import Aux, Progress, ProgressEvent, Status, StreamText
 from ..oci.gojson import go_line
 from .errors import error_line
 

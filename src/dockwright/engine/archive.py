@@ -29,7 +29,7 @@ from ..oci import mediatypes as mt
 from ..oci.platform import Platform
 from .events import EventBus
 from .images import ImagesService
-from .progress import Emit, Progress, ProgressEvent, StreamText, run_with_events
+from ..progress import Emit, Progress, ProgressEvent, StreamText, run_with_events
 
 __all__ = ["ArchiveService"]
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, AsyncIterator, Callable, Coroutine
 
-from ..build.changes import apply_changes
 from ..content.store import ContentStore
+from ..dockerfile import apply_changes
 from ..errors import Conflict, ContainerNotFound, ImageNotFound, InvalidArgument, NotFound, SystemError_
 from ..filters import Filters
 from ..layers.apply import ensure_chain

@@ -54,7 +54,7 @@ from ..oci.digest import DIGEST_RE, hex_of, sha256_digest, short_id
 from ..oci.platform import Platform, host_platform
 from .events import EventBus
 from .images import ImagesService
-from .progress import Aux, Emit, Progress, ProgressEvent, Status, run_with_events
+from ..progress import Aux, Emit, Progress, ProgressEvent, Status, run_with_events
 
 __all__ = ["DistributionService"]
 

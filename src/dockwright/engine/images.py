@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from .. import reference as refs
-from ..build.changes import apply_changes
+from ..dockerfile import apply_changes
 from ..content.store import ContentStore, current_lease
 from ..errors import Conflict, ImageNotFound, InvalidArgument, NotFound
 from ..filters import Filters

@@ -1,7 +1,7 @@
 """The one hardened tar extractor: entries written below a root through descriptors, never outside it.
 
 This module owns :class:`TarExtractor`, through which every extraction of dockwright goes (the one exception,
-GNU tar for build contexts, runs confined by the kernel: see :mod:`dockwright.build.extract`); nothing here
+GNU tar for build contexts, runs confined by the kernel: see :mod:`dockwright.builder.extract`); nothing here
 uses ``os.path.realpath`` or a path string for a place inside the root.  Its users (in :mod:`.apply` unless said):
 
 * :func:`~.apply.apply_layer`, which extracts a (plain, gzip, bzip2, xz or zstd) layer tar into a directory that will
@@ -14,7 +14,7 @@ uses ``os.path.realpath`` or a path string for a place inside the root.  Its use
 * :func:`~.apply.ensure_chain`, which makes the committed snapshots of an image's layers (named by ChainID) that are
   still missing.
 
-The build context's Python extractor (:mod:`dockwright.build.extract`) uses :class:`TarExtractor` too, with
+The build context's Python extractor (:mod:`dockwright.builder.extract`) uses :class:`TarExtractor` too, with
 its own :class:`ExtractRules`.  Semantics (with :data:`LAYER_RULES`) are those of moby's ``archive.Unpack``
 with the overlay whiteout converter (what dockerd's overlay2 driver does in ``ApplyDiff``), which is also
 containerd's ``archive.Apply`` with the overlay converter:

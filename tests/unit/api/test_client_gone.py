@@ -13,7 +13,7 @@ from aiohttp import web
 
 from dockwright.api import app as app_module
 from dockwright.api.streams import JSONStream, client_gone
-from dockwright.engine.progress import Status
+from dockwright.progress import Status
 
 
 async def _serve(tmp_path: Path, handler) -> tuple[web.AppRunner, str]:  # noqa: ANN001

@@ -22,7 +22,7 @@ import pytest
 
 from dockwright.api.errors import error_line, json_body
 from dockwright.api.streams import render
-from dockwright.engine.progress import Aux, Progress
+from dockwright.progress import Aux, Progress
 from dockwright.errors import NotFound
 from dockwright.oci.gojson import go_dumps, go_line
 

@@ -1,4 +1,4 @@
-"""COPY/ADD into a rootfs directory (dockwright.build.copy), on a plain directory standing in for the mount."""
+"""COPY/ADD into a rootfs directory (dockwright.builder.copy), on a plain directory standing in for the mount."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.build.copy import copy_sources, is_archive
+from dockwright.builder.copy import copy_sources, is_archive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="COPY sets owners: needs root")
 

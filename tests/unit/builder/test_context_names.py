@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dockwright.build import extract as ctx_extract
-from dockwright.build.extract import ContextScanner, _clean, extract_with_python, extract_with_tar
+from dockwright.builder import extract as ctx_extract
+from dockwright.builder.extract import ContextScanner, clean_name, extract_with_python, extract_with_tar
 from dockwright.errors import InvalidArgument
 
 
@@ -94,7 +94,7 @@ def test_clean_is_go_filepath_clean_from_the_root() -> None:
     for name, want in (("../foo", "foo"), ("/bar", "bar"), ("../bar/", "bar"), ("//e", "e"), ("a/../../../q", "q"),
                        ("./b/./c/../d", "b/d"), ("a/b/../c", "a/c"), ("..", ""), ("/", ""), ("./", ""),
                        ("a/b/..", "a"), ("plain/name", "plain/name"), ("dir/", "dir"), ("a..b/..c", "a..b/..c")):
-        assert _clean(name) == want, name
+        assert clean_name(name) == want, name
 
 
 UNCLEAN = [
@@ -195,7 +195,7 @@ def test_directory_modes_are_never_set_through_a_symlink(base: Path, how: str,
     times restored after extraction must not reach the host directory (they followed the symlink before)."""
     import asyncio
 
-    from dockwright.build.context import extract_context
+    from dockwright.builder.context import extract_context
 
     if how == "python":
         monkeypatch.setenv("DOCKWRIGHT_PY_EXTRACT", "1")

@@ -25,6 +25,7 @@ def go_clean(p: str) -> str:
 
 
 def within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (both absolute, slash-separated)."""
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 

@@ -30,9 +30,10 @@ import pytest
 import zstandard
 from hostile import Canary, Entry, cve_2025_4517_entries, tar_of_entries
 
-from dockwright.build import extract as ctx_extract
-from dockwright.build.context import extract_context
-from dockwright.build.copy import copy_sources, is_archive
+from dockwright.builder import extract as ctx_extract
+from dockwright.builder.confine import landlock_abi, spawn_confined
+from dockwright.builder.context import extract_context
+from dockwright.builder.copy import copy_sources, is_archive
 from dockwright.errors import DataCorrupted, InvalidArgument
 from dockwright.layers.apply import apply_layer, extract_archive
 
@@ -291,7 +292,7 @@ def test_context_pax_global_header_renaming_entries_is_refused(base: Path, extra
 
 
 # -- the confinement itself -----------------------------------------------------------------------------------
-needs_landlock = pytest.mark.skipif(ctx_extract.landlock_abi() < 2, reason="the kernel has no Landlock ABI 2")
+needs_landlock = pytest.mark.skipif(landlock_abi() < 2, reason="the kernel has no Landlock ABI 2")
 
 
 @needs_landlock
@@ -303,8 +304,8 @@ def test_confined_process_cannot_write_outside(base: Path) -> None:
     script = (f"echo in > {dest}/in; echo x > {canary.dir}/pwned; echo x > {dest}/out/pwned2; "
               f"echo x > {canary.victim}; ln {canary.victim} {dest}/hard; rm -f {canary.victim}; "
               f"mkdir {canary.dir}/d; true")
-    proc = ctx_extract._spawn_confined(["sh", "-c", script], str(dest), stdout=subprocess.DEVNULL,  # noqa: SLF001
-                                       stderr=subprocess.PIPE)
+    proc = spawn_confined(["sh", "-c", script], str(dest), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=30)
     assert (dest / "in").read_text() == "in\n"
     assert err.count(b"Permission denied") + err.count(b"Invalid cross-device link") >= 5, err
@@ -323,8 +324,8 @@ def test_confined_gnu_tar_cannot_write_outside_even_with_absolute_names(base: Pa
     dest.mkdir()
     data = tar_of_entries([(str(canary.dir) + "/pwned", "file", b"x"), (str(canary.victim), "file", b"overwritten"),
                      ("l", "symlink", str(canary.dir)), ("l/pwned2", "file", b"x")])
-    proc = ctx_extract._spawn_confined([tar, "-x", "-P", "-f", "-", "-C", str(dest)], str(dest),  # noqa: SLF001
-                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = spawn_confined([tar, "-x", "-P", "-f", "-", "-C", str(dest)], str(dest),
+                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate(data, timeout=30)
     assert proc.returncode != 0 and b"Permission denied" in err, err
     canary.assert_untouched()

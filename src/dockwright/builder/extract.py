@@ -2,8 +2,8 @@
 the hardened extractor of :mod:`dockwright.layers.apply`.
 
 This module owns :func:`extract_with_tar` and :func:`extract_with_python`, the worker-thread half of
-:func:`~dockwright.build.context.extract_context`.  The (decompressed) stream passes through
-:class:`ContextScanner` — the push parser of :mod:`dockwright.layers.tarstream` with the build context's
+:func:`~dockwright.builder.context.extract_context`.  The (decompressed) stream passes through
+:class:`ContextScanner` — the push parser of :mod:`dockwright.tar.reader` with the build context's
 rules — *before* each chunk is handed to the extractor, so that an entry is refused before anything is
 written for it.  Names (and hard link targets) are cleaned as dockerd's chrooted ``Untar`` places them: like
 Go's ``filepath.Clean`` from the context's root, ``..`` stopping there and absolute names below it (``../foo``
@@ -27,7 +27,7 @@ targets are created only at the end (placeholders until then).
 
 File bodies are hashed by a helper thread, chunk by chunk in order, while this thread parses the next chunk
 (and, with GNU tar, tar unpacks the last one).  On the way, every entry's tarsum — the hash dockerd's COPY/ADD
-checksums are made of (see :mod:`~dockwright.build.srchash`) — is computed from its header and body (sha256;
+checksums are made of (see :mod:`~dockwright.builder.srchash`) — is computed from its header and body (sha256;
 hashlib releases the GIL), so the COPY cache key does not read the context a second time.  The directories'
 modes and mtimes are reported so that they can be restored after ``.dockerignore`` pruned files in them.
 Files are owned by the daemon's user (``--no-same-owner``), with either extractor.
@@ -35,7 +35,6 @@ Files are owned by the daemon's user (``--no-same-owner``), with either extracto
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import functools
@@ -56,16 +55,14 @@ from typing import Any
 
 from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
 from ..layers.extract import ExtractRules, TarExtractor
-from ..tar.headers import BadNumber as _BadNumber
-from ..tar.headers import parse_numeric as _parse_numeric
-from ..tar.reader import STATE_HEADER as _ST_HEADER
-from ..tar.reader import STATE_META as _ST_META
-from ..tar.reader import TarInspector
+from ..tar.headers import BadNumber, parse_numeric
+from ..tar.reader import STATE_HEADER, STATE_META, TarInspector
+from .confine import landlock_abi, restrict_writes_to, spawn_confined
 from .srchash import context_entry_header
 
 __all__ = ["ContextScanner", "CONTEXT_RULES", "extract_with_tar", "extract_with_python", "gnu_tar"]
 
-log = logging.getLogger("dockwright.build.extract")
+log = logging.getLogger("dockwright.builder.extract")
 
 _REG, _LINK, _SYMLINK, _DIR, _CONT, _SPARSE = 0x30, 0x31, 0x32, 0x35, 0x37, 0x53
 _PAX_GLOBAL = 0x67
@@ -85,95 +82,6 @@ _GLOBAL_REFUSED = (b"path", b"linkpath", b"size", b"GNU.sparse.")
 #: directory modes set by the caller after ``.dockerignore``
 CONTEXT_RULES = ExtractRules(owners=False, specials=False, xattrs=False, dir_modes=False, link_modes=False,
                              kind="build context", root="the build context")
-
-
-# ---- confinement (Landlock) ------------------------------------------------------------------------------
-_SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
-_LANDLOCK_CREATE_RULESET_VERSION = 1
-_LANDLOCK_RULE_PATH_BENEATH = 1
-_PR_SET_NO_NEW_PRIVS = 38
-# LANDLOCK_ACCESS_FS_*: everything that creates, writes, removes or links; reading stays allowed everywhere
-_LL_WRITE = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) \
-    | (1 << 12)
-_LL_REFER, _LL_TRUNCATE = 1 << 13, 1 << 14
-
-
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-@functools.cache
-def _libc() -> Any:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-@functools.cache
-def landlock_abi() -> int:
-    """The kernel's Landlock ABI version, 0 when it has none (or it is disabled)."""
-    try:
-        v = _libc().syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
-                            ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION))
-    except (OSError, AttributeError):
-        return 0
-    return max(int(v), 0)
-
-
-def _restrict_writes_to(dest: str, abi: int) -> None:
-    """Confine the calling thread (and what it starts) to writing below ``dest``.  Irreversible."""
-    libc = _libc()
-
-    def check(rc: int, what: str) -> int:
-        if rc < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-        return rc
-
-    handled = _LL_WRITE | (_LL_REFER if abi >= 2 else 0) | (_LL_TRUNCATE if abi >= 3 else 0)
-    attr = _RulesetAttr(handled)
-    check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    ruleset = check(libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-                                 ctypes.c_uint32(0)), "landlock_create_ruleset")
-    try:
-        dfd = os.open(dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            rule = _PathBeneathAttr(handled, dfd)
-            check(libc.syscall(_SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
-                               ctypes.byref(rule), ctypes.c_uint32(0)), "landlock_add_rule")
-        finally:
-            os.close(dfd)
-        check(libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
-              "landlock_restrict_self")
-    finally:
-        os.close(ruleset)
-
-
-def _spawn_confined(argv: list[str], dest: str, **kw: Any) -> subprocess.Popen[bytes]:
-    """``Popen(argv)`` from a thread of its own that Landlock first confines to writing below ``dest``; the
-    child inherits the confinement.  The thread ends with the call (a confinement cannot be lifted)."""
-    out: dict[str, Any] = {}
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)  # opened here: the confined thread may not
-
-    def run() -> None:
-        try:
-            _restrict_writes_to(dest, landlock_abi())
-            out["proc"] = subprocess.Popen(argv, **{k: null if v == subprocess.DEVNULL else v for k, v in kw.items()})
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            out["exc"] = exc
-
-    try:
-        t = threading.Thread(target=run, name="confined-spawn")
-        t.start()
-        t.join()
-    finally:
-        os.close(null)
-    if "exc" in out:
-        raise out["exc"]
-    return out["proc"]
 
 
 @functools.cache
@@ -202,7 +110,7 @@ def gnu_tar() -> str | None:
 
     def probe() -> None:  # a thread of its own, which the confinement dies with
         try:
-            _restrict_writes_to(tempfile.gettempdir(), landlock_abi())
+            restrict_writes_to(tempfile.gettempdir(), landlock_abi())
         except OSError as exc:
             failed.append(exc)
 
@@ -225,7 +133,7 @@ def _refuse(name: str, why: str) -> InvalidArgument:
     return InvalidArgument(f"invalid build context: tar entry {_show(name)} {why}")
 
 
-def _clean(name: str) -> str:
+def clean_name(name: str) -> str:
     """Where dockerd's ``Untar`` puts the entry ``name`` (or a hard link's target): it unpacks a context chrooted
     into it, so the name is cleaned like Go's ``filepath.Clean`` from the context's root — ``..`` stops there,
     an absolute name is below it (``../foo``, ``/foo`` and ``a/../../foo`` are all ``foo``).  Relative, "" for
@@ -265,8 +173,8 @@ def _pax_id(pax: dict[bytes, bytes], key: bytes, field: bytes) -> int:
 def _num(field: bytes) -> int:
     """A header number field (octal or base-256); 0 if it does not parse."""
     try:
-        return _parse_numeric(field)
-    except _BadNumber:
+        return parse_numeric(field)
+    except BadNumber:
         return 0
 
 
@@ -274,7 +182,7 @@ class ContextScanner(TarInspector):
     """Checks every entry of a build context and computes its tarsum as the entry streams past.
 
     After :meth:`close`: :attr:`tarsums` maps ``rel`` → the hex tarsum v1 of the last entry at each path
-    (what dockerd's ``remotecontext.FromArchive`` computes: :func:`~dockwright.build.srchash.context_entry_header`
+    (what dockerd's ``remotecontext.FromArchive`` computes: :func:`~dockwright.builder.srchash.context_entry_header`
     of the raw header, then a regular file's bytes; "" for a sparse file, hashed from the file when needed),
     :attr:`dirs` lists ``(rel, mode, mtime)`` of the
     directory entries in archive order.  ``dest_len`` is the length in bytes of the destination's path: an
@@ -330,6 +238,7 @@ class ContextScanner(TarInspector):
             self.tarsums[rel] = "" if h is None else h.hexdigest()  # "": to be hashed from the file
 
     def close(self) -> Any:
+        """End the scan: the last file's checksum is taken, then the inspector's summary."""
         self._finish_file()
         try:
             summary = super().close()
@@ -348,7 +257,7 @@ class ContextScanner(TarInspector):
         self._inflight.clear()
 
     def _dispatch(self, record: bytes, offset: int) -> None:
-        if self._state == _ST_HEADER and not self._meta_pending:
+        if self._state == STATE_HEADER and not self._meta_pending:
             self._group = offset  # an entry's first header block (or a meta header of it)
         super()._dispatch(record, offset)
 
@@ -356,7 +265,7 @@ class ContextScanner(TarInspector):
         """The stream offset up to which the bytes fed so far may go to the extractor: all of them, but the headers
         of an entry whose last header block has not been seen yet (its name may still change, see
         :attr:`takeover`)."""
-        if self._meta_pending or self._state == _ST_META:
+        if self._meta_pending or self._state == STATE_META:
             return self._group
         return self._fed - len(self._buf)
 
@@ -412,7 +321,7 @@ class ContextScanner(TarInspector):
     def _apply(self, typeflag: int, name_b: bytes, linkname_b: bytes, size: int) -> None:
         self._finish_file()
         name = name_b.decode("utf-8", "surrogateescape")
-        rel = _clean(name)
+        rel = clean_name(name)
         if self._gnu and self.takeover is None and _has_dotdot(name):
             self.takeover = self._group
         if rel == "":
@@ -457,7 +366,7 @@ class ContextScanner(TarInspector):
                                     f"{_PATH_MAX - 1} (PATH_MAX)")
             self._links[rel] = link
         elif typeflag == _LINK:
-            target = _clean(link)
+            target = clean_name(link)
             if self._gnu and self.takeover is None and _has_dotdot(link):
                 self.takeover = self._group
             if len(linkname_b) > _NAME_MAX:
@@ -502,7 +411,7 @@ def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> Conte
     """Extract the tar stream ``read`` gives (``read(n)`` → bytes, b"" at the end) into ``dest`` with GNU tar
     (``tar`` from :func:`gnu_tar`), confined by Landlock to writing below ``dest``.
 
-    GNU tar refuses a name with a ``..`` component, which dockerd cleans (:func:`_clean`), and places a hard link
+    GNU tar refuses a name with a ``..`` component, which dockerd cleans (:func:`clean_name`), and places a hard link
     target with one elsewhere (:func:`_has_dotdot`): no docker client writes one, but from the first such entry
     on (the scanner's :attr:`~ContextScanner.takeover`) the Python extractor unpacks the rest of the stream,
     after GNU tar has finished.  GNU tar is only given an entry once all its header blocks were scanned, so that it never
@@ -516,7 +425,7 @@ def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> Conte
     scanner = ContextScanner(len(os.fsencode(dest)), gnu_names=True)
     err = tempfile.TemporaryFile()
     try:
-        proc = _spawn_confined(
+        proc = spawn_confined(
             [tar, "-x", "-f", "-", "-C", dest, "--no-same-owner", "--warning=no-timestamp",
              "--warning=no-unknown-keyword", "--no-overwrite-dir"],
             dest, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
@@ -650,12 +559,12 @@ def extract_with_python(read: Callable[[int], bytes], dest: str) -> ContextScann
 
 def _extract_python(src: _Scanned, scanner: ContextScanner, dest: str) -> None:
     """Unpack what ``src`` reads (from an entry's first header block) into ``dest``, each entry at its cleaned
-    name (:func:`_clean`), then close ``scanner``."""
+    name (:func:`clean_name`), then close ``scanner``."""
     ext = TarExtractor(dest, CONTEXT_RULES)
     ok = False
     try:
         try:
-            tf = tarfile.open(fileobj=src, mode="r|",  # type: ignore[call-overload]
+            tf = tarfile.open(fileobj=src, mode="r|",
                               bufsize=1 << 16, encoding="utf-8", errors="surrogateescape")
         except tarfile.ReadError as exc:
             if "empty file" not in str(exc):
@@ -663,10 +572,10 @@ def _extract_python(src: _Scanned, scanner: ContextScanner, dest: str) -> None:
             tf = None  # no entry at all: the scanner decides
         if tf is not None:
             for member in tf:
-                tf.members.clear()  # stream mode would keep every header
-                member.name = _clean(member.name)  # where dockerd puts it (the scanner checked that name)
+                tf.members.clear()  # type: ignore[attr-defined]  # stream mode would keep every header
+                member.name = clean_name(member.name)  # where dockerd puts it (the scanner checked that name)
                 if member.islnk():
-                    member.linkname = _clean(member.linkname)
+                    member.linkname = clean_name(member.linkname)
                 ext.entry(tf, member)
         ext.finish_dirs()
         src.drain()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..errors import DataCorrupted
 from ..layers.apply import extract_archive, is_tar_archive
-from .context import _remove_existing as _clear
+from .context import remove_existing as _clear
 from .paths import go_clean as _go_clean
 from .paths import scoped_resolve as _scoped_resolve
 
@@ -194,7 +194,7 @@ def copy_sources(files: list[Path], target: Path, dest: str, srcs: list[str], ui
 
     ``srcs`` are the sources as written (several need a directory destination); ``decompress`` is ADD's
     unpacking of local archives; ``names`` the name each file gets in a directory destination (default:
-    its own; a symlink source's own name, see :func:`~dockwright.build.context.resolve_sources_named`).
+    its own; a symlink source's own name, see :func:`~dockwright.builder.sources.resolve_sources_named`).
     Blocking: call it from a worker thread.
     """
     cp = _Copier(target, uid, gid, int(chmod, 8) if chmod else None)
