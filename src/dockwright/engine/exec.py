@@ -25,16 +25,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator
 
 from ..errors import Conflict, ContainerNotFound, DockwrightError, InvalidArgument, NotFound, SystemError_
 from ..oci.gojson import parse_rfc3339
 from ..timestamps import human_duration
 from ..runtime.exec import ExecProcess, exec_env, exec_process
 from ..runtime.users import resolve_user
-
-if TYPE_CHECKING:
-    from .containers import Container, ContainersService
+from .container_record import Container
+from .containers import ContainersService
 
 __all__ = ["ExecService", "ExecOptions", "Exec", "ExecSession", "ExecNotFound", "detach_key_bytes"]
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ from typing import Any, Callable
 
 from ..errors import Conflict, InvalidArgument, NotFound, SystemError_
 from ..filters import Filters
-from ..metadata.db import MetadataDB
+from ..metadata.volumes import VolumeRecords, VolumeRow
 from ..snapshots import Mount, is_mountpoint, mount_all, unmount
 from .events import EventBus
 
@@ -41,17 +40,6 @@ __all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "
            "bind_daemon_root"]
 
 log = logging.getLogger("dockwright.volumes")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS volumes (
-    name TEXT PRIMARY KEY,
-    driver TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    options TEXT NOT NULL,
-    created REAL NOT NULL,
-    anonymous INTEGER NOT NULL DEFAULT 0
-);
-"""
 
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 DRIVER = "local"
@@ -127,9 +115,11 @@ def dir_size(path: Path) -> int:
 
 
 class VolumesService:
-    def __init__(self, root: Path, db: MetadataDB, events: EventBus) -> None:
+    """dockerd's ``local`` volume driver and its volume store: create, list, remove, prune, mount."""
+
+    def __init__(self, root: Path, records: VolumeRecords, events: EventBus) -> None:
         self.root = root
-        self.db = db
+        self.records = records
         self.events = events
         self.users: Callable[[str], list[str]] = lambda name: []  # set by the containers service
         self._held: dict[str, int] = {}  # names a create in progress is about to reference
@@ -138,11 +128,10 @@ class VolumesService:
         root.mkdir(parents=True, exist_ok=True)
         if os.stat(root).st_mode & 0o7777 != VOLUMES_MODE:
             os.chmod(root, VOLUMES_MODE)
-        db.executescript(SCHEMA)
         self._cache: dict[str, Volume] = {}
-        for r in db.query("SELECT name, driver, labels, options, created, anonymous FROM volumes"):
-            self._cache[r[0]] = Volume(r[0], r[1], _load(r[2]), _load(r[3]), float(r[4]), bool(r[5]),
-                                       self._data(r[0]))
+        for r in records.all():
+            self._cache[r.name] = Volume(r.name, r.driver, r.labels, r.options, r.created, r.anonymous,
+                                         self._data(r.name))
         self._adopt()
 
     def _dir(self, name: str) -> Path:
@@ -165,11 +154,7 @@ class VolumesService:
             log.warning("volume %s: directory without a record, adopted", v.name)
 
     def _save(self, v: Volume) -> None:
-        with self.db.tx() as conn:
-            conn.execute("INSERT OR REPLACE INTO volumes(name, driver, labels, options, created, anonymous) "
-                         "VALUES (?,?,?,?,?,?)", (v.name, v.driver, json.dumps(v.labels) if v.labels else "",
-                                                  json.dumps(v.options) if v.options else "", v.created,
-                                                  int(v.anonymous)))
+        self.records.save(VolumeRow(v.name, v.driver, v.labels, v.options, v.created, v.anonymous))
 
     # ---- queries ----------------------------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
@@ -289,8 +274,7 @@ class VolumesService:
         await self._destroy(v)
 
     async def _destroy(self, v: Volume) -> None:
-        with self.db.tx() as conn:
-            conn.execute("DELETE FROM volumes WHERE name=?", (v.name,))
+        self.records.delete(v.name)
         self._cache.pop(v.name, None)
         self._active.pop(v.name, None)
         d = self._dir(v.name)
@@ -398,16 +382,6 @@ class VolumesService:
 
     def unmounted(self, name: str, cid: str) -> None:
         self.events.publish("volume", "unmount", name, {"container": cid, "driver": DRIVER})
-
-
-def _load(text: str) -> Any:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) and value else None
 
 
 def _valid_options(opts: dict[str, str]) -> None:
