@@ -92,6 +92,7 @@ class ContainersBase:
         self.records.save(container_row(c))
 
     def usage(self, image_id: str) -> list[tuple[str, bool]]:
+        """(container id, running) of every container of image ``image_id``: the image service asks."""
         return [(c.id, c.running) for c in self._cache.values() if c.image_id == image_id]
 
     def volume_users(self, name: str) -> list[str]:
@@ -100,6 +101,7 @@ class ContainersBase:
                 if any(m.get("Type") == "volume" and m.get("Name") == name for m in c.mounts)]
 
     def all(self) -> list[Container]:
+        """Every container, newest first."""
         return sorted(self._cache.values(), key=lambda c: c.created, reverse=True)
 
     def get(self, ref: str) -> Container:
@@ -119,6 +121,7 @@ class ContainersBase:
         raise ContainerNotFound(ref)
 
     def counts(self) -> tuple[int, int, int, int]:
+        """(all, running, paused, stopped) container counts."""
         cs = list(self._cache.values())
         running = sum(1 for c in cs if c.running and not c.state.get("Paused"))
         paused = sum(1 for c in cs if c.state.get("Paused"))

@@ -18,7 +18,7 @@ from ..network.service import NetworkNotFound
 from ..oci.gojson import rfc3339_nano
 from ..runtime.users import resolve_in_root
 from .resources import verify_extra_hosts, verify_resources
-from .volumes import bind_daemon_root, image_volume, parse_bind, parse_mount
+from .mounts import bind_daemon_root, image_volume, parse_bind, parse_mount
 from .container_base import ContainersBase
 from .container_config import ADJECTIVES, NAME_RE, SURNAMES, host_config_defaults, merge_config
 from .container_record import Container, new_state
@@ -33,6 +33,7 @@ class ContainerCreation(ContainersBase):
 
     # ---- create -----------------------------------------------------------------------------------------------
     async def create(self, body: dict[str, Any], name: str = "", platform: str = "") -> tuple[str, list[str]]:
+        """Create a container from a create body; its ID and warnings (see :meth:`_create`)."""
         async with self.images.operation("create"):  # leases the snapshots it unpacks until its own exists
             return await self._create(body, name, platform)
 

@@ -27,6 +27,7 @@ SIGNALS = {name[3:]: int(getattr(_signal, name)) for name in dir(_signal)
 
 
 def parse_signal(s: str | int | None, default: int = 15) -> int:
+    """A signal number from a name (``KILL``, ``SIGKILL``) or number; ``default`` when none is given."""
     if s is None or s == "":
         return default
     if isinstance(s, int):
@@ -412,6 +413,7 @@ class ContainerLifecycle(ContainerCreation):
         return True
 
     async def pause(self, ref: str) -> None:
+        """Freeze a running container (``pause`` event); a conflict when it is not running or paused."""
         c = self.get(ref)
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
@@ -430,6 +432,7 @@ class ContainerLifecycle(ContainerCreation):
         self._event(c, "pause")
 
     async def unpause(self, ref: str) -> None:
+        """Thaw a paused container (``unpause`` event)."""
         c = self.get(ref)
         if not c.state.get("Paused"):
             raise Conflict(f"Container {c.id} is not paused")

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..metadata.containers import ContainerRow
 from ..network.endpoint import Attachment
-from .volumes import parse_bind, parse_mount
+from .mounts import parse_bind, parse_mount
 
 __all__ = ["Container", "new_state", "container_from_row", "container_row", "legacy_mounts", "repair_record",
            "RECORD_TYPES"]
@@ -21,6 +21,8 @@ log = logging.getLogger("dockwright.containers")
 
 @dataclass
 class Container:
+    """A container as the service keeps it: its ids, config, host config, state, endpoint and mount points."""
+
     id: str
     name: str
     image_id: str
@@ -34,14 +36,17 @@ class Container:
 
     @property
     def running(self) -> bool:
+        """Whether its process runs (paused included)."""
         return bool(self.state.get("Running"))
 
     @property
     def status(self) -> str:
+        """dockerd's status word (``created``, ``running``, ``paused``, ``exited``)."""
         return str(self.state.get("Status", "created"))
 
 
 def new_state() -> dict[str, Any]:
+    """The state of a container that was never started."""
     return {"Status": "created", "Running": False, "Paused": False, "Restarting": False, "OOMKilled": False,
             "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": "0001-01-01T00:00:00Z",
             "FinishedAt": "0001-01-01T00:00:00Z"}

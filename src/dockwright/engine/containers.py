@@ -221,12 +221,14 @@ class ContainersService(ContainerRemoval):
                     lst.remove(ticket)
 
     async def changes(self, ref: str) -> list[tuple[int, str]]:
+        """The container's changes to its image's files, as (kind, path)."""
         c = self.get(ref)
         upper = self.snapshotter.upper_dir(c.id)
         lowers = self.snapshotter.lower_dirs(c.id)
         return await asyncio.to_thread(diff_changes, upper, lowers)
 
     async def export(self, ref: str) -> AsyncIterator[bytes]:
+        """The container's root file system as a tar stream (``export`` event at its end)."""
         c = self.get(ref)
         was_mounted = is_mountpoint(self._rootfs(c))
         rootfs = await self._mount(c)
@@ -258,6 +260,7 @@ class ContainersService(ContainerRemoval):
     async def commit(self, ref: str, *, repo: str = "", tag: str = "", comment: str = "", author: str = "",
                      pause: bool = True, changes: list[str] | None = None,
                      config: dict[str, Any] | None = None) -> str:
+        """A new image from the container's writable layer (paused meanwhile unless ``pause`` is False); its ID."""
         c = self.get(ref)
         if c.id in self._removing:
             raise Conflict(f"You cannot commit container {c.id} which is being removed")

@@ -56,6 +56,8 @@ def _state_string(c: Container) -> str:
 
 
 class ExecNotFound(NotFound):
+    """``No such exec instance: <id>``."""
+
     def __init__(self, id: str) -> None:
         super().__init__(f"No such exec instance: {id}")
 
@@ -211,6 +213,8 @@ class ExecSession:
 
 
 class ExecService:
+    """The execs of the running containers, in memory, as dockerd's exec store."""
+
     def __init__(self, containers: ContainersService) -> None:
         self.containers = containers
         self._execs: dict[str, Exec] = {}

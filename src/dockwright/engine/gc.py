@@ -64,9 +64,11 @@ class GCReport:
 
     @property
     def empty(self) -> bool:
+        """Whether the collection removed nothing."""
         return not (self.blobs or self.snapshots or self.ingests or self.dirs or self.mounts or self.leases)
 
     def line(self) -> str:
+        """The report as one log line."""
         return (f"reclaimed {self.bytes} bytes: {self.blobs} unreferenced blob(s), {self.snapshots} snapshot(s), "
                 f"{self.ingests} unfinished ingest(s), {self.dirs} temporary dir(s), {self.mounts} stale mount(s), "
                 f"{self.leases} dead lease(s)")
