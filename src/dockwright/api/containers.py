@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..engine.containers import Container
+from ..engine.container_record import Container
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, SystemError_
 from ..filters import Filters

@@ -108,8 +108,7 @@ class ContainerRemoval(ContainerLifecycle):
                         pass
                     except Exception as exc:  # noqa: BLE001
                         log.warning("removing volume %s of %s: %s", mp.get("Name"), c.id, exc)
-        with self.db.tx() as conn:
-            conn.execute("DELETE FROM containers WHERE id=?", (c.id,))
+        self.records.delete(c.id)
         # from here on nothing awaits: the container is gone for everyone at once
         self._cache.pop(c.id, None)
         now = time.time()

@@ -10,6 +10,12 @@ Its mounts are dockerd's mount points, decided at create and stored with the con
 the image's (and the request's) ``Volumes`` that nothing else mounts; a new (empty) volume gets the image's files
 at its path, as dockerd copies them. Volumes are bind mounted at start (``mount`` / ``unmount`` events) and the
 anonymous ones go with the container on ``rm -v`` and auto-removal.
+
+:class:`ContainersService` is the one service; it is built in stages, one module each: ``container_base`` (the
+dependencies, the records in memory, paths and the rootfs mount), ``container_create``, ``container_lifecycle``
+(start, exit, wait, kill, stop, pause, restart) and ``container_removal`` (rm, prune). This module adds rename,
+top, logs, attach, changes, export, commit and the rootfs for file operations. ``container_record`` holds the
+:class:`Container` value and its stored row, ``container_config`` the create-time config rules.
 """
 
 from __future__ import annotations
