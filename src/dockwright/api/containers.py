@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..engine.containers import Container
+from ..engine.container_record import Container
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, SystemError_
 from ..filters import Filters
@@ -135,7 +135,7 @@ def host_config_json(hc: dict[str, Any], version: Any = None) -> dict[str, Any]:
     """``HostConfig`` of inspect: the stored fields over their zero values (dockerd's create-time defaults applied
     to records made before they were stored). ``KernelMemory``/``KernelMemoryTCP``: always up to API 1.41 (dockerd
     20.10), only when set from 1.42 (omitempty)."""
-    from ..engine.containers import host_config_defaults
+    from ..engine.container_config import host_config_defaults
     hc = host_config_defaults(dict(hc))
     old = version is not None and tuple(version) < (1, 42)
     out: dict[str, Any] = {}

@@ -6,20 +6,30 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from .. import __version__
 from ..content.store import ContentStore
+from ..distribution import RegistryClient, RegistryHosts
 from ..errors import Unavailable
+from ..metadata.containers import ContainerRecords
 from ..metadata.db import MetadataDB
+from ..metadata.gc import GCMetadata
+from ..metadata.volumes import VolumeRecords
+from ..network.service import NetworkService
+from ..runtime import Runc
+from ..snapshots import OverlaySnapshotter
 from .archive import ArchiveService
+from .build import BuildService
 from .config import EngineConfig
+from .containers import ContainersService
+from .distribution import DistributionService
 from .events import EventBus
+from .exec import ExecService
+from .gc import GarbageCollector
 from .images import ImagesService
 from .system import SystemService
-
-if TYPE_CHECKING:
-    from .distribution import DistributionService
+from .volumes import VolumesService
 
 __all__ = ["Engine", "ENGINE_VERSION", "API_VERSION", "MIN_API_VERSION", "private_dir", "secure_layout"]
 
@@ -81,21 +91,20 @@ class Engine:
         self.archive = ArchiveService(self.images, self.content, self.db, self.events, tmp_dir=root / "tmp",
                                       fsync=config.fsync, level=config.compression_level)
         self._distribution: DistributionService | None = None
-        from ..network.service import NetworkService
-        from ..snapshots import OverlaySnapshotter
-        from .containers import ContainersService
         self.snapshotter = OverlaySnapshotter(root / "snapshots")
         self.network = NetworkService(config.network, root, Path(config.exec_root))
-        self.containers = ContainersService(root / "containers", Path(config.exec_root), self.db, self.images,
-                                            self.events, self.content, self.snapshotter,
-                                            runtime_binary=config.runtime, network=self.network)
-        from .exec import ExecService
+        container_records = ContainerRecords(self.db)
+        volumes = VolumesService(root / "volumes", VolumeRecords(self.db), self.events)
+        self.containers = ContainersService(root / "containers", records=container_records, db=self.db,
+                                            images=self.images, events=self.events, content=self.content,
+                                            snapshotter=self.snapshotter,
+                                            runc=Runc(config.runtime, root=Path(config.exec_root) / "runc"),
+                                            network=self.network, volumes=volumes)
         self.exec = ExecService(self.containers)
-        from .build import BuildService
         self.build = BuildService(self)
-        from .gc import GarbageCollector
         self.leases = self.images.leases
-        self.gc = GarbageCollector(self.content, self.db, self.leases, self.snapshotter, tmp_dir=root / "tmp")
+        self.gc = GarbageCollector(self.content, GCMetadata(self.db), self.leases, self.snapshotter,
+                                   tmp_dir=root / "tmp")
         self.images.gc = self.gc
         # start-up recovery: stale mounts, the temporary area, every lease of a previous process, then a collection
         rep = self.gc.recover(root, Path(config.exec_root))
@@ -115,6 +124,7 @@ class Engine:
 
     @classmethod
     def open(cls, data_root: str | os.PathLike[str], **kwargs: object) -> "Engine":
+        """An engine on ``data_root``, the other settings as :class:`EngineConfig`'s keyword arguments."""
         return cls(EngineConfig(data_root=Path(data_root), **kwargs))  # type: ignore[arg-type]
 
     @staticmethod
@@ -138,6 +148,7 @@ class Engine:
         return f
 
     def close(self) -> None:
+        """Close the stores and release the data root's lock."""
         try:
             self.snapshotter.close()
         except Exception:  # noqa: BLE001
@@ -160,8 +171,6 @@ class Engine:
     def distribution(self) -> "DistributionService":
         """The registry side (created on first use, inside the running event loop)."""
         if self._distribution is None:
-            from ..distribution import RegistryClient, RegistryHosts
-            from .distribution import DistributionService
             cfg = self.config
             hosts = RegistryHosts(mirrors=list(cfg.registry_mirrors), insecure=list(cfg.insecure_registries),
                                   mirrors_by_host=dict(cfg.registry_mirrors_by_host),
@@ -183,4 +192,5 @@ class Engine:
 
     @property
     def version(self) -> str:
+        """dockwright's own version."""
         return __version__

@@ -15,6 +15,8 @@ HISTORY = 1024
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One event: type, action, actor and its attributes, time."""
+
     type: str            # "image", "builder", "container", "daemon"
     action: str          # "import", "tag", "untag", "delete", "prune", "pull", ...
     actor_id: str
@@ -23,6 +25,7 @@ class Event:
     scope: str = "local"
 
     def to_json(self, legacy: bool = True) -> dict[str, object]:
+        """The event as ``GET /events`` sends it (``legacy`` adds status/id/from)."""
         d: dict[str, object] = {}
         if legacy and self.type in ("container", "image"):
             d["status"] = self.action
@@ -39,11 +42,14 @@ class Event:
 
 
 class EventBus:
+    """The events of this daemon: a bounded history and the live subscribers."""
+
     def __init__(self) -> None:
         self._history: deque[Event] = deque(maxlen=HISTORY)
         self._subs: set[asyncio.Queue[Event]] = set()
 
     def publish(self, type_: str, action: str, actor_id: str, attributes: dict[str, str] | None = None) -> Event:
+        """Record an event and hand it to every subscriber."""
         ev = Event(type_, action, actor_id, dict(attributes or {}), time.time_ns())
         self._history.append(ev)
         for q in list(self._subs):
@@ -55,9 +61,11 @@ class EventBus:
 
     @property
     def listeners(self) -> int:
+        """How many subscribers there are."""
         return len(self._subs)
 
     def history(self, since_ns: int | None, until_ns: int | None) -> list[Event]:
+        """The recorded events, oldest first."""
         return [e for e in self._history
                 if (since_ns is None or e.time_nano >= since_ns) and (until_ns is None or e.time_nano <= until_ns)]
 

@@ -25,16 +25,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator
 
 from ..errors import Conflict, ContainerNotFound, DockwrightError, InvalidArgument, NotFound, SystemError_
 from ..oci.gojson import parse_rfc3339
 from ..runtime.exec import ExecProcess, exec_env, exec_process
 from ..runtime.users import resolve_user
 from ..timestamps import human_duration
-
-if TYPE_CHECKING:
-    from .containers import Container, ContainersService
+from .container_record import Container
+from .containers import ContainersService
 
 __all__ = ["ExecService", "ExecOptions", "Exec", "ExecSession", "ExecNotFound", "detach_key_bytes"]
 
@@ -57,6 +56,8 @@ def _state_string(c: Container) -> str:
 
 
 class ExecNotFound(NotFound):
+    """``No such exec instance: <id>``."""
+
     def __init__(self, id: str) -> None:
         super().__init__(f"No such exec instance: {id}")
 
@@ -212,6 +213,8 @@ class ExecSession:
 
 
 class ExecService:
+    """The execs of the running containers, in memory, as dockerd's exec store."""
+
     def __init__(self, containers: ContainersService) -> None:
         self.containers = containers
         self._execs: dict[str, Exec] = {}

@@ -27,15 +27,15 @@ import logging
 import os
 import re
 import shutil
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..content.store import TMP_INGEST_PREFIX, ContentStore
-from ..metadata.db import MetadataDB
+from ..metadata.containers import ContainerRoot
+from ..metadata.gc import GCMetadata
 from ..metadata.leases import LeaseManager
-from ..snapshots import Kind, mounts_under, unmount
+from ..snapshots import Kind, OverlaySnapshotter, mounts_under, unmount
 
 __all__ = ["GarbageCollector", "GCReport", "RESUMABLE_PREFIX", "RESUMABLE_TTL"]
 
@@ -64,9 +64,11 @@ class GCReport:
 
     @property
     def empty(self) -> bool:
+        """Whether the collection removed nothing."""
         return not (self.blobs or self.snapshots or self.ingests or self.dirs or self.mounts or self.leases)
 
     def line(self) -> str:
+        """The report as one log line."""
         return (f"reclaimed {self.bytes} bytes: {self.blobs} unreferenced blob(s), {self.snapshots} snapshot(s), "
                 f"{self.ingests} unfinished ingest(s), {self.dirs} temporary dir(s), {self.mounts} stale mount(s), "
                 f"{self.leases} dead lease(s)")
@@ -96,10 +98,12 @@ def _du(path: Path) -> int:
 
 
 class GarbageCollector:
-    def __init__(self, content: ContentStore, db: MetadataDB, leases: LeaseManager, snapshotter: object, *,
-                 tmp_dir: Path) -> None:
+    """Marks from the roots and sweeps blobs, layer records, snapshots, ingests and temporary directories."""
+
+    def __init__(self, content: ContentStore, meta: GCMetadata, leases: LeaseManager,
+                 snapshotter: OverlaySnapshotter, *, tmp_dir: Path) -> None:
         self.content = content
-        self.db = db
+        self.meta = meta
         self.leases = leases
         self.snapshotter = snapshotter
         self.tmp_dir = Path(tmp_dir)
@@ -111,34 +115,22 @@ class GarbageCollector:
         self.last: GCReport | None = None
 
     def note_deletion(self) -> None:
+        """Metadata that roots something was deleted: a lease released after this asks for a collection."""
         self.deletions += 1
 
     # ---- roots ------------------------------------------------------------------------------------------------
-    def _containers(self) -> list[tuple[str, str]]:
-        try:
-            return [(str(r[0]), str(r[1])) for r in self.db.query("SELECT id, image_id FROM containers")]
-        except sqlite3.OperationalError:  # no containers table yet
-            return []
-
-    def _live_containers(self) -> set[str]:
+    def _live_containers(self, containers: list[ContainerRoot]) -> set[str]:
         """Containers whose process still runs (they survive a daemon restart, and their rootfs stays mounted)."""
-        import json
         live: set[str] = set()
-        try:
-            rows = self.db.query("SELECT id, state FROM containers")
-        except sqlite3.OperationalError:
-            return live
-        for cid, state in rows:
+        for c in containers:
             try:
-                st = json.loads(state)
-                pid = int(st.get("Pid") or 0)
-                if st.get("Running") and pid > 0:
-                    os.kill(pid, 0)
-                    live.add(cid)
-            except (ValueError, TypeError, AttributeError, ProcessLookupError):
+                if c.running and c.pid > 0:
+                    os.kill(c.pid, 0)
+                    live.add(c.id)
+            except ProcessLookupError:
                 continue
             except PermissionError:
-                live.add(cid)
+                live.add(c.id)
         return live
 
     # ---- collection -------------------------------------------------------------------------------------------
@@ -155,10 +147,10 @@ class GarbageCollector:
         rep = GCReport()
         now = time.time()
         live = self.leases.live_resources(now)
-        containers = self._containers()
-        referenced = {r[0] for r in self.db.query("SELECT DISTINCT digest FROM image_blobs")}
+        containers = self.meta.containers()
+        referenced = self.meta.referenced_blobs()
         # -- blobs
-        marked = referenced | {image for _, image in containers} | live.get("content", set())
+        marked = referenced | {c.image_id for c in containers} | live.get("content", set())
         stored = set(self.content.walk())  # one directory read: no stat per referenced blob below
         for digest in stored:
             if digest in marked:
@@ -171,14 +163,8 @@ class GarbageCollector:
                 rep.blobs += 1
                 rep.bytes += size
                 rep.removed_blobs.append(digest)
-        with self.db.tx() as c:
-            # layer records of blobs that are neither referenced nor stored (none of them will be used again)
-            rows = [r[0] for r in c.execute("SELECT digest FROM layers WHERE digest NOT IN "
-                                            "(SELECT digest FROM image_blobs)")]
-            gone = [d for d in rows if d not in marked or d not in stored]
-            for i in range(0, len(gone), 500):
-                part = gone[i:i + 500]
-                c.execute("DELETE FROM layers WHERE digest IN (%s)" % ",".join("?" * len(part)), tuple(part))
+        # layer records of blobs that are neither referenced nor stored (none of them will be used again)
+        self.meta.drop_layer_records(lambda d: d not in marked or d not in stored)
         rep.missing_blobs = sorted(referenced - stored)
         # -- snapshots
         rep.snapshots, freed = self._sweep_snapshots(containers, live.get("snapshot", set()), startup)
@@ -210,16 +196,13 @@ class GarbageCollector:
                 rep.dirs += 1
         return rep
 
-    def _sweep_snapshots(self, containers: list[tuple[str, str]], leased: set[str],
+    def _sweep_snapshots(self, containers: list[ContainerRoot], leased: set[str],
                          startup: bool) -> tuple[int, int]:
         sn = self.snapshotter
-        walk = getattr(sn, "walk", None)
-        if walk is None:
-            return 0, 0
-        infos = list(walk())  # parents before children
+        infos = list(sn.walk())  # parents before children
         by_name = {i.name: i for i in infos}
-        roots = {r[0] for r in self.db.query("SELECT DISTINCT chain_id FROM image_layers")}
-        roots |= {cid for cid, _ in containers} | leased
+        roots = self.meta.layer_chain_ids()
+        roots |= {c.id for c in containers} | leased
         if not startup:
             roots |= {i.name for i in infos if i.kind is not Kind.COMMITTED}
         keep: set[str] = set()
@@ -237,11 +220,11 @@ class GarbageCollector:
             if info.name in keep:
                 continue
             try:
-                size = sn.usage(info.name).size  # type: ignore[attr-defined]
+                size = sn.usage(info.name).size
             except Exception:  # noqa: BLE001
                 size = 0
             try:
-                sn.remove(info.name)  # type: ignore[attr-defined]
+                sn.remove(info.name)
             except Exception as exc:  # noqa: BLE001 - a child appeared meanwhile
                 log.info("snapshot %s kept: %s", info.name, exc)
                 continue
@@ -253,7 +236,7 @@ class GarbageCollector:
     def recover(self, data_root: Path, exec_root: Path) -> GCReport:
         """What a daemon that starts does before serving: unmount what no container owns under the data and exec
         roots, drop every lease of a previous process, then collect with the temporary area emptied."""
-        owners = self._live_containers()
+        owners = self._live_containers(self.meta.containers())
         mounts = 0
         for mp in mounts_under(data_root, exec_root):
             if Path(mp).is_relative_to(exec_root / "netns"):

@@ -18,9 +18,9 @@ or a removal in between cannot take a volume from a container being created. Eve
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import datetime
-import json
 import logging
 import os
 import re
@@ -28,30 +28,18 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..errors import Conflict, InvalidArgument, NotFound, SystemError_
 from ..filters import Filters
-from ..metadata.db import MetadataDB
+from ..metadata.volumes import VolumeRecords, VolumeRow
 from ..snapshots import Mount, is_mountpoint, mount_all, unmount
 from .events import EventBus
 
-__all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "VolumeNotFound", "parse_bind", "parse_mount",
-           "image_volume", "dir_size", "created_at", "tmpfs_data",
-           "bind_daemon_root"]
+__all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "VolumeNotFound", "dir_size",
+           "created_at"]
 
 log = logging.getLogger("dockwright.volumes")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS volumes (
-    name TEXT PRIMARY KEY,
-    driver TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    options TEXT NOT NULL,
-    created REAL NOT NULL,
-    anonymous INTEGER NOT NULL DEFAULT 0
-);
-"""
 
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 DRIVER = "local"
@@ -72,6 +60,8 @@ class VolumeNotFound(NotFound):
 
 @dataclass
 class Volume:
+    """A volume: its record, its ``_data`` directory and (from list/get) the containers using it."""
+
     name: str
     driver: str
     labels: dict[str, str] | None
@@ -127,9 +117,11 @@ def dir_size(path: Path) -> int:
 
 
 class VolumesService:
-    def __init__(self, root: Path, db: MetadataDB, events: EventBus) -> None:
+    """dockerd's ``local`` volume driver and its volume store: create, list, remove, prune, mount."""
+
+    def __init__(self, root: Path, records: VolumeRecords, events: EventBus) -> None:
         self.root = root
-        self.db = db
+        self.records = records
         self.events = events
         self.users: Callable[[str], list[str]] = lambda name: []  # set by the containers service
         self._held: dict[str, int] = {}  # names a create in progress is about to reference
@@ -138,11 +130,10 @@ class VolumesService:
         root.mkdir(parents=True, exist_ok=True)
         if os.stat(root).st_mode & 0o7777 != VOLUMES_MODE:
             os.chmod(root, VOLUMES_MODE)
-        db.executescript(SCHEMA)
         self._cache: dict[str, Volume] = {}
-        for r in db.query("SELECT name, driver, labels, options, created, anonymous FROM volumes"):
-            self._cache[r[0]] = Volume(r[0], r[1], _load(r[2]), _load(r[3]), float(r[4]), bool(r[5]),
-                                       self._data(r[0]))
+        for r in records.all():
+            self._cache[r.name] = Volume(r.name, r.driver, r.labels, r.options, r.created, r.anonymous,
+                                         self._data(r.name))
         self._adopt()
 
     def _dir(self, name: str) -> Path:
@@ -165,17 +156,15 @@ class VolumesService:
             log.warning("volume %s: directory without a record, adopted", v.name)
 
     def _save(self, v: Volume) -> None:
-        with self.db.tx() as conn:
-            conn.execute("INSERT OR REPLACE INTO volumes(name, driver, labels, options, created, anonymous) "
-                         "VALUES (?,?,?,?,?,?)", (v.name, v.driver, json.dumps(v.labels) if v.labels else "",
-                                                  json.dumps(v.options) if v.options else "", v.created,
-                                                  int(v.anonymous)))
+        self.records.save(VolumeRow(v.name, v.driver, v.labels, v.options, v.created, v.anonymous))
 
     # ---- queries ----------------------------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
+        """Whether volume ``name`` exists."""
         return name in self._cache
 
     def get(self, name: str) -> Volume:
+        """Volume ``name`` with its users (:class:`VolumeNotFound` when there is none)."""
         v = self._cache.get(name)
         if v is None:
             raise VolumeNotFound(name)
@@ -183,6 +172,7 @@ class VolumesService:
         return v
 
     def all(self) -> list[Volume]:
+        """Every volume with its users, by name."""
         out = []
         for v in sorted(self._cache.values(), key=lambda v: v.name):
             v.users = self.users(v.name)
@@ -210,6 +200,7 @@ class VolumesService:
         return out
 
     def size(self, name: str) -> int:
+        """The apparent size of a volume's files."""
         return dir_size(self._data(name))
 
     # ---- create -----------------------------------------------------------------------------------------------
@@ -262,13 +253,14 @@ class VolumesService:
         self._held[name] = self._held.get(name, 0) + 1
 
     def release(self, name: str) -> None:
+        """Undo one :meth:`hold`."""
         n = self._held.get(name, 0) - 1
         if n > 0:
             self._held[name] = n
         else:
             self._held.pop(name, None)
 
-    def _in_use(self, name: str, but: str = "") -> list[str]:
+    def _in_use(self, name: str, but: str = "") -> builtins.list[str]:
         users = [cid for cid in self.users(name) if cid != but]
         if self._held.get(name):
             users = users or ["(a container being created)"]
@@ -289,8 +281,7 @@ class VolumesService:
         await self._destroy(v)
 
     async def _destroy(self, v: Volume) -> None:
-        with self.db.tx() as conn:
-            conn.execute("DELETE FROM volumes WHERE name=?", (v.name,))
+        self.records.delete(v.name)
         self._cache.pop(v.name, None)
         self._active.pop(v.name, None)
         d = self._dir(v.name)
@@ -309,7 +300,7 @@ class VolumesService:
         await asyncio.to_thread(drop)
         self.events.publish("volume", "destroy", v.name, {"driver": v.driver})
 
-    async def prune(self, f: Filters | None = None, *, all_volumes: bool = False) -> tuple[list[str], int]:
+    async def prune(self, f: Filters | None = None, *, all_volumes: bool = False) -> tuple[builtins.list[str], int]:
         """``POST /volumes/prune``: the local volumes no container references, anonymous ones only unless
         ``all_volumes`` (API < 1.42, or the ``all`` filter); volumes with driver options are kept, as dockerd
         20.10 keeps them. Returns the names removed and the space reclaimed."""
@@ -392,22 +383,14 @@ class VolumesService:
             self._active.setdefault(name, set()).add(cid)
 
     def mounted(self, name: str, cid: str, destination: str, rw: bool, propagation: str) -> None:
+        """Publish the ``mount`` event of a container's start."""
         self.events.publish("volume", "mount", name, {
             "container": cid, "destination": destination, "driver": DRIVER, "propagation": propagation,
             "read/write": "true" if rw else "false"})
 
     def unmounted(self, name: str, cid: str) -> None:
+        """Publish the ``unmount`` event after a container's run."""
         self.events.publish("volume", "unmount", name, {"container": cid, "driver": DRIVER})
-
-
-def _load(text: str) -> Any:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) and value else None
 
 
 def _valid_options(opts: dict[str, str]) -> None:
@@ -422,198 +405,3 @@ def _valid_options(opts: dict[str, str]) -> None:
     for key in ("device", "type"):
         if not opts.get(key):
             raise InvalidArgument(f'missing required option: "{key}"')
-
-
-# ---- a container's mounts: moby's volume/mounts linux parser ----------------------------------------------------
-_RW_MODES = ("rw", "ro")
-_LABEL_MODES = ("z", "Z")
-_PROPAGATION_MODES = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
-_COPY_MODES = ("nocopy",)
-_CONSISTENCY_MODES = ("consistent", "cached", "delegated")
-DEFAULT_PROPAGATION = "rprivate"
-
-
-def valid_mount_mode(mode: str) -> bool:
-    """``linuxValidMountMode``: comma-separated words, at most one of each kind."""
-    if mode == "":
-        return True
-    counts = [0, 0, 0, 0, 0]
-    for word in mode.split(","):
-        for i, kind in enumerate((_RW_MODES, _LABEL_MODES, _PROPAGATION_MODES, _COPY_MODES, _CONSISTENCY_MODES)):
-            if word in kind:
-                counts[i] += 1
-                break
-        else:
-            return False
-    return all(n <= 1 for n in counts)
-
-
-def _clean(p: str) -> str:
-    """Go's ``path.Clean``."""
-    out = os.path.normpath(p) if p else "."
-    return "/" + out.lstrip("/") if out.startswith("//") else out
-
-
-def _mount_config_error(typ: str, why: str) -> str:
-    return f'invalid mount config for type "{typ}": {why}'
-
-
-def _validate_mount(typ: str, source: str, target: str, *, read_only: bool, bind_options: dict[str, Any] | None,
-                    volume_options: dict[str, Any] | None, source_must_exist: bool) -> str | None:
-    """``validateMountConfigImpl``: why the mount is invalid, or None."""
-    if not target:
-        return _mount_config_error(typ, "field Target must not be empty")
-    if _clean(target) == "/":
-        return _mount_config_error(typ, "invalid specification: destination can't be '/'")
-    if not target.startswith("/"):
-        return _mount_config_error(typ, f"invalid mount path: '{target}' mount path must be absolute")
-    if typ == "bind":
-        if not source:
-            return _mount_config_error(typ, "field Source must not be empty")
-        prop = (bind_options or {}).get("Propagation") or ""
-        if prop and prop not in _PROPAGATION_MODES:
-            return _mount_config_error(typ, f"invalid propagation mode: {prop}")
-        if volume_options is not None:
-            return _mount_config_error(typ, "field VolumeOptions must not be specified")
-        if not source.startswith("/"):
-            return _mount_config_error(typ, f"invalid mount path: '{source}' mount path must be absolute")
-        if source_must_exist and not os.path.exists(source):
-            return _mount_config_error(typ, f"bind source path does not exist: {source}")
-        return None
-    if typ == "volume":
-        if bind_options is not None:
-            return _mount_config_error(typ, "field BindOptions must not be specified")
-        if not source and read_only:
-            return _mount_config_error(typ, "must not set ReadOnly mode when using anonymous volumes")
-        return None
-    if typ == "tmpfs":
-        if bind_options is not None:
-            return _mount_config_error(typ, "field BindOptions must not be specified")
-        if source:
-            return _mount_config_error(typ, "field Source must not be specified")
-        return None
-    return _mount_config_error(typ, "mount type unknown")
-
-
-def _mount_point(typ: str, source: str, target: str, *, read_only: bool, propagation: str, nocopy: bool,
-                 driver: str = "", labels: dict[str, str] | None = None,
-                 driver_opts: dict[str, str] | None = None) -> dict[str, Any]:
-    """A container's mount point as it is stored with the container (``MountPoint``: the keys dockerd shows, plus
-    ``CopyData``, ``Anonymous`` and what a volume is created with)."""
-    mp: dict[str, Any] = {"Type": typ, "Name": "", "Source": "", "Destination": _clean(target),
-                          "Driver": "", "Mode": "", "RW": not read_only, "Propagation": ""}
-    if typ == "bind":
-        mp["Source"] = _clean(source)
-        mp["Propagation"] = propagation or DEFAULT_PROPAGATION
-        mp["PropagationSet"] = bool(propagation)
-    elif typ == "tmpfs":
-        pass
-    else:
-        mp.update({"Name": source, "Driver": driver, "CopyData": not nocopy, "Anonymous": not source,
-                   "VolumeLabels": labels or None, "DriverOpts": driver_opts or None})
-    return mp
-
-
-def parse_bind(raw: str, volume_driver: str = "") -> dict[str, Any]:
-    """A ``HostConfig.Binds`` entry (``parseMountRaw``): ``dest``, ``source:dest`` or ``source:dest:mode``; a
-    source that is an absolute path is a bind, anything else a volume name. Errors are dockerd's (500s: plain
-    errors in dockerd's create)."""
-    arr = raw.split(":", 3)
-    if arr[0] == "":
-        raise SystemError_(f"invalid volume specification: '{raw}'")
-    mode = ""
-    if len(arr) == 1:
-        source, target = "", arr[0]
-    elif len(arr) == 2:
-        if valid_mount_mode(arr[1]):
-            raise SystemError_(f"invalid volume specification: '{raw}'")
-        source, target = arr
-    elif len(arr) == 3:
-        source, target, mode = arr
-    else:
-        raise SystemError_(f"invalid volume specification: '{raw}'")
-    if not valid_mount_mode(mode):
-        raise SystemError_(f"invalid mode: {mode}")
-    typ = "bind" if source.startswith("/") else "volume"
-    words = mode.split(",") if mode else []
-    read_only = "ro" in words
-    nocopy = "nocopy" in words
-    volume_options = {"NoCopy": nocopy} if (nocopy or (volume_driver and typ == "volume")) else None
-    propagation = next((w for w in words if w in _PROPAGATION_MODES), "")
-    bind_options = {"Propagation": propagation} if propagation else None
-    why = _validate_mount(typ, source, target, read_only=read_only, bind_options=bind_options,
-                          volume_options=volume_options, source_must_exist=False)
-    if why is not None:
-        raise SystemError_(f"invalid volume specification: '{raw}': {why}")
-    mp = _mount_point(typ, source, target, read_only=read_only, propagation=propagation, nocopy=nocopy,
-                      driver=volume_driver if typ == "volume" else "")
-    mp["Mode"] = mode if (mode or typ == "bind") else "z"
-    return mp
-
-
-def parse_mount(m: dict[str, Any]) -> dict[str, Any]:
-    """A ``HostConfig.Mounts`` entry (``ParseMountSpec``): ``bind`` (its source must exist) or ``volume`` (no
-    source: anonymous); errors are 400s as dockerd's."""
-    typ = str(m.get("Type") or "")
-    source = str(m.get("Source") or "")
-    target = str(m.get("Target") or "")
-    bind_options = m.get("BindOptions")
-    volume_options = m.get("VolumeOptions")
-    why = _validate_mount(typ, source, target, read_only=bool(m.get("ReadOnly")), bind_options=bind_options,
-                          volume_options=volume_options, source_must_exist=True)
-    if why is not None:
-        raise InvalidArgument(why)
-    if typ == "tmpfs":
-        mp = _mount_point(typ, "", target, read_only=bool(m.get("ReadOnly")), propagation="", nocopy=False)
-        mp["TmpfsData"] = tmpfs_data(m.get("TmpfsOptions") or {}, bool(m.get("ReadOnly")))
-        return mp
-    vo = volume_options or {}
-    dc = vo.get("DriverConfig") or {}
-    mp = _mount_point(typ, source, target, read_only=bool(m.get("ReadOnly")),
-                      propagation=str((bind_options or {}).get("Propagation") or ""), nocopy=bool(vo.get("NoCopy")),
-                      driver=str(dc.get("Name") or ""), labels=vo.get("Labels") or None,
-                      driver_opts=dc.get("Options") or None)
-    mp["Mode"] = "z" if typ == "volume" else ""
-    return mp
-
-
-def bind_daemon_root(mp: dict[str, Any], root: str) -> None:
-    """dockerd's validateBindDaemonRoot: a bind whose source holds the daemon's root (or lies in it) is ``rslave``
-    unless it asks for ``rslave`` or ``rshared`` itself; another propagation is refused."""
-    if mp.get("Type") != "bind":
-        return
-    source = str(mp.get("Source") or "")
-    if not (source.startswith(root) or root.startswith(source)):
-        return
-    if not mp.get("PropagationSet"):
-        mp["Propagation"] = "rslave"
-        return
-    if mp.get("Propagation") not in ("rslave", "rshared"):
-        raise InvalidArgument(f'invalid mount config: must use either propagation mode "rslave" or "rshared" when '
-                              f'mount source is within the daemon root, daemon root: "{root}", bind mount source: '
-                              f'"{source}", propagation: "{mp.get("Propagation")}"')
-
-
-def tmpfs_data(opts: dict[str, Any], read_only: bool) -> str:
-    """``ConvertTmpfsOptions``: a tmpfs mount's size (with the largest suffix that divides it), mode and ro."""
-    words = []
-    size = int(opts.get("SizeBytes") or 0)
-    if size:
-        for suffix, div in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
-            if size % div == 0:
-                words.append(f"size={size // div}{suffix}")
-                break
-        else:
-            words.append(f"size={size}")
-    if opts.get("Mode"):
-        words.append(f"mode={int(opts['Mode']) & 0o7777:o}")
-    if read_only:
-        words.append("ro")
-    return ",".join(words)
-
-
-def image_volume(destination: str) -> dict[str, Any]:
-    """The anonymous volume of a path in the image's (or the request's) ``Volumes``."""
-    mp = _mount_point("volume", "", destination, read_only=False, propagation="", nocopy=False)
-    mp["Mode"] = ""
-    return mp

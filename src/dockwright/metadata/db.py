@@ -144,6 +144,8 @@ def private_sqlite(path: Path) -> None:
 
 
 class MetadataDB:
+    """The metadata database (one SQLite connection, serialised by a lock); services add their tables."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         private_sqlite(self.path)
@@ -161,6 +163,7 @@ class MetadataDB:
             self._conn.executescript(script)
 
     def close(self) -> None:
+        """Close the connection."""
         with self._lock:
             self._conn.close()
 
@@ -178,6 +181,7 @@ class MetadataDB:
             c.execute("COMMIT")
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read statement."""
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
 
@@ -307,9 +311,11 @@ class MetadataDB:
         return int(self.query("SELECT COUNT(*) FROM images")[0][0])
 
     def get_kv(self, key: str) -> str | None:
+        """The value stored under ``key`` in the ``kv`` table."""
         rows = self.query("SELECT value FROM kv WHERE key=?", (key,))
         return rows[0][0] if rows else None
 
     def set_kv(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` in the ``kv`` table."""
         with self.tx() as c:
             c.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, value))

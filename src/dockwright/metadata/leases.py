@@ -16,6 +16,7 @@ after that collection's sweep has finished — never lost in between.
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
@@ -51,6 +52,7 @@ CREATE INDEX IF NOT EXISTS lease_resources_ref ON lease_resources(kind, ref);
 
 
 def boot_id() -> str:
+    """The kernel's boot id (empty when it cannot be read): with the pid, a lease's owner."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()
@@ -72,6 +74,7 @@ class GCLock:
 
     @contextmanager
     def shared(self) -> Iterator[None]:
+        """Hold the lock shared (nests within a thread): while adding resources to a lease."""
         depth = getattr(self._local, "depth", 0)
         if depth == 0:
             with self._cond:
@@ -91,6 +94,7 @@ class GCLock:
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
+        """Hold the lock alone: the collector's mark and sweep."""
         with self._cond:
             self._waiting += 1
             try:
@@ -109,6 +113,8 @@ class GCLock:
 
 @dataclass(frozen=True, slots=True)
 class LeaseInfo:
+    """One stored lease: id, kind, times and owner."""
+
     id: str
     kind: str
     created: float
@@ -129,24 +135,31 @@ class Lease:
     released: bool = field(default=False)
 
     def add(self, kind: str, ref: str) -> None:
+        """Add one resource (``kind`` of :data:`RESOURCE_KINDS`, its ref) to the lease."""
         self.manager.add_resources(self.id, [(kind, ref)])
 
     def add_many(self, kind: str, refs: Iterable[str]) -> None:
+        """Add resources of one kind to the lease."""
         self.manager.add_resources(self.id, [(kind, r) for r in refs])
 
     def hold(self) -> ContextManager[None]:
+        """The GC lock held shared, to publish something and lease it with no collection in between."""
         return self.manager.lock.shared()
 
     def extend(self, ttl: float = DEFAULT_TTL) -> None:
+        """Push the lease's expiry ``ttl`` seconds from now."""
         self.manager.extend(self.id, ttl)
 
     def release(self) -> None:
+        """Delete the lease (its resources become collectable)."""
         if not self.released:
             self.released = True
             self.manager.delete(self.id)
 
 
 class LeaseManager:
+    """The leases of one metadata database, owned by this process (pid and boot id)."""
+
     def __init__(self, db: MetadataDB, *, pid: int | None = None, boot: str | None = None) -> None:
         self.db = db
         db.executescript(SCHEMA)
@@ -155,6 +168,7 @@ class LeaseManager:
         self.boot_id = boot_id() if boot is None else boot
 
     def create(self, kind: str, *, ttl: float = DEFAULT_TTL, mark: int = 0) -> Lease:
+        """A new lease of ``kind`` expiring in ``ttl`` seconds; ``mark`` is the GC deletion count at its start."""
         now = time.time()
         lease_id = f"{kind}-{time.time_ns()}-{os.urandom(4).hex()}"
         with self.db.tx() as c:
@@ -174,23 +188,28 @@ class LeaseManager:
                               [(lease_id, k, r) for k, r in resources])
 
     def remove_resource(self, lease_id: str, kind: str, ref: str) -> None:
+        """Drop one resource from a lease."""
         with self.db.tx() as c:
             c.execute("DELETE FROM lease_resources WHERE lease_id=? AND kind=? AND ref=?", (lease_id, kind, ref))
 
     def extend(self, lease_id: str, ttl: float = DEFAULT_TTL) -> None:
+        """Push a lease's expiry ``ttl`` seconds from now."""
         with self.db.tx() as c:
             c.execute("UPDATE leases SET expires=? WHERE id=?", (time.time() + ttl, lease_id))
 
     def delete(self, lease_id: str) -> None:
+        """Delete a lease and its resources."""
         with self.db.tx() as c:
             c.execute("DELETE FROM lease_resources WHERE lease_id=?", (lease_id,))
             c.execute("DELETE FROM leases WHERE id=?", (lease_id,))
 
     def list(self) -> list[LeaseInfo]:
+        """Every lease, oldest first."""
         return [LeaseInfo(*r) for r in self.db.query(
             "SELECT id, kind, created, expires, pid, boot_id FROM leases ORDER BY created")]
 
-    def resources(self, lease_id: str) -> list[tuple[str, str]]:
+    def resources(self, lease_id: str) -> builtins.list[tuple[str, str]]:
+        """The (kind, ref) resources of a lease."""
         return [(r[0], r[1]) for r in self.db.query(
             "SELECT kind, ref FROM lease_resources WHERE lease_id=? ORDER BY kind, ref", (lease_id,))]
 

@@ -25,39 +25,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import AlreadyExists, Conflict, InvalidArgument, NotFound, SystemError_
-from ..metadata.db import private_sqlite
+from ..errors import Conflict, InvalidArgument, NotFound
+from ..metadata.snapshots import SnapshotRow, SnapshotsDB
 from .mount import Mount
 from .snapshotter import Info, Kind, Usage
 
 __all__ = ["OverlaySnapshotter"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS snapshots (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL UNIQUE,
-    parent INTEGER REFERENCES snapshots(id),
-    kind TEXT NOT NULL CHECK (kind IN ('committed', 'active', 'view')),
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
-"""
-
-_CHAIN = """
-WITH RECURSIVE chain(id, parent, depth) AS (
-    SELECT id, parent, 0 FROM snapshots WHERE id = ?
-    UNION ALL
-    SELECT s.id, s.parent, c.depth + 1 FROM snapshots s JOIN chain c ON s.id = c.parent
-)
-SELECT id FROM chain ORDER BY depth
-"""
 
 _PARAMS = Path("/sys/module/overlay/parameters")
 
@@ -72,9 +50,10 @@ def _param(name: str) -> str | None:
 class _Row:
     __slots__ = ("id", "key", "parent", "kind", "created", "updated")
 
-    def __init__(self, row: tuple[int, str, int | None, str, float, float]) -> None:
-        self.id, self.key, self.parent, kind, self.created, self.updated = row
-        self.kind = Kind(kind)
+    def __init__(self, row: SnapshotRow) -> None:
+        self.id, self.key, self.parent, self.created, self.updated = row.id, row.key, row.parent, row.created, \
+            row.updated
+        self.kind = Kind(row.kind)
 
 
 class OverlaySnapshotter:
@@ -88,19 +67,13 @@ class OverlaySnapshotter:
         self.root.mkdir(mode=0o710, parents=True, exist_ok=True)
         if os.stat(self.root).st_mode & 0o7777 != 0o710:
             os.chmod(self.root, 0o710)
-        private_sqlite(self.root / "metadata.db")
         self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(self.root / "metadata.db", check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise SystemError_(f"cannot open the snapshot metadata: {exc}") from exc
+        self._db = SnapshotsDB(self.root / "metadata.db")
         self._overlay_options: tuple[str, ...] | None = None
         self._remove_orphans()
 
     def close(self) -> None:
+        """Close the metadata database."""
         with self._lock:
             self._db.close()
 
@@ -110,9 +83,7 @@ class OverlaySnapshotter:
         return self.root / str(sid)
 
     def _get(self, key: str) -> _Row | None:
-        row = self._db.execute(
-            "SELECT id, key, parent, kind, created, updated FROM snapshots WHERE key = ?", (key,)
-        ).fetchone()
+        row = self._db.get(key)
         return _Row(row) if row else None
 
     def _must(self, key: str) -> _Row:
@@ -124,14 +95,13 @@ class OverlaySnapshotter:
     def _key_of(self, sid: int | None) -> str | None:
         if sid is None:
             return None
-        row = self._db.execute("SELECT key FROM snapshots WHERE id = ?", (sid,)).fetchone()
-        return row[0] if row else None
+        return self._db.key_of(sid)
 
     def _parents(self, row: _Row) -> list[int]:
         """Ids of the parents of ``row``, nearest first."""
         if row.parent is None:
             return []
-        return [r[0] for r in self._db.execute(_CHAIN, (row.parent,))]
+        return self._db.chain(row.parent)
 
     def _options(self) -> tuple[str, ...]:
         """Overlay options dockerd and containerd add when the kernel supports them."""
@@ -183,38 +153,27 @@ class OverlaySnapshotter:
                 if parent_row.kind is not Kind.COMMITTED:
                     raise InvalidArgument(f"parent snapshot {parent} is not committed")
             now = time.time()
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
             made: Path | None = None
             try:
-                try:
-                    cur = db.execute(
-                        "INSERT INTO snapshots (key, parent, kind, created, updated) VALUES (?, ?, ?, ?, ?)",
-                        (key, parent_row.id if parent_row else None, kind.value, now, now),
-                    )
-                except sqlite3.IntegrityError:
-                    raise AlreadyExists(f"snapshot {key}: already exists") from None
-                sid = cur.lastrowid
-                assert sid is not None
-                made = self._dir(sid)
-                if made.exists():  # left by a crash before a commit that was rolled back
-                    shutil.rmtree(made)
-                made.mkdir(mode=0o700)
-                fs = made / "fs"
-                fs.mkdir()
-                if parent_row is not None:
-                    st = (self._dir(parent_row.id) / "fs").stat()
-                    os.chown(fs, st.st_uid, st.st_gid)
-                    os.chmod(fs, st.st_mode & 0o7777)
-                    if kind is Kind.ACTIVE:
-                        (made / "work").mkdir(mode=0o700)
-                else:
-                    os.chmod(fs, 0o755)
-                row = _Row((sid, key, parent_row.id if parent_row else None, kind.value, now, now))
-                mounts = self._mounts(row)
-                db.execute("COMMIT")
+                with self._db.tx():
+                    sid = self._db.insert(key, parent_row.id if parent_row else None, kind.value, now)
+                    made = self._dir(sid)
+                    if made.exists():  # left by a crash before a commit that was rolled back
+                        shutil.rmtree(made)
+                    made.mkdir(mode=0o700)
+                    fs = made / "fs"
+                    fs.mkdir()
+                    if parent_row is not None:
+                        st = (self._dir(parent_row.id) / "fs").stat()
+                        os.chown(fs, st.st_uid, st.st_gid)
+                        os.chmod(fs, st.st_mode & 0o7777)
+                        if kind is Kind.ACTIVE:
+                            (made / "work").mkdir(mode=0o700)
+                    else:
+                        os.chmod(fs, 0o755)
+                    row = _Row(SnapshotRow(sid, key, parent_row.id if parent_row else None, kind.value, now, now))
+                    mounts = self._mounts(row)
             except BaseException:
-                db.execute("ROLLBACK")
                 if made is not None:
                     shutil.rmtree(made, ignore_errors=True)
                 raise
@@ -222,7 +181,7 @@ class OverlaySnapshotter:
 
     def _remove_orphans(self) -> None:
         with self._lock:
-            ids = {r[0] for r in self._db.execute("SELECT id FROM snapshots")}
+            ids = self._db.ids()
         for entry in os.scandir(self.root):
             if entry.name.startswith("rm-") or (entry.name.isdigit() and int(entry.name) not in ids):
                 shutil.rmtree(entry.path, ignore_errors=True)
@@ -250,22 +209,18 @@ class OverlaySnapshotter:
             row = self._must(key)
             if row.kind is not Kind.ACTIVE:
                 raise InvalidArgument(f"snapshot {key} is not active: cannot commit it")
-            try:
-                self._db.execute("UPDATE snapshots SET key = ?, kind = 'committed', updated = ? WHERE id = ?",
-                                 (name, time.time(), row.id))
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(f"snapshot {name}: already exists") from None
+            self._db.commit(row.id, name, time.time())
             shutil.rmtree(self._dir(row.id) / "work", ignore_errors=True)
 
     def remove(self, key: str) -> None:
         """Remove a snapshot and its files.  Refused while other snapshots have it as their parent."""
         with self._lock:
             row = self._must(key)
-            if self._db.execute("SELECT 1 FROM snapshots WHERE parent = ? LIMIT 1", (row.id,)).fetchone():
+            if self._db.has_children(row.id):
                 raise Conflict(f"cannot remove snapshot {key}: it has children")
             d = self._dir(row.id)
             gone = self.root / f"rm-{row.id}"
-            self._db.execute("DELETE FROM snapshots WHERE id = ?", (row.id,))
+            self._db.delete(row.id)
             try:
                 os.rename(d, gone)
             except FileNotFoundError:
@@ -273,18 +228,19 @@ class OverlaySnapshotter:
         shutil.rmtree(gone, ignore_errors=True)
 
     def stat(self, key: str) -> Info:
+        """The snapshot's :class:`Info` (``NotFound`` when there is none)."""
         with self._lock:
             return self._info(self._must(key))
 
     def exists(self, key: str) -> bool:
+        """Whether a snapshot ``key`` exists."""
         with self._lock:
             return self._get(key) is not None
 
     def walk(self) -> Iterator[Info]:
         """Every snapshot, parents before children."""
         with self._lock:
-            rows = [_Row(r) for r in self._db.execute(
-                "SELECT id, key, parent, kind, created, updated FROM snapshots ORDER BY id")]
+            rows = [_Row(r) for r in self._db.all()]
             keys = {r.id: r.key for r in rows}
         for r in rows:
             yield Info(name=r.key, kind=r.kind, parent=keys.get(r.parent) if r.parent is not None else None,

@@ -55,27 +55,36 @@ class Usage:
 class Snapshotter(Protocol):
     """containerd's snapshot verbs."""
 
-    def stat(self, key: str) -> Info: ...
+    def stat(self, key: str) -> Info:
+        """The snapshot's :class:`Info`."""
 
-    def prepare(self, key: str, parent: str | None = None) -> list[Mount]: ...
+    def prepare(self, key: str, parent: str | None = None) -> list[Mount]:
+        """A new active snapshot on ``parent``; its mounts."""
 
-    def view(self, key: str, parent: str | None = None) -> list[Mount]: ...
+    def view(self, key: str, parent: str | None = None) -> list[Mount]:
+        """A new read-only snapshot of ``parent``; its mounts."""
 
-    def mounts(self, key: str) -> list[Mount]: ...
+    def mounts(self, key: str) -> list[Mount]:
+        """The mounts of an active snapshot or a view."""
 
-    def commit(self, name: str, key: str) -> None: ...
+    def commit(self, name: str, key: str) -> None:
+        """Turn the active snapshot ``key`` into the committed snapshot ``name``."""
 
-    def remove(self, key: str) -> None: ...
+    def remove(self, key: str) -> None:
+        """Remove a snapshot that has no children."""
 
 
 class SnapshotDirs(Protocol):
     """Direct access to a snapshot's directories, for unpacking a layer into it or making a layer from it."""
 
-    def exists(self, key: str) -> bool: ...
+    def exists(self, key: str) -> bool:
+        """Whether snapshot ``key`` exists."""
 
-    def upper_dir(self, key: str) -> Path: ...
+    def upper_dir(self, key: str) -> Path:
+        """The snapshot's own directory."""
 
-    def lower_dirs(self, key: str) -> list[Path]: ...
+    def lower_dirs(self, key: str) -> list[Path]:
+        """Its parents' directories, nearest first."""
 
 
 class LayerSnapshotter(Snapshotter, SnapshotDirs, Protocol):
@@ -85,7 +94,9 @@ class LayerSnapshotter(Snapshotter, SnapshotDirs, Protocol):
 class SnapshotWalker(Protocol):
     """Listing and accounting, for garbage collection and ``system df``."""
 
-    def walk(self) -> Iterator[Info]: ...
+    def walk(self) -> Iterator[Info]:
+        """Every snapshot, parents before children."""
 
-    def usage(self, key: str) -> Usage: ...
+    def usage(self, key: str) -> Usage:
+        """Space used by the snapshot's own files."""
 

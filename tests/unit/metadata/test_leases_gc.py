@@ -12,6 +12,7 @@ import pytest
 from dockwright.content.store import ContentStore, current_lease
 from dockwright.engine.gc import GarbageCollector
 from dockwright.metadata.db import ImageRecord, MetadataDB
+from dockwright.metadata.gc import GCMetadata
 from dockwright.metadata.leases import GCLock, LeaseManager
 from dockwright.snapshots import OverlaySnapshotter
 
@@ -23,7 +24,7 @@ def store(tmp_path: Path) -> tuple[ContentStore, MetadataDB, LeaseManager, Garba
     leases = LeaseManager(db)
     sn = OverlaySnapshotter(tmp_path / "snapshots")
     (tmp_path / "tmp").mkdir()
-    gc = GarbageCollector(content, db, leases, sn, tmp_dir=tmp_path / "tmp")
+    gc = GarbageCollector(content, GCMetadata(db), leases, sn, tmp_dir=tmp_path / "tmp")
     return content, db, leases, gc, sn
 
 
