@@ -20,3 +20,14 @@ def test_every_test_file_is_collected() -> None:
     missing = sorted(files - collected)
     assert not missing, f"pytest does not collect these test files: {missing}\n{out.stdout[-2000:]}{out.stderr[-2000:]}"
     assert "tests/unit/dockerfile/test_dispatch.py" in collected
+
+
+def test_test_file_names_are_unique() -> None:
+    """tests/ has no ``__init__.py`` (the helpers are imported as top-level modules: ``from conftest import …``), so
+    pytest imports each test file by its base name: two files of one name in different folders collide, and the
+    second is not collected. Name a unit test after what it tests (``test_container_records.py``)."""
+    seen: dict[str, list[str]] = {}
+    for p in TESTS.rglob("test_*.py"):
+        if "__pycache__" not in p.parts:
+            seen.setdefault(p.name, []).append(str(p.relative_to(TESTS)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

@@ -31,6 +31,7 @@ __all__ = [
     "parse_go_duration_ns",
     "format_go_duration",
     "human_duration",
+    "parse_int64",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +93,7 @@ _INT64_MAX = (1 << 63) - 1
 _INT64_MIN = -(1 << 63)
 
 
-def _parse_int64(s: str) -> int:
+def parse_int64(s: str) -> int:
     """Go's ``strconv.ParseInt(s, 10, 64)``; raises ValueError with Go's message."""
     digits = s
     neg = False
@@ -488,10 +489,10 @@ def _local_offset(ref_seconds: int) -> int:
 
 def _parse_timestamp(value: str) -> tuple[int, int]:
     s, sep, n = value.partition(".")
-    sec = _parse_int64(s)
+    sec = parse_int64(s)
     if not sep:
         return sec, 0
-    nsec = _parse_int64(n)
+    nsec = parse_int64(n)
     nsec = int(float(nsec) * math.pow(10.0, float(9 - len(n))))
     return sec, nsec
 

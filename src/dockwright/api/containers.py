@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..engine.container_config import host_config_defaults
 from ..engine.container_record import Container
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, SystemError_
@@ -26,7 +27,7 @@ from . import bodies, params
 from .errors import json_body
 from .networks import network_mode_json, network_settings_json, summary_network_settings_json, summary_ports_json
 
-__all__ = ["routes", "summary_json"]
+__all__ = ["routes", "summary_json", "hijack_stdin"]
 
 log = logging.getLogger("dockwright.api")
 
@@ -135,7 +136,6 @@ def host_config_json(hc: dict[str, Any], version: Any = None) -> dict[str, Any]:
     """``HostConfig`` of inspect: the stored fields over their zero values (dockerd's create-time defaults applied
     to records made before they were stored). ``KernelMemory``/``KernelMemoryTCP``: always up to API 1.41 (dockerd
     20.10), only when set from 1.42 (omitempty)."""
-    from ..engine.container_config import host_config_defaults
     hc = host_config_defaults(dict(hc))
     old = version is not None and tuple(version) < (1, 42)
     out: dict[str, Any] = {}
@@ -451,7 +451,7 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         await resp.write_eof()
         return resp
-    stdin_reader = _hijack(request)
+    stdin_reader = hijack_stdin(request)
     ticket = eng.containers.reserve_attach(c.id)  # before the answer: the client then starts the container
     if not resp.prepared:
         await resp.prepare(request)
@@ -535,7 +535,7 @@ class _RawParser:
         self.reader.feed_eof()
 
 
-def _hijack(request: web.Request) -> asyncio.StreamReader:
+def hijack_stdin(request: web.Request) -> asyncio.StreamReader:
     """Make the connection a raw duplex stream, as dockerd's hijack: the client's bytes go to a reader, and a
     client that half-closes (the docker CLI shuts its write side when there is no stdin) keeps receiving."""
     reader = asyncio.StreamReader()

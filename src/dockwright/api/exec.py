@@ -23,7 +23,7 @@ from ..engine.exec import Exec, ExecOptions
 from ..errors import InvalidArgument
 from ..runtime import frame
 from . import bodies, params
-from .containers import _hijack  # the hijack of POST /containers/{id}/attach, shared
+from .containers import hijack_stdin  # the hijack of POST /containers/{id}/attach, shared
 from .errors import json_body, message_of
 
 __all__ = ["routes", "exec_inspect_json"]
@@ -217,7 +217,7 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
     upgrade = "Upgrade" in request.headers
     if upgrade:
         headers.update({"Connection": "Upgrade", "Upgrade": "tcp"})
-    stdin_reader = _hijack(request)
+    stdin_reader = hijack_stdin(request)
     resp = web.StreamResponse(status=101 if upgrade else 200, reason="UPGRADED" if upgrade else None, headers=headers)
     resp.force_close()  # a hijacked connection ends with the streams
     await resp.prepare(request)

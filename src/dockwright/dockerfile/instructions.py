@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InvalidArgument
-from ..timestamps import _parse_int64, go_quote, parse_go_duration_ns
+from ..timestamps import parse_int64, go_quote, parse_go_duration_ns
 from .text import DockerfileError, go_lower, go_upper, trim_space
 from .parser import Node
 
@@ -303,7 +303,7 @@ def _parse_healthcheck(req: Request) -> HealthcheckCommand:
             health[key] = d
     if retries_flag.value != "":
         try:
-            retries = _parse_int64(retries_flag.value)
+            retries = parse_int64(retries_flag.value)
         except ValueError as exc:
             raise DockerfileError(str(exc)) from None
         if not -(1 << 31) <= retries < (1 << 31):

@@ -40,7 +40,10 @@ from ..oci.gojson import rfc3339_nano
 from . import netns
 from .bridge import attach, bridge_addresses, ensure_bridge, link_exists, link_info, run_ip
 from .endpoint import Attachment, EndpointRef, NetworkInfo
+from .firewall import Firewall, detect_backend, set_ip_forward
 from .ipam import AddressAllocator, BridgeIPAM, default_bridge_ipam, mac_from_ip, parse_address_pools
+from .ports import PortAllocator, requested_ports
+from .proxy import ProxySet
 
 __all__ = ["NetworkService", "NetworkNotFound", "BRIDGE_MODES"]
 
@@ -83,7 +86,7 @@ class NetworkService:
         self._ids = self._load_ids()
         self.ipam: BridgeIPAM | None = None
         self.allocator: AddressAllocator | None = None
-        self.firewall: Any = None  # firewall.Firewall when the packet filter is on
+        self.firewall: Firewall | None = None  # when the packet filter is on
         self.ports: Any = None  # ports.PortAllocator
         self.proxies: Any = None  # proxy.ProxySet
         self.unavailable = ""  # why the bridge cannot be used ("" = it can)
@@ -162,20 +165,16 @@ class NetworkService:
             log.warning("networking: %s; containers on the default network get a loopback-only namespace",
                         self.unavailable)
             return
-        from .ports import PortAllocator
-        from .proxy import ProxySet
         self.ports = PortAllocator()
         self.proxies = ProxySet()
         if cfg.ip_forward:
             try:
-                from .firewall import set_ip_forward
                 set_ip_forward()
             except Exception as exc:  # noqa: BLE001
                 log.warning("networking: cannot enable IP forwarding (%s): containers cannot reach other "
                             "networks", exc)
         if cfg.iptables:
             try:
-                from .firewall import Firewall, detect_backend
                 backend, reason = detect_backend()
                 if backend is None:
                     raise Unavailable(reason)
@@ -226,7 +225,6 @@ class NetworkService:
         own (host, none, or the bridge being off). On failure nothing it made is left."""
         bindings: list[Any] = []
         if mode in BRIDGE_MODES and (port_bindings or publish_all):
-            from .ports import requested_ports
             default_ip = self.config.ip if self.config.ip not in ("", "0.0.0.0") else ""
             bindings = requested_ports(exposed, port_bindings, publish_all, default_host_ip=default_ip)
             if _host_has_ipv6():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import DataCorrupted
 from .gojson import go_dumps, parse_rfc3339
 
 __all__ = ["CONTAINER_CONFIG_FIELDS", "container_config", "ImageConfig", "import_config_bytes"]
@@ -52,10 +53,8 @@ class ImageConfig:
         try:
             data = json.loads(raw)
         except ValueError as exc:
-            from ..errors import DataCorrupted
             raise DataCorrupted(f"invalid image config: {exc}") from exc
         if not isinstance(data, dict):
-            from ..errors import DataCorrupted
             raise DataCorrupted("invalid image config: not a JSON object")
         self.data: dict[str, Any] = data
 
