@@ -12,6 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
+
+from ..distribution.http import client_session
 from ..errors import DockwrightError, InvalidArgument
 from .paths import scoped_resolve as _scoped_resolve
 from .dockerignore import DockerIgnore
@@ -80,11 +83,10 @@ async def fetch_remote(remote: str, dest: Path, *, dockerfile_name: str = DEFAUL
 
 
 async def _url_context(remote: str, dest: Path, dockerfile_name: str) -> ContextInfo:
-    import aiohttp
-
     prefix = f"error downloading remote context {remote}"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=60)) as session:
+        async with client_session(timeout=aiohttp.ClientTimeout(total=None, sock_connect=60),
+                                  trust_env=False) as session:
             async with session.get(remote) as resp:
                 if resp.status >= 400:
                     body = await resp.content.read(4096)
@@ -157,11 +159,9 @@ async def _supports_shallow(url: str) -> bool:
     scheme = urlsplit(url).scheme
     if scheme not in ("http", "https"):
         return True
-    import aiohttp
-
     service = url + "/info/refs?service=git-upload-pack"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async with client_session(timeout=aiohttp.ClientTimeout(total=60), trust_env=False) as session:
             for method in ("HEAD", "GET"):
                 try:
                     async with session.request(method, service) as resp:

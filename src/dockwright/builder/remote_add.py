@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+import aiohttp
+
+from ..distribution.http import client_session
 from ..errors import DockwrightError, InvalidArgument, NotFound, SystemError_, Unavailable
 from .srchash import entry_hash, lazy_file_hasher
 
@@ -89,15 +92,13 @@ def _connect_error(url: str, exc: BaseException) -> DockwrightError:
 async def download(url: str, tmp_root: Path, progress: Callable[[int, int | None], None] | None = None) -> RemoteFile:
     """Download ``url`` into a new directory under ``tmp_root`` (see the module docstring); ``progress(current,
     total)`` is called as bytes arrive (``total`` is ``None`` without a ``Content-Length``)."""
-    import aiohttp
-
     name = url_filename(url)
     tmp_root.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="remote-", dir=tmp_root))
     path = workdir / (name or UNNAMED)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=60),
-                                         trust_env=True) as session:
+        async with client_session(timeout=aiohttp.ClientTimeout(total=None, sock_connect=60),
+                                  trust_env=True) as session:
             async with session.get(url) as resp:
                 if resp.status >= 400:
                     body = (await resp.read()).decode("utf-8", "replace").strip()
