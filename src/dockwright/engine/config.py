@@ -34,6 +34,9 @@ class NetworkConfig:
 
 @dataclass
 class EngineConfig:
+    """The engine's configuration: its data root (and exec root), registries, transfer concurrency, compression
+    level, OCI runtime, fsync and the default network. ``Engine.open(data_root, **fields)`` takes the fields."""
+
     data_root: Path
     exec_root: Path = Path("/run/dockwright")
     registry_mirrors: list[str] = field(default_factory=list)

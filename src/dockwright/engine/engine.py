@@ -16,19 +16,14 @@ from .config import EngineConfig
 from .archive import ArchiveService
 from .events import EventBus
 from .images import ImagesService
-from .system import SystemService
+from .system import ENGINE_VERSION, SystemService
 
 if TYPE_CHECKING:
     from .distribution import DistributionService
 
-__all__ = ["Engine", "ENGINE_VERSION", "API_VERSION", "MIN_API_VERSION", "private_dir", "secure_layout"]
+__all__ = ["Engine", "private_dir", "secure_layout"]
 
 log = logging.getLogger("dockwright")
-
-# The Docker Engine release whose API we speak; reported as the server version (with our own in Components).
-ENGINE_VERSION = "28.5.2"
-API_VERSION = "1.51"
-MIN_API_VERSION = "1.24"
 
 # dockerd's modes since its fix for CVE-2021-41091 (v20.10.9): the data root, containers/, containers/<id> and the
 # overlay directory are 0710 root:root, so that no other user can reach a running container's rootfs (and run its
@@ -81,6 +76,8 @@ class Engine:
         self.archive = ArchiveService(self.images, self.content, self.db, self.events, tmp_dir=root / "tmp",
                                       fsync=config.fsync, level=config.compression_level)
         self._distribution: DistributionService | None = None
+        self.images.registry = lambda: self.distribution  # pull, through the registry side
+        self.images.archives = self.archive  # save and load
         from ..snapshots import OverlaySnapshotter
         from ..network.service import NetworkService
         from .containers import ContainersService

@@ -12,6 +12,8 @@ __all__ = ["Descriptor"]
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
+    """An OCI content descriptor: what a blob is (media type), its digest and size, with optional extras."""
+
     media_type: str
     digest: str
     size: int
