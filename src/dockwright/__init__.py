@@ -12,13 +12,14 @@ from .engine import Engine, EngineConfig  # noqa: E402
 from .engine.config import NetworkConfig  # noqa: E402
 from .engine.progress import Aux, Progress, ProgressCallback, ProgressEvent, Status, StreamText  # noqa: E402
 from .engine.types import (ContainerDiskUsage, DeleteItem, Descriptor, DiskUsage, HistoryItem,  # noqa: E402
-                           Image, ImageSummary, IndexInfo, PruneReport, PullResult, SystemInfo, VersionInfo,
-                           VolumeDiskUsage)
+                           Image, ImageSummary, IndexInfo, PruneReport, PullResult, PushResult, SearchResult,
+                           SystemInfo, VersionInfo, VolumeDiskUsage)
 
 __all__ = [
     "__version__",
     "Engine", "EngineConfig", "NetworkConfig",
-    "Image", "ImageSummary", "HistoryItem", "DeleteItem", "PruneReport", "PullResult", "Descriptor",
+    "Image", "ImageSummary", "HistoryItem", "DeleteItem", "PruneReport", "PullResult", "PushResult", "SearchResult",
+    "Descriptor",
     "VersionInfo", "SystemInfo", "IndexInfo", "DiskUsage", "ContainerDiskUsage", "VolumeDiskUsage",
     "ProgressEvent", "ProgressCallback", "Status", "Progress", "StreamText", "Aux",
     *_errors_all,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.types import DeleteItem, HistoryItem, Image, ImageSummary, PruneReport
+from ..engine.types import DeleteItem, HistoryItem, Image, ImageSummary, PruneReport, SearchResult
 from ..oci.config import container_config
 from .versions import Version
 
-__all__ = ["summary_json", "inspect_json", "history_json", "delete_json", "prune_json"]
+__all__ = ["summary_json", "inspect_json", "history_json", "delete_json", "prune_json", "search_json"]
 
 # Config keys that only containers have, dropped from inspect from 1.50 (added back as empty before that)
 _LEGACY_CONFIG_KEYS = ("Hostname", "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "Tty",
@@ -105,3 +105,9 @@ def delete_json(item: DeleteItem) -> dict[str, str]:
 def prune_json(rep: PruneReport) -> dict[str, Any]:
     """``POST /images/prune``."""
     return {"ImagesDeleted": [delete_json(i) for i in rep.deleted] or None, "SpaceReclaimed": rep.space_reclaimed}
+
+
+def search_json(r: SearchResult) -> dict[str, Any]:
+    """An entry of ``GET /images/search``."""
+    return {"star_count": r.star_count, "is_official": r.is_official, "name": r.name, "is_automated": r.is_automated,
+            "description": r.description}

@@ -14,7 +14,7 @@ from ..oci.gojson import go_dumps
 from ..oci.platform import Platform
 from . import params
 from .errors import json_body
-from .image_json import delete_json, history_json, inspect_json, prune_json, summary_json
+from .image_json import delete_json, history_json, inspect_json, prune_json, search_json, summary_json
 from .streams import JSONStream
 from .versions import Version
 
@@ -140,7 +140,7 @@ async def search_images(request: web.Request) -> web.Response:
     limit = params.int_value(request, "limit", 0)
     auth = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
     results = await eng.distribution.search(term, limit=limit, filters=params.filters(request), auth=auth)
-    return json_body(results)
+    return json_body([search_json(r) for r in results])
 
 
 def _save_platform(request: web.Request) -> Platform | None:

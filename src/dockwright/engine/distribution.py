@@ -35,9 +35,9 @@ from ..oci.digest import DIGEST_RE, hex_of, sha256_digest, short_id
 from ..oci.platform import Platform, host_platform
 from .events import EventBus
 from .images import ImagesService
-from .progress import Emit, Progress, ProgressEvent, Status, begin, detail, run_with_events, update_every
+from .progress import Aux, Emit, Progress, ProgressEvent, Status, begin, detail, run_with_events, update_every
 from .push import PushService
-from .types import PullResult
+from .types import PullResult, PushResult, SearchResult
 
 __all__ = ["DistributionService"]
 
@@ -116,6 +116,18 @@ class DistributionService:
                    platform: Platform | None = None) -> AsyncIterator[ProgressEvent]:
         """``POST /images/{name}/push``: the progress stream (see :meth:`.push.PushService.push`)."""
         return await self.pusher.push(name, tag, auth=auth, platform=platform)
+
+    async def push_image(self, name: str, *, auth: AuthConfig | None = None, platform: Platform | None = None,
+                         progress: Emit | None = None) -> list[PushResult]:
+        """Push ``name`` (one tag, or every tag of a repository given without one) and return what each tag's
+        manifest is in the registry now; ``progress`` gets the events the HTTP stream would carry."""
+        pushed: list[PushResult] = []
+        async for ev in await self.push(name, auth=auth, platform=platform):
+            if isinstance(ev, Aux) and ev.id is None and isinstance(ev.data, dict):
+                pushed.append(PushResult(str(ev.data["Tag"]), str(ev.data["Digest"]), int(ev.data["Size"])))
+            if progress is not None:
+                progress(ev)
+        return pushed
 
     async def _pull_all(self, repo: Any, ref: refs.Reference, tags: list[str],
                         plat: Platform | None) -> AsyncIterator[ProgressEvent]:
@@ -426,7 +438,7 @@ class DistributionService:
             raise
 
     async def search(self, term: str, *, limit: int = 25, filters: Filters | None = None,
-                     auth: AuthConfig | None = None) -> list[dict[str, Any]]:
+                     auth: AuthConfig | None = None) -> list[SearchResult]:
         """``GET /images/search``: Docker Hub search results, filtered (``stars``, ``is-official``) and limited."""
         f = filters or Filters()
         f.validate(("is-automated", "is-official", "stars"))
@@ -453,9 +465,8 @@ class DistributionService:
                 continue
             if automated is not None and (automated or False) != False:  # noqa: E712 - deprecated: true matches nothing
                 continue
-            out.append({"star_count": int(r.get("star_count", 0)), "is_official": bool(r.get("is_official")),
-                        "name": r.get("name", ""), "is_automated": False,
-                        "description": r.get("description", "")})
+            out.append(SearchResult(name=r.get("name", ""), description=r.get("description", ""),
+                                    star_count=int(r.get("star_count", 0)), is_official=bool(r.get("is_official"))))
         return out[: limit or 25]
 
     async def inspect(self, name: str, auth: AuthConfig | None = None) -> dict[str, Any]:

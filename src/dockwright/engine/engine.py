@@ -112,6 +112,8 @@ class Engine:
 
     @classmethod
     def open(cls, data_root: str | os.PathLike[str], **kwargs: object) -> "Engine":
+        """Open (creating it if need be) the data root ``data_root``; ``kwargs`` are :class:`EngineConfig`'s
+        fields (``exec_root``, ``insecure_registries``, ``fsync``…)."""
         return cls(EngineConfig(data_root=Path(data_root), **kwargs))  # type: ignore[arg-type]
 
     @staticmethod

@@ -38,7 +38,7 @@ from .image_import import source_chunks, url_chunks
 from .image_list import ImageListing
 from .image_remove import ContainerUsage, ImageRemoval
 from .progress import Emit, Progress, ProgressEvent, Status, begin, run_with_events
-from .types import Image, ImageSummary, PullResult
+from .types import Image, ImageSummary, PullResult, PushResult
 
 if TYPE_CHECKING:
     from .gc import GarbageCollector
@@ -63,6 +63,10 @@ class Registry(Protocol):
     async def pull_image(self, name: str, *, platform: str = "", auth: AuthConfig | None = None,
                          progress: Emit | None = None) -> PullResult:
         """Pull ``name`` and return what it names now."""
+
+    async def push_image(self, name: str, *, auth: AuthConfig | None = None, platform: Platform | None = None,
+                         progress: Emit | None = None) -> builtins.list[PushResult]:
+        """Push ``name`` and return the manifest each tag has in the registry now."""
 
 
 class Archives(Protocol):
@@ -560,6 +564,12 @@ class ImagesService(ImageListing, ImageRemoval):
         """The pull as ``POST /images/create?fromImage=`` streams it (no tag: every tag of the repository). A bad
         name or an unknown image is raised here, before the first event."""
         return await self._registry().pull(from_image, tag, platform=platform, auth=auth)
+
+    async def push(self, name: str, *, auth: AuthConfig | None = None, platform: Platform | None = None,
+                   progress: Emit | None = None) -> builtins.list[PushResult]:
+        """``docker push name``: the tag ``name`` (every tag of the repository when it has none) to its
+        registry. Returns each tag's ``PushResult``; ``progress`` gets dockerd's progress events."""
+        return await self._registry().push_image(name, auth=auth, platform=platform, progress=progress)
 
     def _archives(self) -> Archives:
         if self.archives is None:

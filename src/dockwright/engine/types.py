@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from .containers import Container
     from .volumes import Volume
 
-__all__ = ["Image", "ImageSummary", "HistoryItem", "DeleteItem", "PruneReport", "PullResult", "Descriptor",
+__all__ = ["Image", "ImageSummary", "HistoryItem", "DeleteItem", "PruneReport", "PullResult", "PushResult",
+           "SearchResult", "Descriptor",
            "VersionInfo", "SystemInfo", "IndexInfo", "DiskUsage", "ContainerDiskUsage", "VolumeDiskUsage"]
 
 
@@ -110,6 +111,26 @@ class PullResult:
     image: Image
     digest: str
     updated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """A tag pushed: the tag, the digest of the manifest the registry has for it now, and its size."""
+
+    tag: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """A repository a registry's search found (Docker Hub's ``/v1/search``)."""
+
+    name: str
+    description: str
+    star_count: int
+    is_official: bool
+    is_automated: bool = False  # deprecated by Docker Hub: always false
 
 
 @dataclass(frozen=True, slots=True)

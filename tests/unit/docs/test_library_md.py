@@ -27,7 +27,7 @@ def test_the_examples_cover_every_operation() -> None:
     text = "\n".join(examples())
     for call in ("Engine.open(", "images.pull(", "progress=", "images.get(", "images.list(", "images.tag(",
                  "images.history(", "images.save(", "images.load(", "images.import_image(", "images.remove(",
-                 "images.prune(", "system.info(", "system.df(", "images.pull_stream("):
+                 "images.prune(", "images.push(", "system.info(", "system.df(", "images.pull_stream("):
         assert call in text, call
     assert text.count(DOC_REGISTRY) == 1
 
