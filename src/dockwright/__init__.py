@@ -11,15 +11,15 @@ __version__ = "0.1.0"
 from .engine import Engine, EngineConfig  # noqa: E402
 from .engine.config import NetworkConfig  # noqa: E402
 from .engine.progress import Aux, Progress, ProgressCallback, ProgressEvent, Status, StreamText  # noqa: E402
-from .engine.types import (ContainerDiskUsage, DeleteItem, Descriptor, DiskUsage, HistoryItem,  # noqa: E402
-                           Image, ImageSummary, IndexInfo, PruneReport, PullResult, PushResult, SearchResult,
-                           SystemInfo, VersionInfo, VolumeDiskUsage)
+from .engine.types import (ContainerDiskUsage, DeleteItem, Descriptor, DiskUsage,  # noqa: E402
+                           DistributionInspect, HistoryItem, Image, ImageSummary, IndexInfo, Platform, PruneReport,
+                           PullResult, PushResult, SearchResult, SystemInfo, VersionInfo, VolumeDiskUsage)
 
 __all__ = [
     "__version__",
     "Engine", "EngineConfig", "NetworkConfig",
     "Image", "ImageSummary", "HistoryItem", "DeleteItem", "PruneReport", "PullResult", "PushResult", "SearchResult",
-    "Descriptor",
+    "DistributionInspect", "Descriptor", "Platform",
     "VersionInfo", "SystemInfo", "IndexInfo", "DiskUsage", "ContainerDiskUsage", "VolumeDiskUsage",
     "ProgressEvent", "ProgressCallback", "Status", "Progress", "StreamText", "Aux",
     *_errors_all,

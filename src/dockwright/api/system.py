@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import reference as refs
+from ..distribution.auth import AuthConfig, decode_registry_auth
 from ..engine.engine import Engine
 from ..engine.events import Event
 from ..engine.types import DiskUsage, SystemInfo, VersionInfo
@@ -227,7 +229,6 @@ def _event_time(value: str, now: float) -> int | None:
 def _strip_tag(name: str) -> str:
     """dockerd's events ``stripTag``: the familiar repository name of anything that parses as a reference (a tag
     or digest dropped; ``sha256:<hex>`` is repository ``sha256``), else the string itself."""
-    from .. import reference as refs
     try:
         return refs.parse_normalized_named(name).familiar_name
     except Exception:  # noqa: BLE001
@@ -299,7 +300,6 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 async def auth(request: web.Request) -> web.Response:
     """``POST /auth``: check credentials with a registry."""
-    from ..distribution.auth import AuthConfig
     try:
         body = await request.json() if request.can_read_body else {}
     except ValueError as exc:
@@ -312,9 +312,9 @@ async def auth(request: web.Request) -> web.Response:
 
 async def distribution_inspect(request: web.Request) -> web.Response:
     """``GET /distribution/{name}/json``."""
-    from ..distribution.auth import decode_registry_auth
     auth_cfg = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
-    return json_body(await _engine(request).distribution.inspect(request.match_info["name"], auth_cfg))
+    found = await _engine(request).distribution.inspect(request.match_info["name"], auth_cfg)
+    return json_body({"Descriptor": found.descriptor.to_json(), "Platforms": [p.to_json() for p in found.platforms]})
 
 
 async def list_plugins(request: web.Request) -> web.Response:

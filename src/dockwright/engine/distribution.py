@@ -37,7 +37,7 @@ from .events import EventBus
 from .images import ImagesService
 from .progress import Aux, Emit, Progress, ProgressEvent, Status, begin, detail, run_with_events, update_every
 from .push import PushService
-from .types import PullResult, PushResult, SearchResult
+from .types import DistributionInspect, PullResult, PushResult, SearchResult
 
 __all__ = ["DistributionService"]
 
@@ -469,7 +469,7 @@ class DistributionService:
                                     star_count=int(r.get("star_count", 0)), is_official=bool(r.get("is_official"))))
         return out[: limit or 25]
 
-    async def inspect(self, name: str, auth: AuthConfig | None = None) -> dict[str, Any]:
+    async def inspect(self, name: str, auth: AuthConfig | None = None) -> DistributionInspect:
         """``GET /distribution/{name}/json``: the descriptor a name resolves to in its registry, and its platforms."""
         ref = refs.parse_normalized_named(name)
         ref = refs.tag_name_only(ref)
@@ -478,19 +478,19 @@ class DistributionService:
             desc, raw = await repo.resolve(ref.digest or ref.tag or "latest")
         except DockwrightError as exc:
             raise pull_error(ref, exc) from exc
-        platforms: list[dict[str, Any]] = []
+        platforms: list[Platform] = []
         data = json.loads(raw)
         if mt.is_index(desc.media_type) or "manifests" in data:
             for m in data.get("manifests") or []:
                 if m.get("platform"):
-                    platforms.append(Platform.from_json(m["platform"]).to_json())
+                    platforms.append(Platform.from_json(m["platform"]))
         else:
             cfg = data.get("config") or {}
             blob = b"".join([c async for c in repo.fetch_blob(cfg["digest"], size=cfg.get("size"))])
             c = json.loads(blob)
             platforms.append(Platform(c.get("os", ""), c.get("architecture", ""), c.get("variant", ""),
-                                      c.get("os.version", "")).to_json())
-        return {"Descriptor": desc.to_json(), "Platforms": platforms}
+                                      c.get("os.version", "")))
+        return DistributionInspect(desc, platforms)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from typing import Any
+from typing import Any, Union
 
 from .. import reference as refs
 from ..errors import InvalidArgument, NotFound
@@ -18,9 +18,17 @@ from ..timestamps import parse_timestamp
 from .image_remove import ContainerUsage, FilterArgs, as_filters
 from .types import HistoryItem, ImageSummary
 
-__all__ = ["ImageListing", "LIST_FILTERS"]
+__all__ = ["ImageListing", "LIST_FILTERS", "PlatformArg", "as_platform"]
 
 LIST_FILTERS = ("before", "dangling", "label", "reference", "since", "until")
+
+# a platform: a Platform, or for library callers its specifier ("linux/arm64/v8")
+PlatformArg = Union[Platform, str, None]
+
+
+def as_platform(platform: PlatformArg) -> Platform | None:
+    """``platform`` as a :class:`~dockwright.oci.platform.Platform` (a specifier parsed; None stays None)."""
+    return Platform.parse_specifier(platform) if isinstance(platform, str) else platform
 
 
 class ImageListing:
@@ -135,9 +143,10 @@ class ImageListing:
         out.sort(key=lambda s: (s.created_f, s.seq), reverse=True)
         return out
 
-    def history(self, name: str, platform: Platform | None = None) -> builtins.list[HistoryItem]:
+    def history(self, name: str, platform: PlatformArg = None) -> builtins.list[HistoryItem]:
         """``docker history``: the image's build steps, newest first, each with the image it made when known."""
         rec = self.resolve(name)
+        platform = as_platform(platform)
         if platform is not None and not platform.matches(Platform(rec.os, rec.architecture, rec.variant)):
             raise NotFound(f"image with reference {name} was found but does not provide the specified platform "
                            f"({platform})")

@@ -35,7 +35,7 @@ from ..oci.gojson import rfc3339_nano
 from ..oci.platform import Platform, host_platform
 from .events import EventBus
 from .image_import import source_chunks, url_chunks
-from .image_list import ImageListing
+from .image_list import ImageListing, PlatformArg, as_platform
 from .image_remove import ContainerUsage, ImageRemoval
 from .progress import Emit, Progress, ProgressEvent, Status, begin, run_with_events
 from .types import Image, ImageSummary, PullResult, PushResult
@@ -457,10 +457,11 @@ class ImagesService(ImageListing, ImageRemoval):
             self._changed()
 
     # ---- inspect ----------------------------------------------------------------------------------------
-    def get(self, name: str, platform: Platform | None = None) -> Image:
+    def get(self, name: str, platform: PlatformArg = None) -> Image:
         """The image ``name`` (an ID, a unique ID prefix, ``name[:tag]`` or ``name@digest``): ImageNotFound
         when there is none, NotFound when it does not provide ``platform``."""
         rec = self.resolve(name)
+        platform = as_platform(platform)
         if platform is not None and not platform.matches(Platform(rec.os, rec.architecture, rec.variant)):
             raise NotFound(f"image with reference {name} was found but does not provide the specified platform "
                            f"({platform})")
@@ -484,7 +485,7 @@ class ImagesService(ImageListing, ImageRemoval):
             graph_driver=self.graph_driver(rec.id), container=d.get("container") or "",
             container_config=d.get("container_config"), raw=d)
 
-    async def get_unpacked(self, name: str, platform: Platform | None = None) -> Image:
+    async def get_unpacked(self, name: str, platform: PlatformArg = None) -> Image:
         """:meth:`get` with the image's layers unpacked first, so that ``graph_driver`` names real directories, as
         dockerd's always do (it unpacks at pull and load; here a layer is unpacked when something first needs it:
         a container, a build step or this). An unpack that fails leaves ``graph_driver`` None rather than failing."""
@@ -553,11 +554,11 @@ class ImagesService(ImageListing, ImageRemoval):
             raise InvalidArgument("this images service has no registry access")
         return self.registry()
 
-    async def pull(self, name: str, *, platform: str = "", auth: AuthConfig | None = None,
+    async def pull(self, name: str, *, platform: PlatformArg = None, auth: AuthConfig | None = None,
                    progress: Emit | None = None) -> PullResult:
         """``docker pull name``: the image ``name`` (``repo[:tag]`` or ``repo@digest``; the tag defaults to
         ``latest``) from its registry. ``progress`` gets dockerd's progress events."""
-        return await self._registry().pull_image(name, platform=platform, auth=auth, progress=progress)
+        return await self._registry().pull_image(name, platform=str(platform or ""), auth=auth, progress=progress)
 
     async def pull_stream(self, from_image: str, tag: str = "", *, platform: str = "",
                           auth: AuthConfig | None = None) -> AsyncIterator[ProgressEvent]:
@@ -565,27 +566,27 @@ class ImagesService(ImageListing, ImageRemoval):
         name or an unknown image is raised here, before the first event."""
         return await self._registry().pull(from_image, tag, platform=platform, auth=auth)
 
-    async def push(self, name: str, *, auth: AuthConfig | None = None, platform: Platform | None = None,
+    async def push(self, name: str, *, auth: AuthConfig | None = None, platform: PlatformArg = None,
                    progress: Emit | None = None) -> builtins.list[PushResult]:
         """``docker push name``: the tag ``name`` (every tag of the repository when it has none) to its
         registry. Returns each tag's ``PushResult``; ``progress`` gets dockerd's progress events."""
-        return await self._registry().push_image(name, auth=auth, platform=platform, progress=progress)
+        return await self._registry().push_image(name, auth=auth, platform=as_platform(platform), progress=progress)
 
     def _archives(self) -> Archives:
         if self.archives is None:
             raise InvalidArgument("this images service has no archive service")
         return self.archives
 
-    async def save(self, names: builtins.list[str], file: IO[bytes], *, platform: Platform | None = None) -> None:
+    async def save(self, names: builtins.list[str], file: IO[bytes], *, platform: PlatformArg = None) -> None:
         """``docker save``: write the images ``names`` (names, IDs, or repositories: all their tags) to ``file``
         as one tar archive."""
-        await self._archives().save_to(names, file, platform=platform)
+        await self._archives().save_to(names, file, platform=as_platform(platform))
 
-    async def load(self, file: IO[bytes], *, platform: Platform | None = None,
+    async def load(self, file: IO[bytes], *, platform: PlatformArg = None,
                    progress: Emit | None = None) -> builtins.list[Image]:
         """``docker load``: the images of the tar archive ``file`` (``docker save``'s or an OCI layout), all or
         nothing. Returns them in the archive's order."""
-        return await self._archives().load_from(file, platform=platform, progress=progress)
+        return await self._archives().load_from(file, platform=as_platform(platform), progress=progress)
 
     # ---- fsck -------------------------------------------------------------------------------------------------
     def fsck(self, *, remove: bool = True) -> dict[str, builtins.list[str]]:

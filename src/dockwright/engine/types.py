@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..oci.descriptor import Descriptor
+from ..oci.platform import Platform
 
 if TYPE_CHECKING:
     from .containers import Container
     from .volumes import Volume
 
 __all__ = ["Image", "ImageSummary", "HistoryItem", "DeleteItem", "PruneReport", "PullResult", "PushResult",
-           "SearchResult", "Descriptor",
+           "SearchResult", "DistributionInspect", "Descriptor", "Platform",
            "VersionInfo", "SystemInfo", "IndexInfo", "DiskUsage", "ContainerDiskUsage", "VolumeDiskUsage"]
 
 
@@ -131,6 +132,14 @@ class SearchResult:
     star_count: int
     is_official: bool
     is_automated: bool = False  # deprecated by Docker Hub: always false
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionInspect:
+    """What a name resolves to in its registry: the manifest (or index) descriptor and the platforms it serves."""
+
+    descriptor: Descriptor
+    platforms: list[Platform]
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,8 @@ def normalize_arch(arch: str, variant: str = "") -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Platform:
+    """An OCI platform: OS, architecture, variant (``linux/arm64/v8``), OS version and features."""
+
     os: str
     architecture: str
     variant: str = ""
