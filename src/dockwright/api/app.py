@@ -8,7 +8,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from ..engine.engine import API_VERSION, ENGINE_VERSION, MIN_API_VERSION, Engine
+from ..engine.engine import Engine
+from ..engine.system import API_VERSION, ENGINE_VERSION, MIN_API_VERSION
 from ..errors import InvalidArgument
 from . import build, containers, images, networks, system, volumes
 from .exec import routes as exec_routes
