@@ -10,10 +10,26 @@ __version__ = "0.1.0"
 
 from .engine import Engine, EngineConfig  # noqa: E402
 from .engine.config import NetworkConfig  # noqa: E402
+from .engine.types import (  # noqa: E402
+                           ContainerDiskUsage,
+                           DeleteItem,
+                           Descriptor,
+                           DiskUsage,
+                           DistributionInspect,
+                           HistoryItem,
+                           Image,
+                           ImageSummary,
+                           IndexInfo,
+                           Platform,
+                           PruneReport,
+                           PullResult,
+                           PushResult,
+                           SearchResult,
+                           SystemInfo,
+                           VersionInfo,
+                           VolumeDiskUsage,
+)
 from .progress import Aux, Progress, ProgressCallback, ProgressEvent, Status, StreamText  # noqa: E402
-from .engine.types import (ContainerDiskUsage, DeleteItem, Descriptor, DiskUsage,  # noqa: E402
-                           DistributionInspect, HistoryItem, Image, ImageSummary, IndexInfo, Platform, PruneReport,
-                           PullResult, PushResult, SearchResult, SystemInfo, VersionInfo, VolumeDiskUsage)
 
 __all__ = [
     "__version__",

@@ -4,8 +4,9 @@ them to a library caller's callback; ``api/streams`` renders dockerd's lines."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 __all__ = ["Status", "Progress", "StreamText", "Aux", "ProgressEvent", "ProgressCallback", "Emit", "drain",
            "run_with_events", "begin", "detail", "update_every"]

@@ -3,7 +3,8 @@ and render their typed results (``image_json``) per API version."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 

@@ -6,12 +6,13 @@ escaped, non-ASCII as UTF-8) ended by CRLF, its keys in the struct's order: ``st
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
-from ..progress import Aux, Progress, ProgressEvent, Status, StreamText
 from ..oci.gojson import go_line
+from ..progress import Aux, Progress, ProgressEvent, Status, StreamText
 from .errors import error_line
 
 __all__ = ["human_size", "progress_bar", "render", "JSONStream", "client_gone"]

@@ -21,8 +21,8 @@ from . import params
 from .containers import summary_json as container_summary_json
 from .errors import json_body
 from .image_json import summary_json
-from .volumes import volume_json
 from .versions import Version
+from .volumes import volume_json
 
 __all__ = ["routes", "version_json", "info_json", "df_json"]
 

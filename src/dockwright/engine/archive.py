@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import IO, Any, AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import IO, Any
 
 from .. import reference as refs
 from ..archive.load import read_archive
@@ -29,10 +30,10 @@ from ..errors import ImageNotFound, InvalidArgument
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
 from ..oci.platform import Platform
+from ..progress import Emit, Progress, ProgressEvent, StreamText, run_with_events
 from .events import EventBus
 from .image_import import source_chunks
 from .images import ImagesService
-from ..progress import Emit, Progress, ProgressEvent, StreamText, run_with_events
 from .types import Image
 
 __all__ = ["ArchiveService"]
@@ -110,7 +111,7 @@ class ArchiveService:
                 parent=rec.parent))
         return out
 
-    def _lookup(self, name: str, named: "refs.Reference | None") -> str:
+    def _lookup(self, name: str, named: refs.Reference | None) -> str:
         """The image a save name that is not a repository with tags stands for, with tarexport's errors: a name
         with a tag or digest is looked up in the reference store (``reference does not exist``); a bare name (no
         tag, no repository of that name) or ``sha256:<prefix>`` only as an ID prefix (``No such image: <name>``,

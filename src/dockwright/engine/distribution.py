@@ -17,15 +17,24 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncGenerator, AsyncIterator, Callable
+from typing import Any
 
 from .. import reference as refs
 from ..content.store import ContentStore, Writer
 from ..distribution import AuthConfig, RegistryClient
 from ..distribution.errors import pull_error, registry_info
-from ..errors import (DataCorrupted, DockwrightError, Forbidden, InvalidArgument, NotFound, SystemError_,
-                      Unauthorized, Unavailable)
+from ..errors import (
+    DataCorrupted,
+    DockwrightError,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    SystemError_,
+    Unauthorized,
+    Unavailable,
+)
 from ..filters import Filters
 from ..layers.verify import LayerVerifier
 from ..metadata.db import LayerRecord, MetadataDB
@@ -33,9 +42,9 @@ from ..metadata.distribution import compressed_layer, ensure_schema
 from ..oci import mediatypes as mt
 from ..oci.digest import DIGEST_RE, hex_of, sha256_digest, short_id
 from ..oci.platform import Platform, host_platform
+from ..progress import Aux, Emit, Progress, ProgressEvent, Status, begin, detail, run_with_events, update_every
 from .events import EventBus
 from .images import ImagesService
-from ..progress import Aux, Emit, Progress, ProgressEvent, Status, begin, detail, run_with_events, update_every
 from .push import PushService
 from .types import DistributionInspect, PullResult, PushResult, SearchResult
 
@@ -52,7 +61,7 @@ RETRIES = 5
 @dataclass
 class _Download:
     """One blob download shared by every pull that needs it."""
-    task: "asyncio.Task[LayerRecord]"
+    task: asyncio.Task[LayerRecord]
     listeners: list[Callable[[ProgressEvent], None]]
     waiters: int = 0
 
@@ -354,7 +363,7 @@ class DistributionService:
             if emit in d.listeners:
                 d.listeners.remove(emit)
 
-    def _forget_download(self, digest: str, task: "asyncio.Future[LayerRecord]") -> None:
+    def _forget_download(self, digest: str, task: asyncio.Future[LayerRecord]) -> None:
         self._inflight.pop(digest, None)
 
     async def _download(self, repo: Any, ref: refs.Reference, digest: str, size: int, media_type: str,
@@ -392,7 +401,7 @@ class DistributionService:
                         if buf:
                             await asyncio.to_thread(_write_verify, writer, verifier, b"".join(buf))
                         break
-                    except (Unavailable, OSError, asyncio.TimeoutError) as exc:
+                    except (TimeoutError, Unavailable, OSError) as exc:
                         attempt += 1
                         if attempt > RETRIES:
                             raise Unavailable(f"failed to download {digest} after {RETRIES} retries: {exc}") from exc
@@ -412,7 +421,7 @@ class DistributionService:
                 await asyncio.to_thread(writer.commit, digest, size or None)
             except _Mismatch as exc:
                 raise DataCorrupted(str(exc)) from None
-            except (asyncio.CancelledError, Unavailable, OSError, asyncio.TimeoutError):
+            except (TimeoutError, asyncio.CancelledError, Unavailable, OSError):
                 writer.close()  # interrupted: keep the partial blob, the next pull resumes it
                 raise
             except DataCorrupted as exc:

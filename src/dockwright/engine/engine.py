@@ -120,7 +120,7 @@ class Engine:
         await self.containers.recover()
 
     @classmethod
-    def open(cls, data_root: str | os.PathLike[str], **kwargs: object) -> "Engine":
+    def open(cls, data_root: str | os.PathLike[str], **kwargs: object) -> Engine:
         """Open (creating it if need be) the data root ``data_root``; ``kwargs`` are :class:`EngineConfig`'s
         fields (``exec_root``, ``insecure_registries``, ``fsync``…)."""
         return cls(EngineConfig(data_root=Path(data_root), **kwargs))  # type: ignore[arg-type]
@@ -159,14 +159,14 @@ class Engine:
                 self._lock_file.close()
                 self._lock_file = None
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
-    def distribution(self) -> "DistributionService":
+    def distribution(self) -> DistributionService:
         """The registry side (created on first use, inside the running event loop)."""
         if self._distribution is None:
             cfg = self.config

@@ -8,7 +8,7 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
-from typing import IO, Union
+from typing import IO
 
 import aiohttp
 
@@ -28,7 +28,7 @@ async def url_chunks(url: str) -> AsyncIterator[tuple[int | None, AsyncIterator[
             yield resp.content_length, resp.content.iter_chunked(_CHUNK)
 
 
-async def source_chunks(source: Union[str, "os.PathLike[str]", IO[bytes], AsyncIterator[bytes]]
+async def source_chunks(source: str | os.PathLike[str] | IO[bytes] | AsyncIterator[bytes]
                         ) -> AsyncIterator[bytes]:
     """The bytes of a path, a binary file (read off the event loop) or async chunks, as they come."""
     if isinstance(source, (str, os.PathLike)):
@@ -61,13 +61,13 @@ async def _get_import_source(session: aiohttp.ClientSession, url: str) -> AsyncI
         resp = await session.get(url)
     except aiohttp.InvalidURL as exc:
         raise InvalidArgument(f'parse "{url}": invalid URL: {exc}') from exc
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise download_error(url, exc) from exc
     try:
         if resp.status >= 400:
             try:
                 body = (await resp.content.read(64 << 10)).decode("utf-8", "replace").strip()
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 raise SystemError_(f"failed to GET {url} with status {resp.status} {resp.reason}: error reading "
                                    f"body") from None
             msg = f"failed to GET {url} with status {resp.status} {resp.reason}: {body}"

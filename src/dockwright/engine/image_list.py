@@ -37,7 +37,7 @@ class ImageListing:
     db: MetadataDB
     container_usage: ContainerUsage
     _generation: int
-    _list_cache: "tuple[int, builtins.list[ImageSummary]] | None"
+    _list_cache: tuple[int, builtins.list[ImageSummary]] | None
 
     def resolve(self, ref_or_id: str) -> ImageRecord:
         """Find an image by ID, name or ID prefix (the images service's)."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Union
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Union
 
 from .. import reference as refs
 from ..errors import Conflict, InvalidArgument, NotFound
@@ -55,11 +56,11 @@ class ImageRemoval:
     db: MetadataDB
     events: EventBus
     container_usage: ContainerUsage
-    gc: "GarbageCollector | None"
+    gc: GarbageCollector | None
     _mu: asyncio.Lock
     _prune_running: bool
     _generation: int
-    _list_cache: "tuple[int, builtins.list[ImageSummary]] | None"
+    _list_cache: tuple[int, builtins.list[ImageSummary]] | None
 
     def resolve(self, ref_or_id: str) -> ImageRecord:
         """Find an image by ID, name or ID prefix (the images service's)."""
@@ -138,7 +139,7 @@ class ImageRemoval:
         return sorted((n for n, _ in self.db.refs_of(image_id)), key=_sort_key_familiar)
 
     def _check_conflict(self, image_id: str, *, hard: bool, soft: bool,
-                        active_reference: bool = True) -> "_DeleteConflict | None":
+                        active_reference: bool = True) -> _DeleteConflict | None:
         if hard and self.db.children(image_id):
             return _DeleteConflict(image_id, "image has dependent child images", hard=True)
         users = self.container_usage(image_id)
@@ -192,8 +193,7 @@ class ImageRemoval:
         with self.db.tx() as c:
             self.db.delete_image(c, rec.id)
             used_chains = {r[0] for r in c.execute(
-                "SELECT DISTINCT chain_id FROM image_layers WHERE chain_id IN (%s)"
-                % ",".join("?" * len(rec.layers)), tuple(ch for _, ch, _ in rec.layers))} if rec.layers else set()
+                "SELECT DISTINCT chain_id FROM image_layers WHERE chain_id IN ({})".format(",".join("?" * len(rec.layers))), tuple(ch for _, ch, _ in rec.layers))} if rec.layers else set()
         if self.gc is not None:
             self.gc.note_deletion()
         self._changed()

@@ -15,13 +15,14 @@ import json
 import logging
 import os
 import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import IO, TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, Protocol, Sequence, Union
+from typing import IO, TYPE_CHECKING, Any, Protocol, Union
 
 from .. import reference as refs
-from ..dockerfile import apply_changes
 from ..content.store import ContentStore, current_lease
 from ..distribution.auth import AuthConfig
+from ..dockerfile import apply_changes
 from ..errors import ImageNotFound, InvalidArgument, NotFound
 from ..layers.apply import ensure_chain
 from ..layers.ingest import IngestedLayer, LayerIngester
@@ -33,11 +34,11 @@ from ..oci.descriptor import Descriptor
 from ..oci.digest import chain_ids
 from ..oci.gojson import rfc3339_nano
 from ..oci.platform import Platform, host_platform
+from ..progress import Emit, Progress, ProgressEvent, Status, begin, run_with_events
 from .events import EventBus
 from .image_import import source_chunks, url_chunks
 from .image_list import ImageListing, PlatformArg, as_platform
 from .image_remove import ContainerUsage, ImageRemoval
-from ..progress import Emit, Progress, ProgressEvent, Status, begin, run_with_events
 from .types import Image, ImageSummary, PullResult, PushResult
 
 if TYPE_CHECKING:
@@ -354,8 +355,8 @@ class ImagesService(ImageListing, ImageRemoval):
     async def commit_image(self, config_raw: bytes, layers: Sequence[IngestedLayer | LayerRecord], *,
                            parent: str = "", manifest_media_type: str = mt.DOCKER_MANIFEST,
                            manifest_raw: bytes | None = None, extra_blobs: set[str] | None = None,
-                           tags: "builtins.list[refs.Reference] | None" = None,
-                           digests: "builtins.list[refs.Reference] | None" = None,
+                           tags: builtins.list[refs.Reference] | None = None,
+                           digests: builtins.list[refs.Reference] | None = None,
                            sources: builtins.list[tuple[str, str, str]] | None = None
                            ) -> tuple[str, builtins.list[str]]:
         """Store config + manifest for committed layer blobs and write the image, its names and the layer

@@ -16,7 +16,8 @@ import asyncio
 import hashlib
 import json
 import threading
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from .. import reference as refs
 from ..content.store import ContentStore
@@ -30,9 +31,9 @@ from ..metadata.distribution import compressed_layer, remember_compressed_layer,
 from ..oci import mediatypes as mt
 from ..oci.digest import short_id
 from ..oci.platform import Platform
+from ..progress import Aux, Emit, Progress, ProgressEvent, Status, detail, run_with_events, update_every
 from .events import EventBus
 from .images import ImagesService
-from ..progress import Aux, Emit, Progress, ProgressEvent, Status, detail, run_with_events, update_every
 
 __all__ = ["PushService"]
 
@@ -332,7 +333,7 @@ class _GzipSource:
             self._f.close()
 
 
-def _drop_piece(piece: "asyncio.Future[tuple[bytes, int, bool]]", src: _GzipSource) -> None:
+def _drop_piece(piece: asyncio.Future[tuple[bytes, int, bool]], src: _GzipSource) -> None:
     """A piece made for an upload that ended meanwhile: its error retrieved (so not logged), the source closed."""
     if not piece.cancelled():
         piece.exception()

@@ -51,7 +51,7 @@ def _os_release() -> tuple[str, str]:
 class SystemService:
     """Facts about the engine and its host: versions, ``info``, disk usage."""
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.started = time.time()
         id_file = engine.root / "engine-id"

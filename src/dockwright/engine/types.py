@@ -209,7 +209,7 @@ class SystemInfo:
 class ContainerDiskUsage:
     """A container and the disk it uses: its own layer (``size_rw``), and that plus its image's layers."""
 
-    container: "Container"
+    container: Container
     size_rw: int
     size_root_fs: int
 
@@ -218,7 +218,7 @@ class ContainerDiskUsage:
 class VolumeDiskUsage:
     """A volume, how many containers use it, and its size in bytes."""
 
-    volume: "Volume"
+    volume: Volume
     ref_count: int
     size: int
 

@@ -9,8 +9,9 @@ import pytest
 
 from dockwright.api.image_json import inspect_json, summary_json
 from dockwright.engine.types import Image, ImageSummary
-from dockwright.oci.descriptor import Descriptor
 from dockwright.oci.config import container_config
+from dockwright.oci.descriptor import Descriptor
+
 from specdefs import properties
 
 ID = "sha256:" + "1" * 64
