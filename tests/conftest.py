@@ -11,8 +11,8 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -65,7 +65,7 @@ class Daemon:
     def host(self) -> str:
         return f"unix://{self.sock}"
 
-    def start(self, timeout: float = 20.0) -> "Daemon":
+    def start(self, timeout: float = 20.0) -> Daemon:
         self.base.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(

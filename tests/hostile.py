@@ -18,9 +18,10 @@ import socket
 import tarfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from conftest import Daemon
 
@@ -63,7 +64,7 @@ class Watch:
     rss_start: int = 0
     rss_peak: int = 0
 
-    def __enter__(self) -> "Watch":
+    def __enter__(self) -> Watch:
         assert self.daemon.proc is not None
         self._pid = self.daemon.proc.pid
         self.rss_start = self.rss_peak = rss_bytes(self._pid)
@@ -121,7 +122,7 @@ class StoreState:
     container_dirs: tuple[str, ...]
 
     @classmethod
-    def of(cls, daemon: Daemon) -> "StoreState":
+    def of(cls, daemon: Daemon) -> StoreState:
         status, images = daemon.api_json("GET", "/images/json?all=1")
         assert status == 200, images
         status, containers = daemon.api_json("GET", "/containers/json?all=1")

@@ -36,9 +36,10 @@ import time
 import urllib.parse
 import warnings
 import weakref
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -243,7 +244,7 @@ class TokenServer:
     def realm(self) -> str:
         return f"{self.url}/token"
 
-    def start(self) -> "TokenServer":
+    def start(self) -> TokenServer:
         if self._server is not None:
             return self
         outer = self
@@ -274,7 +275,7 @@ class TokenServer:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "TokenServer":
+    def __enter__(self) -> TokenServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -398,7 +399,7 @@ class TokenServer:
 
 
 # -- the registry ------------------------------------------------------------------------------------------
-_live_registries: "weakref.WeakSet[Registry]" = weakref.WeakSet()
+_live_registries: weakref.WeakSet[Registry] = weakref.WeakSet()
 
 
 @atexit.register
@@ -485,7 +486,7 @@ class Registry:
         algo, _, hexd = digest.partition(":")
         return self.storage / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
 
-    def client(self, *, auth: tuple[str, str] | None | bool = True) -> "RegistryClient":
+    def client(self, *, auth: tuple[str, str] | None | bool = True) -> RegistryClient:
         """A plain-HTTP client for this registry (auth=True: use ``credentials``; None/False: anonymous)."""
         creds = self.credentials if auth is True else (auth or None)
         return RegistryClient(self, auth=creds)
@@ -519,7 +520,7 @@ class Registry:
         _deep_update(cfg, self.extra_config)
         return cfg
 
-    def start(self, timeout: float = 15.0) -> "Registry":
+    def start(self, timeout: float = 15.0) -> Registry:
         if not registry_available():
             raise RuntimeError(f"{REGISTRY_BIN} missing: apt-get install docker-registry")
         if self.proc is not None and self.proc.poll() is None:
@@ -574,7 +575,7 @@ class Registry:
         self.proc = None
         _live_registries.discard(self)
 
-    def restart(self) -> "Registry":
+    def restart(self) -> Registry:
         self.stop()
         return self.start()
 
@@ -596,7 +597,7 @@ class Registry:
         except FileNotFoundError:
             return ""
 
-    def __enter__(self) -> "Registry":
+    def __enter__(self) -> Registry:
         try:
             return self.start()
         except BaseException:
@@ -639,10 +640,10 @@ class FaultProxy:
     [(method, path, status)], ``connections``.  All settings may be changed while running.
     """
 
-    def __init__(self, upstream: "Registry | str", *, corrupt_blobs: bool = False, corrupt_times: int | None = None,
+    def __init__(self, upstream: Registry | str, *, corrupt_blobs: bool = False, corrupt_times: int | None = None,
                  cut_after_bytes: int | None = None, cut_times: int | None = None, delay_per_chunk: float = 0.0,
                  chunk_size: int = 16384, error_status: int | None = None, error_times: int | None = None,
-                 match: "str | re.Pattern[str]" = BLOB_PATH_RE) -> None:
+                 match: str | re.Pattern[str] = BLOB_PATH_RE) -> None:
         if isinstance(upstream, Registry):
             self.upstream_host, self.upstream_port = "127.0.0.1", upstream.port
             self.upstream_ssl: ssl.SSLContext | None = None
@@ -704,7 +705,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://{self.host}"
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         if self._listener is not None:
             return self
         ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -738,7 +739,7 @@ class FaultProxy:
                 c.shutdown(socket.SHUT_RDWR)
         return len(conns)
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -942,8 +943,8 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 class RegistryClient:
     """requests.Session against a registry, answering Basic and Bearer (token server) challenges."""
 
-    def __init__(self, registry: "Registry | str", *, auth: tuple[str, str] | None = None,
-                 verify: "str | Path | bool | None" = None) -> None:
+    def __init__(self, registry: Registry | str, *, auth: tuple[str, str] | None = None,
+                 verify: str | Path | bool | None = None) -> None:
         if isinstance(registry, Registry):
             self.base = registry.url
             if verify is None and registry.ca_cert_path is not None:
@@ -1048,8 +1049,8 @@ class RegistryClient:
         return self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull", **kw)
 
 
-def _client(registry: "Registry | str | RegistryClient", auth: tuple[str, str] | None,
-            verify: "str | Path | bool | None") -> RegistryClient:
+def _client(registry: Registry | str | RegistryClient, auth: tuple[str, str] | None,
+            verify: str | Path | bool | None) -> RegistryClient:
     if isinstance(registry, RegistryClient):
         return registry
     if isinstance(registry, Registry) and auth is None:
@@ -1141,10 +1142,10 @@ def make_image(layers: list[bytes], config: dict[str, Any] | None = None, *, med
     }
 
 
-def push_image(registry: "Registry | str | RegistryClient", repo: str, tag: str | None,
+def push_image(registry: Registry | str | RegistryClient, repo: str, tag: str | None,
                layers: list[bytes], config: dict[str, Any] | None = None, *, media: str = "docker",
                auth: tuple[str, str] | None = None, platform: str | None = None, compression: str = "gzip",
-               verify: "str | Path | bool | None" = None) -> dict[str, Any]:
+               verify: str | Path | bool | None = None) -> dict[str, Any]:
     """Push an image made of ``layers`` (uncompressed tars) with plain HTTP; tag=None pushes by digest only.
 
     ``registry``: a Registry (its credentials and CA are used), a URL/host, or a RegistryClient.
@@ -1164,9 +1165,9 @@ def push_image(registry: "Registry | str | RegistryClient", repo: str, tag: str 
     return img
 
 
-def push_index(registry: "Registry | str | RegistryClient", repo: str, tag: str | None,
+def push_index(registry: Registry | str | RegistryClient, repo: str, tag: str | None,
                manifests: dict[str, str], *, media: str = "oci", auth: tuple[str, str] | None = None,
-               verify: "str | Path | bool | None" = None) -> dict[str, Any]:
+               verify: str | Path | bool | None = None) -> dict[str, Any]:
     """Push a multi-platform index/list over already pushed manifests ({"linux/arm64/v8": digest}).
 
     Returns {index_digest, index, index_bytes, media_type, size, repo, tag, reference}.
@@ -1189,10 +1190,10 @@ def push_index(registry: "Registry | str | RegistryClient", repo: str, tag: str 
             "repo": repo, "tag": tag, "reference": f"{host}/{repo}:{tag}" if tag else f"{host}/{repo}@{digest}"}
 
 
-def push_multiplatform(registry: "Registry | str | RegistryClient", repo: str, tag: str | None,
+def push_multiplatform(registry: Registry | str | RegistryClient, repo: str, tag: str | None,
                        platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64"), *, media: str = "oci",
                        auth: tuple[str, str] | None = None,
-                       verify: "str | Path | bool | None" = None) -> dict[str, Any]:
+                       verify: str | Path | bool | None = None) -> dict[str, Any]:
     """One small image per platform (file /platform says which), pushed by digest, then an index tagged ``tag``.
 
     Returns push_index's dict plus ``images``: {platform: push_image result}.
@@ -1206,7 +1207,7 @@ def push_multiplatform(registry: "Registry | str | RegistryClient", repo: str, t
     return out
 
 
-def busybox_image(registry: "Registry | str | RegistryClient", repo: str = "library/busybox", tag: str = "latest",
+def busybox_image(registry: Registry | str | RegistryClient, repo: str = "library/busybox", tag: str = "latest",
                   **kw: Any) -> dict[str, Any]:
     """Push a runnable one-layer busybox image (needs conftest.make_rootfs_tar and /bin/busybox)."""
     from conftest import make_rootfs_tar

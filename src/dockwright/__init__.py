@@ -1,6 +1,7 @@
-"""dockwright: the image service of the Docker Engine, as a daemon and as a library."""
+"""dockwright: the image service of the Docker Engine, as a daemon and as a library.
 
-from __future__ import annotations
+The library: ``Engine.open(data_root)`` and its services (``engine.images``, ``engine.system``…), which return the
+typed results exported here. docs/library.md documents every name of ``__all__``."""
 
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors_all
@@ -8,5 +9,34 @@ from .errors import __all__ as _errors_all
 __version__ = "0.1.0"
 
 from .engine import Engine, EngineConfig  # noqa: E402
+from .engine.config import NetworkConfig  # noqa: E402
+from .engine.types import (  # noqa: E402
+                           ContainerDiskUsage,
+                           DeleteItem,
+                           Descriptor,
+                           DiskUsage,
+                           DistributionInspect,
+                           HistoryItem,
+                           Image,
+                           ImageSummary,
+                           IndexInfo,
+                           Platform,
+                           PruneReport,
+                           PullResult,
+                           PushResult,
+                           SearchResult,
+                           SystemInfo,
+                           VersionInfo,
+                           VolumeDiskUsage,
+)
+from .progress import Aux, Progress, ProgressCallback, ProgressEvent, Status, StreamText  # noqa: E402
 
-__all__ = [*_errors_all, "Engine", "EngineConfig", "__version__"]
+__all__ = [
+    "__version__",
+    "Engine", "EngineConfig", "NetworkConfig",
+    "Image", "ImageSummary", "HistoryItem", "DeleteItem", "PruneReport", "PullResult", "PushResult", "SearchResult",
+    "DistributionInspect", "Descriptor", "Platform",
+    "VersionInfo", "SystemInfo", "IndexInfo", "DiskUsage", "ContainerDiskUsage", "VolumeDiskUsage",
+    "ProgressEvent", "ProgressCallback", "Status", "Progress", "StreamText", "Aux",
+    *_errors_all,
+]

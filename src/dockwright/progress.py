@@ -1,12 +1,17 @@
-"""Progress events of streaming operations. The engine yields these; ``api/streams`` renders dockerd's lines."""
+"""Progress events of streaming operations (pull, push, import, load, build). The engine yields these, or hands
+them to a library caller's callback; ``api/streams`` renders dockerd's lines."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Union
+from typing import Any, TypeVar, Union
 
-__all__ = ["Status", "Progress", "StreamText", "Aux", "ProgressEvent", "drain", "run_with_events"]
+__all__ = ["Status", "Progress", "StreamText", "Aux", "ProgressEvent", "ProgressCallback", "Emit", "drain",
+           "run_with_events", "begin", "detail", "update_every"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,12 +23,14 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A progress update: ``current`` of ``total`` bytes (total 0/None when unknown)."""
+    """A progress update: ``current`` of ``total`` bytes (total 0/None when unknown). ``bar``: the JSON line
+    carries the drawn bar (``progress``); an import's lines do not."""
     status: str
     id: str | None
     current: int
     total: int | None = None
     units: str | None = None
+    bar: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,41 @@ async def drain(events: AsyncIterator[ProgressEvent]) -> list[ProgressEvent]:
 
 
 Emit = Callable[[ProgressEvent], None]
+ProgressCallback = Emit  # what a library caller passes as ``progress=``: called with each event, in order
+
+
+def detail(status: str, id_: str) -> Progress:
+    """A per-item status line with an empty progressDetail, as dockerd's progress output writes it."""
+    return Progress(status, id_, 0)
+
+
+def update_every(size: int) -> int:
+    """How many bytes between two progress updates of a transfer of ``size`` bytes (dockerd's: about 1 %)."""
+    every = 512 * 1024
+    if size > 0:
+        every = min(every, max(1, size // 100))
+    return every
+
+
+async def begin(events: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Run a stream to its first event now, so that an error before it is raised to the caller (an HTTP status
+    rather than a line of the stream), and return the whole stream."""
+    try:
+        first = await events.__anext__()
+    except StopAsyncIteration:
+        return _empty()
+    return _chain(first, events)
+
+
+async def _empty() -> AsyncIterator[Any]:
+    return
+    yield
+
+
+async def _chain(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    yield first
+    async for ev in rest:
+        yield ev
 
 
 async def run_with_events(work: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator[ProgressEvent]:

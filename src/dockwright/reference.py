@@ -21,8 +21,8 @@ Notes on fidelity to Go:
 
 from __future__ import annotations
 
-import re
 import functools
+import re
 from dataclasses import dataclass
 
 from .errors import InvalidReference
@@ -386,7 +386,7 @@ def is_id_prefix(s: str) -> bool:
     return _ID_PREFIX_RE.fullmatch(s) is not None
 
 
-def _go_glob_to_regex(pattern: str) -> "re.Pattern[str]":
+def _go_glob_to_regex(pattern: str) -> re.Pattern[str]:
     """Go's path.Match syntax as a regex: ``*`` and ``?`` never match ``/``; ``[^…]`` classes; ``\\`` escapes."""
     out = []
     i, n = 0, len(pattern)

@@ -18,8 +18,8 @@ import sys
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

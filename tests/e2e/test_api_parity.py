@@ -26,15 +26,17 @@ import socket
 import tarfile
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import docker.errors
 import pytest
 
+from dockwright.oci.platform import host_platform
+
 from conftest import FIXTURES, Daemon, make_rootfs_tar
 from dockerd import Dockerd, dockerd_unavailable
-from dockwright.oci.platform import host_platform
 
 BB = FIXTURES / "dockerd-20.10-save-busybox.tar"
 LABELS_DOCKERFILE = 'FROM bb:1\nLABEL x="<a&b>" y="é\u2028z"\n'.encode()

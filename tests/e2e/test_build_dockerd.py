@@ -10,15 +10,16 @@ link target) in ``docker export`` of a container of each. Skipped, with the reas
 from __future__ import annotations
 
 import functools
-import os
 import http.server
 import io
 import json
+import os
 import re
 import tarfile
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import docker.errors
 import pytest
@@ -69,7 +69,7 @@ def test_dockerpy_commit_of_a_container_that_exits_at_once(od: Daemon, load: Non
     """docker-py CommitTest::test_commit / test_commit_with_changes, 15 times each under load (API 1.44: the
     image's ``Container`` and ``ContainerConfig`` its assertions read went in 1.45)."""
     client = od.client(version="1.44").api
-    for i in range(15):
+    for _i in range(15):
         container = client.create_container("order/bb:1", ["touch", "/test"])
         cid = container["Id"]
         client.start(cid)

@@ -15,8 +15,9 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -450,7 +451,7 @@ def test_exec_detach_keys(d: Daemon, ctr: str) -> None:
                 while chunk := s.recv(65536):
                     out += chunk
                 break  # the daemon closed the stream: detached
-            except socket.timeout:
+            except TimeoutError:
                 continue  # the two keys were read together (as data): again
         else:
             pytest.fail(f"no detach: {out!r}")

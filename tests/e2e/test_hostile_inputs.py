@@ -25,14 +25,13 @@ import json
 import os
 import shutil
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from conftest import Daemon, busybox_path, make_rootfs_tar, small_tar
-from hostile import (Canary, StoreState, Watch, built_id, cve_2025_4517_entries, stream_messages,
-                     tar_of_entries)
+from hostile import Canary, StoreState, Watch, built_id, cve_2025_4517_entries, stream_messages, tar_of_entries
 from registry import Registry, push_image, shared_registry  # noqa: F401
 
 RUNS = os.geteuid() == 0 and shutil.which("runc") is not None and busybox_path() is not None

@@ -16,8 +16,9 @@ import re
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

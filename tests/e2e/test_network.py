@@ -14,14 +14,26 @@ import re
 import shutil
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from conftest import Daemon
-from netenv import (Bridge, Outside, bridge, busybox_image, free_subnet, host_can_network, http_get,  # noqa: F401
-                    net_daemon, nft_tables, outside, sh, veths_on)
+from netenv import (  # noqa: F401
+    Bridge,
+    Outside,
+    bridge,
+    busybox_image,
+    free_subnet,
+    host_can_network,
+    http_get,
+    net_daemon,
+    nft_tables,
+    outside,
+    sh,
+    veths_on,
+)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ CLI20 = "/usr/bin/docker"
 CLI = CLI20 if os.access(CLI20, os.X_OK) else DOCKER
 
 
-def _run(engine: "Daemon | Dockerd", *args: str) -> str:
+def _run(engine: Daemon | Dockerd, *args: str) -> str:
     """The CLI's stdout for a command against an engine (the 20.10 CLI where installed)."""
     assert CLI is not None
     env = {**os.environ, "DOCKER_HOST": engine.host, "DOCKER_CONFIG": str(engine.docker_config),
@@ -75,7 +75,7 @@ def _registry_tags(reg: Registry, repo: str) -> list[str]:
     return requests.get(f"{reg.url}/v2/{repo}/tags/list", timeout=30).json()["tags"]
 
 
-def _pull_events(engine: "Daemon | Dockerd", since: int, *filters: str) -> list[tuple[str, str, str]]:
+def _pull_events(engine: Daemon | Dockerd, since: int, *filters: str) -> list[tuple[str, str, str]]:
     args = ["events", "--since", str(since), "--until", str(int(time.time()) + 1), "--filter", "type=image",
             "--filter", "event=pull", "--format", "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}"]
     for f in filters:
@@ -83,7 +83,7 @@ def _pull_events(engine: "Daemon | Dockerd", since: int, *filters: str) -> list[
     return [tuple(line.split(" ")) for line in _run(engine, *args).splitlines()]  # type: ignore[misc]
 
 
-def _scenario(engine: "Daemon | Dockerd", reg: Registry, app: dict, multi: dict) -> dict[str, object]:
+def _scenario(engine: Daemon | Dockerd, reg: Registry, app: dict, multi: dict) -> dict[str, object]:
     """Every pull the item is about, on one engine; what the CLI and the engine answered."""
     host = reg.host
     name = f"{host}/team/app:1"

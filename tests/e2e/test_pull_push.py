@@ -10,8 +10,7 @@ import docker.errors
 import pytest
 
 from conftest import Daemon, make_rootfs_tar, small_tar
-from registry import (FaultProxy, Registry, push_image, push_multiplatform, registry, shared_registry,  # noqa: F401
-                      tar_of)
+from registry import FaultProxy, Registry, push_image, push_multiplatform, registry, shared_registry, tar_of  # noqa: F401
 
 
 def _lines(p: bytes) -> list[str]:

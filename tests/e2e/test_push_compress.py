@@ -21,8 +21,17 @@ import requests
 
 from conftest import FIXTURES, Daemon
 from dockerd import Dockerd, dockerd_unavailable
-from registry import (DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_MANIFEST,  # noqa: F401
-                      FaultProxy, Registry, push_image, registry, tar_of)
+from registry import (  # noqa: F401
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    OCI_MANIFEST,
+    FaultProxy,
+    Registry,
+    push_image,
+    registry,
+    tar_of,
+)
 
 WHITEOUTS = FIXTURES / "dockerd-20.10-save-whiteouts.tar"  # three layers, kept uncompressed by load
 WHITEOUTS_ID = "sha256:2154d5e589da22a2c1c4fc32e3eff1d58e5c22386fe6918dd604a64db407d2f7"

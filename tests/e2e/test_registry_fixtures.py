@@ -17,9 +17,29 @@ import pytest
 import requests
 
 from registry import (  # noqa: F401  (fixtures are used by name)
-    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_LAYER_ZSTD, OCI_MANIFEST, PASSWORD, SERVICE, USER,
-    FaultProxy, Registry, RegistryClient, TokenServer, auth_registry, fault_proxy, push_image, push_index,
-    push_multiplatform, registry, registry_available, sha256_digest, shared_registry, tar_of, tls_registry,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    PASSWORD,
+    SERVICE,
+    USER,
+    FaultProxy,
+    Registry,
+    RegistryClient,
+    TokenServer,
+    auth_registry,
+    fault_proxy,
+    push_image,
+    push_index,
+    push_multiplatform,
+    registry,
+    registry_available,
+    sha256_digest,
+    shared_registry,
+    tar_of,
+    tls_registry,
     token_registry,
 )
 

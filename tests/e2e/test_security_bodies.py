@@ -15,8 +15,8 @@ import os
 import socket
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 import docker.errors

@@ -240,7 +240,7 @@ def test_build_context_over_long_names_are_400s_naming_the_entry(sd: Daemon, tmp
 CVE_REFUSAL = b"hardlink 'flaglink' -> 'escape/victim' goes through the symlink 'escape' of the layer"
 
 
-def _assert_refused_at_ingest(sd: Daemon, p: "subprocess.CompletedProcess[bytes]", image: str, words: bytes) -> None:
+def _assert_refused_at_ingest(sd: Daemon, p: subprocess.CompletedProcess[bytes], image: str, words: bytes) -> None:
     """Refused while the layer streams in, naming the entry (what extraction would refuse later is checked at
     ingest), and nothing stored under the name."""
     assert p.returncode != 0, p.stdout

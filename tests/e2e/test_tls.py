@@ -23,9 +23,10 @@ import docker.tls
 import pytest
 import requests.exceptions
 
-from conftest import DOCKER, Daemon, small_tar
 from dockwright.cli.config import TLSSettings, resolve_tls
 from dockwright.cli.serve import insecure_tcp_warnings
+
+from conftest import DOCKER, Daemon, small_tar
 from registry import PKI, pki
 
 INSECURE = ("Binding to IP address without --tlsverify is insecure and gives root access on this machine to "

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from ..engine.engine import API_VERSION, ENGINE_VERSION, MIN_API_VERSION, Engine
+from ..engine.engine import Engine
+from ..engine.system import API_VERSION, ENGINE_VERSION, MIN_API_VERSION
 from ..errors import InvalidArgument
 from . import build, containers, images, networks, system, volumes
-from .exec import routes as exec_routes
 from .archive import routes as archive_routes
 from .errors import error_response, json_body, status_of
+from .exec import routes as exec_routes
 from .streams import client_gone
 from .versions import DEFAULT, MINIMUM, parse_version
 

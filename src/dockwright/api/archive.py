@@ -5,7 +5,8 @@ into the path), as dockerd's router answers them; the work is :mod:`dockwright.e
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import re
 import shutil
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 

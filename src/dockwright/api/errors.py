@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import (AlreadyExists, Conflict, DockwrightError, Forbidden, InvalidArgument, NotFound,
-                      NotSupported, Unauthorized, Unavailable)
+from ..errors import (
+    AlreadyExists,
+    Conflict,
+    DockwrightError,
+    Forbidden,
+    InvalidArgument,
+    NotFound,
+    NotSupported,
+    Unauthorized,
+    Unavailable,
+)
 from ..oci.gojson import go_dumps, go_line
 
 __all__ = ["status_of", "error_response", "error_line", "unwrap", "json_body", "message_of"]

@@ -31,7 +31,8 @@ JSON maps are emitted with their keys sorted, as Go's encoder does (``Ports``, `
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiohttp import web
 

@@ -6,12 +6,13 @@ escaped, non-ASCII as UTF-8) ended by CRLF, its keys in the struct's order: ``st
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
-from ..progress import Aux, Progress, ProgressEvent, Status, StreamText
 from ..oci.gojson import go_line
+from ..progress import Aux, Progress, ProgressEvent, Status, StreamText
 from .errors import error_line
 
 __all__ = ["human_size", "progress_bar", "render", "JSONStream", "client_gone"]
@@ -40,6 +41,7 @@ def human_size(size: float) -> str:
 
 
 def progress_bar(current: int, total: int | None, units: str | None = None) -> str:
+    """jsonmessage's drawn progress bar (``[====>   ] 1.2MB/3.4MB``), or a bare count without a total."""
     if current <= 0 and (total or 0) <= 0:
         return ""
     if not total or total <= 0:
@@ -73,7 +75,7 @@ def render(ev: ProgressEvent, *, bare_aux: bool = False) -> dict[str, Any]:
         if ev.units:
             detail["units"] = ev.units
         d = {"status": ev.status, "progressDetail": detail}
-        bar = progress_bar(ev.current, ev.total, ev.units)
+        bar = progress_bar(ev.current, ev.total, ev.units) if ev.bar else ""
         if bar:
             d["progress"] = bar
         if ev.id:
@@ -99,19 +101,23 @@ class JSONStream:
         self.started = False
 
     async def start(self) -> None:
+        """Send the 200 status and headers (once)."""
         if not self.started:
             self.response.enable_chunked_encoding()
             await self.response.prepare(self.request)
             self.started = True
 
     async def send(self, obj: dict[str, Any]) -> None:
+        """Send one JSON message."""
         await self.start()
         await self.response.write(go_line(obj, b"\r\n"))
 
     async def send_event(self, ev: ProgressEvent) -> None:
+        """Send one progress event, rendered."""
         await self.send(render(ev, bare_aux=self.bare_aux))
 
     async def send_error(self, exc: BaseException) -> None:
+        """Send an error in-band (``errorDetail``/``error``)."""
         await self.start()
         await self.response.write(error_line(exc))
 
@@ -134,6 +140,7 @@ class JSONStream:
         return self.response
 
     async def finish(self) -> web.StreamResponse:
+        """End the stream."""
         await self.start()
         await self.response.write_eof()
         return self.response

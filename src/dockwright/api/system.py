@@ -8,8 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import reference as refs
+from ..distribution.auth import AuthConfig, decode_registry_auth
 from ..engine.engine import Engine
 from ..engine.events import Event
+from ..engine.types import DiskUsage, SystemInfo, VersionInfo
 from ..errors import InvalidArgument
 from ..filters import Filters
 from ..oci.gojson import go_line
@@ -17,11 +20,11 @@ from ..timestamps import get_timestamp
 from . import params
 from .containers import summary_json as container_summary_json
 from .errors import json_body
-from .images import summary_json
-from .volumes import volume_json
+from .image_json import summary_json
 from .versions import Version
+from .volumes import volume_json
 
-__all__ = ["routes"]
+__all__ = ["routes", "version_json", "info_json", "df_json"]
 
 _PING_HEADERS = {"Builder-Version": "1", "Swarm": "inactive",
                  "Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache"}
@@ -32,19 +35,122 @@ def _engine(request: web.Request) -> Engine:
 
 
 async def ping(request: web.Request) -> web.Response:
+    """``GET`` and ``HEAD /_ping``."""
     if request.method == "HEAD":
         return web.Response(status=200, headers={**_PING_HEADERS, "Content-Type": "text/plain; charset=utf-8",
                                                  "Content-Length": "0"})
     return web.Response(status=200, text="OK", headers=_PING_HEADERS, content_type="text/plain")
 
 
-async def version(request: web.Request) -> web.Response:
-    return json_body(_engine(request).system.version())
+def version_json(vi: VersionInfo) -> dict[str, Any]:
+    """``GET /version``."""
+    details = {
+        "ApiVersion": vi.api_version,
+        "Arch": vi.arch,
+        "BuildTime": vi.build_time,
+        "Experimental": "true" if vi.experimental else "false",
+        "GitCommit": vi.git_commit,
+        "GoVersion": f"python{vi.python_version}",
+        "KernelVersion": vi.kernel_version,
+        "MinAPIVersion": vi.min_api_version,
+        "Os": vi.os,
+    }
+    return {
+        "Platform": {"Name": f"dockwright {vi.dockwright_version} (Docker Engine API {vi.api_version})"},
+        "Components": [
+            {"Name": "Engine", "Version": vi.version, "Details": details},
+            {"Name": "dockwright", "Version": vi.dockwright_version, "Details": {"Python": vi.python_version}},
+        ],
+        "Version": vi.version,
+        "ApiVersion": vi.api_version,
+        "MinAPIVersion": vi.min_api_version,
+        "GitCommit": vi.git_commit,
+        "GoVersion": f"python{vi.python_version}",
+        "Os": vi.os,
+        "Arch": vi.arch,
+        "KernelVersion": vi.kernel_version,
+        "BuildTime": vi.build_time,
+        **({"Experimental": True} if vi.experimental else {}),
+    }
 
 
-async def info(request: web.Request) -> web.Response:
-    v = params.api_version(request)
-    d = _engine(request).system.info()
+def info_json(i: SystemInfo, v: Version) -> dict[str, Any]:
+    """``GET /info``: dockerd's ``system.Info`` with what this engine always answers, per API version."""
+    d: dict[str, Any] = {
+        "ID": i.id,
+        "Containers": i.containers,
+        "ContainersRunning": i.containers_running,
+        "ContainersPaused": i.containers_paused,
+        "ContainersStopped": i.containers_stopped,
+        "Images": i.images,
+        "Driver": i.driver,
+        "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"],
+                         ["Using metacopy", "false"], ["Native Overlay Diff", "true"],
+                         ["userxattr", "false"]],
+        "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Authorization": None,
+                    "Log": ["json-file"]},
+        "MemoryLimit": True,
+        "SwapLimit": True,
+        "KernelMemoryTCP": False,
+        "CpuCfsPeriod": True,
+        "CpuCfsQuota": True,
+        "CPUShares": True,
+        "CPUSet": True,
+        "PidsLimit": True,
+        "OomKillDisable": False,
+        "IPv4Forwarding": True,
+        "Debug": i.debug,
+        "NFd": i.nfd,
+        "NGoroutines": 0,
+        "SystemTime": i.system_time,
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": i.cgroup_version,
+        "NEventsListener": i.n_events_listener,
+        "KernelVersion": i.kernel_version,
+        "OperatingSystem": i.operating_system,
+        "OSVersion": i.os_version,
+        "OSType": "linux",
+        "Architecture": i.architecture,
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {
+            "AllowNondistributableArtifactsCIDRs": None,
+            "AllowNondistributableArtifactsHostnames": None,
+            "InsecureRegistryCIDRs": i.insecure_registry_cidrs,
+            "IndexConfigs": {name: {"Name": ic.name, "Mirrors": ic.mirrors, "Secure": ic.secure,
+                                    "Official": ic.official} for name, ic in i.index_configs.items()},
+            "Mirrors": i.mirrors,
+        },
+        "NCPU": i.ncpu,
+        "MemTotal": i.mem_total,
+        "GenericResources": None,
+        "DockerRootDir": i.docker_root_dir,
+        "HttpProxy": i.http_proxy,
+        "HttpsProxy": i.https_proxy,
+        "NoProxy": i.no_proxy,
+        "Name": i.name,
+        "Labels": i.labels,
+        "ExperimentalBuild": i.experimental,
+        "ServerVersion": i.server_version,
+        "Runtimes": {"runc": {"path": i.runtime_path}},
+        "DefaultRuntime": "runc",
+        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+                  "Error": "", "RemoteManagers": None},
+        "LiveRestoreEnabled": False,
+        "Isolation": "",
+        "InitBinary": "docker-init",
+        "ContainerdCommit": {"ID": ""},
+        "RuncCommit": {"ID": ""},
+        "InitCommit": {"ID": ""},
+        "SecurityOptions": ["name=seccomp,profile=builtin", "name=cgroupns"],
+        "ProductLicense": "",
+        "DefaultAddressPools": None,
+        "FirewallBackend": None,
+        "DiscoveredDevices": None,
+        "Warnings": None,
+        "CDISpecDirs": [],
+        "Containerd": None,
+    }
     if v < (1, 44):
         d.pop("CDISpecDirs", None)
         d.update({"ClusterStore": "", "ClusterAdvertise": "", "KernelMemory": False})
@@ -55,20 +161,15 @@ async def info(request: web.Request) -> web.Response:
     if v < (1, 50):
         d.pop("DiscoveredDevices", None)
         d.update({"BridgeNfIptables": False, "BridgeNfIp6tables": False})
-    return json_body(d)
+    return d
 
 
-async def df(request: web.Request) -> web.Response:
-    v = params.api_version(request)
-    types = params.strings(request, "type") if v >= (1, 42) else []
-    for t in types:
-        if t not in ("container", "image", "volume", "build-cache"):
-            raise InvalidArgument(f"unknown object type: {t}")
-    d = _engine(request).system.df(types)
-    out: dict[str, Any] = {"LayersSize": d["LayersSize"]}
-    if d["Images"] is not None:
+def df_json(du: DiskUsage, eng: Engine, v: Version) -> dict[str, Any]:
+    """``GET /system/df``."""
+    out: dict[str, Any] = {"LayersSize": du.layers_size}
+    if du.images is not None:
         out["Images"] = []
-        for s in d["Images"]:  # the list's version rules, but df always counts containers and shared sizes
+        for s in du.images:  # the list's version rules, but df always counts containers and shared sizes
             img = summary_json(s, v)
             img["Containers"] = s.containers
             img["SharedSize"] = s.shared_size
@@ -76,23 +177,44 @@ async def df(request: web.Request) -> web.Response:
     else:
         out["Images"] = None
     out["Containers"] = None
-    if d["Containers"] is not None:
+    if du.containers is not None:
         out["Containers"] = []
-        for c, size_rw, size_root in d["Containers"]:
-            item = container_summary_json(c, _engine(request), v)
+        for cu in du.containers:
+            item = container_summary_json(cu.container, eng, v)
             item.pop("SizeRw", None)
             item.pop("SizeRootFs", None)
-            if size_rw:  # both omitempty, as dockerd's
-                item["SizeRw"] = size_rw
-            if size_root:
-                item["SizeRootFs"] = size_root
+            if cu.size_rw:  # both omitempty, as dockerd's
+                item["SizeRw"] = cu.size_rw
+            if cu.size_root_fs:
+                item["SizeRootFs"] = cu.size_root_fs
             out["Containers"].append(item)
-    out["Volumes"] = None if d["Volumes"] is None else [
-        volume_json(vol, {"RefCount": refs, "Size": size}) for vol, refs, size in d["Volumes"]]
-    out["BuildCache"] = d["BuildCache"]
+    out["Volumes"] = None if du.volumes is None else [
+        volume_json(vu.volume, {"RefCount": vu.ref_count, "Size": vu.size}) for vu in du.volumes]
+    out["BuildCache"] = du.build_cache
     if v < (1, 42):
         out["BuilderSize"] = 0
-    return json_body(out)
+    return out
+
+
+async def version(request: web.Request) -> web.Response:
+    """``GET /version``."""
+    return json_body(version_json(_engine(request).system.version()))
+
+
+async def info(request: web.Request) -> web.Response:
+    """``GET /info``."""
+    return json_body(info_json(_engine(request).system.info(), params.api_version(request)))
+
+
+async def df(request: web.Request) -> web.Response:
+    """``GET /system/df``."""
+    v = params.api_version(request)
+    types = params.strings(request, "type") if v >= (1, 42) else []
+    for t in types:
+        if t not in ("container", "image", "volume", "build-cache"):
+            raise InvalidArgument(f"unknown object type: {t}")
+    eng = _engine(request)
+    return json_body(df_json(eng.system.df(types), eng, v))
 
 
 def _event_time(value: str, now: float) -> int | None:
@@ -107,7 +229,6 @@ def _event_time(value: str, now: float) -> int | None:
 def _strip_tag(name: str) -> str:
     """dockerd's events ``stripTag``: the familiar repository name of anything that parses as a reference (a tag
     or digest dropped; ``sha256:<hex>`` is repository ``sha256``), else the string itself."""
-    from .. import reference as refs
     try:
         return refs.parse_normalized_named(name).familiar_name
     except Exception:  # noqa: BLE001
@@ -156,6 +277,7 @@ def _event_line(ev: Event, v: Version) -> bytes:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
+    """``GET /events``: the events since ``since`` and, unless ``until`` is given, those to come."""
     v = params.api_version(request)
     now = time.time()
     since = _event_time(request.query.get("since", ""), now)
@@ -177,7 +299,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def auth(request: web.Request) -> web.Response:
-    from ..distribution.auth import AuthConfig
+    """``POST /auth``: check credentials with a registry."""
     try:
         body = await request.json() if request.can_read_body else {}
     except ValueError as exc:
@@ -189,9 +311,10 @@ async def auth(request: web.Request) -> web.Response:
 
 
 async def distribution_inspect(request: web.Request) -> web.Response:
-    from ..distribution.auth import decode_registry_auth
+    """``GET /distribution/{name}/json``."""
     auth_cfg = decode_registry_auth(request.headers.get("X-Registry-Auth", ""))
-    return json_body(await _engine(request).distribution.inspect(request.match_info["name"], auth_cfg))
+    found = await _engine(request).distribution.inspect(request.match_info["name"], auth_cfg)
+    return json_body({"Descriptor": found.descriptor.to_json(), "Platforms": [p.to_json() for p in found.platforms]})
 
 
 async def list_plugins(request: web.Request) -> web.Response:
@@ -205,6 +328,7 @@ async def list_plugins(request: web.Request) -> web.Response:
 
 
 def routes() -> list[tuple[str, str, Any]]:
+    """The system endpoints: (method, path, handler)."""
     return [
         ("GET", "/plugins", list_plugins),
         ("POST", "/auth", auth),

@@ -17,13 +17,14 @@ from ..progress import Emit, Progress, ProgressEvent, StreamText, run_with_event
 from . import srchash
 from .cache import BuildCache
 from .commit import StepCommitter
-from .dockerignore import IgnoreRules
 from .copy import copy_sources, is_archive
+from .dockerignore import IgnoreRules
 from .options import BuildOptions
 from .remote_add import RemoteFile, download, is_url
 from .rootfs import RootfsLayers
 from .sources import resolve_sources_named
-from .stages import Stage, cache_parent as _cache_parent, in_thread, stage_env
+from .stages import Stage, in_thread, stage_env
+from .stages import cache_parent as _cache_parent
 
 __all__ = ["AddCopySteps", "NoIgnore"]
 

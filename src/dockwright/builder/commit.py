@@ -15,7 +15,8 @@ from ..oci.platform import host_platform
 from .cache import layers_of
 from .deps import BuildImages
 from .options import MAX_IMAGE_CONFIG_SIZE, BuildOptions
-from .stages import Stage, cache_parent as _cache_parent
+from .stages import Stage
+from .stages import cache_parent as _cache_parent
 
 __all__ = ["StepCommitter"]
 

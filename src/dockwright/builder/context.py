@@ -19,13 +19,13 @@ from typing import Any, cast
 
 import zstandard
 
+from ..dockerfile import MAX_DOCKERFILE_SIZE
 from ..errors import DataCorrupted, DockwrightError, InvalidArgument, SystemError_
 from ..layers.compression import Compression, decompressor, detect
-from ..dockerfile import MAX_DOCKERFILE_SIZE
+from .dockerignore import DockerIgnore
 from .extract import extract_with_python, extract_with_tar, gnu_tar
 from .paths import go_clean as _go_clean
 from .paths import scoped_resolve as _scoped_resolve
-from .dockerignore import DockerIgnore
 
 __all__ = ["ContextInfo", "extract_context", "DEFAULT_DOCKERFILE", "remove_existing", "finish_context", "CHUNK"]
 

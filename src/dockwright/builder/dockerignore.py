@@ -7,8 +7,8 @@ import re
 from typing import Protocol
 
 from ..errors import InvalidArgument
-from .paths import go_clean as _go_clean
 from .gomatch import BadPattern, go_dir, go_match
+from .paths import go_clean as _go_clean
 
 __all__ = ["DockerIgnore", "IgnoreRules"]
 

@@ -31,8 +31,18 @@ from typing import Any, TypeVar
 from .. import reference as refs
 from ..content.store import ContentStore
 from ..dockerfile import (
-    BUILDER_METADATA_COMMANDS, Dispatched, DockerfileError, Env, Lex, Node, ParseCancelled, builder_dispatch,
-    check_env_size, parse, parse_dockerfile, validate_instruction,
+    BUILDER_METADATA_COMMANDS,
+    Dispatched,
+    DockerfileError,
+    Env,
+    Lex,
+    Node,
+    ParseCancelled,
+    builder_dispatch,
+    check_env_size,
+    parse,
+    parse_dockerfile,
+    validate_instruction,
 )
 from ..errors import ImageNotFound, InvalidArgument, Unavailable
 from ..metadata.buildcache import BuildCacheStore
@@ -44,8 +54,8 @@ from ..snapshots import OverlaySnapshotter
 from .addcopy import AddCopySteps
 from .cache import BuildCache
 from .commit import StepCommitter
-from .dockerignore import IgnoreRules
 from .deps import BuildContainers, BuildImages, Publisher, Pull, VerifyExtraHosts, VerifyResources
+from .dockerignore import IgnoreRules
 from .options import BUILD_LABEL, DEFAULT_PATH, PROXY_ARGS, QUIET_BUFFER, BuildOptions
 from .rootfs import RootfsLayers, make_workdir
 from .run import RunSteps

@@ -16,9 +16,9 @@ import aiohttp
 
 from ..distribution.http import client_session
 from ..errors import DockwrightError, InvalidArgument
-from .paths import scoped_resolve as _scoped_resolve
+from .context import CHUNK, DEFAULT_DOCKERFILE, ContextInfo, extract_context, finish_context
 from .dockerignore import DockerIgnore
-from .context import CHUNK, ContextInfo, DEFAULT_DOCKERFILE, extract_context, finish_context
+from .paths import scoped_resolve as _scoped_resolve
 
 __all__ = ["fetch_remote", "is_git_url"]
 
@@ -132,7 +132,7 @@ async def _url_context(remote: str, dest: Path, dockerfile_name: str) -> Context
                 return await extract_context(body_chunks(), dest, dockerfile_name=dockerfile_name)
     except DockwrightError:
         raise
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
         raise InvalidArgument(f"{prefix}: {exc}") from exc
 
 
@@ -169,7 +169,7 @@ async def _supports_shallow(url: str) -> bool:
                             return resp.headers.get("Content-Type") == "application/x-git-upload-pack-advertisement"
                 except aiohttp.ClientError:
                     continue
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return False
     return False
 

@@ -24,9 +24,9 @@ import os
 import posixpath
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -132,7 +132,7 @@ async def download(url: str, tmp_root: Path, progress: Callable[[int, int | None
         raise
     except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
         raise _connect_error(url, exc) from exc
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
         raise SystemError_(f'Get "{url}": {exc}') from exc
     os.utime(path, (mtime, mtime))
     if hasher is not None and size == total:

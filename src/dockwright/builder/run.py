@@ -25,7 +25,8 @@ from .deps import BuildContainers, BuildImages, VerifyExtraHosts, VerifyResource
 from .options import PROXY_ARGS, BuildError, BuildOptions
 from .paths import follow_in_scope
 from .rootfs import EMPTY_LAYER_DIFF_ID, RootfsLayers, source_date_epoch
-from .stages import Stage, arg_value, cache_parent as _cache_parent
+from .stages import Stage, arg_value
+from .stages import cache_parent as _cache_parent
 
 __all__ = ["RunSteps"]
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InvalidArgument
+from .dockerignore import IgnoreRules
+from .gomatch import contains_wildcards, go_path_match
 from .paths import go_clean as _go_clean
 from .paths import scoped_resolve as _scoped_resolve
-from .gomatch import contains_wildcards, go_path_match
-from .dockerignore import IgnoreRules
 
 __all__ = ["resolve_sources", "resolve_sources_named"]
 

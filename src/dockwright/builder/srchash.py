@@ -90,7 +90,7 @@ def _header(path: str, name: str, st: os.stat_result, lazy: bool) -> bytes:
     return out + b"".join(k.encode() + v for k, v in sorted(xattrs)) if xattrs else out
 
 
-def lazy_file_hasher(path: Path | str, name: str, size: int) -> "hashlib._Hash":
+def lazy_file_hasher(path: Path | str, name: str, size: int) -> hashlib._Hash:
     """A sha256 primed with the lazy-source header of the regular file at ``path`` as it will be once it holds
     ``size`` bytes, so that its bytes can be hashed while they are written (an ADD of a URL)."""
     st = os.lstat(path)

@@ -17,9 +17,10 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import BinaryIO, ContextManager, Iterator, Protocol
+from typing import BinaryIO, ContextManager, Protocol
 
 from ..errors import DataCorrupted, InvalidArgument, NotFound
 from ..oci.digest import DIGEST_RE, hex_of
@@ -54,7 +55,7 @@ class BlobNotFound(NotFound):
 class Writer:
     """An open ingest. ``write`` hashes as it goes; ``commit`` verifies and publishes."""
 
-    def __init__(self, store: "ContentStore", ref: str, resume: bool) -> None:
+    def __init__(self, store: ContentStore, ref: str, resume: bool) -> None:
         self._store = store
         self.ref = ref
         self._dir = store.ingest_dir / ref
@@ -141,7 +142,7 @@ class Writer:
             self._f.close()
             self._closed = True
 
-    def __enter__(self) -> "Writer":
+    def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -18,10 +18,10 @@ import binascii
 import hashlib
 import json
 import time
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from collections.abc import Hashable
 from ssl import SSLContext
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import aiohttp
 from multidict import MultiMapping
@@ -67,7 +67,7 @@ class AuthConfig:
     email: str = ""
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AuthConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> AuthConfig:
         """From docker's JSON (keys matched case-insensitively, as Go does); ``auth`` fills username/password."""
         names = {f.name: f.name for f in fields(cls)}
         values: dict[str, str] = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 

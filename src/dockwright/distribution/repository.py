@@ -10,7 +10,8 @@ endpoint answered HTTP. The operations (manifests, blob reads, uploads) are subc
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL

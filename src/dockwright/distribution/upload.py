@@ -4,7 +4,7 @@ and the push of a blob whose digest is known only at its end (PATCHed as it is m
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from ..errors import DataCorrupted, DockwrightError, SystemError_
 from .auth import repository_scope

@@ -34,14 +34,32 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..timestamps import go_quote
-from .text import DockerfileError, MAX_DOCKERFILE_SIZE, MAX_ENV_SIZE, go_lower
-from .shell import Env, Lex
-from .parser import Node, ParseCancelled, parse
 from .instructions import (
-    CmdCommand, CmdLine, Command, EntrypointCommand, EnvCommand, ExposeCommand, HealthcheckCommand, LabelCommand,
-    OnbuildCommand, Request, StopSignalCommand, UserCommand, VALID_CHANGE_COMMANDS, VolumeCommand, WorkdirCommand,
-    check_signal, exactly_one, normalize_workdir, parse_command, parse_port_spec, validate_instruction,
+    VALID_CHANGE_COMMANDS,
+    CmdCommand,
+    CmdLine,
+    Command,
+    EntrypointCommand,
+    EnvCommand,
+    ExposeCommand,
+    HealthcheckCommand,
+    LabelCommand,
+    OnbuildCommand,
+    Request,
+    StopSignalCommand,
+    UserCommand,
+    VolumeCommand,
+    WorkdirCommand,
+    check_signal,
+    exactly_one,
+    normalize_workdir,
+    parse_command,
+    parse_port_spec,
+    validate_instruction,
 )
+from .parser import Node, ParseCancelled, parse
+from .shell import Env, Lex
+from .text import MAX_DOCKERFILE_SIZE, MAX_ENV_SIZE, DockerfileError, go_lower
 
 
 def _str_slice(value: Any) -> list[str] | None:
@@ -309,7 +327,7 @@ def _docker_2010_words(message: str) -> str:
     return message
 
 
-def builder_dispatch(config: Mapping[str, Any] | None, instruction: "str | Node", *,
+def builder_dispatch(config: Mapping[str, Any] | None, instruction: str | Node, *,
                      env: Iterable[str] | None = None, escape: str = "\\", cmd_set: bool = False) -> Dispatched:
     """One metadata instruction of a Dockerfile (``ENV``, ``LABEL``, ``CMD``, ``ENTRYPOINT``, ``EXPOSE``,
     ``VOLUME``, ``WORKDIR``, ``USER``, ``STOPSIGNAL``, ``HEALTHCHECK``, ``ONBUILD``, ``SHELL``,
@@ -386,7 +404,7 @@ def builder_dispatch(config: Mapping[str, Any] | None, instruction: "str | Node"
 
 
 def parse_dockerfile(data: bytes, name: str = "Dockerfile",
-                     cancel: "threading.Event | None" = None) -> tuple[list[Node], str]:
+                     cancel: threading.Event | None = None) -> tuple[list[Node], str]:
     """A build's Dockerfile: refused past :data:`MAX_DOCKERFILE_SIZE` (BuildKit's words), parsed, and every
     instruction checked as dockerd's ``instructions.Parse`` checks it (:func:`validate_instruction`). Linear in
     the file's size; meant to run off the event loop, ``cancel`` (an event set from another thread) stopping it

@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InvalidArgument
-from ..timestamps import parse_int64, go_quote, parse_go_duration_ns
-from .text import DockerfileError, go_lower, go_upper, trim_space
+from ..timestamps import go_quote, parse_go_duration_ns, parse_int64
 from .parser import Node
-
+from .text import DockerfileError, go_lower, go_upper, trim_space
 
 #: ``validCommitCommands``: the instructions a change may be (lower case).
 VALID_CHANGE_COMMANDS = frozenset(

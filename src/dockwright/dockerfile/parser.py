@@ -10,9 +10,8 @@ import threading
 from collections.abc import Sequence
 
 from ..timestamps import go_quote
-from .text import DockerfileError, GO_SPACE, RE_WS, from_bytes, go_lower, trim_left_space, trim_space
 from .shell import EMPTY_ENV, Lex
-
+from .text import GO_SPACE, RE_WS, DockerfileError, from_bytes, go_lower, trim_left_space, trim_space
 
 # =============================================================================================
 # BuildKit's Dockerfile parser (frontend/dockerfile/parser)
@@ -208,7 +207,7 @@ class ParseCancelled(Exception):
     """:func:`parse_dockerfile` stopped because its ``cancel`` event was set."""
 
 
-def parse(text: str, cancel: "threading.Event | None" = None) -> tuple[list[Node], str]:
+def parse(text: str, cancel: threading.Event | None = None) -> tuple[list[Node], str]:
     """``parser.Parse``: the instructions of ``text`` and the escape token. Linear in the text; ``cancel`` (set
     from another thread) stops it between instructions."""
     d = _Directives()

@@ -7,8 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import cast
 
-from .text import DockerfileError, MAX_EXPANDED_SIZE, Scanner, checked_size, is_digit, is_letter, rune_text
-
+from .text import MAX_EXPANDED_SIZE, DockerfileError, Scanner, checked_size, is_digit, is_letter, rune_text
 
 ANY = 0  # ``?``: one character but a newline (Go's ``.``)
 STAR = 1  # ``*``: a run of characters without a newline (``.*`` or ``.*?``)

@@ -7,11 +7,19 @@ import re
 from collections.abc import Iterable
 
 from ..timestamps import go_quote
-from .text import (
-    DockerfileError, ExpansionTooLarge, GO_SPACE, MAX_EXPANDED_SIZE, Scanner, WordBuilder, checked_size, is_digit,
-    is_letter, rune_text,
-)
 from .patterns import ShellPattern, Text, go_replace_all, trim_prefix, trim_suffix
+from .text import (
+    GO_SPACE,
+    MAX_EXPANDED_SIZE,
+    DockerfileError,
+    ExpansionTooLarge,
+    Scanner,
+    WordBuilder,
+    checked_size,
+    is_digit,
+    is_letter,
+    rune_text,
+)
 
 
 class Env:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 
-
 class DockerfileError(Exception):
     """An error with dockerd's message; becomes :class:`InvalidArgument` at the boundary."""
 

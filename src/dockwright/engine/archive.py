@@ -1,14 +1,16 @@
 """The archive service: ``docker save`` and ``docker load`` over the store, all-or-nothing and streamed.
 
 Save resolves the names first (an unknown name is an HTTP error), then streams the tar straight from the blob
-store (``archive.save``): nothing is written to disk and the first bytes leave before the last blob is read.
+store (``archive.save``, :meth:`ArchiveService.save_stream`): nothing is written to disk and the first bytes
+leave before the last blob is read.
 
-Load streams the request body through ``archive.load``, which commits layer blobs as they arrive; the images,
-their tags and their manifests are then written in one metadata transaction per image. A failed load leaves no
-tag and no image, and the blobs it had committed are collected again unless an image already uses them. An
-archive Go's tar reader would refuse is answered in dockerd's words (``Error processing tar file(exit status 1):
-unexpected EOF``), the precise reason going to the log. Events are tarexport's: one ``load`` or ``save`` per image,
-named by the image ID, and no ``tag`` event for the names a load sets.
+Load (:meth:`ArchiveService.load_stream`) streams the request body through ``archive.load``, which commits layer
+blobs as they arrive; the images, their tags and their manifests are then written in one metadata transaction per
+image. A failed load leaves no tag and no image, and the blobs it had committed are collected again unless an image
+already uses them. An archive Go's tar reader would refuse is answered in dockerd's words (``Error processing tar
+file(exit status 1): unexpected EOF``), the precise reason going to the log. Events are tarexport's: one ``load`` or
+``save`` per image, named by the image ID, and no ``tag`` event for the names a load sets.
+:meth:`ArchiveService.save_to` and :meth:`ArchiveService.load_from` are the same with a file, for library callers.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import IO, Any
 
 from .. import reference as refs
 from ..archive.load import read_archive
@@ -27,9 +30,11 @@ from ..errors import ImageNotFound, InvalidArgument
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
 from ..oci.platform import Platform
-from .events import EventBus
-from .images import ImagesService
 from ..progress import Emit, Progress, ProgressEvent, StreamText, run_with_events
+from .events import EventBus
+from .image_import import source_chunks
+from .images import ImagesService
+from .types import Image
 
 __all__ = ["ArchiveService"]
 
@@ -39,6 +44,8 @@ _HEX = re.compile(r"[a-f0-9]+")
 
 
 class ArchiveService:
+    """``docker save`` and ``docker load`` over the engine's stores."""
+
     def __init__(self, images: ImagesService, content: ContentStore, db: MetadataDB, events: EventBus, *,
                  tmp_dir: Any, fsync: bool = True, level: int = 1) -> None:
         self.images = images
@@ -104,7 +111,7 @@ class ArchiveService:
                 parent=rec.parent))
         return out
 
-    def _lookup(self, name: str, named: "refs.Reference | None") -> str:
+    def _lookup(self, name: str, named: refs.Reference | None) -> str:
         """The image a save name that is not a repository with tags stands for, with tarexport's errors: a name
         with a tag or digest is looked up in the reference store (``reference does not exist``); a bare name (no
         tag, no repository of that name) or ``sha256:<prefix>`` only as an ID prefix (``No such image: <name>``,
@@ -126,8 +133,13 @@ class ArchiveService:
             raise ImageNotFound(name, f"No such image: {name}")
         return ids[0]
 
-    async def save(self, names: list[str], *, platform: Platform | None = None) -> AsyncIterator[bytes]:
-        """Resolve now (errors before the first byte), then return the streaming tar."""
+    async def save_to(self, names: list[str], file: IO[bytes], *, platform: Platform | None = None) -> None:
+        """Write the images ``names`` to ``file`` as one tar archive (written off the event loop)."""
+        async for chunk in await self.save_stream(names, platform=platform):
+            await asyncio.to_thread(file.write, chunk)
+
+    async def save_stream(self, names: list[str], *, platform: Platform | None = None) -> AsyncIterator[bytes]:
+        """``GET /images/get``: resolve now (errors before the first byte), then return the streaming tar."""
         if not names:
             raise InvalidArgument("no images specified")
         images = await asyncio.to_thread(self._select, names, platform)
@@ -161,8 +173,31 @@ class ArchiveService:
             await self.images.end_operation(lease)
 
     # ================================================================================================ load ===
-    async def load(self, chunks: AsyncIterator[bytes], *, quiet: bool = False,
-                   platform: Platform | None = None) -> AsyncIterator[ProgressEvent]:
+    async def load_from(self, file: IO[bytes], *, platform: Platform | None = None,
+                        progress: Emit | None = None) -> list[Image]:
+        """Load the images of the tar archive ``file``, all or nothing; ``progress`` gets the stream's events.
+        Returns the images in the archive's order."""
+        ids: list[str] = []
+        async for ev in self._load_leased(source_chunks(file), quiet=progress is None, platform=platform):
+            if isinstance(ev, _Loaded):
+                ids.append(ev.image_id)
+            elif progress is not None:
+                progress(ev)
+        return [self.images.get(i) for i in ids]
+
+    async def load_stream(self, chunks: AsyncIterator[bytes], *, quiet: bool = False,
+                          platform: Platform | None = None) -> AsyncIterator[ProgressEvent]:
+        """``POST /images/load``: the load's progress (unless ``quiet``) and ``Loaded image: …`` lines."""
+        inner = self._load_leased(chunks, quiet=quiet, platform=platform)
+        try:
+            async for ev in inner:
+                if not isinstance(ev, _Loaded):
+                    yield ev
+        finally:  # left early (the client went away): the load's lease is released now
+            await inner.aclose()
+
+    async def _load_leased(self, chunks: AsyncIterator[bytes], *, quiet: bool,
+                           platform: Platform | None) -> AsyncGenerator[ProgressEvent | _Loaded, None]:
         # the load's lease: every blob the archive writes or finds is leased before it is visible; a failed load
         # releases it and collects, so nothing it wrote stays
         unused = False
@@ -203,12 +238,12 @@ class ArchiveService:
             raise InvalidArgument("no images found in the archive") if not result.blobs else \
                 InvalidArgument("no images for the requested platform in the archive")
         for img in result.images:
-            async for ev in self._commit_loaded(img):
-                yield ev
+            async for done in self._commit_loaded(img):
+                yield done
         if result.unused:
             yield _Unused()
 
-    async def _commit_loaded(self, img: Any) -> AsyncIterator[ProgressEvent]:
+    async def _commit_loaded(self, img: Any) -> AsyncIterator[ProgressEvent | _Loaded]:
         layers = [LayerRecord(lay.digest, lay.diff_id, lay.media_type, lay.size, lay.diff_size, lay.tar_size)
                   for lay in img.layers]
         tags = [refs.parse_normalized_named(t) for t in img.repo_tags]
@@ -238,6 +273,14 @@ class ArchiveService:
                 yield StreamText(f"Loaded image: {t.familiar()}\n")
         else:
             yield StreamText(f"Loaded image ID: {image_id}\n")
+        yield _Loaded(image_id)
+
+class _Loaded:
+    """An image the load committed (for :meth:`ArchiveService.load_from`; the stream does not carry it)."""
+
+    def __init__(self, image_id: str) -> None:
+        self.image_id = image_id
+
 
 class _Unused:
     """Marks a load that wrote blobs no loaded image uses (a collection follows)."""

@@ -26,7 +26,7 @@ __all__ = ["BuildService"]
 class BuildService:
     """Builds for the engine: one :class:`~..builder.executor.Builder` given the engine's services."""
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         def pull(name: str, tag: str, platform: str) -> Awaitable[AsyncIterator[ProgressEvent]]:
             return engine.distribution.pull(name, tag, platform=platform)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..content.store import ContentStore
 from ..errors import ContainerNotFound, InvalidArgument
@@ -18,10 +18,10 @@ from ..network.endpoint import Attachment
 from ..network.service import NetworkService
 from ..runtime import Runc
 from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
+from .container_record import Container, container_from_row, container_row
 from .events import EventBus
 from .images import ImagesService
 from .volumes import VolumesService
-from .container_record import Container, container_from_row, container_row
 
 __all__ = ["ContainersBase"]
 

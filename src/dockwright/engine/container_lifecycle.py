@@ -8,8 +8,9 @@ import logging
 import shutil
 import signal as _signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any
 
 from ..errors import Conflict, ContainerNotFound, InvalidArgument, SystemError_
 from ..network.endpoint import Attachment
@@ -138,7 +139,7 @@ class ContainerLifecycle(ContainerCreation):
         if pending:  # let `docker run`'s attach connect before the process runs
             try:
                 await asyncio.wait_for(asyncio.gather(*[p.wait() for p in pending]), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         try:
             await self.runc.start(c.id)
@@ -368,7 +369,7 @@ class ContainerLifecycle(ContainerCreation):
         try:
             await asyncio.wait_for(ev.wait(), 10)
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("container %s failed to exit within 10 seconds of kill - trying SIGKILL again", c.id)
         try:
             await self.runc.kill(c.id, _signal.SIGKILL, all=True)
@@ -376,7 +377,7 @@ class ContainerLifecycle(ContainerCreation):
             pass
         try:
             await asyncio.wait_for(ev.wait(), 2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise SystemError_("tried to kill container, but did not receive an exit event") from None
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
@@ -402,7 +403,7 @@ class ContainerLifecycle(ContainerCreation):
                 await asyncio.wait_for(ev.wait(), t)
             else:
                 await ev.wait()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             try:
                 await self.runc.kill(c.id, _signal.SIGKILL, all=True)
             except (Conflict, ContainerNotFound):

@@ -77,7 +77,7 @@ class ContainerRemoval(ContainerLifecycle):
             pass  # it is exiting already: its watcher publishes the exit
         try:
             await asyncio.wait_for(ev.wait(), 30)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # the runtime never reported the exit: stop watching and record it as lost
             log.warning("container %s did not exit after SIGKILL; removing it anyway", c.id)
             task = self._watchers.pop(c.id, None)

@@ -26,8 +26,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any, AsyncIterator
+from typing import IO, Any
 
 from ..dockerfile import apply_changes
 from ..errors import Conflict, ImageNotFound, InvalidArgument, SystemError_

@@ -28,17 +28,12 @@ from .events import EventBus
 from .exec import ExecService
 from .gc import GarbageCollector
 from .images import ImagesService
-from .system import SystemService
+from .system import ENGINE_VERSION, SystemService
 from .volumes import VolumesService
 
-__all__ = ["Engine", "ENGINE_VERSION", "API_VERSION", "MIN_API_VERSION", "private_dir", "secure_layout"]
+__all__ = ["Engine", "private_dir", "secure_layout"]
 
 log = logging.getLogger("dockwright")
-
-# The Docker Engine release whose API we speak; reported as the server version (with our own in Components).
-ENGINE_VERSION = "28.5.2"
-API_VERSION = "1.51"
-MIN_API_VERSION = "1.24"
 
 # dockerd's modes since its fix for CVE-2021-41091 (v20.10.9): the data root, containers/, containers/<id> and the
 # overlay directory are 0710 root:root, so that no other user can reach a running container's rootfs (and run its
@@ -91,6 +86,8 @@ class Engine:
         self.archive = ArchiveService(self.images, self.content, self.db, self.events, tmp_dir=root / "tmp",
                                       fsync=config.fsync, level=config.compression_level)
         self._distribution: DistributionService | None = None
+        self.images.registry = lambda: self.distribution  # pull, through the registry side
+        self.images.archives = self.archive  # save and load
         self.snapshotter = OverlaySnapshotter(root / "snapshots")
         self.network = NetworkService(config.network, root, Path(config.exec_root))
         container_records = ContainerRecords(self.db)
@@ -123,8 +120,9 @@ class Engine:
         await self.containers.recover()
 
     @classmethod
-    def open(cls, data_root: str | os.PathLike[str], **kwargs: object) -> "Engine":
-        """An engine on ``data_root``, the other settings as :class:`EngineConfig`'s keyword arguments."""
+    def open(cls, data_root: str | os.PathLike[str], **kwargs: object) -> Engine:
+        """Open (creating it if need be) the data root ``data_root``; ``kwargs`` are :class:`EngineConfig`'s
+        fields (``exec_root``, ``insecure_registries``, ``fsync``…)."""
         return cls(EngineConfig(data_root=Path(data_root), **kwargs))  # type: ignore[arg-type]
 
     @staticmethod
@@ -161,14 +159,14 @@ class Engine:
                 self._lock_file.close()
                 self._lock_file = None
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
-    def distribution(self) -> "DistributionService":
+    def distribution(self) -> DistributionService:
         """The registry side (created on first use, inside the running event loop)."""
         if self._distribution is None:
             cfg = self.config

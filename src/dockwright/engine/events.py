@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 __all__ = ["Event", "EventBus"]
 
@@ -86,7 +86,7 @@ class EventBus:
                 timeout = None if until_ns is None else max(0.0, (until_ns - time.time_ns()) / 1e9)
                 try:
                     e = await asyncio.wait_for(q.get(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return
                 if e.time_nano <= last:
                     continue

@@ -24,8 +24,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ..errors import Conflict, ContainerNotFound, DockwrightError, InvalidArgument, NotFound, SystemError_
 from ..oci.gojson import parse_rfc3339
@@ -387,7 +388,7 @@ class ExecService:
         rec = self.check(eid)
         try:
             await asyncio.wait_for(rec.started.wait(), RESIZE_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise SystemError_("timeout waiting for exec session ready") from None
         proc = rec.process
         if proc is None or not proc.running:

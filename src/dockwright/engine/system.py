@@ -1,4 +1,5 @@
-"""The system service: version, info and disk usage — facts about the engine and the host."""
+"""The system service: version, info and disk usage — facts about the engine and the host, as typed results
+(``VersionInfo``, ``SystemInfo``, ``DiskUsage``); ``api/system`` renders dockerd's JSON."""
 
 from __future__ import annotations
 
@@ -7,14 +8,21 @@ import platform
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..oci.gojson import rfc3339_nano
+from ..oci.platform import host_platform
+from .types import ContainerDiskUsage, DiskUsage, IndexInfo, SystemInfo, VersionInfo, VolumeDiskUsage
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["SystemService"]
+__all__ = ["SystemService", "ENGINE_VERSION", "API_VERSION", "MIN_API_VERSION"]
+
+# The Docker Engine release whose API we speak; reported as the server version (with our own in Components).
+ENGINE_VERSION = "28.5.2"
+API_VERSION = "1.51"
+MIN_API_VERSION = "1.24"
 
 
 def _mem_total() -> int:
@@ -41,7 +49,9 @@ def _os_release() -> tuple[str, str]:
 
 
 class SystemService:
-    def __init__(self, engine: "Engine") -> None:
+    """Facts about the engine and its host: versions, ``info``, disk usage."""
+
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.started = time.time()
         id_file = engine.root / "engine-id"
@@ -49,135 +59,44 @@ class SystemService:
             id_file.write_text(str(uuid.uuid4()))
         self.id = id_file.read_text().strip()
 
-    def version(self) -> dict[str, Any]:
-        from .engine import API_VERSION, ENGINE_VERSION, MIN_API_VERSION
-        uname = platform.uname()
-        arch = self._arch()
-        details = {
-            "ApiVersion": API_VERSION,
-            "Arch": arch,
-            "BuildTime": "2026-11-01T00:00:00.000000000+00:00",
-            "Experimental": "true" if self._engine.config.experimental else "false",
-            "GitCommit": "dockwright",
-            "GoVersion": f"python{platform.python_version()}",
-            "KernelVersion": uname.release,
-            "MinAPIVersion": MIN_API_VERSION,
-            "Os": "linux",
-        }
-        return {
-            "Platform": {"Name": f"dockwright {self._engine.version} (Docker Engine API {API_VERSION})"},
-            "Components": [
-                {"Name": "Engine", "Version": ENGINE_VERSION, "Details": details},
-                {"Name": "dockwright", "Version": self._engine.version,
-                 "Details": {"Python": platform.python_version()}},
-            ],
-            "Version": ENGINE_VERSION,
-            "ApiVersion": API_VERSION,
-            "MinAPIVersion": MIN_API_VERSION,
-            "GitCommit": "dockwright",
-            "GoVersion": f"python{platform.python_version()}",
-            "Os": "linux",
-            "Arch": arch,
-            "KernelVersion": uname.release,
-            "BuildTime": details["BuildTime"],
-            **({"Experimental": True} if self._engine.config.experimental else {}),
-        }
+    def version(self) -> VersionInfo:
+        """``docker version``: the Docker Engine release and API spoken, dockwright's own version, the host's."""
+        return VersionInfo(
+            version=ENGINE_VERSION, api_version=API_VERSION, min_api_version=MIN_API_VERSION,
+            dockwright_version=self._engine.version, python_version=platform.python_version(), os="linux",
+            arch=host_platform().architecture, kernel_version=platform.uname().release,
+            experimental=self._engine.config.experimental, git_commit="dockwright",
+            build_time="2026-11-01T00:00:00.000000000+00:00")
 
-    @staticmethod
-    def _arch() -> str:
-        from ..oci.platform import host_platform
-        return host_platform().architecture
-
-    def info(self) -> dict[str, Any]:
-        from .engine import ENGINE_VERSION
+    def info(self) -> SystemInfo:
+        """``docker info``: container and image counts, the host, the engine's configuration."""
         eng = self._engine
         cfg = eng.config
         os_name, os_version = _os_release()
         uname = platform.uname()
         mirrors = [m if m.endswith("/") else m + "/" for m in cfg.registry_mirrors]
         insecure_cidrs = ["127.0.0.0/8", "::1/128"]
-        index_configs: dict[str, Any] = {
-            "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True, "Official": True},
-        }
+        index_configs = {"docker.io": IndexInfo("docker.io", mirrors, secure=True, official=True)}
         for reg in cfg.insecure_registries:
             if "/" in reg:
                 insecure_cidrs.append(reg)
             else:
-                index_configs[reg] = {"Name": reg, "Mirrors": [], "Secure": False, "Official": False}
-        return {
-            "ID": self.id,
-            "Containers": eng.containers.counts()[0],
-            "ContainersRunning": eng.containers.counts()[1],
-            "ContainersPaused": eng.containers.counts()[2],
-            "ContainersStopped": eng.containers.counts()[3],
-            "Images": eng.db.counts(),
-            "Driver": "overlay2",
-            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"],
-                             ["Using metacopy", "false"], ["Native Overlay Diff", "true"],
-                             ["userxattr", "false"]],
-            "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Authorization": None,
-                        "Log": ["json-file"]},
-            "MemoryLimit": True,
-            "SwapLimit": True,
-            "KernelMemoryTCP": False,
-            "CpuCfsPeriod": True,
-            "CpuCfsQuota": True,
-            "CPUShares": True,
-            "CPUSet": True,
-            "PidsLimit": True,
-            "OomKillDisable": False,
-            "IPv4Forwarding": True,
-            "Debug": cfg.debug,
-            "NFd": len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0,
-            "NGoroutines": 0,
-            "SystemTime": rfc3339_nano(),
-            "LoggingDriver": "json-file",
-            "CgroupDriver": "cgroupfs",
-            "CgroupVersion": "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1",
-            "NEventsListener": eng.events.listeners,
-            "KernelVersion": uname.release,
-            "OperatingSystem": os_name,
-            "OSVersion": os_version,
-            "OSType": "linux",
-            "Architecture": uname.machine,
-            "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {
-                "AllowNondistributableArtifactsCIDRs": None,
-                "AllowNondistributableArtifactsHostnames": None,
-                "InsecureRegistryCIDRs": insecure_cidrs,
-                "IndexConfigs": index_configs,
-                "Mirrors": mirrors,
-            },
-            "NCPU": os.cpu_count() or 1,
-            "MemTotal": _mem_total(),
-            "GenericResources": None,
-            "DockerRootDir": str(eng.root),
-            "HttpProxy": os.environ.get("HTTP_PROXY", os.environ.get("http_proxy", "")),
-            "HttpsProxy": os.environ.get("HTTPS_PROXY", os.environ.get("https_proxy", "")),
-            "NoProxy": os.environ.get("NO_PROXY", os.environ.get("no_proxy", "")),
-            "Name": socket.gethostname(),
-            "Labels": list(cfg.labels),
-            "ExperimentalBuild": cfg.experimental,
-            "ServerVersion": ENGINE_VERSION,
-            "Runtimes": {"runc": {"path": cfg.runtime}},
-            "DefaultRuntime": "runc",
-            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
-                      "Error": "", "RemoteManagers": None},
-            "LiveRestoreEnabled": False,
-            "Isolation": "",
-            "InitBinary": "docker-init",
-            "ContainerdCommit": {"ID": ""},
-            "RuncCommit": {"ID": ""},
-            "InitCommit": {"ID": ""},
-            "SecurityOptions": ["name=seccomp,profile=builtin", "name=cgroupns"],
-            "ProductLicense": "",
-            "DefaultAddressPools": None,
-            "FirewallBackend": None,
-            "DiscoveredDevices": None,
-            "Warnings": None,
-            "CDISpecDirs": [],
-            "Containerd": None,
-        }
+                index_configs[reg] = IndexInfo(reg, [], secure=False, official=False)
+        total, running, paused, stopped = eng.containers.counts()
+        return SystemInfo(
+            id=self.id, name=socket.gethostname(), containers=total, containers_running=running,
+            containers_paused=paused, containers_stopped=stopped, images=eng.db.counts(), driver="overlay2",
+            docker_root_dir=str(eng.root), debug=cfg.debug, experimental=cfg.experimental, labels=list(cfg.labels),
+            server_version=ENGINE_VERSION, kernel_version=uname.release, operating_system=os_name,
+            os_version=os_version, architecture=uname.machine, ncpu=os.cpu_count() or 1, mem_total=_mem_total(),
+            cgroup_version="2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1",
+            nfd=len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0,
+            n_events_listener=eng.events.listeners, system_time=rfc3339_nano(),
+            http_proxy=os.environ.get("HTTP_PROXY", os.environ.get("http_proxy", "")),
+            https_proxy=os.environ.get("HTTPS_PROXY", os.environ.get("https_proxy", "")),
+            no_proxy=os.environ.get("NO_PROXY", os.environ.get("no_proxy", "")),
+            runtime_path=cfg.runtime, insecure_registry_cidrs=insecure_cidrs, index_configs=index_configs,
+            mirrors=mirrors)
 
     def container_size(self, container_id: str, image_id: str) -> tuple[int, int]:
         """dockerd's GetContainerLayerSize: ``SizeRw`` is the apparent size of the files in the container's own
@@ -204,21 +123,22 @@ class SystemService:
             return size_rw, -1
         return size_rw, below + size_rw
 
-    def df(self, types: list[str] | None = None) -> dict[str, Any]:
+    def df(self, types: list[str] | None = None) -> DiskUsage:
+        """``docker system df``: the disk images, containers, volumes and the build cache use (``types``: which
+        of ``image``, ``container``, ``volume``, ``build-cache``; all by default)."""
         want = set(types or ["container", "image", "volume", "build-cache"])
         images = self._engine.images
-        out: dict[str, Any] = {"LayersSize": 0, "Images": None, "Containers": None, "Volumes": None,
-                               "BuildCache": None}
+        out = DiskUsage()
         if "image" in want:
-            out["LayersSize"] = images.layers_size()
-            out["Images"] = images.list(all=False, shared_size=True, container_count=True)
-        if "container" in want:  # (container, SizeRw, SizeRootFs): the API renders each as its list entry
-            out["Containers"] = [(c, *self.container_size(c.id, c.image_id))
-                                 for c in self._engine.containers.all()]
-        if "volume" in want:  # (volume, RefCount, Size); as dockerd: not those with mount options
+            out.layers_size = images.layers_size()
+            out.images = images.list(all=False, shared_size=True, container_count=True)
+        if "container" in want:
+            out.containers = [ContainerDiskUsage(c, *self.container_size(c.id, c.image_id))
+                              for c in self._engine.containers.all()]
+        if "volume" in want:  # as dockerd: not those with mount options
             vols = self._engine.containers.volumes
-            out["Volumes"] = [(v, len(v.users), vols.size(v.name)) for v in vols.all() if not v.options]
+            out.volumes = [VolumeDiskUsage(v, len(v.users), vols.size(v.name)) for v in vols.all() if not v.options]
         if "build-cache" in want:
-            out["BuildCache"] = [{k: v for k, v in r.items() if not k.startswith("_")}
-                                 for r in self._engine.build.cache_records()]
+            out.build_cache = [{k: v for k, v in r.items() if not k.startswith("_")}
+                               for r in self._engine.build.cache_records()]
         return out

@@ -18,17 +18,17 @@ or a removal in between cannot take a volume from a container being created. Eve
 
 from __future__ import annotations
 
-import builtins
 import asyncio
+import builtins
 import datetime
 import logging
 import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import Conflict, InvalidArgument, NotFound, SystemError_
 from ..filters import Filters

@@ -18,10 +18,11 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["MetadataDB", "ImageRecord", "LayerRecord", "private_sqlite"]
 
@@ -118,7 +119,7 @@ class ImageRecord:
     layers: list[tuple[str, str, str]] = field(default_factory=list)  # (diff_id, chain_id, digest)
 
     @classmethod
-    def from_row(cls, r: sqlite3.Row | tuple[Any, ...]) -> "ImageRecord":
+    def from_row(cls, r: sqlite3.Row | tuple[Any, ...]) -> ImageRecord:
         return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]) if r[8] else None,
                    r[9], r[10], r[11], r[12], r[13], r[14] or 0)
 

@@ -38,4 +38,4 @@ class GCMetadata:
             drop = [d for d in rows if gone(d)]
             for i in range(0, len(drop), 500):
                 part = drop[i:i + 500]
-                c.execute("DELETE FROM layers WHERE digest IN (%s)" % ",".join("?" * len(part)), tuple(part))
+                c.execute("DELETE FROM layers WHERE digest IN ({})".format(",".join("?" * len(part))), tuple(part))

@@ -127,7 +127,7 @@ class LeaseInfo:
 class Lease:
     """A handle on one lease (what :data:`dockwright.content.store.current_lease` holds)."""
 
-    manager: "LeaseManager"
+    manager: LeaseManager
     id: str
     kind: str
     #: the collector's deletion count when the lease was taken (a collection is due at release if it moved)

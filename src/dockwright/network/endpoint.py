@@ -40,7 +40,7 @@ class PortMapping:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "PortMapping":
+    def from_json(cls, d: dict[str, Any]) -> PortMapping:
         """A mapping from :meth:`to_json`'s dict (``host_ip`` may be missing: every address)."""
         return cls(int(d["container_port"]), str(d["proto"]), str(d.get("host_ip", "")), int(d["host_port"]))
 
@@ -75,7 +75,7 @@ class Attachment:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Attachment":
+    def from_json(cls, d: dict[str, Any]) -> Attachment:
         """An attachment from :meth:`to_json`'s dict; unknown keys are ignored, missing ones default."""
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "ports"}
         return cls(**known, ports=[PortMapping.from_json(p) for p in d.get("ports") or []])

@@ -34,11 +34,11 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_BRIDGE, NetworkConfig
 from ..errors import InvalidArgument, NotFound, Unavailable
 from ..oci.gojson import rfc3339_nano
 from . import netns
 from .bridge import attach, bridge_addresses, ensure_bridge, link_exists, link_info, run_ip
+from .config import DEFAULT_BRIDGE, NetworkConfig
 from .endpoint import Attachment, EndpointRef, NetworkInfo
 from .firewall import Firewall, detect_backend, set_ip_forward
 from .ipam import AddressAllocator, BridgeIPAM, default_bridge_ipam, mac_from_ip, parse_address_pools

@@ -37,7 +37,7 @@ class Descriptor:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Descriptor":
+    def from_json(cls, d: dict[str, Any]) -> Descriptor:
         """A descriptor from its JSON object; ``digest`` is required, empty optional fields become None."""
         plat = d.get("platform")
         return cls(

@@ -87,7 +87,7 @@ def parse_rfc3339(s: str) -> float | None:
         digits = tz[1:].replace(":", "")
         offset = sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     try:
-        dt = _dt.datetime(y, mo, d, h, mi, se, tzinfo=_dt.timezone.utc)
+        dt = _dt.datetime(y, mo, d, h, mi, se, tzinfo=_dt.UTC)
     except ValueError:
         return None
     return dt.timestamp() - offset + frac

@@ -56,7 +56,7 @@ class Platform:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Platform":
+    def from_json(cls, d: dict[str, Any]) -> Platform:
         """A platform from its OCI JSON object, as it is (not normalised); missing fields are empty."""
         return cls(
             os=str(d.get("os", "")),
@@ -67,7 +67,7 @@ class Platform:
         )
 
     @classmethod
-    def parse_json_param(cls, raw: str) -> "Platform":
+    def parse_json_param(cls, raw: str) -> Platform:
         """The JSON platform query parameter (inspect, history, get, load, push, delete): os and architecture
         required."""
         try:
@@ -83,7 +83,7 @@ class Platform:
         return cls.from_json(d).normalized()
 
     @classmethod
-    def parse_specifier(cls, spec: str) -> "Platform":
+    def parse_specifier(cls, spec: str) -> Platform:
         """``os[/arch[/variant]]`` (create, build), as containerd's platforms.Parse."""
         parts = spec.strip().split("/")
         if not spec or any(p == "" for p in parts) or len(parts) > 3:
@@ -98,13 +98,13 @@ class Platform:
         a, v = normalize_arch(parts[1], parts[2] if len(parts) == 3 else "")
         return cls(os_, a, v)
 
-    def normalized(self) -> "Platform":
+    def normalized(self) -> Platform:
         """The same platform with the os lower-cased and the architecture and variant normalised (``x86_64`` →
         ``amd64``, ``aarch64`` → ``arm64``, ``armhf`` → ``arm/v7``)."""
         a, v = normalize_arch(self.architecture, self.variant)
         return Platform(self.os.lower(), a, v, self.os_version, self.os_features)
 
-    def matches(self, other: "Platform") -> bool:
+    def matches(self, other: Platform) -> bool:
         """Whether an image of platform ``other`` satisfies a request for ``self``."""
         s, o = self.normalized(), other.normalized()
         if s.os != o.os or s.architecture != o.architecture:

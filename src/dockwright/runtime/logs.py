@@ -15,8 +15,9 @@ import json
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, AsyncIterator, NamedTuple
+from typing import IO, NamedTuple
 
 from .shim import STDERR, STDOUT, frame
 

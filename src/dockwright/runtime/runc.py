@@ -26,9 +26,10 @@ import os
 import re
 import signal as _signal
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ..errors import Conflict, ContainerNotFound, DockwrightError, InvalidArgument, SystemError_, Unavailable
 from . import shim as _shim
@@ -358,7 +359,7 @@ class Runc:
             proc.stdin.close()
             try:
                 await asyncio.wait_for(proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
 
     async def start(self, id: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dockwright.api.containers import config_json, host_config_json, mount_point_json
+
 from specdefs import properties
 
 CONFIG_ORDER = ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",

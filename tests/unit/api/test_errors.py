@@ -8,8 +8,20 @@ import json
 import pytest
 
 from dockwright.api.errors import error_line, error_response, json_body, message_of, status_of, unwrap
-from dockwright.errors import (AlreadyExists, Conflict, DataCorrupted, Forbidden, ImageNotFound, InvalidArgument,
-                               InvalidReference, NotFound, NotSupported, SystemError_, Unauthorized, Unavailable)
+from dockwright.errors import (
+    AlreadyExists,
+    Conflict,
+    DataCorrupted,
+    Forbidden,
+    ImageNotFound,
+    InvalidArgument,
+    InvalidReference,
+    NotFound,
+    NotSupported,
+    SystemError_,
+    Unauthorized,
+    Unavailable,
+)
 
 
 @pytest.mark.parametrize("exc,status", [

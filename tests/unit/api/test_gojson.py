@@ -22,9 +22,9 @@ import pytest
 
 from dockwright.api.errors import error_line, json_body
 from dockwright.api.streams import render
-from dockwright.progress import Aux, Progress
 from dockwright.errors import NotFound
 from dockwright.oci.gojson import go_dumps, go_line
+from dockwright.progress import Aux, Progress
 
 GO_PROGRAM = r"""
 package main
@@ -80,7 +80,7 @@ STRINGS: list[bytes] = [
     b"", b"plain", b"<none>:<none>", b"a&b", b"[=====>    ] 1.2MB/3MB", b'quote " backslash \\ slash /',
     "é ü ß 日本語 😀".encode(), "\u2028 line \u2029 para".encode(), b"\x00\x01\x07\x08\x09\x0a\x0b\x0c\x0d\x1b\x1f",
     b"\x7f del", "\u0080\u009f\u00a0\u00ad\ufeff\ufffd".encode(), b"bad \xff byte", b"\xc3", b"\xed\xa0\x80 cesu",
-    b"\xe2\x80", b"mixed <\xe9> & \xe2\x80\xa8", "</script><!-- -->".encode(), b"x" * 5000 + b"<" + b"y" * 5000,
+    b"\xe2\x80", b"mixed <\xe9> & \xe2\x80\xa8", b"</script><!-- -->", b"x" * 5000 + b"<" + b"y" * 5000,
 ]
 
 DOCUMENTS: list[str] = [

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from dockwright.api.images import inspect_json, summary_json
-from dockwright.engine.images import ImageSummary
+from dockwright.api.image_json import inspect_json, summary_json
+from dockwright.engine.types import Image, ImageSummary
 from dockwright.oci.config import container_config
+from dockwright.oci.descriptor import Descriptor
+
 from specdefs import properties
 
 ID = "sha256:" + "1" * 64
@@ -19,21 +21,28 @@ DESC = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha25
 def summary(**kw: Any) -> ImageSummary:
     fields: dict[str, Any] = dict(id=ID, parent_id="", repo_tags=["a:1"], repo_digests=["a@sha256:" + "2" * 64],
                                   created=1_500_000_000, size=4096, shared_size=1024, labels={"k": "v"},
-                                  containers=2, descriptor=DESC)
+                                  containers=2, descriptor=Descriptor.from_json(DESC))
     fields.update(kw)
     return ImageSummary(**fields)
 
 
-def inspect_data(**kw: Any) -> dict[str, Any]:
+# the engine's Image by the JSON names of GET /images/{name}/json
+_FIELDS = {"Id": "id", "RepoTags": "repo_tags", "RepoDigests": "repo_digests", "Parent": "parent",
+           "Comment": "comment", "Created": "created", "Container": "container",
+           "ContainerConfig": "container_config", "DockerVersion": "docker_version", "Author": "author",
+           "Config": "config", "Architecture": "architecture", "Variant": "variant", "Os": "os",
+           "OsVersion": "os_version", "Size": "size"}
+
+
+def inspect_data(**kw: Any) -> Image:
     d: dict[str, Any] = {
         "Id": ID, "RepoTags": ["a:1"], "RepoDigests": [], "Parent": "", "Comment": "", "Created":
         "2017-07-14T02:40:00Z", "Container": "", "ContainerConfig": None, "DockerVersion": "", "Author": "",
         "Config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]}, "Architecture": "amd64", "Variant": None, "Os": "linux",
-        "OsVersion": None, "Size": 4096, "GraphDriver": {"Name": "overlay2", "Data": None},
-        "RootFS": {"Type": "layers", "Layers": ["sha256:" + "3" * 64]},
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"}, "Descriptor": DESC}
+        "OsVersion": None, "Size": 4096}
     d.update(kw)
-    return d
+    return Image(**{_FIELDS[k]: v for k, v in d.items()}, layers=["sha256:" + "3" * 64], last_tag_time=None,
+                 descriptor=Descriptor.from_json(DESC), graph_driver=None)
 
 
 # ---- GET /images/json --------------------------------------------------------------------------------------------

@@ -14,9 +14,17 @@ from typing import Any
 
 import pytest
 
-from dockwright.api.networks import (default_bridge_options, endpoint_settings_json, filter_networks,
-                                     network_json, network_mode_json, network_name, network_settings_json,
-                                     summary_network_settings_json, summary_ports_json)
+from dockwright.api.networks import (
+    default_bridge_options,
+    endpoint_settings_json,
+    filter_networks,
+    network_json,
+    network_mode_json,
+    network_name,
+    network_settings_json,
+    summary_network_settings_json,
+    summary_ports_json,
+)
 from dockwright.errors import InvalidArgument, SystemError_
 from dockwright.filters import Filters
 from dockwright.network.endpoint import Attachment, EndpointRef, NetworkInfo, PortMapping

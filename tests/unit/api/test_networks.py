@@ -8,10 +8,18 @@ from typing import Any
 
 import pytest
 
-from dockwright.api.networks import (PREDEFINED, endpoint_settings_json, network_json, network_mode_json,
-                                     network_name, network_settings_json, summary_network_settings_json,
-                                     summary_ports_json)
+from dockwright.api.networks import (
+    PREDEFINED,
+    endpoint_settings_json,
+    network_json,
+    network_mode_json,
+    network_name,
+    network_settings_json,
+    summary_network_settings_json,
+    summary_ports_json,
+)
 from dockwright.network.endpoint import Attachment, EndpointRef, NetworkInfo, PortMapping
+
 from specdefs import properties
 
 VERSIONS = [("1.41", (1, 41)), ("1.44", (1, 44)), ("1.51", (1, 51))]

@@ -10,6 +10,7 @@ import pytest
 
 from dockwright.api.volumes import volume_json
 from dockwright.engine.volumes import Volume, created_at
+
 from specdefs import properties
 
 

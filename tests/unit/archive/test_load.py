@@ -37,6 +37,7 @@ from dockwright.layers.ingest import LayerIngester
 from dockwright.oci.platform import Platform
 
 from conftest import FIXTURES
+
 SAVE_BUSYBOX = FIXTURES / "dockerd-20.10-save-busybox.tar"
 SAVE_WHITEOUTS = FIXTURES / "dockerd-20.10-save-whiteouts.tar"
 SKOPEO = FIXTURES / "skopeo-oci-archive-whiteouts.tar"

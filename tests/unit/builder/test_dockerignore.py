@@ -7,7 +7,6 @@ import pytest
 from dockwright.builder.dockerignore import DockerIgnore
 from dockwright.errors import InvalidArgument
 
-
 MATCHES = [
     ("**", "file", True),
     ("**", "file/", True),

@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 import zstandard
-from hostile import Canary, Entry, cve_2025_4517_entries, tar_of_entries
 
 from dockwright.builder import extract as ctx_extract
 from dockwright.builder.confine import landlock_abi, spawn_confined
@@ -36,6 +35,8 @@ from dockwright.builder.context import extract_context
 from dockwright.builder.copy import copy_sources, is_archive
 from dockwright.errors import DataCorrupted, InvalidArgument
 from dockwright.layers.apply import apply_layer, extract_archive
+
+from hostile import Canary, Entry, cve_2025_4517_entries, tar_of_entries
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction keeps owners and makes devices: needs root")
 

@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -33,6 +34,7 @@ from dockwright.errors import (
     Unavailable,
 )
 from dockwright.reference import Reference, parse_normalized_named
+
 from registry import (  # noqa: F401  (fixtures)
     FaultProxy,
     Registry,

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from dockwright.distribution import RegistryClient, RegistryHosts
 from dockwright.errors import DataCorrupted, DockwrightError
 from dockwright.reference import parse_normalized_named
+
 from registry import FaultProxy, Registry, registry  # noqa: F401  (fixtures)
 
 

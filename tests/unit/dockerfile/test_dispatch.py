@@ -8,7 +8,12 @@ import time
 import pytest
 
 from dockwright.dockerfile import (
-    MAX_ENV_SIZE, VALID_CHANGE_COMMANDS, apply_changes, builder_dispatch, check_env_size, go_duration,
+    MAX_ENV_SIZE,
+    VALID_CHANGE_COMMANDS,
+    apply_changes,
+    builder_dispatch,
+    check_env_size,
+    go_duration,
 )
 from dockwright.errors import InvalidArgument
 

@@ -9,7 +9,12 @@ import time
 import pytest
 
 from dockwright.dockerfile import (
-    MAX_DOCKERFILE_SIZE, DockerfileError, ParseCancelled, apply_changes, parse, parse_dockerfile,
+    MAX_DOCKERFILE_SIZE,
+    DockerfileError,
+    ParseCancelled,
+    apply_changes,
+    parse,
+    parse_dockerfile,
 )
 from dockwright.errors import InvalidArgument
 

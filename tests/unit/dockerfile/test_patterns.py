@@ -7,9 +7,9 @@ import random
 import re
 import time
 
-
 from dockwright.dockerfile import Env, Lex
 from dockwright.dockerfile.patterns import ANY, STAR, ShellPattern, Text, pattern_tokens
+
 
 def _timed(fn):
     t0 = time.perf_counter()

@@ -9,7 +9,6 @@ import pytest
 from dockwright.dockerfile import MAX_EXPANDED_SIZE, DockerfileError, Env, Lex
 from dockwright.timestamps import go_quote
 
-
 # -- the shell lexer (BuildKit's envVarTest and wordsTest) -------------------------------------
 
 ENVS = Env(["PWD=/home", "SHELL=bash", "KOREAN=한국어", "NULL="])

@@ -31,12 +31,14 @@ async def _chunks(data: bytes, size: int = 7):  # type: ignore[no-untyped-def]
 def test_library_import_tag_remove_gc(tmp_path: Path) -> None:
     async def main() -> None:
         with Engine(EngineConfig(data_root=tmp_path, fsync=False)) as eng:
-            image_id = await eng.images.import_image(_chunks(_tar({"a.txt": b"hello"})), repo="lib/img",
-                                                     tag="1", changes=["ENV K=V"])
+            image = await eng.images.import_image(_chunks(_tar({"a.txt": b"hello"})), repo="lib/img",
+                                                  tag="1", changes=["ENV K=V"])
+            image_id = image.id
             assert eng.images.resolve("lib/img:1").id == image_id
             assert eng.images.resolve(image_id[7:19]).id == image_id
-            d = eng.images.inspect("lib/img:1")
-            assert d["Config"]["Env"] == ["K=V"] and d["Size"] == 5
+            d = eng.images.get("lib/img:1")
+            assert d.config is not None and d.config["Env"] == ["K=V"] and d.size == 5
+            assert d.repo_tags == ["lib/img:1"] and d.comment == "Imported from -"
             await eng.images.tag(image_id, eng.images.tag_target("lib/other", "x"))  # type: ignore[arg-type]
             with pytest.raises(Conflict):
                 await eng.images.remove(image_id)

@@ -7,7 +7,6 @@ import pytest
 from dockwright.errors import InvalidArgument
 from dockwright.filters import Filters
 
-
 # -- FromJSON -----------------------------------------------------------------------------------
 
 

@@ -443,7 +443,7 @@ def test_whiteout_through_symlink_stays_inside(tmp_path: Path, canary: Path) -> 
 
 
 def test_hardlink_to_host_file_refused(tmp_path: Path, canary: Path) -> None:
-    for i, target in enumerate(["/etc/shadow", str(canary), "../outside/canary", "../../../../../../etc/shadow"]):
+    for _i, target in enumerate(["/etc/shadow", str(canary), "../outside/canary", "../../../../../../etc/shadow"]):
         t = tmp_path / "t"
         with pytest.raises(DataCorrupted):
             apply(make_tar(link("stolen", target, tarfile.LNKTYPE)), t)

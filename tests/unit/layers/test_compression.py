@@ -29,6 +29,7 @@ from dockwright.layers.compression import (
 )
 
 from conftest import FIXTURES
+
 SKOPEO = FIXTURES / "skopeo-oci-archive-whiteouts.tar"
 
 

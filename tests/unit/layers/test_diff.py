@@ -25,9 +25,9 @@ from dockwright.layers.diff import (
     changes,
     write_layer_from_upper,
 )
-from dockwright.tar.reader import TarInspector
 from dockwright.oci.digest import chain_ids, sha256_digest
 from dockwright.snapshots import OverlaySnapshotter, mount_all, unmount
+from dockwright.tar.reader import TarInspector
 
 from conftest import FIXTURES, overlay_or_skip
 

@@ -12,8 +12,9 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, Awaitable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 

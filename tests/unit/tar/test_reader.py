@@ -18,6 +18,7 @@ from dockwright.layers.compression import Compression, decompressor
 from dockwright.tar.reader import TarInspector, TarSummary
 
 from conftest import FIXTURES
+
 SAVE_WHITEOUTS = FIXTURES / "dockerd-20.10-save-whiteouts.tar"
 SAVE_BUSYBOX = FIXTURES / "dockerd-20.10-save-busybox.tar"
 INSPECT_WHITEOUTS = FIXTURES / "dockerd-20.10-inspect-whiteouts.json"
