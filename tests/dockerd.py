@@ -2,7 +2,8 @@
 
 :func:`dockerd_unavailable` says why one cannot run here (``None`` if it can); :class:`Dockerd` starts one on its
 own socket, data root and exec root under a short ``/tmp`` path (containerd's socket path must stay under 108
-bytes), without iptables or a bridge unless ``network_args`` say otherwise, and drives it with the same docker CLI the dockwright tests use.
+bytes), without iptables or a bridge unless ``network_args`` say otherwise, and drives it with the same docker CLI
+the dockwright tests use.
 """
 
 from __future__ import annotations

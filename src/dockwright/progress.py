@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 __all__ = ["Status", "Progress", "StreamText", "Aux", "ProgressEvent", "ProgressCallback", "Emit", "drain",
            "run_with_events", "begin", "detail", "update_every"]
@@ -46,7 +46,7 @@ class Aux:
     id: str | None = None
 
 
-ProgressEvent = Union[Status, Progress, StreamText, Aux]
+ProgressEvent = Status | Progress | StreamText | Aux
 
 
 async def drain(events: AsyncIterator[ProgressEvent]) -> list[ProgressEvent]:

@@ -92,7 +92,8 @@ def test_build_failures_and_syntax_errors(shared_daemon: Daemon, tmp_path: Path)
     assert b"The command '/bin/sh -c exit 7' returned a non-zero code: 7" in p.stderr + p.stdout
     (ctx / "Dockerfile").write_text("FROM base/bb:1\nBOGUS x\n")
     p = d.docker("build", str(ctx), check=False)
-    assert p.returncode != 0 and b"dockerfile parse error line 2: unknown instruction: BOGUS" in p.stderr  # dockerd 20.10's words
+    # dockerd 20.10's words
+    assert p.returncode != 0 and b"dockerfile parse error line 2: unknown instruction: BOGUS" in p.stderr
     c = d.client()
     with pytest.raises(docker.errors.BuildError) as exc:
         c.images.build(fileobj=io.BytesIO(b"FROM base/bb:1\nRUN exit 3\n"))

@@ -166,7 +166,7 @@ def test_one_aux_message_per_stage(both: list[Any]) -> None:
     warning and "Successfully built"); the last one is the image built."""
     streams = [_api_build(d, STAGES, tag="parity/stages:1", nocache=True, buildargs={"UNUSED": "x"}) for d in both]
     assert _norm_messages(streams[0]) == _norm_messages(streams[1])
-    for d, stream in zip(both, streams):
+    for d, stream in zip(both, streams, strict=True):
         aux = [m["aux"]["ID"] for m in stream if "aux" in m]
         assert len(aux) == 2
         assert aux[-1] == d.out("inspect", "-f", "{{.Id}}", "parity/stages:1")

@@ -33,7 +33,8 @@ pytestmark = [
 Engine = Daemon | Dockerd
 
 DOCKERFILE = b"""FROM bb:1
-RUN mkdir -p /data/sub && echo hello > /data/sub/f && echo top > /data/t && busybox chown 7:8 /data && busybox chmod 750 /data
+RUN mkdir -p /data/sub && echo hello > /data/sub/f && echo top > /data/t && \
+busybox chown 7:8 /data && busybox chmod 750 /data
 VOLUME /data
 VOLUME ["/empty"]
 """
@@ -331,7 +332,7 @@ def test_volume_api_like_dockerd(both: tuple[Daemon, Dockerd]) -> None:
         out.append((status, sorted(body["VolumesDeleted"]), body["SpaceReclaimed"]))
         out.append(e.out("volume", "ls", "-q"))
         answers[e] = out
-    for i, (a, b) in enumerate(zip(answers[ours], answers[real])):
+    for i, (a, b) in enumerate(zip(answers[ours], answers[real], strict=True)):
         assert a == b, i
 
 

@@ -602,7 +602,7 @@ def test_exec_like_dockerd(d: Daemon, dockerd: Dockerd, monkeypatch: pytest.Monk
     monkeypatch.setenv("DOCKER_API_VERSION", "1.41")  # dockerd 20.10's: the same version against both
     ours, theirs = _scenario(d), _scenario(dockerd)
     assert [label for label, _ in ours] == [label for label, _ in theirs]
-    for (label, mine), (_, real) in zip(ours, theirs):
+    for (label, mine), (_, real) in zip(ours, theirs, strict=True):
         assert mine == real, label
 
 

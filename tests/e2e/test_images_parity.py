@@ -65,7 +65,8 @@ class Side:
         return [_ID.sub("<id>", line) for line in s.splitlines()
                 if line.strip() and not any(m in line for m in _DEPRECATION)]
 
-    def result(self, *args: str, cli: str | None = None, input: bytes | None = None) -> tuple[int, list[str], list[str]]:
+    def result(self, *args: str, cli: str | None = None,
+               input: bytes | None = None) -> tuple[int, list[str], list[str]]:
         p = self.run(*args, cli=cli, input=input)
         return p.returncode, self.norm(p.stdout), self.norm(p.stderr)
 

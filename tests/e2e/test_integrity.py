@@ -274,7 +274,7 @@ class _FakeRegistry:
         self.manifests[f"{repo}/manifests/{tag}"] = (img["media_type"], body)
         self.manifests[f"{repo}/manifests/sha256:{hashlib.sha256(body).hexdigest()}"] = (img["media_type"], body)
         self.blobs[img["config_digest"]] = img["config_bytes"]
-        for dg, blob in zip(img["layer_digests"], img["layer_blobs"]):
+        for dg, blob in zip(img["layer_digests"], img["layer_blobs"], strict=True):
             self.blobs[dg] = blob
 
     def close(self) -> None:

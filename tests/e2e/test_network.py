@@ -226,7 +226,7 @@ def test_kill9_and_restart_keeps_the_survivors_networked(tmp_path: Path, bridge:
         assert d.out("inspect", "-f", "{{.State.Status}} {{.NetworkSettings.IPAddress}}", short) == "exited"
         allocated = json.loads((d.data_root / "network" / "bridge-ipam.json").read_text())["allocations"]
         assert sorted(allocated) == sorted(ips) and short_ip not in allocated
-        for c, ip, port in zip(ids, ips, ports):
+        for c, ip, port in zip(ids, ips, ports, strict=True):
             assert _ip_of(d, c) == ip
             assert _wait_http(f"http://127.0.0.1:{port}/") == b"hello from the container\n"
         new = d.out("run", "-d", img, "sleep", "300")

@@ -89,7 +89,7 @@ def test_network_settings_and_docker_port_like_dockerd(engines: tuple[Daemon, Do
         ns = {e: json.loads(e.out("inspect", "--format", "{{json .NetworkSettings}}", cid)) for e, cid in ids.items()}
         assert _keys(ns[ours]) == _keys(ns[real]), name
         assert ns[ours]["Networks"].keys() == ns[real]["Networks"].keys(), name
-        for e, cid in ids.items():  # the shapes of the values too: which are empty, which are set
+        for e in ids:  # the shapes of the values too: which are empty, which are set
             assert ns[e]["Ports"] is not None
         assert {k: v is None for k, v in ns[ours]["Ports"].items()} == \
             {k: v is None for k, v in ns[real]["Ports"].items()}, name

@@ -274,7 +274,8 @@ def test_resume_after_registry_cut(daemon: Daemon, registry: Registry) -> None:
         assert "Downloaded newer image" in out
         fetched = proxy.bytes_for(layer)
         assert fetched < size + size // 2 + 1, (fetched, size)  # the second request asked only for the rest
-        assert proxy.ranges_for(layer), ("the resumed request must use a Range header", proxy.requests, proxy.ranges, proxy.cuts)
+        assert proxy.ranges_for(layer), ("the resumed request must use a Range header", proxy.requests, proxy.ranges,
+                                         proxy.cuts)
 
 
 def test_kill9_mid_pull_then_resume(daemon: Daemon, registry: Registry) -> None:

@@ -85,7 +85,7 @@ def _check_schema2(reg: Registry, repo: str, tag: str, image_id: str, diff_ids: 
     assert m["mediaType"] == DOCKER_MANIFEST and m["schemaVersion"] == 2
     assert m["config"]["mediaType"] == DOCKER_CONFIG and m["config"]["digest"] == image_id
     assert [lay["mediaType"] for lay in m["layers"]] == [DOCKER_LAYER_GZIP] * len(diff_ids)
-    for lay, diff_id in zip(m["layers"], diff_ids):
+    for lay, diff_id in zip(m["layers"], diff_ids, strict=True):
         assert list(lay) == ["mediaType", "size", "digest"]
         blob = _blob(reg, repo, lay["digest"])
         assert blob[:3] == b"\x1f\x8b\x08" and len(blob) == lay["size"] and _sha(blob) == lay["digest"]

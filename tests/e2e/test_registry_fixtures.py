@@ -122,7 +122,8 @@ def test_token_server_issues_tokens_the_registry_accepts(token_registry: Registr
     r = requests.get(token_registry.url + "/v2/", timeout=10)
     assert r.status_code == 401
     challenge = r.headers["WWW-Authenticate"]
-    assert challenge.startswith("Bearer ") and f'realm="{ts.realm}"' in challenge and f'service="{SERVICE}"' in challenge
+    assert challenge.startswith("Bearer ")
+    assert f'realm="{ts.realm}"' in challenge and f'service="{SERVICE}"' in challenge
 
     scope = "repository:test/tok:pull,push"
     t = requests.get(ts.realm, params={"service": SERVICE, "scope": scope}, auth=(USER, PASSWORD), timeout=10)
@@ -222,7 +223,7 @@ def test_push_image_manifest_round_trip(shared_registry: Registry, media: str) -
     assert cfg["rootfs"] == {"type": "layers", "diff_ids": img["diff_ids"]}
     assert cfg["os"] == "linux" and cfg["architecture"] == "amd64" and len(cfg["history"]) == 2
     assert cfg["config"]["Cmd"] == ["true"]
-    for desc, diff_id, tar in zip(manifest["layers"], img["diff_ids"], layers):
+    for desc, diff_id, tar in zip(manifest["layers"], img["diff_ids"], layers, strict=True):
         blob = c.get_blob(f"test/{media}", desc["digest"]).content
         assert len(blob) == desc["size"] and sha256_digest(blob) == desc["digest"]
         assert gzip.decompress(blob) == tar and sha256_digest(tar) == diff_id
@@ -334,7 +335,7 @@ def test_fault_proxy_corrupts_blobs_keeping_length(registry: Registry, fault_pro
     status, hdrs, body, complete = _raw_get(fault_proxy.host, path)
     assert status == 200 and complete and int(hdrs["content-length"]) == size == len(body)
     assert sha256_digest(body) != digest
-    assert sum(a != b for a, b in zip(body, img["layer_blobs"][0])) == 1
+    assert sum(a != b for a, b in zip(body, img["layer_blobs"][0], strict=True)) == 1
     # manifests are untouched; the second blob GET is intact (corrupt_times=1)
     assert RegistryClient(fault_proxy.url).get_manifest("test/corrupt", "v1").status_code == 200
     assert sha256_digest(_raw_get(fault_proxy.host, path)[2]) == digest

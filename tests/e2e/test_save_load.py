@@ -42,7 +42,8 @@ def test_load_dockerd_fixtures(daemon: Daemon) -> None:
     assert got[0]["ID"] == WH_ID
     insp = json.loads(daemon.out("image", "inspect", "fixture/whiteouts:1"))[0]
     fx = json.loads((FIXTURES / "dockerd-20.10-inspect-whiteouts.json").read_text())[0]
-    assert insp["RootFS"] == fx["RootFS"] and insp["Size"] == fx["Size"] and insp["Config"]["Cmd"] == fx["Config"]["Cmd"]
+    assert insp["RootFS"] == fx["RootFS"] and insp["Size"] == fx["Size"]
+    assert insp["Config"]["Cmd"] == fx["Config"]["Cmd"]
 
 
 def test_load_skopeo_oci_archive(daemon: Daemon) -> None:

@@ -88,7 +88,8 @@ def test_create_refuses_a_body_that_does_not_fit_and_leaves_nothing(bd: Daemon, 
 
 @pytest.mark.parametrize("host_config,message", [
     ({"Memory": 1}, "Minimum memory limit allowed is 6MB"),
-    ({"Memory": 8 << 20, "MemorySwap": 7 << 20}, "Minimum memoryswap limit should be larger than memory limit, see usage"),
+    ({"Memory": 8 << 20, "MemorySwap": 7 << 20},
+     "Minimum memoryswap limit should be larger than memory limit, see usage"),
     ({"MemorySwap": 7 << 20}, "You should always set the Memory limit when using Memoryswap limit, see usage"),
     ({"CpuPeriod": 100}, "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"),
     ({"CpuQuota": 10}, "CPU cfs quota can not be less than 1ms (i.e. 1000)"),

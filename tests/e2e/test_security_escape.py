@@ -5,8 +5,9 @@ Every way an archive reaches an extractor is tried — ``docker build`` with ``A
 destination the image made a symlink to a host directory, the evil archive as the build context itself,
 ``docker import``, ``docker load`` and a pull from a test registry (those three check every entry as the layer
 streams in and refuse what extraction would refuse: the hard link through ``escape``; the extractor's own refusal
-is tested on layers in tests/unit/build/test_extract_escape.py) — with the archive of CVE-2025-4517 (CPython's gh-135034 ``test_realpath_limit_attack``, computed
-for the path the daemon extracts into and for destinations of 60, 100 and 160 bytes) and the classic escapes.
+is tested on layers in tests/unit/build/test_extract_escape.py) — with the archive of CVE-2025-4517 (CPython's
+gh-135034 ``test_realpath_limit_attack``, computed for the path the daemon extracts into and for destinations of 60,
+100 and 160 bytes) and the classic escapes.
 A canary directory outside the data root (the test's own ``tmp_path``) must stay as it was: nothing new in it,
 its file with its bytes and a single link.  Each test says what the daemon answers: a refusal naming the entry,
 or — where dockerd accepts the archive too — success with everything inside the rootfs.

@@ -184,4 +184,5 @@ async def on_shutdown(app: web.Application) -> None:
 
 
 def routes() -> list[tuple[str, str, Any]]:
+    """The build endpoints: (method, path, handler)."""
     return [("POST", "/build", build), ("POST", "/build/prune", build_prune)]

@@ -2,8 +2,9 @@
 
 This module owns :func:`read_archive`, which reads every archive format ``docker load`` accepts and turns it into
 :class:`~.results.LoadedImage` records over committed layer blobs: the stream is walked and spooled by
-:mod:`.spool`, then read by :mod:`.manifests` (formats 1 and 2) or :mod:`.legacy` (format 3). It is handed a content store for the layer ingests;
-it knows no metadata database, no names resolution beyond parsing, and no HTTP.
+:mod:`.spool`, then read by :mod:`.manifests` (formats 1 and 2) or :mod:`.legacy` (format 3). It is handed a
+content store for the layer ingests; it knows no metadata database, no names resolution beyond parsing, and no
+HTTP.
 
 **Reading.** The body may be a plain tar or a gzip, bzip2, xz or zstd compressed one (detected from the first
 bytes). The outer tar is read by a push parser of our own (USTAR, GNU, PAX; checksums verified), fed from the

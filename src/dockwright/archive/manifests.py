@@ -61,7 +61,7 @@ class ManifestImages(ArchiveSpool):
         if len(layers) != len(diff_ids):
             raise ArchiveError(
                 f"invalid manifest, layers length mismatch: expected {len(layers)}, got {len(diff_ids)}")
-        for i, (lay, want) in enumerate(zip(layers, diff_ids)):
+        for i, (lay, want) in enumerate(zip(layers, diff_ids, strict=True)):
             if lay.diff_id != want:
                 raise ArchiveError(f'invalid diffID for layer {i}: expected "{want}", got "{lay.diff_id}"')
 
@@ -103,7 +103,7 @@ class ManifestImages(ArchiveSpool):
             parents.append(parent)
             histories[config_digest] = cfg.history
         ids = {img.config_digest for img in images}
-        for img, parent in zip(images, parents):
+        for img, parent in zip(images, parents, strict=True):
             if parent and parent in ids and parent != img.config_digest:
                 if not _valid_parent(histories[img.config_digest], histories[parent]):
                     raise ArchiveError(f"image {parent} is not a valid parent for {img.config_digest}")
@@ -237,9 +237,9 @@ class ManifestImages(ArchiveSpool):
             _check_size(ld, entry.size, lwhat)
             layers.append(self.layer(final, lwhat))
         self._check_layers(cfg, layers)
-        keep = all(lay.digest == ld.digest for lay, ld in zip(layers, layer_descs))
+        keep = all(lay.digest == ld.digest for lay, ld in zip(layers, layer_descs, strict=True))
         if keep:
-            layers = [_with_media(lay, ld.media_type) for lay, ld in zip(layers, layer_descs)]
+            layers = [_with_media(lay, ld.media_type) for lay, ld in zip(layers, layer_descs, strict=True)]
             return LoadedImage(config_raw, cfg_desc.digest, layers, [], raw, media)
         return LoadedImage(config_raw, cfg_desc.digest, layers, [], None, None)
 
@@ -275,8 +275,8 @@ def _match_manifest(candidates: list[tuple[bytes, str, list[Descriptor]]],
     for raw, media, descs in candidates:
         if media not in mt.MANIFEST_TYPES or len(descs) != len(layers):
             continue
-        if all(d.digest == lay.digest and d.size == lay.size for d, lay in zip(descs, layers)):
-            return raw, media, [_with_media(lay, d.media_type) for lay, d in zip(layers, descs)]
+        if all(d.digest == lay.digest and d.size == lay.size for d, lay in zip(descs, layers, strict=True)):
+            return raw, media, [_with_media(lay, d.media_type) for lay, d in zip(layers, descs, strict=True)]
     return None, None, layers
 
 
@@ -326,7 +326,7 @@ def _valid_parent(child: list[Any], parent: list[Any]) -> bool:
         return True
     if len(child) - len(parent) != 1:
         return False
-    for hp, hc in zip(parent, child):
+    for hp, hc in zip(parent, child, strict=False):  # the child's last entry has no counterpart
         cp = hp.get("created") if isinstance(hp, dict) else None
         cc = hc.get("created") if isinstance(hc, dict) else None
         if (cp is None) != (cc is None):

@@ -1,9 +1,9 @@
 """``docker load``'s pass over the archive: the outer stream walked, every file routed and spooled as it streams in.
 
 This module owns :class:`ArchiveSpool`: the outer stream decompressed and walked
-(:class:`~dockwright.tar.walker.TarWalker`), layers stored as they go by, small files kept in memory or spilled to disk, links recorded, and the lookups the
-format readers use afterwards (paths resolved through the archive's links, JSON files, layers).  See
-:mod:`dockwright.archive.load` for the rules.
+(:class:`~dockwright.tar.walker.TarWalker`), layers stored as they go by, small files kept in memory or spilled to
+disk, links recorded, and the lookups the format readers use afterwards (paths resolved through the archive's
+links, JSON files, layers).  See :mod:`dockwright.archive.load` for the rules.
 """
 
 from __future__ import annotations
@@ -577,7 +577,8 @@ class ArchiveSpool:
         return self.read_small(blob_name(digest, what), what)
 
     def layer(self, path: str, what: str) -> LoadedLayer:
-        """The layer stored for the file at ``path`` (a small file is ingested now); :class:`ArchiveError` if not one."""
+        """The layer stored for the file at ``path`` (a small file is ingested now); :class:`ArchiveError` if not
+        one."""
         final, entry = self.resolve(path, what)
         cached = self._layer_cache.get(final)
         if cached is not None:

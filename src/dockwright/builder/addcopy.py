@@ -63,7 +63,7 @@ class AddCopySteps:
 
         def expand() -> tuple[list[bool], list[str], str]:
             is_doc = [bool(n.heredocs) and parse_heredoc(r) is not None for r in raw]
-            words = [r if doc else lex.process_word(r, env) for r, doc in zip(raw, is_doc)]
+            words = [r if doc else lex.process_word(r, env) for r, doc in zip(raw, is_doc, strict=True)]
             return is_doc, words, lex.process_word(flags["chown"], env) if flags.get("chown") else ""
 
         is_doc, words, chown_word = await in_thread(expand)
@@ -99,7 +99,7 @@ class AddCopySteps:
             local = False
             downloaded: list[RemoteFile] = []
             docs = iter(n.heredocs)
-            for s, doc in zip(srcs, is_doc):
+            for s, doc in zip(srcs, is_doc, strict=False):  # is_doc also covers the destination
                 if doc:
                     path = await asyncio.to_thread(write_heredoc, extra / str(len(files)), next(docs), env)
                     files.append(path)

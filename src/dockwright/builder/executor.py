@@ -262,7 +262,8 @@ class Builder:
 
     async def _triggers(self, stage: Stage, lex: Lex, opts: BuildOptions, root: Path, ignore: IgnoreRules | None,
                         built: dict[str, str | None], used_args: set[str]) -> AsyncIterator[ProgressEvent]:
-        """The base image's ONBUILD triggers, each dispatched like a step of the child (``dispatchTriggeredOnBuild``)."""
+        """The base image's ONBUILD triggers, each dispatched like a step of the child
+        (``dispatchTriggeredOnBuild``)."""
         triggers, stage.triggers = stage.triggers, []
         yield StreamText(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n")
         for trigger in triggers:

@@ -414,8 +414,8 @@ def extract_with_tar(tar: str, read: Callable[[int], bytes], dest: str) -> Conte
     GNU tar refuses a name with a ``..`` component, which dockerd cleans (:func:`clean_name`), and places a hard link
     target with one elsewhere (:func:`_has_dotdot`): no docker client writes one, but from the first such entry
     on (the scanner's :attr:`~ContextScanner.takeover`) the Python extractor unpacks the rest of the stream,
-    after GNU tar has finished.  GNU tar is only given an entry once all its header blocks were scanned, so that it never
-    sees part of the entry the Python extractor starts with.
+    after GNU tar has finished.  GNU tar is only given an entry once all its header blocks were scanned, so that it
+    never sees part of the entry the Python extractor starts with.
 
     Blocking (a worker thread).  Raises :class:`InvalidArgument` for a refused entry or one GNU tar could not
     make (its message names it: an over-long name, a parent that is not a directory, …),

@@ -315,16 +315,17 @@ async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
         except BlockingIOError:
             pass
         ready: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        loop.add_reader(conn.fileno(), wake)
+        loop.add_reader(conn.fileno(), _wake, ready)
         try:
             await ready
         finally:
             loop.remove_reader(conn.fileno())
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    """The reader callback of :func:`_peek`: resolve its future (once)."""
+    if not ready.done():
+        ready.set_result(None)
 
 
 def _socket_in_use(path: str) -> bool:

@@ -18,9 +18,10 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import BinaryIO, ContextManager, Protocol
+from typing import BinaryIO, Protocol
 
 from ..errors import DataCorrupted, InvalidArgument, NotFound
 from ..oci.digest import DIGEST_RE, hex_of
@@ -36,7 +37,7 @@ class LeaseHolder(Protocol):
     def add(self, kind: str, ref: str) -> None:
         """Record that the lease holds ``ref`` of ``kind`` (``content``: a digest, ``ingest``: an ingest ref)."""
 
-    def hold(self) -> ContextManager[object]:
+    def hold(self) -> AbstractContextManager[object]:
         """A guard that keeps the garbage collector out while held (it marks and sweeps under the same guard)."""
 
 

@@ -297,4 +297,5 @@ class RegistryHosts:
 
     def __repr__(self) -> str:
         return (f"RegistryHosts(mirrors={self.mirrors!r}, insecure={sorted(self._insecure_names)!r}, "
-                f"cidrs={[str(c) for c in self.insecure_cidrs]!r}, certs_dirs={[os.fspath(d) for d in self.certs_dirs]!r})")
+                f"cidrs={[str(c) for c in self.insecure_cidrs]!r}, "
+                f"certs_dirs={[os.fspath(d) for d in self.certs_dirs]!r})")

@@ -58,7 +58,8 @@ class BlobUploads(RepositoryCore):
         resp.release()
         if resp.status == 202 and not location:
             raise SystemError_(f"registry answered {url} without a Location for the upload")
-        return ep, resp.status, join_location(url, location) if location else "", int(min_len) if min_len.isdigit() else None
+        return (ep, resp.status, join_location(url, location) if location else "",
+                int(min_len) if min_len.isdigit() else None)
 
     async def push_blob(self, digest: str, size: int, chunks: AsyncIterator[bytes], *,
                         progress: Callable[[int], None] | None = None, chunk_min: int | None = None) -> None:

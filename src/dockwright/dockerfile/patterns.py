@@ -205,7 +205,8 @@ class ShellPattern:
 
 
 def trim_prefix(word: str, value: str, greedy: bool) -> str:
-    """``${x#word}`` (``##`` when ``greedy``): ``value`` without the shortest (longest) prefix the pattern ``word`` matches."""
+    """``${x#word}`` (``##`` when ``greedy``): ``value`` without the shortest (longest) prefix the pattern ``word``
+    matches."""
     try:
         pat = ShellPattern(word, greedy)
     except DockerfileError as exc:

@@ -220,7 +220,8 @@ class ContainerCreation(ContainersBase):
 
     async def _prepare_rootfs(self, c: Container, rec: Any) -> None:
         full = self.db.get_image(rec.id, with_layers=True)
-        layers = [(chain, (lambda d=digest: self.content.open(d))) for _, chain, digest in (full.layers if full else [])]
+        layers = [(chain, (lambda d=digest: self.content.open(d)))
+                  for _, chain, digest in (full.layers if full else [])]
         top = await asyncio.to_thread(ensure_chain, self.snapshotter, layers, sync=False) if layers else None
         await asyncio.to_thread(self.snapshotter.prepare, c.id, top)
 

@@ -22,8 +22,8 @@ from ..errors import DockwrightError, NotFound, SystemError_
 from ..oci.gojson import go_dumps, rfc3339_nano
 
 __all__ = ["go_file_mode", "PathStat", "clean_path", "base_name", "split_path", "container_abs_path", "path_comps",
-           "go_text", "show_comps", "Mount", "Node", "NotADirectory", "Resolved", "ContainerView", "open_view", "Target",
-           "locate"]
+           "go_text", "show_comps", "Mount", "Node", "NotADirectory", "Resolved", "ContainerView", "open_view",
+           "Target", "locate"]
 
 log = logging.getLogger("dockwright.container_fs")
 

@@ -233,7 +233,8 @@ class DistributionService:
         if local is not None:
             recs = local[1]
             # the registry's blobs that are this image's own (or the gzip form a push of it made): mountable
-            sources = [(lay["digest"], ref.domain, ref.path) for lay, r in zip(layers, recs)
+            # (a registry manifest may list more or fewer layers than the image here has: only the pairs count)
+            sources = [(lay["digest"], ref.domain, ref.path) for lay, r in zip(layers, recs, strict=False)
                        if lay["digest"] in (r.digest, (compressed_layer(self.db, r.diff_id) or ("",))[0])]
         else:
             recs = []

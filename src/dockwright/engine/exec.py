@@ -313,7 +313,8 @@ class ExecService:
         rec = Exec(
             id=eid, container_id=c.id, entrypoint=opts.cmd[0], args=list(opts.cmd[1:]),
             env=exec_env(str(cfg.get("Hostname") or ""), list(cfg.get("Env") or []), list(opts.env), opts.tty),
-            user=opts.user or str(cfg.get("User") or ""), working_dir=opts.working_dir or str(cfg.get("WorkingDir") or ""),
+            user=opts.user or str(cfg.get("User") or ""),
+            working_dir=opts.working_dir or str(cfg.get("WorkingDir") or ""),
             tty=opts.tty, privileged=opts.privileged, open_stdin=opts.attach_stdin, open_stdout=opts.attach_stdout,
             open_stderr=opts.attach_stderr, detach_keys=keys, console_size=opts.console_size)
         self._execs[eid] = rec

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from typing import Any, Union
+from typing import Any
 
 from .. import reference as refs
 from ..errors import InvalidArgument, NotFound
@@ -23,7 +23,7 @@ __all__ = ["ImageListing", "LIST_FILTERS", "PlatformArg", "as_platform"]
 LIST_FILTERS = ("before", "dangling", "label", "reference", "since", "until")
 
 # a platform: a Platform, or for library callers its specifier ("linux/arm64/v8")
-PlatformArg = Union[Platform, str, None]
+PlatformArg = Platform | str | None
 
 
 def as_platform(platform: PlatformArg) -> Platform | None:

@@ -7,7 +7,7 @@ import asyncio
 import builtins
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from .. import reference as refs
 from ..errors import Conflict, InvalidArgument, NotFound
@@ -30,7 +30,7 @@ ContainerUsage = Callable[[str], builtins.list[tuple[str, bool]]]
 
 
 # dockerd's filters: a Filters, or for library callers a mapping such as {"reference": ["busybox*"]}
-FilterArgs = Union[Filters, Mapping[str, Iterable[str]], None]
+FilterArgs = Filters | Mapping[str, Iterable[str]] | None
 
 
 def as_filters(filters: FilterArgs) -> Filters:
@@ -193,7 +193,9 @@ class ImageRemoval:
         with self.db.tx() as c:
             self.db.delete_image(c, rec.id)
             used_chains = {r[0] for r in c.execute(
-                "SELECT DISTINCT chain_id FROM image_layers WHERE chain_id IN ({})".format(",".join("?" * len(rec.layers))), tuple(ch for _, ch, _ in rec.layers))} if rec.layers else set()
+                "SELECT DISTINCT chain_id FROM image_layers "
+                "WHERE chain_id IN ({})".format(",".join("?" * len(rec.layers))),
+                tuple(ch for _, ch, _ in rec.layers))} if rec.layers else set()
         if self.gc is not None:
             self.gc.note_deletion()
         self._changed()

@@ -399,7 +399,7 @@ class ImagesService(ImageListing, ImageRemoval):
             size=sum(lay.diff_size for lay in layers), parent=parent, labels=cfg.labels, os=cfg.os,
             architecture=cfg.architecture, variant=cfg.variant,
             last_tag_time=rfc3339_nano() if tags else None, added=now,
-            layers=[(lay.diff_id, ch, lay.digest) for lay, ch in zip(layers, chains)],
+            layers=[(lay.diff_id, ch, lay.digest) for lay, ch in zip(layers, chains, strict=True)],
         )
         blobs = {config_digest, manifest_digest, *(lay.digest for lay in layers), *(extra_blobs or set())}
         for b in sorted(blobs):  # leased above: what exists now stays until the image references it

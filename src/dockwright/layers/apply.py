@@ -210,7 +210,9 @@ def extract_archive(stream_chunks: Iterable[bytes], root: Path | str | int, subd
 class LayerOpener(Protocol):
     """Opens a layer blob: a binary file object (closed after use) or an iterable of byte chunks."""
 
-    def __call__(self) -> IO[bytes] | Iterable[bytes]: ...
+    def __call__(self) -> IO[bytes] | Iterable[bytes]:
+        """Open the blob."""
+        ...
 
 
 def _chunks(source: Any) -> Iterator[bytes]:

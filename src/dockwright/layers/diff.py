@@ -69,7 +69,9 @@ _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLO
 class LayerSink(Protocol):
     """Where the compressed layer goes (a content-store ``Writer`` will do)."""
 
-    def write(self, data: bytes) -> object: ...
+    def write(self, data: bytes) -> object:
+        """Take the next compressed bytes."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

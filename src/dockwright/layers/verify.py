@@ -44,6 +44,7 @@ class LayerVerifier:
             self._plain(piece)
 
     def feed(self, data: bytes | memoryview) -> None:
+        """Take the next bytes of the compressed stream (held back until the compression can be detected)."""
         if not self._started:
             self._head += data
             if len(self._head) < _DETECT_BYTES:
@@ -56,6 +57,7 @@ class LayerVerifier:
         self._process(bytes(data) if isinstance(data, memoryview) else data)
 
     def finish(self) -> tuple[str, TarSummary]:
+        """End of the stream: the layer's DiffID and the summary of its tar (raises if the tar is invalid)."""
         if not self._started:
             head = bytes(self._head)
             self._start(head)

@@ -91,6 +91,8 @@ CREATE TABLE IF NOT EXISTS kv (
 
 @dataclass(frozen=True, slots=True)
 class LayerRecord:
+    """A row of ``layers``: a compressed layer blob, its DiffID, media type and sizes."""
+
     digest: str
     diff_id: str
     media_type: str
@@ -101,6 +103,8 @@ class LayerRecord:
 
 @dataclass(slots=True)
 class ImageRecord:
+    """A row of ``images`` (with, when asked for, its ordered ``image_layers``)."""
+
     id: str
     target_media_type: str
     target_digest: str
@@ -120,6 +124,7 @@ class ImageRecord:
 
     @classmethod
     def from_row(cls, r: sqlite3.Row | tuple[Any, ...]) -> ImageRecord:
+        """The record of a row selected with ``_IMAGE_COLS`` (labels decoded from JSON)."""
         return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]) if r[8] else None,
                    r[9], r[10], r[11], r[12], r[13], r[14] or 0)
 
@@ -188,6 +193,7 @@ class MetadataDB:
 
     # ---- images ----------------------------------------------------------------------------------------------
     def next_seq(self, c: sqlite3.Connection) -> int:
+        """The sequence number the next image gets (one past the highest)."""
         row = c.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM images").fetchone()
         return int(row[0])
 
@@ -211,21 +217,25 @@ class MetadataDB:
         return True
 
     def put_layer(self, c: sqlite3.Connection, layer: LayerRecord) -> None:
+        """Insert or replace the record of a layer blob."""
         c.execute("INSERT OR REPLACE INTO layers(digest, diff_id, media_type, size, diff_size, tar_size) "
                   "VALUES (?,?,?,?,?,?)",
                   (layer.digest, layer.diff_id, layer.media_type, layer.size, layer.diff_size, layer.tar_size))
 
     def get_layer(self, digest: str) -> LayerRecord | None:
+        """The layer whose compressed blob is ``digest``, if known."""
         rows = self.query("SELECT digest, diff_id, media_type, size, diff_size, tar_size FROM layers WHERE digest=?",
                           (digest,))
         return LayerRecord(*rows[0]) if rows else None
 
     def layer_by_diff_id(self, diff_id: str) -> LayerRecord | None:
+        """A layer (any one) whose uncompressed tar is ``diff_id``, if known."""
         rows = self.query("SELECT digest, diff_id, media_type, size, diff_size, tar_size FROM layers "
                           "WHERE diff_id=? LIMIT 1", (diff_id,))
         return LayerRecord(*rows[0]) if rows else None
 
     def get_image(self, image_id: str, with_layers: bool = False) -> ImageRecord | None:
+        """The image ``image_id`` (with its layers when ``with_layers``), if it exists."""
         rows = self.query(f"SELECT {_IMAGE_COLS} FROM images WHERE id=?", (image_id,))
         if not rows:
             return None
@@ -236,13 +246,16 @@ class MetadataDB:
         return rec
 
     def all_images(self) -> list[ImageRecord]:
+        """Every image (without layers), oldest first."""
         return [ImageRecord.from_row(r) for r in self.query(f"SELECT {_IMAGE_COLS} FROM images ORDER BY seq")]
 
     def image_ids_with_prefix(self, hex_prefix: str) -> list[str]:
+        """The IDs of the images whose hex starts with ``hex_prefix`` (SQL wildcards in it dropped)."""
         like = "sha256:" + hex_prefix.replace("%", "").replace("_", "") + "%"
         return [r[0] for r in self.query("SELECT id FROM images WHERE id LIKE ?", (like,))]
 
     def children(self, image_id: str) -> list[str]:
+        """The IDs of the images whose parent is ``image_id``."""
         return [r[0] for r in self.query("SELECT id FROM images WHERE parent=?", (image_id,))]
 
     def image_layer_rows(self) -> list[tuple[str, str, int]]:
@@ -252,6 +265,7 @@ class MetadataDB:
             "LEFT JOIN layers l ON l.digest = il.digest")]
 
     def delete_image(self, c: sqlite3.Connection, image_id: str) -> None:
+        """Remove an image with its layers, blobs and references; its children lose their parent."""
         c.execute("DELETE FROM images WHERE id=?", (image_id,))
         c.execute("DELETE FROM image_layers WHERE image_id=?", (image_id,))
         c.execute("DELETE FROM image_blobs WHERE image_id=?", (image_id,))
@@ -259,6 +273,7 @@ class MetadataDB:
         c.execute("UPDATE images SET parent='' WHERE parent=?", (image_id,))
 
     def set_last_tag_time(self, c: sqlite3.Connection, image_id: str, when: str) -> None:
+        """Record when the image was last tagged."""
         c.execute("UPDATE images SET last_tag_time=? WHERE id=?", (when, image_id))
 
     # ---- references ------------------------------------------------------------------------------------------
@@ -272,6 +287,7 @@ class MetadataDB:
         return None
 
     def get_ref(self, name: str) -> str | None:
+        """The image ID that reference ``name`` points at, if any."""
         rows = self.query("SELECT image_id FROM refs WHERE name=?", (name,))
         return rows[0][0] if rows else None
 
@@ -285,30 +301,37 @@ class MetadataDB:
         return [(r[0], r[1], r[2]) for r in self.query("SELECT name, image_id, kind FROM refs ORDER BY created, name")]
 
     def refs_with_prefix(self, prefix: str) -> list[tuple[str, str, str]]:
+        """(name, image_id, kind) of the references whose name starts with ``prefix``, in creation order."""
         return [(r[0], r[1], r[2]) for r in self.query(
             "SELECT name, image_id, kind FROM refs WHERE substr(name, 1, ?) = ? ORDER BY created, name",
             (len(prefix), prefix))]
 
     def delete_ref(self, c: sqlite3.Connection, name: str) -> None:
+        """Remove the reference ``name``."""
         c.execute("DELETE FROM refs WHERE name=?", (name,))
 
     # ---- GC --------------------------------------------------------------------------------------------------
     def referenced_blobs(self) -> set[str]:
+        """Every blob digest some image needs (the GC roots)."""
         return {r[0] for r in self.query("SELECT DISTINCT digest FROM image_blobs")}
 
     def drop_unreferenced_layers(self, c: sqlite3.Connection) -> None:
+        """Forget the layer records of blobs no image needs any more."""
         c.execute("DELETE FROM layers WHERE digest NOT IN (SELECT digest FROM image_blobs)")
 
     # ---- where blobs came from / went to (for cross-repository mounts) -------------------------------------
     def add_blob_source(self, c: sqlite3.Connection, digest: str, domain: str, repository: str) -> None:
+        """Record that the blob ``digest`` is in ``repository`` of the registry ``domain``."""
         c.execute("INSERT OR IGNORE INTO blob_sources(digest, domain, repository) VALUES (?,?,?)",
                   (digest, domain, repository))
 
     def blob_sources(self, digest: str, domain: str) -> list[str]:
+        """The repositories of the registry ``domain`` known to have the blob ``digest``."""
         return [r[0] for r in self.query("SELECT repository FROM blob_sources WHERE digest=? AND domain=?",
                                          (digest, domain))]
 
     def counts(self) -> int:
+        """The number of images."""
         return int(self.query("SELECT COUNT(*) FROM images")[0][0])
 
     def get_kv(self, key: str) -> str | None:

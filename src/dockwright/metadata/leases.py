@@ -21,9 +21,8 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import ContextManager
 
 from .db import MetadataDB
 
@@ -142,7 +141,7 @@ class Lease:
         """Add resources of one kind to the lease."""
         self.manager.add_resources(self.id, [(kind, r) for r in refs])
 
-    def hold(self) -> ContextManager[None]:
+    def hold(self) -> AbstractContextManager[None]:
         """The GC lock held shared, to publish something and lease it with no collection in between."""
         return self.manager.lock.shared()
 

@@ -535,7 +535,8 @@ class PortAllocator:
             for sock in socks:
                 sock.close()
 
-    def _take(self, owner: str, proto: str, addrs: Sequence[IPAddress], port: int, taken: list[tuple[str, int, IPAddress]]) -> None:
+    def _take(self, owner: str, proto: str, addrs: Sequence[IPAddress], port: int,
+              taken: list[tuple[str, int, IPAddress]]) -> None:
         holders = self._held.setdefault((proto, port), {})
         for addr in addrs:
             holders[addr] = owner

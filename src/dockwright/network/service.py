@@ -322,7 +322,7 @@ class NetworkService:
                 self._attached[cid] = (name, att)
         if not self.enabled:
             return
-        for cid, (name, att) in live.items():
+        for cid, (_name, att) in live.items():
             if not att.ports:
                 continue
             try:

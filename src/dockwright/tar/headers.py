@@ -14,7 +14,8 @@ from ..errors import DataCorrupted
 
 __all__ = [
     "BLOCK_SIZE", "PATH_MAX", "NAME_MAX", "ZERO_BLOCK", "MAX_OWNER_ID", "BadNumber", "cstr", "parse_octal",
-    "parse_numeric", "parse_pax_int", "parse_pax_time", "parse_pax_records", "header_checksums", "looks_like_tar", "valid_owner_id",
+    "parse_numeric", "parse_pax_int", "parse_pax_time", "parse_pax_records", "header_checksums", "looks_like_tar",
+    "valid_owner_id",
     "check_entry_fields", "show_name", "clean_components",
     "TYPE_REG", "TYPE_LINK", "TYPE_SYMLINK", "TYPE_CHAR", "TYPE_BLOCK", "TYPE_DIR", "TYPE_FIFO", "TYPE_CONT",
     "TYPE_REGA", "TYPE_GNU_SPARSE", "TYPE_PAX_LOCAL", "TYPE_PAX_GLOBAL", "TYPE_GNU_LONGNAME", "TYPE_GNU_LONGLINK",

@@ -4,8 +4,8 @@ This module owns :class:`TarInspector`, which is fed the (decompressed) bytes of
 any size while the layer is imported, and :class:`TarSummary`, what it says at the end.
 
 It reads tar headers itself (the field parsing is :mod:`.headers`), the way Go's ``archive/tar`` does (the
-reader dockerd and containerd use): V7, ustar, star, GNU and PAX headers with checksum verification (unsigned or signed), base-256
-numbers, GNU long names/links (``L``/``K``), PAX extended (``x``) and global (``g``) records
+reader dockerd and containerd use): V7, ustar, star, GNU and PAX headers with checksum verification (unsigned or
+signed), base-256 numbers, GNU long names/links (``L``/``K``), PAX extended (``x``) and global (``g``) records
 (``path``, ``linkpath``, ``size``; a global header is validated but, as in Go, not applied to later
 entries), the old GNU sparse format (``S`` with its extension blocks) and the PAX GNU sparse formats
 0.0, 0.1 and 1.0.  File bodies are skipped by arithmetic and never copied.
@@ -562,7 +562,8 @@ class TarInspector:
             self._symlinks.discard(tuple(comps))
         if typeflag == TYPE_SYMLINK:
             self._symlinks.add(tuple(comps))
-        if typeflag not in REGULAR_TYPES and typeflag not in DEVICE_TYPES and typeflag not in (TYPE_LINK, TYPE_SYMLINK, TYPE_DIR):
+        if (typeflag not in REGULAR_TYPES and typeflag not in DEVICE_TYPES
+                and typeflag not in (TYPE_LINK, TYPE_SYMLINK, TYPE_DIR)):
             return  # dockerd cannot extract these ("unhandled tar header type"); nothing to count
         base = comps[-1]
         parent = self._parent(comps)

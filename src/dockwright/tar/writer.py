@@ -161,7 +161,8 @@ def entry_header(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, si
     i = name.rfind(b"/")
     head, base = name[: i + 1], name[i + 1 :]
     pax_name = (head + b"PaxHeaders.0/" + base).rstrip(b"/")
-    ext = _ustar_block(to_ascii(pax_name), b"", b"x", 0, {**_ZERO_NUMBERS, b"size": format_octal(len(body), 12) or b""}, b"", 0, 0)
+    ext = _ustar_block(to_ascii(pax_name), b"", b"x", 0, {**_ZERO_NUMBERS, b"size": format_octal(len(body), 12) or b""},
+                       b"", 0, 0)
     main = _ustar_block(to_ascii(name), b"", typeflag, mode, numbers, to_ascii(linkname), devmajor, devminor)
     return ext + body + bytes(-len(body) % BLOCK_SIZE) + main
 

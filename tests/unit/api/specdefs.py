@@ -42,7 +42,7 @@ def properties(version: str, name: str) -> list[str]:
             i += 1
             while i < len(body) and (not body[i].strip() or body[i].lstrip().startswith("#")
                                      or _indent(body[i]) > depth):
-                m = re.match(r"^ {%d}([A-Za-z0-9_.]+):" % (depth + 2), body[i])
+                m = re.match(rf"^ {{{depth + 2}}}([A-Za-z0-9_.]+):", body[i])
                 if m and m.group(1) not in out:
                     out.append(m.group(1))
                 i += 1

@@ -144,7 +144,7 @@ def sorted_maps(v: Any) -> Any:
 def test_strings_as_go_writes_them(go_encode: Any) -> None:
     expected = go_encode([("s", raw) for raw in STRINGS])
     assert len(expected) == len(STRINGS)
-    for raw, (marshal, encoder) in zip(STRINGS, expected):
+    for raw, (marshal, encoder) in zip(STRINGS, expected, strict=True):
         s = raw.decode("utf-8", "surrogateescape")
         assert go_dumps(s) == marshal, raw
         assert go_dumps(s, escape_html=False) + b"\n" == encoder, raw
@@ -154,7 +154,7 @@ def test_strings_as_go_writes_them(go_encode: Any) -> None:
 
 def test_documents_as_go_writes_them(go_encode: Any) -> None:
     expected = go_encode([("j", doc.encode()) for doc in DOCUMENTS])
-    for doc, (marshal, encoder) in zip(DOCUMENTS, expected):
+    for doc, (marshal, encoder) in zip(DOCUMENTS, expected, strict=True):
         value = sorted_maps(json.loads(doc))
         assert go_dumps(value) == marshal, doc
         assert go_dumps(value, escape_html=False) + b"\n" == encoder, doc

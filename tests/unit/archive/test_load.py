@@ -335,7 +335,7 @@ def test_round_trip(tmp_path: Path, fixture: Path) -> None:
     store2 = new_store(tmp_path, "store2")
     second = load(saved, store2, tmp_path)
     assert summary(second) == summary(first)
-    for a, b in zip(first.images, second.images):
+    for a, b in zip(first.images, second.images, strict=True):
         assert a.config_raw == b.config_raw
         # our archive carries the stored (compressed) blobs and an OCI manifest for exactly them
         assert [lay.digest for lay in b.layers] == [lay.digest for lay in a.layers]

@@ -1,5 +1,5 @@
-"""Tests of dockwright.archive.save: the archive layout, streaming, and the archive read back by skopeo, umoci and GNU tar when they are
-installed. Images come from the shared fixtures, loaded into a real store in tmp_path."""
+"""Tests of dockwright.archive.save: the archive layout, streaming, and the archive read back by skopeo, umoci and
+GNU tar when they are installed. Images come from the shared fixtures, loaded into a real store in tmp_path."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_layout(fixture_images: tuple[ContentStore, list[LoadedImage]]) -> None:
     assert anns == [{"io.containerd.image.name": "docker.io/library/bb:1", "org.opencontainers.image.ref.name": "1"},
                     {"io.containerd.image.name": "docker.io/fixture/whiteouts:1",
                      "org.opencontainers.image.ref.name": "1"}]
-    for m, img in zip(index["manifests"], images):
+    for m, img in zip(index["manifests"], images, strict=True):
         assert m["mediaType"] == OCI_MANIFEST and list(m) == ["mediaType", "digest", "size", "annotations"]
         manifest = json.loads(ms["blobs/sha256/" + m["digest"][7:]][1] or b"")
         # the schema2 manifest became its OCI equivalent over the same blobs

@@ -149,7 +149,8 @@ def test_extract_large_file_and_gnu_format(tmp_path):
 def test_extract_lowercase_dockerfile_and_custom_name(tmp_path):
     info = extract(make_tar([("dockerfile", b"FROM lower")]), tmp_path / "a")
     assert info.dockerfile == b"FROM lower" and info.dockerfile_path == "dockerfile"
-    info = extract(make_tar([("sub/Dockerfile.dev", b"FROM dev")]), tmp_path / "b", dockerfile_name="sub/Dockerfile.dev")
+    info = extract(make_tar([("sub/Dockerfile.dev", b"FROM dev")]), tmp_path / "b",
+                   dockerfile_name="sub/Dockerfile.dev")
     assert info.dockerfile == b"FROM dev" and info.dockerfile_path == "sub/Dockerfile.dev"
     with pytest.raises(InvalidArgument, match="Cannot locate specified Dockerfile: Dockerfile.dev"):
         extract(make_tar([("Dockerfile", b"FROM x")]), tmp_path / "c", dockerfile_name="Dockerfile.dev")
@@ -255,7 +256,8 @@ def test_extract_duplicate_entries_replace(tmp_path):
         ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "/etc/passwd"})], "not in the archive"),
         ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "missing"})], "not in the archive"),
         (
-            [("l", None, {"type": tarfile.SYMTYPE, "linkname": "/"}), ("h", None, {"type": tarfile.LNKTYPE, "linkname": "l/etc/passwd"})],
+            [("l", None, {"type": tarfile.SYMTYPE, "linkname": "/"}),
+             ("h", None, {"type": tarfile.LNKTYPE, "linkname": "l/etc/passwd"})],
             "through a symlink that leaves the build context",
         ),
     ],
@@ -368,7 +370,8 @@ def test_resolve_sources(tmp_path):
     with pytest.raises(InvalidArgument) as exc:
         resolve_sources(root, "esc/passwd", ig)
     assert str(exc.value) == (
-        "COPY failed: file not found in build context or excluded by .dockerignore: stat esc/passwd: file does not exist"
+        "COPY failed: file not found in build context or excluded by .dockerignore: "
+        "stat esc/passwd: file does not exist"
     )
 
 
@@ -471,7 +474,8 @@ def test_is_git_url():
 
 
 def _git(cwd, *args):
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@e")
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@e")
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 

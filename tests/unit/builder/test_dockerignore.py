@@ -73,7 +73,8 @@ MATCHES = [
     ("a(b)c/def", "a(b)c/def", True),
     ("a(b)c/def", "a(b)c/xyz", False),
     ("a.|)$(}+{bc", "a.|)$(}+{bc", True),
-    ("dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", True),
+    ("dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+     "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", True),
     ("dist/*.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", True),
     # parent directories
     ("dir", "dir/sub/file", True),
@@ -91,7 +92,8 @@ def test_patternmatcher_matches(pattern, text, expected):
 MULTI = [
     (["**", "!util/docker/web"], "util/docker/web/foo", False),
     (["**", "!util/docker/web", "util/docker/web/foo"], "util/docker/web/foo", True),
-    (["**", "!dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl"], "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", False),
+    (["**", "!dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl"],
+     "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", False),
     (["**", "!dist/*.whl"], "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", False),
     (["*", "!keep.txt"], "keep.txt", False),
     (["*", "!keep.txt"], "other.txt", True),

@@ -169,7 +169,8 @@ def test_not_found_translations(shared_registry: Registry) -> None:
         assert str(ei.value) == "manifest unknown: manifest unknown"
         e = pull_error(r, ei.value)
         assert isinstance(e, NotFound)
-        assert str(e) == f"manifest for {shared_registry.host}/nf/repo:nope not found: manifest unknown: manifest unknown"
+        assert str(e) == (f"manifest for {shared_registry.host}/nf/repo:nope not found: "
+                          "manifest unknown: manifest unknown")
         with pytest.raises(NotFound) as ei2:
             await collect(repo.fetch_blob(sha(b"missing")))
         assert str(ei2.value) == "blob unknown: blob unknown to registry"

@@ -175,7 +175,8 @@ def test_pull_error_wording() -> None:
     unknown = response_error(404, "", _headers(Content_Type="application/json"),
                              b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}')
     e = pull_error(parse_normalized_named("busybox:nope"), unknown)
-    assert isinstance(e, NotFound) and str(e) == "manifest for busybox:nope not found: manifest unknown: manifest unknown"
+    assert isinstance(e, NotFound)
+    assert str(e) == "manifest for busybox:nope not found: manifest unknown: manifest unknown"
 
     name = response_error(404, "", _headers(Content_Type="application/json"),
                           b'{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry",'

@@ -511,7 +511,8 @@ def test_onbuild_errors(change, message):
         ("HEALTHCHECK NONE", {"Test": ["NONE"]}),
         ("HEALTHCHECK none", {"Test": ["NONE"]}),
         ("HEALTHCHECK --interval=5s NONE", {"Test": ["NONE"]}),  # flags are not read for NONE
-        ("HEALTHCHECK CMD curl -f http://localhost/ || exit 1", {"Test": ["CMD-SHELL", "curl -f http://localhost/ || exit 1"]}),
+        ("HEALTHCHECK CMD curl -f http://localhost/ || exit 1",
+         {"Test": ["CMD-SHELL", "curl -f http://localhost/ || exit 1"]}),
         ('HEALTHCHECK CMD ["curl", "-f", "http://localhost/"]', {"Test": ["CMD", "curl", "-f", "http://localhost/"]}),
         ("healthcheck cmd true", {"Test": ["CMD-SHELL", "true"]}),
         (
@@ -581,7 +582,8 @@ def test_flag_quoting():
 
 
 def test_docker_py_style_single_string():
-    changes = ["ENV FOO=bar\nLABEL org.example=yes\nCMD [\"/bin/app\", \"--serve\"]\nEXPOSE 8080\nWORKDIR /srv\nUSER app"]
+    changes = ["ENV FOO=bar\nLABEL org.example=yes\nCMD [\"/bin/app\", \"--serve\"]\n"
+               "EXPOSE 8080\nWORKDIR /srv\nUSER app"]
     config = {"Env": ["PATH=/usr/bin"], "Cmd": ["sh"], "Image": "sha256:0"}
     assert apply(changes, config) == {
         "Env": ["PATH=/usr/bin", "FOO=bar"],

@@ -151,7 +151,8 @@ def test_heredocs_are_read_at_once():
     (nodes, _), took = _timed(lambda: parse(text))
     assert took < 1.0
     assert nodes[1].heredocs[0].content == body and nodes[1].heredocs[0].name == "EOF"
-    assert [(h.name, h.content, h.chomp) for h in nodes[2].heredocs] == [("X", "\t\tone\n", True), ("Y", "two\n", False)]
+    assert [(h.name, h.content, h.chomp) for h in nodes[2].heredocs] == [("X", "\t\tone\n", True),
+                                                                         ("Y", "two\n", False)]
     assert (nodes[3].original, nodes[3].start_line) == ("RUN z", 300_009)
     with pytest.raises(DockerfileError, match="unterminated heredoc"):
         parse("FROM a\nRUN <<EOF\nx\nEOFX\n")

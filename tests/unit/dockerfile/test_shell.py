@@ -272,7 +272,7 @@ def test_an_expansion_past_the_limit_is_refused_quickly():
     assert len(lex.process_word("${X}${X}", Env([f"X={big}"]))) == MAX_EXPANDED_SIZE  # at the limit: fine
     for word in ("${X}${X}${X}", '"${X}${X}${X}"', "${X:-a}${X}${X}", "${X//a/aaa}", "${X}" * 100_000):
         with pytest.raises(DockerfileError) as exc:
-            _timed(lambda: lex.process_word(word, Env([f"X={big}"])))
+            _timed(lambda word=word: lex.process_word(word, Env([f"X={big}"])))
         msg = str(exc.value)
         assert msg.endswith("the expansion exceeds the maximum allowed size of 1048576 characters"), msg
         assert len(msg) < 300  # the source is quoted shortened

@@ -43,7 +43,7 @@ def fixture_chain() -> list[tuple[str, Callable[[], io.BytesIO]]]:
         manifest = json.load(t.extractfile("manifest.json"))  # type: ignore[arg-type]
         blobs = [t.extractfile(name).read() for name in manifest[0]["Layers"]]  # type: ignore[union-attr]
     cids = chain_ids(["sha256:" + hashlib.sha256(b).hexdigest() for b in blobs])
-    return [(c, (lambda b=b: io.BytesIO(b))) for c, b in zip(cids, blobs)]
+    return [(c, (lambda b=b: io.BytesIO(b))) for c, b in zip(cids, blobs, strict=True)]
 
 
 def tree(root: Path) -> dict[str, tuple[object, ...]]:

@@ -28,7 +28,8 @@ def test_records_hits_and_misses(tmp_path: Path) -> None:
     assert store.get("p|{}", "RUN x") is None  # its image is gone
     assert store.get("q|{}", "RUN x") is None
     records = store.records()
-    assert [(r.image_id, r.kind, r.size, r.usage_count) for r in records] == [(a, "internal", 0, 2), (b, "regular", 5, 1)]
+    assert [(r.image_id, r.kind, r.size, r.usage_count) for r in records] == [(a, "internal", 0, 2),
+                                                                              (b, "regular", 5, 1)]
     assert records[0].description == "/bin/sh -c #(nop)  ENV A=1" and records[0].last_used >= records[0].created
     store.delete("p|{}", "RUN x")
     assert [r.image_id for r in store.records()] == [a]

@@ -263,7 +263,7 @@ def test_missing_tools_and_failing_commands(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing installed
     assert fw.detect_backend() == (None, "nft and iptables are not installed")
     with pytest.raises(fw.FirewallUnavailable, match="not installed"):
-        fw.Firewall("br0", SUBNET).backend
+        _ = fw.Firewall("br0", SUBNET).backend
     with pytest.raises(fw.FirewallUnavailable, match="nft is not installed"):
         fw.run_command(["nft", "list", "tables"])
     monkeypatch.undo()

@@ -61,7 +61,7 @@ def opener(blob: bytes, calls: list[int] | None = None) -> Callable[[], io.Bytes
 def fixture_chain() -> list[tuple[str, Callable[[], io.BytesIO]]]:
     blobs = fixture_layers()
     cids = chain_ids(["sha256:" + hashlib.sha256(b).hexdigest() for b in blobs])
-    return [(c, opener(b)) for c, b in zip(cids, blobs)]
+    return [(c, opener(b)) for c, b in zip(cids, blobs, strict=True)]
 
 
 def tar_of(files: dict[str, bytes]) -> bytes:
@@ -76,7 +76,7 @@ def tar_of(files: dict[str, bytes]) -> bytes:
 
 def chain_of(tars: list[bytes]) -> list[tuple[str, Callable[[], io.BytesIO]]]:
     cids = chain_ids(["sha256:" + hashlib.sha256(t).hexdigest() for t in tars])
-    return [(c, opener(t)) for c, t in zip(cids, tars)]
+    return [(c, opener(t)) for c, t in zip(cids, tars, strict=True)]
 
 
 @pytest.fixture
@@ -340,7 +340,7 @@ def test_ensure_chain_unpacks_only_missing_layers(sn: OverlaySnapshotter) -> Non
     tars = [tar_of({"a": b"1"}), tar_of({"b": b"2"}), tar_of({"c": b"3"})]
     cids = chain_ids(["sha256:" + hashlib.sha256(t).hexdigest() for t in tars])
     calls: list[list[int]] = [[], [], []]
-    layers = [(c, opener(t, calls[i])) for i, (c, t) in enumerate(zip(cids, tars))]
+    layers = [(c, opener(t, calls[i])) for i, (c, t) in enumerate(zip(cids, tars, strict=True))]
     assert ensure_chain(sn, layers[:2]) == cids[1]
     assert [len(c) for c in calls] == [1, 1, 0]
     assert ensure_chain(sn, layers) == cids[2]
@@ -388,7 +388,7 @@ def test_ensure_chain_concurrent(sn: OverlaySnapshotter) -> None:
     tars = [tar_of({f"f{i}": os.urandom(100_000)}) for i in range(4)]
     cids = chain_ids(["sha256:" + hashlib.sha256(t).hexdigest() for t in tars])
     calls: list[int] = []
-    layers = [(c, opener(t, calls)) for c, t in zip(cids, tars)]
+    layers = [(c, opener(t, calls)) for c, t in zip(cids, tars, strict=True)]
     errors: list[BaseException] = []
     results: list[str] = []
 

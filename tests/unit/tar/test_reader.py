@@ -228,7 +228,8 @@ def test_dockerd_saved_layers_sizes_match_dockerd() -> None:
     inspect_json = json.loads(INSPECT_WHITEOUTS.read_text())[0]
     assert sum(s.diff_size for s in summaries) == inspect_json["Size"] == 1982337
     history = [json.loads(line) for line in HISTORY_WHITEOUTS.read_text().splitlines()]
-    run_sizes = [h["Size"] for h in history if h["CreatedBy"].startswith("/bin/sh -c ") and "#(nop)" not in h["CreatedBy"]]
+    run_sizes = [h["Size"] for h in history
+                 if h["CreatedBy"].startswith("/bin/sh -c ") and "#(nop)" not in h["CreatedBy"]]
     assert run_sizes == [f"{summaries[2].diff_size}B", f"{summaries[1].diff_size}B"]
 
 
@@ -361,7 +362,8 @@ def test_symlink_size_is_target_length() -> None:
 
 
 def test_empty_files_devices_fifos_count_nothing() -> None:
-    assert size_of(reg("empty"), node("c", tarfile.CHRTYPE), node("b", tarfile.BLKTYPE), node("p", tarfile.FIFOTYPE)) == 0
+    assert size_of(reg("empty"), node("c", tarfile.CHRTYPE), node("b", tarfile.BLKTYPE),
+                   node("p", tarfile.FIFOTYPE)) == 0
 
 
 def test_whiteouts_count_nothing() -> None:

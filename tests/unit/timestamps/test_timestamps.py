@@ -92,7 +92,8 @@ def test_get_timestamp_duration_integer_reference():
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("2006-01-02T15:04:0Z", 'parsing time "2006-01-02T15:04:0Z" as "2006-01-02T15:04:05Z07:00": cannot parse "0Z" as "05"'),
+        ("2006-01-02T15:04:0Z",
+         'parsing time "2006-01-02T15:04:0Z" as "2006-01-02T15:04:05Z07:00": cannot parse "0Z" as "05"'),
         ("2006-01-02T15:04:0", 'parsing time "2006-01-02T15:04:0" as "2006-01-02T15:04:05": cannot parse "0" as "05"'),
         ("2006-01-02T15:0Z", 'parsing time "2006-01-02T15:0Z" as "2006-01-02T15:04Z07:00": cannot parse "0Z" as "04"'),
         ("2006-01-02T15:0", 'parsing time "2006-01-02T15:0" as "2006-01-02T15:04": cannot parse "0" as "04"'),
@@ -107,7 +108,8 @@ def test_get_timestamp_duration_integer_reference():
         ("2006-01-02T15:60Z", 'parsing time "2006-01-02T15:60Z": minute out of range'),
         ("2006-01-02T15:04:61", 'parsing time "2006-01-02T15:04:61": second out of range'),
         ("2006-01-02T15:04:05Zjunk", 'parsing time "2006-01-02T15:04:05Zjunk": extra text: "junk"'),
-        ("2006-01-02T15:04:05z", 'parsing time "2006-01-02T15:04:05z" as "2006-01-02T15:04:05Z07:00": cannot parse "z" as "Z07:00"'),
+        ("2006-01-02T15:04:05z",
+         'parsing time "2006-01-02T15:04:05z" as "2006-01-02T15:04:05Z07:00": cannot parse "z" as "Z07:00"'),
         ("2006-01-02 15:04:05", 'parsing time "2006-01-02 15:04:05": extra text: " 15:04:05"'),
         ("06-01-02", 'parsing time "06-01-02" as "2006-01-02": cannot parse "06-01-02" as "2006"'),
         ("2006/01/02", 'failed to parse value as time or duration: "2006/01/02"'),
@@ -115,7 +117,9 @@ def test_get_timestamp_duration_integer_reference():
         ("2006-01-02+25:00", 'parsing time "2006-01-02+25:00": time zone offset hour out of range'),
         ("2006-01-02+0700", 'parsing time "2006-01-02+0700" as "2006-01-02Z07:00": cannot parse "+0700" as "Z07:00"'),
         ("2006-1-02", 'parsing time "2006-1-02" as "2006-01-02": cannot parse "1-02" as "01"'),
-        ("2006-01-02T15:04:05.Z", 'parsing time "2006-01-02T15:04:05.Z" as "2006-01-02T15:04:05.999999999Z07:00": cannot parse ".Z" as "Z07:00"'),
+        ("2006-01-02T15:04:05.Z",
+         'parsing time "2006-01-02T15:04:05.Z" as "2006-01-02T15:04:05.999999999Z07:00": '
+         'cannot parse ".Z" as "Z07:00"'),
         ("2006-01-02é", 'parsing time "2006-01-02\\xc3\\xa9": extra text: "\\xc3\\xa9"'),
     ],
 )
