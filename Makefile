@@ -32,3 +32,4 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy --strict src/dockwright

@@ -158,7 +158,7 @@ def test_the_ast_walk_counts_parametrize() -> None:
     defined, exact = ast_tests(TESTS / "unit" / "api" / "test_versions.py")
     assert exact and defined["test_parse_version"] == 9
     assert defined["test_supported_range_is_dockerd_28s"] == 1
-    defined, exact = ast_tests(TESTS / "unit" / "build" / "test_context.py")
+    defined, exact = ast_tests(TESTS / "unit" / "builder" / "test_context.py")
     assert not exact  # an autouse fixture with params doubles every test
 
 
