@@ -82,7 +82,6 @@ class Engine:
         self.events = EventBus()
         self.images = ImagesService(self.content, self.db, self.events, engine_version=ENGINE_VERSION,
                                     compression_level=config.compression_level, fsync=config.fsync)
-        self.system = SystemService(self)
         self.archive = ArchiveService(self.images, self.content, self.db, self.events, tmp_dir=root / "tmp",
                                       fsync=config.fsync, level=config.compression_level)
         self._distribution: DistributionService | None = None
@@ -99,6 +98,9 @@ class Engine:
                                             network=self.network, volumes=volumes)
         self.exec = ExecService(self.containers)
         self.build = BuildService(self)
+        self.system = SystemService(config, db=self.db, events=self.events, images=self.images,
+                                    containers=self.containers, snapshotter=self.snapshotter,
+                                    build_cache=self.build.cache_records)
         self.leases = self.images.leases
         self.gc = GarbageCollector(self.content, GCMetadata(self.db), self.leases, self.snapshotter,
                                    tmp_dir=root / "tmp")
