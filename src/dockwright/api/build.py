@@ -117,7 +117,8 @@ async def build(request: web.Request) -> web.StreamResponse:
         if opts.platform:  # dockerd's newBuilder, once the context is read: a 400 before anything streams
             params.check_platform_specifier(opts.platform)
         # syntax errors, a Dockerfile past its size limit, a bad platform: HTTP 400
-        events = await eng.build.build(ctx.root, ctx.dockerfile, opts, ctx.ignore, dockerfile_name=ctx.dockerfile_path)
+        events = await eng.build.build_stream(ctx.root, ctx.dockerfile, opts, ctx.ignore,
+                                             dockerfile_name=ctx.dockerfile_path)
         stream = JSONStream(request, bare_aux=True)  # the image ID as dockerd's AuxFormatter writes it: {"aux":…}
 
         async def pump() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from ..engine.container_config import host_config_defaults
-from ..engine.container_record import Container
+from ..engine.container_record import Container, list_command
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, SystemError_
 from ..filters import Filters
@@ -47,14 +47,6 @@ def _status_text(c: Container) -> str:
         fin = parse_rfc3339(st.get("FinishedAt", "")) or now
         return f"Exited ({st.get('ExitCode', 0)}) {human_duration(now - fin)} ago"
     return "Created"
-
-
-def _command(c: Container) -> str:
-    """dockerd's list ``Command``: the path, then the arguments, each with a space quoted in ''."""
-    args = list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or [])
-    if not args:
-        return ""
-    return " ".join([args[0], *(f"'{a}'" if " " in a else a for a in args[1:])])
 
 
 def _mode(c: Container) -> str:
@@ -159,7 +151,7 @@ def summary_json(c: Container, eng: Engine, version: Any = None) -> dict[str, An
     mode = _mode(c)
     return {
         "Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image_id,
-        "Command": _command(c), "Created": int(parse_rfc3339(c.created) or 0),
+        "Command": list_command(c), "Created": int(parse_rfc3339(c.created) or 0),
         "Ports": summary_ports_json(c.network if c.running else None, c.config.get("ExposedPorts")),
         "Labels": c.config.get("Labels") or {}, "State": c.state.get("Status", "created"),
         "Status": _status_text(c), "HostConfig": {"NetworkMode": network_mode_json(mode, version)},

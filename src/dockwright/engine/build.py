@@ -1,21 +1,28 @@
 """The engine's build service: the classic builder (:mod:`..builder`) wired to the engine's image store,
 containers, snapshots, content store, registry and events, with what ``POST /build``, ``POST /build/prune`` and
-``system df`` call."""
+``system df`` call, and the library's typed ``build`` (a context directory or tar in, an ``Image`` out)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+import asyncio
+import os
+import shutil
+import tarfile
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from .. import reference as refs
+from ..builder.context import CHUNK, extract_context
 from ..builder.dockerignore import IgnoreRules
 from ..builder.executor import Builder
-from ..builder.options import BuildOptions
+from ..builder.options import BuildError, BuildOptions
 from ..dockerfile import Node
 from ..filters import Filters
 from ..metadata.buildcache import BuildCacheStore
-from ..progress import ProgressEvent
+from ..progress import Aux, ProgressCallback, ProgressEvent
 from .resources import verify_extra_hosts, verify_resources
+from .types import Image
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -30,6 +37,7 @@ class BuildService:
         def pull(name: str, tag: str, platform: str) -> Awaitable[AsyncIterator[ProgressEvent]]:
             return engine.distribution.pull(name, tag, platform=platform)
 
+        self.engine = engine
         self.builder = Builder(root=engine.root, db=engine.db, content=engine.content,
                                snapshotter=engine.snapshotter, images=engine.images, containers=engine.containers,
                                pull=pull, events=engine.events, cache_store=BuildCacheStore(engine.db),
@@ -53,8 +61,84 @@ class BuildService:
         """The Dockerfile's instructions, checked, parsed off the event loop (:meth:`Builder.parse`)."""
         return await self.builder.parse(dockerfile_text, name)
 
-    async def build(self, root: Path, dockerfile_text: bytes, opts: BuildOptions,
-                    ignore: IgnoreRules | None = None,
-                    dockerfile_name: str = "Dockerfile") -> AsyncGenerator[ProgressEvent, None]:
-        """The build's event stream, after the checks that fail it with HTTP 400 (:meth:`Builder.build`)."""
+    async def build_stream(self, root: Path, dockerfile_text: bytes, opts: BuildOptions,
+                           ignore: IgnoreRules | None = None,
+                           dockerfile_name: str = "Dockerfile") -> AsyncGenerator[ProgressEvent, None]:
+        """``POST /build``'s event stream for an extracted context, after the checks that fail it with HTTP 400
+        (:meth:`Builder.build`)."""
         return await self.builder.build(root, dockerfile_text, opts, ignore, dockerfile_name)
+
+    async def build(self, context: str | os.PathLike[str] | IO[bytes], *, tag: str | Sequence[str] | None = None,
+                    dockerfile: str = "Dockerfile", buildargs: Mapping[str, str | None] | None = None,
+                    labels: Mapping[str, str] | None = None, target: str = "", nocache: bool = False,
+                    pull: bool = False, rm: bool = True, forcerm: bool = False, network_mode: str = "",
+                    platform: str = "", progress: ProgressCallback | None = None) -> Image:
+        """``docker build``: the image built from ``context`` — a directory, or a tar of one (plain or
+        compressed) as a path or a binary file — tagged ``tag`` (one name or several). The build's output goes to
+        ``progress`` as events (``StreamText`` lines, the pulls' ``Status``…); a failed step raises
+        :class:`~..builder.options.BuildError` (``code``: a RUN's exit code) with dockerd's message."""
+        tags = [tag] if isinstance(tag, str) else list(tag or [])
+        for t in tags:
+            refs.tag_name_only(refs.parse_normalized_named(t))
+        opts = BuildOptions(dockerfile=dockerfile, tags=tags, nocache=nocache, pull=pull, rm=rm, forcerm=forcerm,
+                            buildargs=dict(buildargs or {}), labels=dict(labels or {}), target=target,
+                            platform=platform, networkmode=network_mode)
+        work = self.engine.root / "tmp" / f"build-{os.urandom(8).hex()}"
+        work.mkdir(parents=True)
+        try:
+            if isinstance(context, (str, os.PathLike)) and Path(context).is_dir():
+                tar = work / "context.tar"
+                await asyncio.to_thread(tar_directory, Path(context), tar)
+                context = tar
+            if isinstance(context, (str, os.PathLike)):
+                with open(context, "rb") as f:
+                    ctx = await extract_context(file_chunks(f), work / "ctx", dockerfile_name=opts.dockerfile)
+            else:
+                ctx = await extract_context(file_chunks(context), work / "ctx", dockerfile_name=opts.dockerfile)
+            opts.context_tarsums = ctx.tarsums
+            events = await self.build_stream(ctx.root, ctx.dockerfile, opts, ctx.ignore,
+                                             dockerfile_name=ctx.dockerfile_path)
+            image_id = ""
+            try:
+                async for ev in events:
+                    if isinstance(ev, Aux) and isinstance(ev.data, dict) and ev.data.get("ID"):
+                        image_id = str(ev.data["ID"])
+                    if progress is not None:
+                        progress(ev)
+            finally:
+                await events.aclose()
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        if not image_id:
+            raise BuildError("the build produced no image")
+        return self.engine.images.get(image_id)
+
+    async def __call__(self, context: str | os.PathLike[str] | IO[bytes], *,
+                       tag: str | Sequence[str] | None = None, dockerfile: str = "Dockerfile",
+                       buildargs: Mapping[str, str | None] | None = None, labels: Mapping[str, str] | None = None,
+                       target: str = "", nocache: bool = False, pull: bool = False, rm: bool = True,
+                       forcerm: bool = False, network_mode: str = "", platform: str = "",
+                       progress: ProgressCallback | None = None) -> Image:
+        """``await engine.build(context, …)``: :meth:`build`."""
+        return await self.build(context, tag=tag, dockerfile=dockerfile, buildargs=buildargs, labels=labels,
+                                target=target, nocache=nocache, pull=pull, rm=rm, forcerm=forcerm,
+                                network_mode=network_mode, platform=platform, progress=progress)
+
+
+def tar_directory(directory: Path, out: Path) -> None:
+    """Write ``directory``'s tree to the tar ``out`` as the docker CLI sends a build context: paths relative to
+    it, symlinks as links, owned by 0:0."""
+    def owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name in sorted(os.listdir(directory)):
+            tf.add(directory / name, arcname=name, filter=owner)
+
+
+async def file_chunks(f: IO[bytes]) -> AsyncIterator[bytes]:
+    """The bytes of a binary file, read off the event loop in chunks."""
+    while chunk := await asyncio.to_thread(f.read, CHUNK):
+        yield chunk

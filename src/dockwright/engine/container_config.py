@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..runtime.bundle import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
 
-__all__ = ["merge_config", "host_config_defaults", "merge_missing", "NAME_RE", "ADJECTIVES", "SURNAMES"]
+__all__ = ["merge_config", "host_config_defaults", "merge_missing", "create_body", "NAME_RE", "ADJECTIVES",
+           "SURNAMES"]
 
 ADJECTIVES = ["admiring", "brave", "clever", "dazzling", "eager", "focused", "gallant", "happy", "jolly", "keen",
         "loving", "modest", "nifty", "optimistic", "quirky", "relaxed", "serene", "tender", "upbeat", "vibrant"]
@@ -104,3 +107,41 @@ def merge_missing(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
         if not out.get(k) and old.get(k):
             out[k] = old[k]
     return out
+
+
+def create_body(image: str, cmd: str | Sequence[str] | None = None, *,
+                env: Mapping[str, str] | Sequence[str] | None = None, workdir: str | None = None,
+                user: str | None = None, entrypoint: str | Sequence[str] | None = None,
+                labels: Mapping[str, str] | None = None,
+                hostname: str | None = None, tty: bool = False, network_mode: str = "default",
+                binds: Sequence[str] | None = None, auto_remove: bool = False,
+                privileged: bool = False) -> dict[str, Any]:
+    """The create body (dockerd's ``Config`` with its ``HostConfig``) of the library's typed create: a string
+    command or entrypoint is split as a shell would (as docker-py), ``env`` is a mapping or ``KEY=value``
+    strings, ``binds`` are ``-v``'s ``src:dst[:opts]``; what is None is left to the image."""
+    body: dict[str, Any] = {"Image": image}
+    if cmd is not None:
+        body["Cmd"] = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+    if entrypoint is not None:
+        body["Entrypoint"] = shlex.split(entrypoint) if isinstance(entrypoint, str) else list(entrypoint)
+    if env is not None:
+        body["Env"] = [f"{k}={v}" for k, v in env.items()] if isinstance(env, Mapping) else list(env)
+    if workdir is not None:
+        body["WorkingDir"] = workdir
+    if user is not None:
+        body["User"] = user
+    if labels is not None:
+        body["Labels"] = dict(labels)
+    if hostname is not None:
+        body["Hostname"] = hostname
+    if tty:
+        body["Tty"] = True
+    host: dict[str, Any] = {"NetworkMode": network_mode}
+    if binds:
+        host["Binds"] = list(binds)
+    if auto_remove:
+        host["AutoRemove"] = True
+    if privileged:
+        host["Privileged"] = True
+    body["HostConfig"] = host
+    return body

@@ -11,10 +11,12 @@ from typing import Any
 
 from ..metadata.containers import ContainerRow
 from ..network.endpoint import Attachment
+from ..oci.gojson import parse_rfc3339
+from . import types as typed
 from .mounts import parse_bind, parse_mount
 
 __all__ = ["Container", "new_state", "container_from_row", "container_row", "legacy_mounts", "repair_record",
-           "RECORD_TYPES"]
+           "RECORD_TYPES", "list_command", "container_info", "container_summary"]
 
 log = logging.getLogger("dockwright.containers")
 
@@ -43,6 +45,35 @@ class Container:
     def status(self) -> str:
         """dockerd's status word (``created``, ``running``, ``paused``, ``exited``)."""
         return str(self.state.get("Status", "created"))
+
+
+def list_command(c: Container) -> str:
+    """dockerd's list ``Command``: the path, then the arguments, each with a space quoted in ''."""
+    args = list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or [])
+    if not args:
+        return ""
+    return " ".join([args[0], *(f"'{a}'" if " " in a else a for a in args[1:])])
+
+
+def container_info(c: Container) -> typed.Container:
+    """The library's typed view of ``c`` now (copies: later changes to ``c`` do not show in it)."""
+    st = c.state
+    return typed.Container(
+        id=c.id, name=c.name, image=c.image_ref, image_id=c.image_id,
+        command=list(c.config.get("Entrypoint") or []) + list(c.config.get("Cmd") or []), created=c.created,
+        state=typed.ContainerState(
+            status=c.status, running=c.running, paused=bool(st.get("Paused")), exit_code=int(st.get("ExitCode") or 0),
+            pid=int(st.get("Pid") or 0), error=str(st.get("Error") or ""), oom_killed=bool(st.get("OOMKilled")),
+            started_at=str(st.get("StartedAt") or ""), finished_at=str(st.get("FinishedAt") or "")),
+        labels=dict(c.config.get("Labels") or {}), config=json.loads(json.dumps(c.config)),
+        host_config=json.loads(json.dumps(c.host_config)), mounts=json.loads(json.dumps(c.mounts)))
+
+
+def container_summary(c: Container) -> typed.ContainerSummary:
+    """The entry of ``c`` in the library's container list."""
+    return typed.ContainerSummary(id=c.id, name=c.name, image=c.image_ref, image_id=c.image_id,
+                                  command=list_command(c), created=int(parse_rfc3339(c.created) or 0),
+                                  status=c.status, labels=dict(c.config.get("Labels") or {}))
 
 
 def new_state() -> dict[str, Any]:

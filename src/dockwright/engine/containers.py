@@ -21,12 +21,13 @@ top, logs, attach, changes, export, commit and the rootfs for file operations. `
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,8 +41,9 @@ from ..oci.config import container_config
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..runtime import read_json_log
 from ..snapshots import is_mountpoint
-from .container_config import NAME_RE, merge_missing
-from .container_record import Container
+from . import types
+from .container_config import NAME_RE, create_body, merge_missing
+from .container_record import Container, container_info, container_summary
 from .container_removal import ContainerRemoval
 from .container_top import cgroup_pids, parse_ps_output
 
@@ -54,7 +56,59 @@ EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cd
 
 class ContainersService(ContainerRemoval):
     """The one containers service: create, run, remove (its stages) and rename, top, logs, attach, changes,
-    export, commit and the rootfs for file operations."""
+    export, commit and the rootfs for file operations; and the library's typed calls (``run``, ``inspect``…)."""
+
+    # ---- the library's typed calls ----------------------------------------------------------------------------
+    async def run(self, image: str, cmd: str | Sequence[str] | None = None, *, name: str | None = None,
+                  env: Mapping[str, str] | Sequence[str] | None = None, workdir: str | None = None,
+                  user: str | None = None, entrypoint: str | Sequence[str] | None = None,
+                  labels: Mapping[str, str] | None = None, hostname: str | None = None, tty: bool = False,
+                  network_mode: str = "default", binds: Sequence[str] | None = None, auto_remove: bool = False,
+                  privileged: bool = False, platform: str = "", detach: bool = False) -> types.RunResult:
+        """``docker run``: create and start a container of ``image``. Detached, the result has the container
+        just started (``auto_remove``: the engine removes it when it exits). Otherwise the call waits for its
+        exit and returns its exit code and its output too (``auto_remove``: removed, anonymous volumes with it,
+        once its output is read)."""
+        container = await self.create_container(
+            image, cmd, name=name, env=env, workdir=workdir, user=user, entrypoint=entrypoint, labels=labels,
+            hostname=hostname, tty=tty, network_mode=network_mode, binds=binds,
+            auto_remove=auto_remove and detach, privileged=privileged, platform=platform)
+        await self.start(container.id)
+        if detach:
+            return types.RunResult(self.inspect(container.id), None, b"")
+        code = await self.wait_exit(container.id)
+        logs = await self.read_logs(container.id)
+        done = self.inspect(container.id)
+        if auto_remove:
+            await self.remove(container.id, volumes=True)
+        return types.RunResult(done, code, logs)
+
+    async def create_container(self, image: str, cmd: str | Sequence[str] | None = None, *, name: str | None = None,
+                               env: Mapping[str, str] | Sequence[str] | None = None, workdir: str | None = None,
+                               user: str | None = None, entrypoint: str | Sequence[str] | None = None,
+                               labels: Mapping[str, str] | None = None, hostname: str | None = None,
+                               tty: bool = False, network_mode: str = "default",
+                               binds: Sequence[str] | None = None, auto_remove: bool = False,
+                               privileged: bool = False, platform: str = "") -> types.Container:
+        """``docker create``: a container of ``image`` (a name, ID or ``name@digest``), not started; what is None
+        is the image's (see :func:`~.container_config.create_body`). ``create`` takes the API's body."""
+        body = create_body(image, cmd, env=env, workdir=workdir, user=user, entrypoint=entrypoint, labels=labels,
+                           hostname=hostname, tty=tty, network_mode=network_mode, binds=binds,
+                           auto_remove=auto_remove, privileged=privileged)
+        cid, _ = await self.create(body, name or "", platform)
+        return self.inspect(cid)
+
+    def inspect(self, ref: str) -> types.Container:
+        """The container ``ref`` (ID, name or unique ID prefix) as it is now; ``ContainerNotFound`` otherwise."""
+        return container_info(self.get(ref))
+
+    async def wait_exit(self, ref: str) -> int:
+        """Wait until the container is not running (at once when it is not); its exit code."""
+        return int((await self.wait(ref, "not-running"))["StatusCode"])
+
+    async def read_logs(self, ref: str, *, stdout: bool = True, stderr: bool = True) -> bytes:
+        """Everything the container has written so far (stdout and stderr as written), as ``docker logs``."""
+        return b"".join([line async for _, line in self.logs(ref, stdout=stdout, stderr=stderr)])
 
     def rename(self, ref: str, new_name: str) -> None:
         """dockerd's ContainerRename, with its errors; ``rename`` event with ``oldName``."""
@@ -367,6 +421,11 @@ class ContainersService(ContainerRemoval):
         if target is not None:
             self.images._log(image_id, target.familiar(), "tag")  # noqa: SLF001
         return image_id
+
+    # last in the class: a method named ``list`` shadows the builtin in the annotations that follow it
+    def list(self, *, all: bool = False) -> builtins.list[types.ContainerSummary]:
+        """The running containers (every one with ``all``), newest first (typed: ``all()`` gives the records)."""
+        return [container_summary(c) for c in self.all() if all or c.running]
 
 
 

@@ -10,12 +10,13 @@ from ..oci.descriptor import Descriptor
 from ..oci.platform import Platform
 
 if TYPE_CHECKING:
-    from .containers import Container
+    from .container_record import Container as ContainerRecord
     from .volumes import Volume
 
 __all__ = ["Image", "ImageSummary", "HistoryItem", "DeleteItem", "PruneReport", "PullResult", "PushResult",
            "SearchResult", "DistributionInspect", "Descriptor", "Platform",
-           "VersionInfo", "SystemInfo", "IndexInfo", "DiskUsage", "ContainerDiskUsage", "VolumeDiskUsage"]
+           "VersionInfo", "SystemInfo", "IndexInfo", "DiskUsage", "ContainerDiskUsage", "VolumeDiskUsage",
+           "Container", "ContainerState", "ContainerSummary", "RunResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +210,7 @@ class SystemInfo:
 class ContainerDiskUsage:
     """A container and the disk it uses: its own layer (``size_rw``), and that plus its image's layers."""
 
-    container: Container
+    container: ContainerRecord
     size_rw: int
     size_root_fs: int
 
@@ -232,3 +233,66 @@ class DiskUsage:
     containers: list[ContainerDiskUsage] | None = None
     volumes: list[VolumeDiskUsage] | None = None
     build_cache: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    """A container's state when it was read: its status word (``created``, ``running``, ``paused``,
+    ``exited``…), its process, its exit code and its RFC 3339 start and finish times."""
+
+    status: str
+    running: bool
+    paused: bool
+    exit_code: int
+    pid: int
+    error: str
+    oom_killed: bool
+    started_at: str
+    finished_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A container (``engine.containers.inspect()``): its names, image, command, state, labels, and the
+    configuration and host configuration it was created with (dockerd's ``Config`` and ``HostConfig``)."""
+
+    id: str
+    name: str
+    image: str  # the image as it was named at create
+    image_id: str
+    command: list[str]  # the entrypoint and the command, as run
+    created: str  # RFC 3339 with nanoseconds
+    state: ContainerState
+    labels: dict[str, str]
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+    host_config: dict[str, Any] = field(default_factory=dict, repr=False)
+    mounts: list[dict[str, Any]] = field(default_factory=list, repr=False)  # its mount points
+
+    @property
+    def short_id(self) -> str:
+        """The 12 hex digits ``docker ps`` shows."""
+        return self.id[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSummary:
+    """An entry of ``engine.containers.list()``."""
+
+    id: str
+    name: str
+    image: str
+    image_id: str
+    command: str  # the entrypoint and command joined, as ``docker ps`` shows it
+    created: int  # Unix seconds
+    status: str  # the status word of its state
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """``engine.containers.run()``: the container (as it was when the run returned); when not detached, its
+    exit code and its output (stdout and stderr interleaved as written), else None and empty."""
+
+    container: Container
+    exit_code: int | None
+    logs: bytes

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import busybox_path, make_rootfs_tar
 from registry import Registry, push_image, registry, tar_of  # noqa: F401
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "library.md"
@@ -27,13 +30,20 @@ def test_the_examples_cover_every_operation() -> None:
     text = "\n".join(examples())
     for call in ("Engine.open(", "images.pull(", "progress=", "images.get(", "images.list(", "images.tag(",
                  "images.history(", "images.save(", "images.load(", "images.import_image(", "images.remove(",
-                 "images.prune(", "images.push(", "system.info(", "system.df(", "images.pull_stream("):
+                 "images.prune(", "images.push(", "system.info(", "system.df(", "images.pull_stream(",
+                 "containers.run(", "containers.create_container(", "containers.start(", "containers.list(",
+                 "containers.inspect(", "containers.stop(", "containers.wait_exit(", "containers.read_logs(",
+                 "containers.remove(", "engine.build("):
         assert call in text, call
     assert text.count(DOC_REGISTRY) == 1
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runc") is None or busybox_path() is None,
+                    reason="the container and build examples need root, runc and busybox-static")
 def test_the_examples_run(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    push_image(registry, "busybox", "latest", [tar_of({"etc/motd": b"hello\n"}), tar_of({"bin/tool": b"x" * 3000})])
+    # a runnable busybox (the host's static one): the container and build examples run it
+    push_image(registry, "busybox", "latest", [make_rootfs_tar({"etc/motd": b"hello\n"}),
+                                               tar_of({"bin/tool": b"x" * 3000})])
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the examples' temporary data root
 
     async def run() -> None:
