@@ -8,24 +8,27 @@ import asyncio
 import os
 import shutil
 import tarfile
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from .. import reference as refs
 from ..builder.context import CHUNK, extract_context
 from ..builder.dockerignore import IgnoreRules
 from ..builder.executor import Builder
 from ..builder.options import BuildError, BuildOptions
+from ..content.store import ContentStore
 from ..dockerfile import Node
 from ..filters import Filters
 from ..metadata.buildcache import BuildCacheStore
+from ..metadata.db import MetadataDB
 from ..progress import Aux, ProgressCallback, ProgressEvent
+from ..snapshots import OverlaySnapshotter
+from .containers import ContainersService
+from .events import EventBus
+from .images import ImagesService
 from .resources import verify_extra_hosts, verify_resources
 from .types import Image
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 __all__ = ["BuildService"]
 
@@ -33,14 +36,13 @@ __all__ = ["BuildService"]
 class BuildService:
     """Builds for the engine: one :class:`~..builder.executor.Builder` given the engine's services."""
 
-    def __init__(self, engine: Engine) -> None:
-        def pull(name: str, tag: str, platform: str) -> Awaitable[AsyncIterator[ProgressEvent]]:
-            return engine.distribution.pull(name, tag, platform=platform)
-
-        self.engine = engine
-        self.builder = Builder(root=engine.root, db=engine.db, content=engine.content,
-                               snapshotter=engine.snapshotter, images=engine.images, containers=engine.containers,
-                               pull=pull, events=engine.events, cache_store=BuildCacheStore(engine.db),
+    def __init__(self, root: Path, *, db: MetadataDB, content: ContentStore, snapshotter: OverlaySnapshotter,
+                 images: ImagesService, containers: ContainersService, events: EventBus,
+                 pull: Callable[[str, str, str], Awaitable[AsyncIterator[ProgressEvent]]]) -> None:
+        self.root = Path(root)
+        self.images = images
+        self.builder = Builder(root=self.root, db=db, content=content, snapshotter=snapshotter, images=images,
+                               containers=containers, pull=pull, events=events, cache_store=BuildCacheStore(db),
                                verify_extra_hosts=verify_extra_hosts, verify_resources=verify_resources)
 
     def shutdown(self) -> None:
@@ -83,7 +85,7 @@ class BuildService:
         opts = BuildOptions(dockerfile=dockerfile, tags=tags, nocache=nocache, pull=pull, rm=rm, forcerm=forcerm,
                             buildargs=dict(buildargs or {}), labels=dict(labels or {}), target=target,
                             platform=platform, networkmode=network_mode)
-        work = self.engine.root / "tmp" / f"build-{os.urandom(8).hex()}"
+        work = self.root / "tmp" / f"build-{os.urandom(8).hex()}"
         work.mkdir(parents=True)
         try:
             if isinstance(context, (str, os.PathLike)) and Path(context).is_dir():
@@ -111,7 +113,7 @@ class BuildService:
             await asyncio.to_thread(shutil.rmtree, work, True)
         if not image_id:
             raise BuildError("the build produced no image")
-        return self.engine.images.get(image_id)
+        return self.images.get(image_id)
 
     async def __call__(self, context: str | os.PathLike[str] | IO[bytes], *,
                        tag: str | Sequence[str] | None = None, dockerfile: str = "Dockerfile",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import IO
 
@@ -17,6 +18,7 @@ from ..metadata.db import MetadataDB
 from ..metadata.gc import GCMetadata
 from ..metadata.volumes import VolumeRecords
 from ..network.service import NetworkService
+from ..progress import ProgressEvent
 from ..runtime import Runc
 from ..snapshots import OverlaySnapshotter
 from .archive import ArchiveService
@@ -97,7 +99,12 @@ class Engine:
                                             runc=Runc(config.runtime, root=Path(config.exec_root) / "runc"),
                                             network=self.network, volumes=volumes)
         self.exec = ExecService(self.containers)
-        self.build = BuildService(self)
+
+        def pull(name: str, tag: str, platform: str) -> Awaitable[AsyncIterator[ProgressEvent]]:
+            return self.distribution.pull(name, tag, platform=platform)  # the registry side is made on first use
+
+        self.build = BuildService(root, db=self.db, content=self.content, snapshotter=self.snapshotter,
+                                  images=self.images, containers=self.containers, events=self.events, pull=pull)
         self.system = SystemService(config, db=self.db, events=self.events, images=self.images,
                                     containers=self.containers, snapshotter=self.snapshotter,
                                     build_cache=self.build.cache_records)
