@@ -41,6 +41,7 @@ from ..metadata.db import LayerRecord, MetadataDB
 from ..metadata.distribution import compressed_layer, ensure_schema
 from ..oci import mediatypes as mt
 from ..oci.digest import DIGEST_RE, hex_of, sha256_digest, short_id
+from ..oci.jsonobject import json_object
 from ..oci.platform import Platform, host_platform
 from ..progress import Aux, Emit, Progress, ProgressEvent, Status, begin, detail, run_with_events, update_every
 from .events import EventBus
@@ -527,12 +528,7 @@ class _Mismatch(Exception):
 
 def _parse_manifest(raw: bytes, digest: str) -> dict[str, Any]:
     """An image manifest's JSON, checked enough that no raw KeyError or TypeError reaches a client."""
-    try:
-        m = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid manifest {digest}: {exc}") from None
-    if not isinstance(m, dict):
-        raise InvalidArgument(f"invalid manifest {digest}: not a JSON object")
+    m = json_object(raw, InvalidArgument, f"invalid manifest {digest}")
     if m.get("schemaVersion") == 1:
         return m
     cfg = m.get("config")
