@@ -20,7 +20,7 @@ from typing import Any
 
 from ..content.store import ContentStore, Writer
 from ..errors import DataCorrupted
-from ..layers import compression as comp
+from ..layers import mediatypes as lmt
 from ..layers.compression import Compression, decompressor, detect
 from ..layers.ingest import LayerIngester
 from ..layers.verify import LayerVerifier
@@ -307,7 +307,7 @@ class _FileSink(_Sink):
         writer.commit(digest, size, sync=self._loader.fsync)
         self._writer = None
         self._loader.committed.add(digest)
-        media = comp.DOCKER_LAYER_GZIP if self._kind is Compression.GZIP else comp.OCI_LAYER_ZSTD
+        media = lmt.DOCKER_LAYER_GZIP if self._kind is Compression.GZIP else lmt.OCI_LAYER_ZSTD
         self._loader.files[self._name] = _Layer(digest, size, media, diff_id, summary.diff_size, summary.tar_size,
                                                 recompressed=False, size=size)
         self._final_progress()

@@ -24,8 +24,9 @@ from ..content.store import ContentStore
 from ..distribution import AuthConfig, RegistryClient
 from ..distribution.errors import push_error
 from ..errors import DataCorrupted, DockwrightError, ImageNotFound, InvalidArgument
-from ..layers import compression as lc
-from ..layers.compression import Compression, compression_from_media_type, gzip_compressor
+from ..layers import mediatypes as lc
+from ..layers.compression import Compression, gzip_compressor
+from ..layers.mediatypes import compression_from_media_type
 from ..metadata.db import MetadataDB
 from ..metadata.distribution import compressed_layer, remember_compressed_layer, was_pulled
 from ..oci import mediatypes as mt
