@@ -1,11 +1,14 @@
-"""Layer streams pushed in chunks whose compression is detected from their first bytes: :class:`DetectingFeed`, the
-base of the ingester and the verifier (the pull side is :class:`~.compression.DecompressedReader`)."""
+"""Layer streams pushed in chunks: :class:`DetectingFeed`, the base of the ingester and the verifier, which detects
+the compression from the first bytes (the pull side is :class:`~.compression.DecompressedReader`), and
+:class:`ChunkBatcher`, which gathers a stream's small chunks into the batches handed to them in a worker thread."""
 
 from __future__ import annotations
 
 from .compression import DETECT_BYTES
 
-__all__ = ["DetectingFeed"]
+__all__ = ["BATCH_BYTES", "ChunkBatcher", "DetectingFeed"]
+
+BATCH_BYTES = 1 << 20
 
 
 class DetectingFeed:
@@ -45,3 +48,32 @@ class DetectingFeed:
         self._start(head)
         self._detected = True
         self._process(head)
+
+
+class ChunkBatcher:
+    """Chunks gathered until they make :data:`BATCH_BYTES` (a worker-thread call per chunk would cost more than the
+    work). ``pending``: the bytes gathered and not handed out yet."""
+
+    def __init__(self) -> None:
+        self._buf: list[bytes] = []
+        self.pending = 0
+
+    def add(self, chunk: bytes) -> bytes | None:
+        """Gather ``chunk``: the batch (and the batcher empty again) once it reaches :data:`BATCH_BYTES`, else None."""
+        self._buf.append(chunk)
+        self.pending += len(chunk)
+        if self.pending < BATCH_BYTES:
+            return None
+        data = b"".join(self._buf)
+        self._buf.clear()
+        self.pending = 0
+        return data
+
+    def rest(self) -> bytes | None:
+        """What is gathered at the end of the stream (the batcher then empty), or None when nothing is."""
+        if not self._buf:
+            return None
+        data = b"".join(self._buf)
+        self._buf.clear()
+        self.pending = 0
+        return data

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dockwright.layers.compression import DETECT_BYTES
-from dockwright.layers.streams import DetectingFeed
+from dockwright.layers.streams import BATCH_BYTES, ChunkBatcher, DetectingFeed
 
 
 class _Recorder(DetectingFeed):
@@ -36,3 +36,12 @@ def test_short_input_started_at_the_end() -> None:
     r._take_end()
     r._take_end()
     assert r.heads == [b"xy"] and r.data == b"xy"
+
+
+def test_chunk_batcher() -> None:
+    b = ChunkBatcher()
+    assert b.rest() is None
+    assert b.add(b"x" * (BATCH_BYTES - 1)) is None and b.pending == BATCH_BYTES - 1
+    assert b.add(b"yz") == b"x" * (BATCH_BYTES - 1) + b"yz" and b.pending == 0
+    assert b.add(b"") is None
+    assert b.rest() == b"" and b.rest() is None
