@@ -162,20 +162,8 @@ class BlobUploads(RepositoryCore):
                 headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data)),
                            "Content-Range": f"{first}-{first + len(data) - 1}"}
                 resp = await self._send(ep, "PATCH", location, headers=headers, data=data)
-                if resp.status not in (202, 204):
-                    raise await self._error(resp, "PATCH", location)
-                new_location = resp.headers.get("Location")
-                rng = resp.headers.get("Range", "")
-                resp.release()
-                if new_location:
-                    location = join_location(location, new_location)
                 end = offset + len(piece)
-                acked = end
-                if rng:
-                    try:
-                        acked = int(rng.split("=", 1)[-1].split("-", 1)[1]) + 1
-                    except (IndexError, ValueError):
-                        acked = end
+                location, acked = await self._patch_answer(resp, location, end)
                 if acked >= end:
                     return
                 if acked < offset:
@@ -224,6 +212,14 @@ class BlobUploads(RepositoryCore):
 
         resp = await self._send_streamed(ep, "PATCH", location, {"Content-Type": "application/octet-stream"}, body(),
                                          problem)
+        location, acked = await self._patch_answer(resp, location, sent)
+        if acked != sent:
+            raise SystemError_(f"registry acknowledged {acked} bytes of an upload of {sent}")
+        return location, sent
+
+    async def _patch_answer(self, resp: ClientResponse, location: str, sent: int) -> tuple[str, int]:
+        """A PATCH's answer: the upload's next location and the bytes the registry has (its ``Range``; ``sent``
+        when it does not say); the registry's error for any status but 202 and 204."""
         if resp.status not in (202, 204):
             raise await self._error(resp, "PATCH", location)
         new_location = resp.headers.get("Location")
@@ -231,14 +227,13 @@ class BlobUploads(RepositoryCore):
         resp.release()
         if new_location:
             location = join_location(location, new_location)
+        acked = sent
         if rng:
             try:
                 acked = int(rng.split("=", 1)[-1].split("-", 1)[1]) + 1
             except (IndexError, ValueError):
                 acked = sent
-            if acked != sent:
-                raise SystemError_(f"registry acknowledged {acked} bytes of an upload of {sent}")
-        return location, sent
+        return location, acked
 
     async def push_blob_stream(self, chunks: AsyncIterator[bytes], result: Callable[[], tuple[str, int]], *,
                                chunk_min: int | None = None) -> tuple[str, int]:
