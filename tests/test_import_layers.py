@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("layers",),                                # layer blobs <-> snapshots: ingest, apply, diff, verify
     ("content", "snapshots", "runtime", "network"),  # stores and host mechanisms
     ("metadata",),                              # every SQL statement
-    ("tar", "progress", "oci", "reference", "filters", "timestamps"),  # base types and formats
+    ("tar", "progress", "oci", "reference", "filters", "timestamps", "threads"),  # base types and formats
     ("errors",),                                # the exception tree
 ]
 RANK = {pkg: len(LAYERS) - i for i, layer in enumerate(LAYERS) for pkg in layer}

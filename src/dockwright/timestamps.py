@@ -54,27 +54,18 @@ def _time_quote(s: str) -> str:
     return "".join(out)
 
 
+_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+               "\t": "\\t", "\v": "\\v"}
+
+
 def go_quote(s: str) -> str:
     """Go's ``strconv.Quote`` (also what ``fmt``'s ``%q`` prints for a string)."""
     out = ['"']
     for ch in s:
         cp = ord(ch)
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\v":
-            out.append("\\v")
+        escaped = _GO_ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
         elif 0xD800 <= cp <= 0xDFFF:
             out.append("\\ufffd")
         elif ch.isprintable():

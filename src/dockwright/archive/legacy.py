@@ -15,8 +15,9 @@ from .. import reference as refs
 from ..errors import InvalidReference
 from ..oci.digest import sha256_digest
 from ..oci.gojson import go_dumps
+from .paths import parse_object
 from .results import ArchiveError, LoadedImage
-from .spool import ArchiveSpool, parse_object
+from .spool import ArchiveSpool
 
 __all__ = ["LegacyImages"]
 

@@ -18,8 +18,9 @@ from ..oci.descriptor import Descriptor
 from ..oci.digest import DIGEST_RE, sha256_digest
 from ..oci.gojson import parse_rfc3339
 from ..oci.platform import Platform, host_platform
+from .paths import blob_name, parse_object
 from .results import ArchiveError, LoadedImage, LoadedLayer
-from .spool import ArchiveSpool, SmallFile, blob_name, parse_object
+from .spool import ArchiveSpool, SmallFile
 
 __all__ = ["ManifestImages"]
 

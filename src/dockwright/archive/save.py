@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 from .. import reference as refs
 from ..errors import DataCorrupted, InvalidArgument
-from ..layers import compression as comp
+from ..layers import mediatypes as lmt
 from ..oci import mediatypes as mt
 from ..oci.descriptor import Descriptor
 from ..oci.digest import hex_of, sha256_digest
@@ -126,10 +126,10 @@ def _blob_path(digest: str) -> str:
 
 
 _OCI_LAYER_TYPES = {
-    comp.DOCKER_LAYER: comp.OCI_LAYER,
-    comp.DOCKER_LAYER_GZIP: comp.OCI_LAYER_GZIP,
-    comp.DOCKER_LAYER_FOREIGN_GZIP: comp.OCI_LAYER_NONDISTRIBUTABLE_GZIP,
-    "application/vnd.docker.image.rootfs.foreign.diff.tar": comp.OCI_LAYER_NONDISTRIBUTABLE,
+    lmt.DOCKER_LAYER: lmt.OCI_LAYER,
+    lmt.DOCKER_LAYER_GZIP: lmt.OCI_LAYER_GZIP,
+    lmt.DOCKER_LAYER_FOREIGN_GZIP: lmt.OCI_LAYER_NONDISTRIBUTABLE_GZIP,
+    "application/vnd.docker.image.rootfs.foreign.diff.tar": lmt.OCI_LAYER_NONDISTRIBUTABLE,
 }
 
 

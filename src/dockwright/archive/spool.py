@@ -20,17 +20,18 @@ from typing import Any
 
 from ..content.store import ContentStore, Writer
 from ..errors import DataCorrupted
-from ..layers import compression as comp
+from ..layers import mediatypes as lmt
 from ..layers.compression import Compression, decompressor, detect
 from ..layers.ingest import LayerIngester
 from ..layers.verify import LayerVerifier
-from ..oci.digest import DIGEST_RE, hex_of, sha256_digest
+from ..oci.digest import hex_of, sha256_digest
 from ..oci.platform import Platform
 from ..tar.headers import looks_like_tar
 from ..tar.walker import TarWalker
+from .paths import blob_name, clean_path, components
 from .results import JSON_LIMIT, ArchiveError, LoadedLayer
 
-__all__ = ["ArchiveSpool", "SmallFile", "blob_name", "parse_object"]
+__all__ = ["ArchiveSpool", "SmallFile"]
 
 _MEMORY_BUDGET = 64 << 20  # small files kept in memory, in total; beyond this they spill to tmp_dir
 _SPILL_OVER = 1 << 20  # a small file bigger than this always spills
@@ -102,21 +103,6 @@ class _Unusable:
 
 
 _Entry = _Layer | SmallFile | _Unusable
-
-
-def _clean(name: str) -> list[str] | None:
-    """Components of a relative path cleaned lexically; None if it climbs above the root."""
-    out: list[str] = []
-    for part in name.split("/"):
-        if not part or part == ".":
-            continue
-        if part == "..":
-            if not out:
-                return None
-            out.pop()
-            continue
-        out.append(part)
-    return out
 
 
 def _short(name: str, expected: str | None) -> str:
@@ -321,7 +307,7 @@ class _FileSink(_Sink):
         writer.commit(digest, size, sync=self._loader.fsync)
         self._writer = None
         self._loader.committed.add(digest)
-        media = comp.DOCKER_LAYER_GZIP if self._kind is Compression.GZIP else comp.OCI_LAYER_ZSTD
+        media = lmt.DOCKER_LAYER_GZIP if self._kind is Compression.GZIP else lmt.OCI_LAYER_ZSTD
         self._loader.files[self._name] = _Layer(digest, size, media, diff_id, summary.diff_size, summary.tar_size,
                                                 recompressed=False, size=size)
         self._final_progress()
@@ -485,11 +471,8 @@ class ArchiveSpool:
         self._entries += 1
         if self._entries > _MAX_ENTRIES:
             raise ArchiveError(f"invalid archive: more than {_MAX_ENTRIES} entries")
-        if name.startswith("/"):
-            raise ArchiveError(f"invalid archive: entry {name!r} has an absolute path")
-        comps = _clean(name)
-        if comps is None:
-            raise ArchiveError(f"invalid archive: entry {name!r} points outside the archive")
+        comps = components(name, f"invalid archive: entry {name!r} has an absolute path",
+                           f"invalid archive: entry {name!r} points outside the archive")
         path = "/".join(comps)
         if not path:
             return None
@@ -500,9 +483,9 @@ class ArchiveSpool:
             if typeflag == 0x32:
                 if linkname.startswith("/"):
                     raise ArchiveError(f"invalid archive: symlink {path} points outside the archive ({linkname})")
-                target = _clean("/".join(comps[:-1] + [linkname]))
+                target = clean_path("/".join(comps[:-1] + [linkname]))
             else:
-                target = _clean(linkname.lstrip("/"))
+                target = clean_path(linkname.lstrip("/"))
             if target is None or not target:
                 raise ArchiveError(f"invalid archive: {what} {path} points outside the archive ({linkname})")
             self.files.pop(path, None)
@@ -526,11 +509,8 @@ class ArchiveSpool:
         """``path`` resolved through the archive's links, and its file; :class:`ArchiveError` naming ``what``."""
         if not isinstance(path, str) or not path:
             raise ArchiveError(f"invalid archive: {what}: invalid path {path!r}")
-        if path.startswith("/"):
-            raise ArchiveError(f"invalid archive: {what}: {path} is an absolute path")
-        comps = _clean(path)
-        if comps is None:
-            raise ArchiveError(f"invalid archive: {what}: {path} points outside the archive")
+        comps = components(path, f"invalid archive: {what}: {path} is an absolute path",
+                           f"invalid archive: {what}: {path} points outside the archive")
         hops = 0
         done: list[str] = []
         todo = list(comps)
@@ -610,22 +590,3 @@ class ArchiveSpool:
                          recompressed=True, size=entry.size)
         self.files[path] = new
         return new
-
-def blob_name(digest: Any, what: str) -> str:
-    """The archive path of a blob (``blobs/sha256/<hex>``); :class:`ArchiveError` for a malformed digest."""
-    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-        raise ArchiveError(f"invalid archive: {what}: unsupported or invalid digest {digest!r}")
-    return "blobs/sha256/" + hex_of(digest)
-
-
-def parse_object(raw: bytes, what: str) -> dict[str, Any]:
-    """A JSON object from ``raw``; :class:`ArchiveError` (naming ``what``) for anything else."""
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise ArchiveError(f"invalid archive: {what}: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ArchiveError(f"invalid archive: {what}: not a JSON object")
-    return doc
-
-

@@ -4,15 +4,14 @@ for the parsing and expansion that run off the event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..dockerfile import Env, Lex, Node, parse
 from ..errors import InvalidArgument
+from ..threads import thread_future
 from .options import BUILD_LABEL, BuildOptions
 
 __all__ = ["CacheFrom", "Stage", "Plan", "plan", "expand_args", "arg_value", "stage_env", "cache_parent",
@@ -143,28 +142,4 @@ async def in_thread(fn: Callable[..., _T], *args: Any) -> _T:
     serving other clients meanwhile, and a daemon told to stop does not wait for it (the executor of
     ``asyncio.to_thread`` is joined at exit). Cancelling the caller stops waiting; ``fn`` is told to stop through
     an event it checks, where it takes one."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[_T] = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if fut.done():
-            return
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-
-    def run() -> None:
-        result: Any = None
-        exc: BaseException | None = None
-        try:
-            result = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            exc = e
-        try:
-            loop.call_soon_threadsafe(settle, result, exc)
-        except RuntimeError:
-            pass  # the loop is closed: the daemon stopped meanwhile
-
-    threading.Thread(target=run, name="dockwright-dockerfile", daemon=True).start()
-    return await fut
+    return await thread_future(lambda: fn(*args), "dockwright-dockerfile")

@@ -29,6 +29,7 @@ from yarl import URL
 
 from ..errors import DockwrightError, InvalidArgument, SystemError_, Unauthorized
 from ..oci.gojson import parse_rfc3339
+from ..oci.jsonobject import json_object
 from .challenges import Challenge, parse_www_authenticate
 from .errors import RegistryErrorInfo, response_error, transport_error
 
@@ -204,6 +205,21 @@ def _parse_issued_at(value: Any) -> float | None:
     return parse_rfc3339(value)
 
 
+async def _token_request(session: aiohttp.ClientSession, method: str, url: URL, headers: dict[str, str], *,
+                         ssl: SSLContext | bool, data: dict[str, str] | None = None) -> bytes:
+    """The body of a token server's answer (redirects followed); its error or a transport error otherwise."""
+    try:
+        async with session.request(method, url, data=data, headers=headers, ssl=ssl, allow_redirects=True,
+                                   timeout=aiohttp.ClientTimeout(total=_TOKEN_TIMEOUT)) as resp:
+            body = await resp.read()
+            if not 200 <= resp.status < 400:
+                raise response_error(resp.status, resp.reason or "", resp.headers, body,
+                                     method=method, url=str(url))
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise transport_error(method, str(url), exc) from exc
+    return body
+
+
 class Authorizer:
     """Authorization for registry requests: challenges per endpoint, bearer tokens, basic credentials.
 
@@ -332,15 +348,7 @@ class Authorizer:
     async def _post_token(self, session: aiohttp.ClientSession, realm: URL, form: dict[str, str], refresh: str,
                           *, ssl: SSLContext | bool) -> tuple[str, float, str]:
         headers = {"User-Agent": self.user_agent}
-        try:
-            async with session.post(realm, data=form, headers=headers, ssl=ssl, allow_redirects=True,
-                                    timeout=aiohttp.ClientTimeout(total=_TOKEN_TIMEOUT)) as resp:
-                body = await resp.read()
-                if not 200 <= resp.status < 400:
-                    raise response_error(resp.status, resp.reason or "", resp.headers, body,
-                                         method="POST", url=str(realm))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise transport_error("POST", str(realm), exc) from exc
+        body = await _token_request(session, "POST", realm, headers, ssl=ssl, data=form)
         try:
             data = json.loads(body)
         except ValueError as exc:
@@ -365,21 +373,8 @@ class Authorizer:
             query.append(("account", auth.username))
             headers["Authorization"] = _basic(auth.username, auth.password)
         url = realm.with_query(query)
-        try:
-            async with session.get(url, headers=headers, ssl=ssl, allow_redirects=True,
-                                   timeout=aiohttp.ClientTimeout(total=_TOKEN_TIMEOUT)) as resp:
-                body = await resp.read()
-                if not 200 <= resp.status < 400:
-                    raise response_error(resp.status, resp.reason or "", resp.headers, body,
-                                         method="GET", url=str(url))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise transport_error("GET", str(url), exc) from exc
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise SystemError_(f"unable to decode token response: {exc}") from exc
-        if not isinstance(data, dict):
-            raise SystemError_("unable to decode token response: not a JSON object")
+        body = await _token_request(session, "GET", url, headers, ssl=ssl)
+        data = json_object(body, SystemError_, "unable to decode token response")
         token = data.get("access_token") or data.get("token")
         if not isinstance(token, str) or not token:
             raise SystemError_("authorization server did not include a token in the response")

@@ -4,7 +4,9 @@ and the push of a blob whose digest is known only at its end (PATCHed as it is m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from aiohttp import ClientResponse
 
 from ..errors import DataCorrupted, DockwrightError, SystemError_
 from .auth import repository_scope
@@ -82,6 +84,21 @@ class BlobUploads(RepositoryCore):
         else:
             await self._push_monolithic(ep, digest, size, chunks, location, progress)
 
+    async def _send_streamed(self, ep: Endpoint, method: str, url: str, headers: dict[str, str],
+                             body: AsyncIterator[bytes] | bytes, problem: Sequence[BaseException]) -> ClientResponse:
+        """Send a body read from a stream; a failure of the stream itself (in ``problem``) is raised as itself,
+        not as the transport error it caused."""
+        try:
+            resp = await self._send(ep, method, url, headers=headers, data=body, replayable=False)
+        except DockwrightError:
+            if problem:
+                raise problem[0] from None
+            raise
+        if problem:
+            resp.release()
+            raise problem[0]
+        return resp
+
     async def _push_monolithic(self, ep: Endpoint, digest: str, size: int, chunks: AsyncIterator[bytes],
                                location: str, progress: Callable[[int], None] | None) -> None:
         url = with_query(location, digest=digest)
@@ -105,16 +122,7 @@ class BlobUploads(RepositoryCore):
                 raise problem[-1]
 
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        try:
-            resp = await self._send(ep, "PUT", url, headers=headers, data=body() if size else b"",
-                                    replayable=False)
-        except DockwrightError:
-            if problem:
-                raise problem[0] from None
-            raise
-        if problem:
-            resp.release()
-            raise problem[0]
+        resp = await self._send_streamed(ep, "PUT", url, headers, body() if size else b"", problem)
         if resp.status not in (200, 201, 204):
             raise await self._error(resp, "PUT", url)
         resp.release()
@@ -154,20 +162,8 @@ class BlobUploads(RepositoryCore):
                 headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data)),
                            "Content-Range": f"{first}-{first + len(data) - 1}"}
                 resp = await self._send(ep, "PATCH", location, headers=headers, data=data)
-                if resp.status not in (202, 204):
-                    raise await self._error(resp, "PATCH", location)
-                new_location = resp.headers.get("Location")
-                rng = resp.headers.get("Range", "")
-                resp.release()
-                if new_location:
-                    location = join_location(location, new_location)
                 end = offset + len(piece)
-                acked = end
-                if rng:
-                    try:
-                        acked = int(rng.split("=", 1)[-1].split("-", 1)[1]) + 1
-                    except (IndexError, ValueError):
-                        acked = end
+                location, acked = await self._patch_answer(resp, location, end)
                 if acked >= end:
                     return
                 if acked < offset:
@@ -214,16 +210,16 @@ class BlobUploads(RepositoryCore):
                 problem.append(exc)
                 raise
 
-        try:
-            resp = await self._send(ep, "PATCH", location, headers={"Content-Type": "application/octet-stream"},
-                                    data=body(), replayable=False)
-        except DockwrightError:
-            if problem:
-                raise problem[0] from None
-            raise
-        if problem:
-            resp.release()
-            raise problem[0]
+        resp = await self._send_streamed(ep, "PATCH", location, {"Content-Type": "application/octet-stream"}, body(),
+                                         problem)
+        location, acked = await self._patch_answer(resp, location, sent)
+        if acked != sent:
+            raise SystemError_(f"registry acknowledged {acked} bytes of an upload of {sent}")
+        return location, sent
+
+    async def _patch_answer(self, resp: ClientResponse, location: str, sent: int) -> tuple[str, int]:
+        """A PATCH's answer: the upload's next location and the bytes the registry has (its ``Range``; ``sent``
+        when it does not say); the registry's error for any status but 202 and 204."""
         if resp.status not in (202, 204):
             raise await self._error(resp, "PATCH", location)
         new_location = resp.headers.get("Location")
@@ -231,14 +227,13 @@ class BlobUploads(RepositoryCore):
         resp.release()
         if new_location:
             location = join_location(location, new_location)
+        acked = sent
         if rng:
             try:
                 acked = int(rng.split("=", 1)[-1].split("-", 1)[1]) + 1
             except (IndexError, ValueError):
                 acked = sent
-            if acked != sent:
-                raise SystemError_(f"registry acknowledged {acked} bytes of an upload of {sent}")
-        return location, sent
+        return location, acked
 
     async def push_blob_stream(self, chunks: AsyncIterator[bytes], result: Callable[[], tuple[str, int]], *,
                                chunk_min: int | None = None) -> tuple[str, int]:

@@ -50,16 +50,14 @@ from .instructions import (
     UserCommand,
     VolumeCommand,
     WorkdirCommand,
-    check_signal,
     exactly_one,
-    normalize_workdir,
     parse_command,
-    parse_port_spec,
     validate_instruction,
 )
 from .parser import Node, ParseCancelled, parse
 from .shell import Env, Lex
 from .text import MAX_DOCKERFILE_SIZE, MAX_ENV_SIZE, DockerfileError, go_lower
+from .values import check_signal, normalize_workdir, parse_port_spec
 
 
 def _str_slice(value: Any) -> list[str] | None:

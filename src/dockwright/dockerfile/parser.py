@@ -343,28 +343,18 @@ def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
                 phase = in_quote
                 pos += 1
                 continue
-            if ch == 0x5C:
-                if pos + 1 == n:
-                    pos += 1
-                    continue
-                pos += 1
-                ch = b[pos]
-            word.append(chr(ch))
+        elif ch == quote:  # in_quote: its end
+            phase = in_word
             pos += 1
             continue
-        if phase == in_quote:
-            if ch == quote:
+        if ch == 0x5C:  # in a word or a quote: the next byte as it is; a trailing one ends the quote
+            if pos + 1 == n:
                 phase = in_word
                 pos += 1
                 continue
-            if ch == 0x5C:
-                if pos + 1 == n:
-                    phase = in_word
-                    pos += 1
-                    continue
-                pos += 1
-                ch = b[pos]
-            word.append(chr(ch))
+            pos += 1
+            ch = b[pos]
+        word.append(chr(ch))
         pos += 1
     return "", words
 

@@ -202,11 +202,10 @@ class _ShellWord:
                         words.add_raw_string(tmp)
                     continue
                 if ch == esc:
-                    sc.i += 1
-                    if self.raw_escapes:
+                    kept = self._skip_escape(result)
+                    if kept:
                         words.add_raw_char(ch)
-                        result.append(ch)
-                        size += 1
+                        size += kept
                     if sc.i >= n:
                         break
                     ch = s[sc.i]
@@ -231,6 +230,14 @@ class _ShellWord:
         finally:
             if restore is not None:
                 self.raw_escapes = restore
+
+    def _skip_escape(self, result: list[str]) -> int:
+        """Step over the escape character at the cursor, kept in ``result`` when escapes are raw; the size added."""
+        self.sc.i += 1
+        if self.raw_escapes:
+            result.append(self.escape)
+            return 1
+        return 0
 
     def process_single_quote(self) -> str:
         sc = self.sc
@@ -270,10 +277,7 @@ class _ShellWord:
                 result.append(value)
                 continue
             if peek == esc:
-                sc.i += 1
-                if self.raw_escapes:
-                    result.append(esc)
-                    size += 1
+                size += self._skip_escape(result)
                 if sc.i >= n:
                     continue  # an escape at the end of the word is dropped
                 nxt = s[sc.i]

@@ -59,10 +59,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+from ..threads import thread_future
 from .container_fs_tar import ArchiveStream
 from .container_fs_untar import extract_sync
 from .container_fs_view import ContainerView, PathStat, Target, clean_path, locate, open_view
@@ -81,26 +81,7 @@ async def _in_thread(fn: Callable[[], T], on_cancel: Callable[[], None]) -> T:
     """Run ``fn`` in a thread of its own (not the shared pool: an upload may keep it for long); if the
     caller is cancelled, ``on_cancel`` stops it and the thread's end is awaited before the cancellation goes
     on (the rootfs it writes to stays mounted until then)."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-
-    def done(result: Any, exc: BaseException | None) -> None:
-        if fut.done():
-            return
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-
-    def run() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(done, None, exc)
-        else:
-            loop.call_soon_threadsafe(done, result, None)
-
-    threading.Thread(target=run, name="container-fs", daemon=True).start()
+    fut = thread_future(fn, "container-fs")
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:

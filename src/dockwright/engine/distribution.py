@@ -36,16 +36,19 @@ from ..errors import (
     Unavailable,
 )
 from ..filters import Filters
+from ..layers.streams import ChunkBatcher
 from ..layers.verify import LayerVerifier
 from ..metadata.db import LayerRecord, MetadataDB
 from ..metadata.distribution import compressed_layer, ensure_schema
 from ..oci import mediatypes as mt
 from ..oci.digest import DIGEST_RE, hex_of, sha256_digest, short_id
+from ..oci.jsonobject import json_object
 from ..oci.platform import Platform, host_platform
 from ..progress import Aux, Emit, Progress, ProgressEvent, Status, begin, detail, run_with_events, update_every
 from .events import EventBus
 from .images import ImagesService
 from .push import PushService
+from .registry_service import RegistryService
 from .types import DistributionInspect, PullResult, PushResult, SearchResult
 
 __all__ = ["DistributionService"]
@@ -66,16 +69,12 @@ class _Download:
     waiters: int = 0
 
 
-class DistributionService:
+class DistributionService(RegistryService):
     """The registry side of the engine: pull (and push, through :class:`.push.PushService`), login, search."""
 
     def __init__(self, images: ImagesService, content: ContentStore, db: MetadataDB, events: EventBus,
                  client: RegistryClient, *, max_downloads: int = 3, max_uploads: int = 5) -> None:
-        self.images = images
-        self.content = content
-        self.db = db
-        self.events = events
-        self.client = client
+        super().__init__(images, content, db, events, client)
         self._down_sem = asyncio.Semaphore(max(1, max_downloads))
         self._inflight: dict[str, _Download] = {}
         ensure_schema(db)
@@ -386,21 +385,15 @@ class DistributionService:
                 while True:
                     last = writer.offset
                     try:
-                        buf: list[bytes] = []
-                        pending = 0
+                        batch = ChunkBatcher()
                         async for chunk in repo.fetch_blob(digest, offset=writer.offset, size=size or None):
-                            buf.append(chunk)
-                            pending += len(chunk)
-                            if pending >= 1 << 20:
-                                data = b"".join(buf)
-                                buf.clear()
-                                pending = 0
+                            if (data := batch.add(chunk)) is not None:
                                 await asyncio.to_thread(_write_verify, writer, verifier, data)
-                            if writer.offset + pending - last >= every:
-                                last = writer.offset + pending
-                                emit(Progress("Downloading", short, writer.offset + pending, size or None))
-                        if buf:
-                            await asyncio.to_thread(_write_verify, writer, verifier, b"".join(buf))
+                            if writer.offset + batch.pending - last >= every:
+                                last = writer.offset + batch.pending
+                                emit(Progress("Downloading", short, writer.offset + batch.pending, size or None))
+                        if (data := batch.rest()) is not None:
+                            await asyncio.to_thread(_write_verify, writer, verifier, data)
                         break
                     except (TimeoutError, Unavailable, OSError) as exc:
                         attempt += 1
@@ -527,12 +520,7 @@ class _Mismatch(Exception):
 
 def _parse_manifest(raw: bytes, digest: str) -> dict[str, Any]:
     """An image manifest's JSON, checked enough that no raw KeyError or TypeError reaches a client."""
-    try:
-        m = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid manifest {digest}: {exc}") from None
-    if not isinstance(m, dict):
-        raise InvalidArgument(f"invalid manifest {digest}: not a JSON object")
+    m = json_object(raw, InvalidArgument, f"invalid manifest {digest}")
     if m.get("schemaVersion") == 1:
         return m
     cfg = m.get("config")

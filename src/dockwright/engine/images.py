@@ -26,6 +26,7 @@ from ..dockerfile import apply_changes
 from ..errors import ImageNotFound, InvalidArgument, NotFound
 from ..layers.apply import ensure_chain
 from ..layers.ingest import IngestedLayer, LayerIngester
+from ..layers.streams import ChunkBatcher
 from ..metadata.db import ImageRecord, LayerRecord, MetadataDB
 from ..metadata.leases import Lease, LeaseManager
 from ..oci import mediatypes as mt
@@ -333,19 +334,13 @@ class ImagesService(ImageListing, ImageRemoval):
 
     async def _ingest_layer(self, chunks: AsyncIterator[bytes]) -> IngestedLayer:
         ing = LayerIngester(self.content, level=self.compression_level, fsync=self.fsync)
-        buf: builtins.list[bytes] = []
-        pending = 0
+        batch = ChunkBatcher()
         try:
             async for chunk in chunks:
-                buf.append(chunk)
-                pending += len(chunk)
-                if pending >= 1 << 20:
-                    data = b"".join(buf)
-                    buf.clear()
-                    pending = 0
+                if (data := batch.add(chunk)) is not None:
                     await asyncio.to_thread(ing.feed, data)
-            if buf:
-                await asyncio.to_thread(ing.feed, b"".join(buf))
+            if (data := batch.rest()) is not None:
+                await asyncio.to_thread(ing.feed, data)
             layer = await asyncio.to_thread(ing.finish)
         except BaseException:
             ing.abort()

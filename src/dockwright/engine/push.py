@@ -24,8 +24,9 @@ from ..content.store import ContentStore
 from ..distribution import AuthConfig, RegistryClient
 from ..distribution.errors import push_error
 from ..errors import DataCorrupted, DockwrightError, ImageNotFound, InvalidArgument
-from ..layers import compression as lc
-from ..layers.compression import Compression, compression_from_media_type, gzip_compressor
+from ..layers import mediatypes as lc
+from ..layers.compression import Compression, gzip_compressor
+from ..layers.mediatypes import compression_from_media_type
 from ..metadata.db import MetadataDB
 from ..metadata.distribution import compressed_layer, remember_compressed_layer, was_pulled
 from ..oci import mediatypes as mt
@@ -34,6 +35,7 @@ from ..oci.platform import Platform
 from ..progress import Aux, Emit, Progress, ProgressEvent, Status, detail, run_with_events, update_every
 from .events import EventBus
 from .images import ImagesService
+from .registry_service import RegistryService
 
 __all__ = ["PushService"]
 
@@ -42,16 +44,12 @@ _PIECE = 1 << 20  # compressed bytes handed to the upload at a time (at least, b
 _MAX_BLOCKS = 8  # input blocks one worker-thread call takes at most (for progress on very compressible layers)
 
 
-class PushService:
+class PushService(RegistryService):
     """Pushes images to registries (the distribution service's push side)."""
 
     def __init__(self, images: ImagesService, content: ContentStore, db: MetadataDB, events: EventBus,
                  client: RegistryClient, *, max_uploads: int = 5) -> None:
-        self.images = images
-        self.content = content
-        self.db = db
-        self.events = events
-        self.client = client
+        super().__init__(images, content, db, events, client)
         self._up_sem = asyncio.Semaphore(max(1, max_uploads))
 
     async def push(self, name: str, tag: str = "", *, auth: AuthConfig | None = None,

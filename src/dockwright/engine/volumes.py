@@ -34,6 +34,7 @@ from ..errors import Conflict, InvalidArgument, NotFound, SystemError_
 from ..filters import Filters
 from ..metadata.volumes import VolumeRecords, VolumeRow
 from ..snapshots import Mount, is_mountpoint, mount_all, unmount
+from ..snapshots.du import walk_tree
 from .events import EventBus
 
 __all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "VolumeNotFound", "dir_size",
@@ -59,15 +60,9 @@ class VolumeNotFound(NotFound):
 
 
 @dataclass
-class Volume:
+class Volume(VolumeRow):
     """A volume: its record, its ``_data`` directory and (from list/get) the containers using it."""
 
-    name: str
-    driver: str
-    labels: dict[str, str] | None
-    options: dict[str, str] | None
-    created: float
-    anonymous: bool
     mountpoint: Path
     users: list[str] = field(default_factory=list)  # containers referencing it, filled by list()/get()
 
@@ -92,27 +87,18 @@ def dir_size(path: Path) -> int:
     """The apparent size of the files under ``path``, each inode once (dockerd's ``directory.Size``)."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    stack = [os.fspath(path)]
-    while stack:
-        p = stack.pop()
-        try:
-            it = os.scandir(p)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        with it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                    continue
-                ident = (st.st_dev, st.st_ino)
-                if ident in seen:
-                    continue
-                seen.add(ident)
-                total += st.st_size
+
+    def visit(entry: os.DirEntry[str], st: os.stat_result) -> bool:
+        nonlocal total
+        if entry.is_dir(follow_symlinks=False):
+            return True
+        ident = (st.st_dev, st.st_ino)
+        if ident not in seen:
+            seen.add(ident)
+            total += st.st_size
+        return False
+
+    walk_tree(os.fspath(path), visit, (FileNotFoundError, NotADirectoryError, PermissionError))
     return total
 
 

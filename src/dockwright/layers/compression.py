@@ -18,7 +18,10 @@ This module owns everything about the compressed wrapping of a layer tar stream:
   error.  There is no limit on the inflated size (dockerd has none); xz streams that need more than
   :data:`XZ_MEMLIMIT` to decode are refused, as libzstd refuses zstd windows over 128 MiB;
 * :func:`gzip_compressor` (python-isal, with :mod:`zlib` as a fallback) and :func:`zstd_compressor`;
-* the layer media types and :func:`compression_from_media_type` / :func:`oci_layer_media_type`.
+* :class:`DecompressedReader`, a file object over a stream decompressed as it is read.
+
+The layer media types and the compression each names are in :mod:`.mediatypes`; the push-side base of the
+ingester and the verifier is in :mod:`.streams`.
 """
 
 from __future__ import annotations
@@ -55,23 +58,12 @@ __all__ = [
     "decompressor",
     "DecompressedReader",
     "MAX_PIECE",
+    "DETECT_BYTES",
     "XZ_MEMLIMIT",
     "Compressor",
     "gzip_compressor",
     "zstd_compressor",
     "HAVE_ISAL",
-    "OCI_LAYER",
-    "OCI_LAYER_GZIP",
-    "OCI_LAYER_ZSTD",
-    "OCI_LAYER_NONDISTRIBUTABLE",
-    "OCI_LAYER_NONDISTRIBUTABLE_GZIP",
-    "OCI_LAYER_NONDISTRIBUTABLE_ZSTD",
-    "DOCKER_LAYER",
-    "DOCKER_LAYER_GZIP",
-    "DOCKER_LAYER_FOREIGN_GZIP",
-    "MEDIA_TYPE_SUFFIX",
-    "compression_from_media_type",
-    "oci_layer_media_type",
 ]
 
 
@@ -123,6 +115,7 @@ def detect(head: bytes | bytearray | memoryview) -> Compression:
 
 #: The most decompressed bytes one piece of output holds, by default.
 MAX_PIECE = 1 << 20
+DETECT_BYTES = 16  # enough for every magic :func:`detect` knows
 _ZLIB_IN_SLICE = 256 << 10  # zlib input given at a time (its ``unconsumed_tail`` is a copy of the rest)
 _ZSTD_BLOCK_MAX = 128 << 10  # a zstd block regenerates at most this much (RFC 8878 Block_Maximum_Size)
 #: liblzma's memory limit: an xz header may ask for a dictionary of up to 1.5 GiB (4 GiB for .lzma), which
@@ -531,65 +524,10 @@ def zstd_compressor(level: int = 3) -> Compressor:
     return Compressor(Compression.ZSTD, obj)
 
 
-# --------------------------------------------------------------------------------------------------
-# media types
-
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
-OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
-OCI_LAYER_NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar"
-OCI_LAYER_NONDISTRIBUTABLE_GZIP = OCI_LAYER_NONDISTRIBUTABLE + "+gzip"
-OCI_LAYER_NONDISTRIBUTABLE_ZSTD = OCI_LAYER_NONDISTRIBUTABLE + "+zstd"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_LAYER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-
-#: The suffix an OCI layer media type carries for each compression it can express.
-MEDIA_TYPE_SUFFIX: dict[Compression, str] = {
-    Compression.NONE: "",
-    Compression.GZIP: "+gzip",
-    Compression.ZSTD: "+zstd",
-}
-
-_MEDIA_TYPES: dict[str, Compression] = {
-    OCI_LAYER: Compression.NONE,
-    OCI_LAYER_GZIP: Compression.GZIP,
-    OCI_LAYER_ZSTD: Compression.ZSTD,
-    OCI_LAYER_NONDISTRIBUTABLE: Compression.NONE,
-    OCI_LAYER_NONDISTRIBUTABLE_GZIP: Compression.GZIP,
-    OCI_LAYER_NONDISTRIBUTABLE_ZSTD: Compression.ZSTD,
-    DOCKER_LAYER: Compression.NONE,
-    DOCKER_LAYER_GZIP: Compression.GZIP,
-    DOCKER_LAYER_FOREIGN_GZIP: Compression.GZIP,
-}
-
-
-def compression_from_media_type(media_type: str) -> Compression:
-    """The compression of a layer with this media type (parameters after ``;`` are ignored).
-
-    Raises :class:`~dockwright.errors.InvalidArgument` for anything that is not a known layer type.
-    """
-    base = media_type.split(";", 1)[0].strip().lower()
-    try:
-        return _MEDIA_TYPES[base]
-    except KeyError:
-        raise InvalidArgument(f"unsupported layer media type: {media_type!r}") from None
-
-
-def oci_layer_media_type(kind: Compression) -> str:
-    """The OCI layer media type for a layer compressed with ``kind`` (none, gzip or zstd)."""
-    try:
-        return OCI_LAYER + MEDIA_TYPE_SUFFIX[kind]
-    except KeyError:
-        raise InvalidArgument(f"no OCI layer media type for {kind.value} compression") from None
-
-
 class DecompressedReader:
     """A read-only file object (for :mod:`tarfile`'s stream mode) over ``chunks``, decompressed: the compression
     is detected from the first bytes, the output comes in pieces of at most :data:`MAX_PIECE`. Subclasses see
     every decompressed piece as it is produced through :meth:`_plain` (to hash, inspect or bound it)."""
-
-    DETECT_BYTES = 16
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._it: Iterator[bytes] = iter(chunks)
@@ -607,7 +545,7 @@ class DecompressedReader:
             head = bytearray()
             for chunk in self._it:
                 head += chunk
-                if len(head) >= self.DETECT_BYTES:
+                if len(head) >= DETECT_BYTES:
                     break
             self.compression = detect(head)
             self._pieces = decompressor(self.compression).stream(itertools.chain((bytes(head),), self._it))

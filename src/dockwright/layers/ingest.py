@@ -14,10 +14,10 @@ from ..content.store import ContentStore, Writer
 from ..oci import mediatypes as mt
 from ..tar.reader import TarInspector
 from .compression import Compression, Compressor, Decompressor, decompressor, detect, gzip_compressor
+from .streams import DetectingFeed
 
 __all__ = ["IngestedLayer", "LayerIngester"]
 
-_DETECT_BYTES = 16
 _BLOCK = 1 << 20  # compression input is cut in fixed blocks: the gzip bytes then depend on the layer only
 
 
@@ -35,7 +35,7 @@ class IngestedLayer:
     entries: int
 
 
-class LayerIngester:
+class LayerIngester(DetectingFeed):
     """Feed chunks with ``feed``; ``finish`` verifies and commits the blob. Blocking: call from a worker thread."""
 
     def __init__(self, store: ContentStore, *, level: int = 1, keep_compressed: bool = True,
@@ -47,8 +47,8 @@ class LayerIngester:
         self._keep_plain = keep_uncompressed
         self._media_type = media_type
         self._ref = ref
+        super().__init__()
         self._fsync = fsync
-        self._head = bytearray()
         self._mode: Compression | None = None
         self._decomp: Decompressor | None = None
         self._comp: Compressor | None = None
@@ -107,25 +107,13 @@ class LayerIngester:
         """Take the next chunk of the input: the compression is detected from the first 16 bytes, then each chunk is
         stored, hashed and inspected as it comes."""
         self.bytes_in += len(data)
-        if self._mode is None:
-            self._head += data
-            if len(self._head) < _DETECT_BYTES:
-                return
-            head = bytes(self._head)
-            self._head = bytearray()
-            self._start(head)
-            self._process(head)
-            return
-        self._process(data)
+        self._take(data)
 
     def finish(self) -> IngestedLayer:
         """End the input: check the tar's end (a truncated or hostile stream raises), flush the compression and
         commit the blob; any failure aborts the ingest."""
         try:
-            if self._mode is None:
-                head = bytes(self._head)
-                self._start(head)
-                self._process(head)
+            self._take_end()
             if self._decomp is not None:
                 self._decomp.finish()
             summary = self._tar.close()

@@ -6,22 +6,20 @@ import hashlib
 
 from ..tar.reader import TarInspector, TarSummary
 from .compression import Compression, Decompressor, decompressor, detect
+from .streams import DetectingFeed
 
 __all__ = ["LayerVerifier"]
 
-_DETECT_BYTES = 16
 
-
-class LayerVerifier:
+class LayerVerifier(DetectingFeed):
     """Feed the (compressed) layer bytes as they arrive; ``finish`` returns (diff_id, TarSummary).
 
     Compression is detected from the first bytes (gzip, zstd, bzip2, xz or none). Blocking: use a worker thread.
     """
 
     def __init__(self) -> None:
-        self._head = bytearray()
+        super().__init__()
         self._decomp: Decompressor | None = None
-        self._started = False
         self._diff = hashlib.sha256()
         self._tar = TarInspector(links_in_archive=True)  # a layer: its hard links name its own entries
 
@@ -29,7 +27,6 @@ class LayerVerifier:
         kind = detect(head)
         if kind is not Compression.NONE:
             self._decomp = decompressor(kind)
-        self._started = True
 
     def _plain(self, data: bytes) -> None:
         if data:
@@ -45,23 +42,11 @@ class LayerVerifier:
 
     def feed(self, data: bytes | memoryview) -> None:
         """Take the next bytes of the compressed stream (held back until the compression can be detected)."""
-        if not self._started:
-            self._head += data
-            if len(self._head) < _DETECT_BYTES:
-                return
-            head = bytes(self._head)
-            self._head = bytearray()
-            self._start(head)
-            self._process(head)
-            return
-        self._process(bytes(data) if isinstance(data, memoryview) else data)
+        self._take(data)
 
     def finish(self) -> tuple[str, TarSummary]:
         """End of the stream: the layer's DiffID and the summary of its tar (raises if the tar is invalid)."""
-        if not self._started:
-            head = bytes(self._head)
-            self._start(head)
-            self._process(head)
+        self._take_end()
         if self._decomp is not None:
             self._decomp.finish()
         summary = self._tar.close()

@@ -23,9 +23,10 @@ CREATE TABLE IF NOT EXISTS volumes (
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VolumeRow:
-    """One stored volume; ``labels`` and ``options`` are None when empty (or unreadable)."""
+    """One stored volume; ``labels`` and ``options`` are None when empty (or unreadable). Not frozen: the engine's
+    :class:`~dockwright.engine.volumes.Volume` extends it."""
 
     name: str
     driver: str

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..errors import DataCorrupted
 from .gojson import go_dumps, parse_rfc3339
+from .jsonobject import json_object
 
 __all__ = ["CONTAINER_CONFIG_FIELDS", "container_config", "ImageConfig", "import_config_bytes"]
 
@@ -50,13 +50,7 @@ class ImageConfig:
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise DataCorrupted(f"invalid image config: {exc}") from exc
-        if not isinstance(data, dict):
-            raise DataCorrupted("invalid image config: not a JSON object")
-        self.data: dict[str, Any] = data
+        self.data: dict[str, Any] = json_object(raw, DataCorrupted, "invalid image config")
 
     @property
     def diff_ids(self) -> list[str]:

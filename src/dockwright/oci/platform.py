@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import platform as _pyplatform
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument
+from .jsonobject import json_object
 
 __all__ = ["Platform", "host_platform", "normalize_arch"]
 
@@ -70,12 +70,7 @@ class Platform:
     def parse_json_param(cls, raw: str) -> Platform:
         """The JSON platform query parameter (inspect, history, get, load, push, delete): os and architecture
         required."""
-        try:
-            d = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidArgument(f"failed to parse platform: {exc}") from exc
-        if not isinstance(d, dict):
-            raise InvalidArgument("failed to parse platform: not a JSON object")
+        d = json_object(raw, InvalidArgument, "failed to parse platform")
         if not d.get("os"):
             raise InvalidArgument("failed to parse platform: missing os field")
         if not d.get("architecture"):

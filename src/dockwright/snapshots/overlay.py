@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..errors import Conflict, InvalidArgument, NotFound
 from ..metadata.snapshots import SnapshotRow, SnapshotsDB
+from .du import walk_tree
 from .mount import Mount
 from .snapshotter import Info, Kind, Usage
 
@@ -261,32 +262,24 @@ class OverlaySnapshotter:
         fs = self.upper_dir(key)
         seen: set[tuple[int, int]] = set()
         size = apparent = 0
-        stack = [os.fspath(fs)]
         try:
             st = os.lstat(fs)
         except FileNotFoundError as exc:
             raise NotFound(f"snapshot {key}: not found") from exc
         seen.add((st.st_dev, st.st_ino))
         size += st.st_blocks * 512
-        while stack:
-            path = stack.pop()
-            try:
-                it = os.scandir(path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            with it:
-                for entry in it:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    ident = (st.st_dev, st.st_ino)
-                    if ident in seen:
-                        continue
-                    seen.add(ident)
-                    size += st.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    else:
-                        apparent += st.st_size
+
+        def visit(entry: os.DirEntry[str], st: os.stat_result) -> bool:
+            nonlocal size, apparent
+            ident = (st.st_dev, st.st_ino)
+            if ident in seen:
+                return False
+            seen.add(ident)
+            size += st.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                return True
+            apparent += st.st_size
+            return False
+
+        walk_tree(os.fspath(fs), visit)
         return Usage(size=size, inodes=len(seen), apparent_size=apparent)
