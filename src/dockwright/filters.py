@@ -292,6 +292,13 @@ class Filters:
                 return False
         return True
 
+    def match_labels(self, labels: Mapping[str, str] | None) -> bool:
+        """A prune's label filters, as dockerd's: every ``label`` (``k`` or ``k=v``) matches and no ``label!``
+        does."""
+        if not self.match_kv_list("label", labels):
+            return False
+        return not (self.contains("label!") and self.match_kv_list("label!", labels))
+
     def get_bool_or_default(self, key: str, default: bool) -> bool:
         """The boolean at ``key`` (``1``/``true`` or ``0``/``false``), ``default`` if not given.
 

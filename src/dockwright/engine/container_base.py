@@ -21,6 +21,7 @@ from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
 from .container_record import Container, container_from_row, container_row
 from .events import EventBus
 from .images import ImagesService
+from .prune import PruneLock
 from .volumes import VolumesService
 
 __all__ = ["ContainersBase"]
@@ -52,7 +53,7 @@ class ContainersBase:
         self._runtime_gone: set[str] = set()  # deleted from runc already (after their exit)
         self.volumes = volumes
         self.volumes.users = self.volume_users
-        self._prune_running = False
+        self._prune = PruneLock()
         self._cache: dict[str, Container] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._exit_events: dict[str, asyncio.Event] = {}

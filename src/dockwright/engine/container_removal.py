@@ -10,12 +10,12 @@ import signal as _signal
 import time
 from typing import Any
 
-from ..errors import Conflict, ContainerNotFound, InvalidArgument, NotFound
+from ..errors import Conflict, ContainerNotFound, NotFound
 from ..filters import Filters
 from ..oci.gojson import parse_rfc3339
-from ..timestamps import parse_timestamp
 from .container_lifecycle import REMOVED_MEMORY, ContainerLifecycle
 from .container_record import Container
+from .prune import prune_until
 
 __all__ = ["ContainerRemoval"]
 
@@ -137,27 +137,16 @@ class ContainerRemoval(ContainerLifecycle):
         removed without its volumes; the space is their writable layers'. ``prune`` event."""
         f = f or Filters()
         f.validate(("until", "label", "label!"))
-        until: float | None = None
-        if f.contains("until"):
-            vals = f.get("until")
-            if len(vals) > 1:
-                raise InvalidArgument("more than one until filter specified")
-            until = parse_timestamp(vals[0], time.time())
-        if self._prune_running:
-            raise Conflict("a prune operation is already running")
-        self._prune_running = True
+        until = prune_until(f)
         deleted: list[str] = []
         reclaimed = 0
-        try:
+        with self._prune.hold():
             for c in self.all():
                 if c.running or c.id in self._removing or c.id not in self._cache:
                     continue
                 if until is not None and (parse_rfc3339(c.created) or 0) > until:
                     continue
-                labels = c.config.get("Labels") or {}
-                if not f.match_kv_list("label", labels):
-                    continue
-                if f.contains("label!") and f.match_kv_list("label!", labels):
+                if not f.match_labels(c.config.get("Labels") or {}):
                     continue
                 try:
                     size = (await asyncio.to_thread(self.snapshotter.usage, c.id)).apparent_size
@@ -170,8 +159,6 @@ class ContainerRemoval(ContainerLifecycle):
                     continue
                 reclaimed += size
                 deleted.append(c.id)
-        finally:
-            self._prune_running = False
         self.events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 

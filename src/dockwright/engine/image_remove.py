@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from .. import reference as refs
-from ..errors import Conflict, InvalidArgument, NotFound
+from ..errors import Conflict, NotFound
 from ..filters import Filters
 from ..metadata.db import ImageRecord, MetadataDB
 from ..oci.digest import hex_of, short_id
-from ..timestamps import parse_timestamp
 from .events import EventBus
+from .prune import PruneLock, prune_until
 from .types import DeleteItem, ImageSummary, PruneReport
 
 if TYPE_CHECKING:
@@ -58,7 +57,7 @@ class ImageRemoval:
     container_usage: ContainerUsage
     gc: GarbageCollector | None
     _mu: asyncio.Lock
-    _prune_running: bool
+    _prune: PruneLock
     _generation: int
     _list_cache: tuple[int, builtins.list[ImageSummary]] | None
 
@@ -213,17 +212,9 @@ class ImageRemoval:
         that match ``filters`` (``label``, ``label!``, ``until``)."""
         f = as_filters(filters)
         f.validate(PRUNE_FILTERS)
-        if self._prune_running:
-            raise Conflict("a prune operation is already running")
-        self._prune_running = True
-        try:
+        with self._prune.hold():
             dangling_only = f.get_bool_or_default("dangling", True)
-            until: float | None = None
-            if f.contains("until"):
-                vals = f.get("until")
-                if len(vals) > 1:
-                    raise InvalidArgument("more than one until filter specified")
-                until = parse_timestamp(vals[0], time.time())
+            until = prune_until(f)
             report = PruneReport()
             async with self._mu:
                 chain_sizes = {ch: size for _, ch, size in self.db.image_layer_rows()}
@@ -237,10 +228,7 @@ class ImageRemoval:
                         continue
                     if until is not None and (rec.created is None or rec.created > until):
                         continue
-                    labels = rec.labels or {}
-                    if not f.match_kv_list("label", labels):
-                        continue
-                    if f.contains("label!") and f.match_kv_list("label!", labels):
+                    if not f.match_labels(rec.labels or {}):
                         continue
                     top.append(rec)
                 for rec in top:
@@ -269,8 +257,6 @@ class ImageRemoval:
                 await self._run_gc()
             self.events.publish("image", "prune", "", {"reclaimed": str(report.space_reclaimed)})
             return report
-        finally:
-            self._prune_running = False
 
     # ---- events -----------------------------------------------------------------------------------------------
     def _log(self, image_id: str, name: str, action: str) -> None:

@@ -40,6 +40,7 @@ from .events import EventBus
 from .image_import import source_chunks, url_chunks
 from .image_list import ImageListing, PlatformArg, as_platform
 from .image_remove import ContainerUsage, ImageRemoval
+from .prune import PruneLock
 from .types import Image, ImageSummary, PullResult, PushResult
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class ImagesService(ImageListing, ImageRemoval):
         self._mu = asyncio.Lock()
         self._compat: Lease | None = None
         self._compat_refs: dict[str, int] = {}
-        self._prune_running = False
+        self._prune = PruneLock()
         self._list_cache: tuple[int, builtins.list[ImageSummary]] | None = None
         self._generation = 0
 

@@ -36,6 +36,7 @@ from ..metadata.volumes import VolumeRecords, VolumeRow
 from ..snapshots import Mount, is_mountpoint, mount_all, unmount
 from ..snapshots.du import walk_tree
 from .events import EventBus
+from .prune import PruneLock
 
 __all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "VolumeNotFound", "dir_size",
            "created_at"]
@@ -112,7 +113,7 @@ class VolumesService:
         self.users: Callable[[str], list[str]] = lambda name: []  # set by the containers service
         self._held: dict[str, int] = {}  # names a create in progress is about to reference
         self._active: dict[str, set[str]] = {}  # volumes with options: the running containers that mount them
-        self._prune_running = False
+        self._prune = PruneLock()
         root.mkdir(parents=True, exist_ok=True)
         if os.stat(root).st_mode & 0o7777 != VOLUMES_MODE:
             os.chmod(root, VOLUMES_MODE)
@@ -294,20 +295,15 @@ class VolumesService:
         f.validate(PRUNE_FILTERS)
         if f.contains("all"):
             all_volumes = f.get_bool_or_default("all", False) or all_volumes
-        if self._prune_running:
-            raise Conflict("a prune operation is already running")
-        self._prune_running = True
         deleted: list[str] = []
         reclaimed = 0
-        try:
+        with self._prune.hold():
             for v in list(self._cache.values()):
                 if self._in_use(v.name) or v.options:
                     continue
                 if not all_volumes and not v.anonymous and ANONYMOUS_LABEL not in (v.labels or {}):
                     continue
-                if not f.match_kv_list("label", v.labels or {}):
-                    continue
-                if f.contains("label!") and f.match_kv_list("label!", v.labels or {}):
+                if not f.match_labels(v.labels or {}):
                     continue
                 size = await asyncio.to_thread(self.size, v.name)
                 try:
@@ -317,8 +313,6 @@ class VolumesService:
                     continue
                 deleted.append(v.name)
                 reclaimed += size
-        finally:
-            self._prune_running = False
         self.events.publish("volume", "prune", "", {"reclaimed": str(reclaimed)})
         return deleted, reclaimed
 

@@ -313,3 +313,12 @@ def test_get_bool_or_default_false_flag_only():
     f = Filters.parse('{"dangling":{"true":false}}')
     with pytest.raises(InvalidArgument, match=r"^invalid filter 'dangling=\[true\]'$"):
         f.get_bool_or_default("dangling", False)
+
+
+def test_match_labels_is_every_label_and_no_label_bang() -> None:
+    f = Filters.parse('{"label": ["a", "b=2"], "label!": ["c"]}')
+    assert f.match_labels({"a": "x", "b": "2"})
+    assert not f.match_labels({"a": "x", "b": "3"})
+    assert not f.match_labels({"a": "x", "b": "2", "c": ""})
+    assert not f.match_labels(None)
+    assert Filters().match_labels(None) and Filters.parse('{"label!": ["c"]}').match_labels({})
