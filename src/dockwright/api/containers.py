@@ -26,6 +26,7 @@ from ..timestamps import human_duration, parse_timestamp
 from . import bodies, params
 from .errors import json_body
 from .networks import network_mode_json, network_settings_json, summary_network_settings_json, summary_ports_json
+from .request_body import json_request_body
 
 __all__ = ["routes", "summary_json", "hijack_stdin"]
 
@@ -262,18 +263,10 @@ async def list_containers(request: web.Request) -> web.Response:
     return json_body(out)
 
 
-async def _json_body(request: web.Request) -> bytes:
-    """The body of a request that must be JSON (httputils.CheckForJSON first, as dockerd)."""
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    bodies.check_content_type(request.headers.get("Content-Type", ""),
-                              has_body=chunked or (request.content_length or 0) > 0)
-    return await request.read() if request.can_read_body else b""
-
-
 async def create_container(request: web.Request) -> web.Response:
     """Decoded into dockerd's typed structs first: a body that does not fit them is a 400 and creates nothing."""
     eng = _engine(request)
-    req = bodies.decode_create(await _json_body(request))
+    req = bodies.decode_create(await json_request_body(request))
     if req.config is None:
         raise InvalidArgument("config cannot be empty in order to create a container")
     body: dict[str, Any] = dict(req.config)
@@ -587,7 +580,7 @@ async def commit(request: web.Request) -> web.Response:
     ``author``, ``pause``, Dockerfile ``changes``, the body's config); ``{"Id"}``, 201."""
     eng = _engine(request)
     q = request.query
-    body = bodies.decode_commit(await _json_body(request))  # the image's config; None for an empty body
+    body = bodies.decode_commit(await json_request_body(request))  # the image's config; None for an empty body
     cont = q.get("container", "")
     if not cont:
         raise InvalidArgument("No container specified")  # dockerd: "No such container: " for ""
