@@ -21,6 +21,10 @@ The decoder has two stages, as Go's:
   ``CapDrop``) takes a string or an array of strings; the first type error wins, except that an error inside a
   ``StrSlice`` (a Go ``UnmarshalJSON``) ends the decoding at once. The result holds the fields the body set, under
   their Go names, with values of the right Python type.
+
+Why one module of ~800 lines: the two stages share the scanner's internal value types (objects as pair lists,
+numbers as their text) and its error constructors, which nothing else should use; split, they would become public
+API of a module of their own. About 170 of the lines are the generated :data:`_TYPES` table.
 """
 
 from __future__ import annotations

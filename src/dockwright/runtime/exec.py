@@ -39,6 +39,10 @@ payload, with kinds beyond the streams: from the daemon ``config`` (JSON: ``id``
 ``systemd_cgroup``, ``process``, ``stdin``, ``stdout``, ``stderr``), ``stdin`` (data), ``close_stdin`` and
 ``resize`` (JSON ``{"height", "width"}``); from the helper ``started``, ``failed``, ``stdout``, ``stderr`` and
 ``exit``. :class:`ExecProcess` is the daemon's end.
+
+Why one module of ~640 lines: the daemon's end and the helper speak the frame protocol defined here, and the
+engine imports the process spec from here; the helper runs this very file as a script (its start-up is what
+:class:`ExecLauncher` keeps ahead), while the code it shares with the shim lives in :mod:`dockwright.runtime.relay`.
 """
 
 from __future__ import annotations
