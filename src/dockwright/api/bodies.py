@@ -21,6 +21,10 @@ The decoder has two stages, as Go's:
   ``CapDrop``) takes a string or an array of strings; the first type error wins, except that an error inside a
   ``StrSlice`` (a Go ``UnmarshalJSON``) ends the decoding at once. The result holds the fields the body set, under
   their Go names, with values of the right Python type.
+
+Why one module of ~800 lines: the two stages share the scanner's internal value types (objects as pair lists,
+numbers as their text) and its error constructors, which nothing else should use; split, they would become public
+API of a module of their own. About 170 of the lines are the generated :data:`_TYPES` table.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 
 from ..errors import InvalidArgument
 
-__all__ = ["CreateBody", "decode_create", "decode_commit", "decode_value", "check_content_type", "loads",
+__all__ = ["CreateBody", "decode_create", "decode_commit", "decode_value", "go_kind", "loads",
            "first_value", "GoJSONError", "MAX_DEPTH"]
 
 MAX_DEPTH = 10000  # Go's encoding/json scanner: maxNestingDepth
@@ -515,9 +519,9 @@ class _Fatal(Exception):
     """An error from a Go ``UnmarshalJSON`` (``StrSlice``): it ends the decoding at once."""
 
 
-def _what(v: Any) -> str:
-    """How Go's UnmarshalTypeError names a JSON value."""
-    if isinstance(v, _Object):
+def go_kind(v: Any) -> str:
+    """How Go's UnmarshalTypeError names a JSON value of :func:`first_value` (typed or not)."""
+    if isinstance(v, (_Object, dict)):
         return "object"
     if isinstance(v, list):
         return "array"
@@ -650,7 +654,7 @@ class _Typed:
         elif kind == "struct":
             if isinstance(v, _Object):
                 return self.fields(v, tid, cur, touched)
-        self.save(_what(v), tid)
+        self.save(go_kind(v), tid)
         return cur
 
     def strslice(self, v: Any) -> list[str]:
@@ -669,7 +673,7 @@ class _Typed:
                     break
             else:
                 return out
-        raise _Fatal(self.message(_what(v), "string"))
+        raise _Fatal(self.message(go_kind(v), "string"))
 
     def array(self, v: list[Any], t: tuple[Any, ...], cur: Any) -> list[Any]:
         old = cur if isinstance(cur, list) else []
@@ -803,11 +807,3 @@ def decode_value(raw: bytes | str, go_type: str) -> Any:
         raise InvalidArgument(dec.saved)
     return _zero(go_type) if out is _UNSET else out
 
-
-def check_content_type(content_type: str, has_body: bool) -> None:
-    """httputils.CheckForJSON: a request with a body must say ``Content-Type: application/json``."""
-    if not content_type and not has_body:
-        return
-    if content_type.split(";", 1)[0].strip().lower() == "application/json":
-        return
-    raise InvalidArgument(f"Content-Type specified ({content_type}) must be 'application/json'")

@@ -25,6 +25,7 @@ from ..runtime import frame
 from . import bodies, params
 from .containers import hijack_stdin  # the hijack of POST /containers/{id}/attach, shared
 from .errors import json_body, message_of
+from .request_body import json_request_body
 
 __all__ = ["routes", "exec_inspect_json"]
 
@@ -41,18 +42,6 @@ def _engine(request: web.Request) -> Engine:
     return request.app["engine"]  # type: ignore[no-any-return]
 
 
-def _what(v: Any) -> str:
-    if isinstance(v, dict):
-        return "object"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, bool):
-        return "bool"
-    return "number"
-
-
 def _decode(raw: bytes, struct: str, go_value: str, fields: dict[str, str]) -> dict[str, Any]:
     """``json.NewDecoder(body).Decode(&v)`` for a flat struct: the fields the body set, Go's errors (the first
     type error, after the whole value was decoded)."""
@@ -65,7 +54,7 @@ def _decode(raw: bytes, struct: str, go_value: str, fields: dict[str, str]) -> d
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidArgument(f"json: cannot unmarshal {_what(value)} into Go value of type {go_value}")
+        raise InvalidArgument(f"json: cannot unmarshal {bodies.go_kind(value)} into Go value of type {go_value}")
     folded = {name.lower(): name for name in fields}
     out: dict[str, Any] = {}
     error: str | None = None
@@ -86,27 +75,27 @@ def _decode(raw: bytes, struct: str, go_value: str, fields: dict[str, str]) -> d
             if isinstance(v, str):
                 out[name] = v
             else:
-                fail(_what(v), "string", name)
+                fail(bodies.go_kind(v), "string", name)
         elif kind == "bool":
             if isinstance(v, bool):
                 out[name] = v
             else:
-                fail(_what(v), "bool", name)
+                fail(bodies.go_kind(v), "bool", name)
         elif kind == "[]string":
             if not isinstance(v, list):
-                fail(_what(v), "[]string", name)
+                fail(bodies.go_kind(v), "[]string", name)
                 continue
             items = []
             for item in v:
                 if item is None or isinstance(item, str):
                     items.append(item or "")
                 else:
-                    fail(_what(item), "string", name)
+                    fail(bodies.go_kind(item), "string", name)
                     items.append("")
             out[name] = items
         else:  # *[2]uint: Go fills the array and skips what does not fit
             if not isinstance(v, list):
-                fail(_what(v), "[2]uint", name)
+                fail(bodies.go_kind(v), "[2]uint", name)
                 continue
             size = [0, 0]
             for i, item in enumerate(v[:2]):
@@ -115,7 +104,7 @@ def _decode(raw: bytes, struct: str, go_value: str, fields: dict[str, str]) -> d
                 elif isinstance(item, (int, float)) and not isinstance(item, bool):
                     fail(f"number {item}", "uint", name)
                 else:
-                    fail(_what(item), "uint", name)
+                    fail(bodies.go_kind(item), "uint", name)
             out[name] = (size[0], size[1])
     if error is not None:
         raise InvalidArgument(error)
@@ -166,13 +155,11 @@ def exec_inspect_json(rec: Exec) -> dict[str, Any]:
 async def create_exec(request: web.Request) -> web.Response:
     """``POST /containers/{id}/exec``: decode ``ExecConfig`` as dockerd does (``ConsoleSize`` from API 1.42) and
     register the exec; ``{"Id"}``, 201."""
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    bodies.check_content_type(request.headers.get("Content-Type", ""),
-                              has_body=chunked or (request.content_length or 0) > 0)
+    raw = await json_request_body(request)
     fields = dict(_EXEC_CONFIG)
     if params.api_version(request) < (1, 42):
         del fields["ConsoleSize"]
-    body = _decode(await request.read(), "ExecConfig", "types.ExecConfig", fields)
+    body = _decode(raw, "ExecConfig", "types.ExecConfig", fields)
     opts = ExecOptions(
         cmd=list(body.get("Cmd") or []), attach_stdin=body.get("AttachStdin", False),
         attach_stdout=body.get("AttachStdout", False), attach_stderr=body.get("AttachStderr", False),

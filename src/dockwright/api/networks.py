@@ -40,8 +40,9 @@ from ..errors import Forbidden, InvalidArgument, NotFound, NotSupported, SystemE
 from ..filters import Filters
 from ..network.endpoint import Attachment, EndpointRef, NetworkInfo
 from ..network.ports import port_map, port_summaries
-from . import bodies, params
+from . import params
 from .errors import json_body
+from .request_body import read_json
 from .versions import Version
 
 __all__ = [
@@ -370,20 +371,7 @@ async def prune_networks(request: web.Request) -> web.Response:
 
 async def _body(request: web.Request) -> dict[str, Any]:
     """httputils.ReadJSON: a JSON object (an empty body is an empty one), dockerd's messages for the rest."""
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    bodies.check_content_type(request.headers.get("Content-Type", ""),
-                              has_body=chunked or (request.content_length or 0) > 0)
-    raw = await request.read() if request.can_read_body else b""
-    if not raw:
-        return {}
-    try:
-        value, more = bodies.first_value(raw)
-    except bodies.GoJSONError as exc:
-        if exc.eof:
-            raise InvalidArgument("invalid JSON: got EOF while reading request body") from None
-        raise InvalidArgument(f"invalid JSON: {exc}") from None
-    if more:
-        raise InvalidArgument("unexpected content after JSON")
+    value = await read_json(request)
     return value if isinstance(value, dict) else {}
 
 

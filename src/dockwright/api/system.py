@@ -18,7 +18,7 @@ from ..filters import Filters
 from ..oci.gojson import go_line
 from ..timestamps import get_timestamp
 from . import params
-from .containers import summary_json as container_summary_json
+from .container_json import summary_json as container_summary_json
 from .errors import json_body
 from .image_json import summary_json
 from .versions import Version

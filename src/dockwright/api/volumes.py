@@ -9,8 +9,9 @@ from aiohttp import web
 from ..engine.engine import Engine
 from ..engine.volumes import Volume, created_at
 from ..errors import InvalidArgument
-from . import bodies, params
+from . import params
 from .errors import json_body
+from .request_body import read_json
 
 __all__ = ["routes", "volume_json"]
 
@@ -48,20 +49,7 @@ def _go_type(v: Any) -> str:
 async def _create_body(request: web.Request) -> dict[str, Any]:
     """httputils.ReadJSON into volume.CreateOptions: an empty body is an empty request (an anonymous volume);
     dockerd's messages for a body that is not JSON or does not fit the struct."""
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    bodies.check_content_type(request.headers.get("Content-Type", ""),
-                              has_body=chunked or (request.content_length or 0) > 0)
-    raw = await request.read() if request.can_read_body else b""
-    if not raw:
-        return {}
-    try:
-        value, more = bodies.first_value(raw)
-    except bodies.GoJSONError as exc:
-        if exc.eof:
-            raise InvalidArgument("invalid JSON: got EOF while reading request body") from None
-        raise InvalidArgument(f"invalid JSON: {exc}") from None
-    if more:
-        raise InvalidArgument("unexpected content after JSON")
+    value = await read_json(request)
     if value is None:
         return {}
     if not isinstance(value, dict):

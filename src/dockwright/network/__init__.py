@@ -9,7 +9,8 @@
               namespace as ``eth0`` with its address, MAC, MTU and default route
     netns     network namespaces bound to files, made before the container's process exists
     firewall  the packet filter (an nftables table, or iptables chains): masquerade, forwarding, icc, DNAT
-    ports     published ports: dockerd's request rules and libnetwork's host port allocator
+    ports     published ports: dockerd's request rules and the API views of them
+    port_allocator  libnetwork's host port allocator (with the bind check of its OSAllocator)
     proxy     the userland proxy (TCP and UDP) for published ports, inside the daemon
     service   the network service the engine uses: set-up at start, connect at container start, release at exit,
               recovery after a restart, the networks as ``GET /networks`` lists them

@@ -43,7 +43,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from typing import NamedTuple
 
@@ -344,6 +344,32 @@ class Firewall:
     def _all_ports(self) -> list[_Port]:
         return [p for owner in sorted(self._ports) for p in self._ports[owner]]
 
+    @staticmethod
+    def _port_rules(ports: list[_Port], rule: Callable[[_Port, PortMapping], str]) -> list[str]:
+        """``rule`` rendered for each published port (and its mapping), in order: the one loop of both renderers."""
+        return [rule(p, p.mapping) for p in ports]
+
+    def _masquerade_rules(self, ports: list[_Port], subnet: str, loopback: str,
+                          hairpin: Callable[[_Port, PortMapping], str]) -> list[str]:
+        """The postrouting rules in order, each in a backend's syntax: the subnet's masquerade (``ip_masq``), the
+        loopback's (without the userland proxy), then each published port's hairpin."""
+        rules = [subnet] if self.ip_masq else []
+        if not self.userland_proxy:
+            rules.append(loopback)
+        return rules + self._port_rules(ports, hairpin)
+
+    @staticmethod
+    def _nft_dnat(p: _Port, m: PortMapping) -> str:
+        daddr = f"ip daddr {p.host_ip} " if p.host_ip is not None else ""
+        return (f"    {daddr}{m.proto} dport {m.host_port} dnat to {p.container_ip}:{m.container_port}"
+                + (f' comment "{p.comment}"' if p.comment else ""))
+
+    def _iptables_dnat(self, p: _Port, m: PortMapping) -> str:
+        daddr = f" -d {p.host_ip}/32" if p.host_ip is not None else ""
+        comment = f' -m comment --comment "{p.comment}"' if p.comment else ""
+        return (f"-A {self.chain_prefix}-PORTS{daddr} -p {m.proto} -m {m.proto} --dport {m.host_port}{comment} "
+                f"-j DNAT --to-destination {p.container_ip}:{m.container_port}")
+
     def render_nft(self) -> str:
         """The nft script that replaces the table with the current rule set."""
         br = f'"{self.bridge}"'
@@ -351,11 +377,7 @@ class Firewall:
         ports = self._all_ports()
         lines = [f"table ip {t}", f"delete table ip {t}", f"table ip {t} {{"]
         lines.append("  chain ports {")
-        for p in ports:
-            m = p.mapping
-            daddr = f"ip daddr {p.host_ip} " if p.host_ip is not None else ""
-            lines.append(f"    {daddr}{m.proto} dport {m.host_port} dnat to {p.container_ip}:{m.container_port}"
-                         + (f' comment "{p.comment}"' if p.comment else ""))
+        lines += self._port_rules(ports, self._nft_dnat)
         lines.append("  }")
         from_outside = f"iifname != {br} " if self.userland_proxy else ""
         not_loopback = f"ip daddr != {LOOPBACK} " if self.userland_proxy else ""
@@ -371,13 +393,11 @@ class Firewall:
             "  chain postrouting {",
             "    type nat hook postrouting priority 100; policy accept;",
         ]
-        if self.ip_masq:
-            lines.append(f"    ip saddr {self.subnet} oifname != {br} masquerade")
-        if not self.userland_proxy:
-            lines.append(f"    ip saddr {LOOPBACK} oifname {br} masquerade")
-        for p in ports:
-            m = p.mapping
-            lines.append(f"    ip saddr {p.container_ip} ip daddr {p.container_ip} {m.proto} dport {m.container_port}"
+        lines += self._masquerade_rules(
+            ports,
+            f"    ip saddr {self.subnet} oifname != {br} masquerade",
+            f"    ip saddr {LOOPBACK} oifname {br} masquerade",
+            lambda p, m: f"    ip saddr {p.container_ip} ip daddr {p.container_ip} {m.proto} dport {m.container_port}"
                          " masquerade")
         lines += [
             "  }",
@@ -387,10 +407,8 @@ class Firewall:
             f"    oifname {br} ct state established,related accept",
             f"    iifname {br} oifname {br} {'accept' if self.icc else 'drop'}",
         ]
-        for p in ports:
-            m = p.mapping
-            lines.append(f"    iifname != {br} oifname {br} ip daddr {p.container_ip} {m.proto} dport "
-                         f"{m.container_port} accept")
+        lines += self._port_rules(ports, lambda p, m: f"    iifname != {br} oifname {br} ip daddr {p.container_ip} "
+                                                      f"{m.proto} dport {m.container_port} accept")
         lines += [
             f"    iifname != {br} oifname {br} drop",
             "  }",
@@ -419,29 +437,20 @@ class Firewall:
             f"-A {c}-OUT{f' ! -d {LOOPBACK}' if self.userland_proxy else ''} -m addrtype --dst-type LOCAL "
             f"-j {c}-PORTS",
         ]
-        if self.ip_masq:
-            nat.append(f"-A {c}-POST -s {self.subnet} ! -o {br} -j MASQUERADE")
-        if not self.userland_proxy:
-            nat.append(f"-A {c}-POST -s {LOOPBACK} -o {br} -j MASQUERADE")
-        for p in ports:
-            m = p.mapping
-            nat.append(f"-A {c}-POST -s {p.container_ip}/32 -d {p.container_ip}/32 -p {m.proto} -m {m.proto} "
-                       f"--dport {m.container_port} -j MASQUERADE")
-        for p in ports:
-            m = p.mapping
-            daddr = f" -d {p.host_ip}/32" if p.host_ip is not None else ""
-            comment = f' -m comment --comment "{p.comment}"' if p.comment else ""
-            nat.append(f"-A {c}-PORTS{daddr} -p {m.proto} -m {m.proto} --dport {m.host_port}{comment} "
-                       f"-j DNAT --to-destination {p.container_ip}:{m.container_port}")
+        nat += self._masquerade_rules(
+            ports,
+            f"-A {c}-POST -s {self.subnet} ! -o {br} -j MASQUERADE",
+            f"-A {c}-POST -s {LOOPBACK} -o {br} -j MASQUERADE",
+            lambda p, m: f"-A {c}-POST -s {p.container_ip}/32 -d {p.container_ip}/32 -p {m.proto} -m {m.proto} "
+                         f"--dport {m.container_port} -j MASQUERADE")
+        nat += self._port_rules(ports, self._iptables_dnat)
         flt = [
             f"-A {c}-FWD -i {br} ! -o {br} -j ACCEPT",
             f"-A {c}-FWD -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
             f"-A {c}-FWD -i {br} -o {br} -j {'ACCEPT' if self.icc else 'DROP'}",
         ]
-        for p in ports:
-            m = p.mapping
-            flt.append(f"-A {c}-FWD -d {p.container_ip}/32 ! -i {br} -o {br} -p {m.proto} -m {m.proto} "
-                       f"--dport {m.container_port} -j ACCEPT")
+        flt += self._port_rules(ports, lambda p, m: f"-A {c}-FWD -d {p.container_ip}/32 ! -i {br} -o {br} "
+                                                    f"-p {m.proto} -m {m.proto} --dport {m.container_port} -j ACCEPT")
         flt.append(f"-A {c}-FWD ! -i {br} -o {br} -j DROP")
         return {"nat": nat, "filter": flt}
 

@@ -21,6 +21,9 @@ This module owns:
   172.17.0.2, what dockerd gave containers up to 25.0) and ``random_mac`` (what dockerd ≥ 26's bridge driver does).
 
 It runs nothing but ``ip -j route`` (or reads /proc/net/route) in ``host_routes``; everything else is pure.
+
+Why one module of ~600 lines: each part above is a step of the one choice dockerd makes for the default bridge
+(pools, then what the host reserves, then the subnet, then the addresses within it), sharing its network helpers.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ from typing import Any
 
 from dockwright.errors import InvalidArgument, NotSupported, SystemError_
 from dockwright.network.endpoint import PortMapping
-from dockwright.network.ports import bind_host_port, errno_text, format_host_addr
+from dockwright.network.port_allocator import bind_host_port, errno_text
+from dockwright.network.ports import format_host_addr
 
 __all__ = [
     "UDP_CONNTRACK_TIMEOUT",

@@ -42,7 +42,8 @@ from .config import DEFAULT_BRIDGE, NetworkConfig
 from .endpoint import Attachment, EndpointRef, NetworkInfo
 from .firewall import Firewall, detect_backend, set_ip_forward
 from .ipam import AddressAllocator, BridgeIPAM, default_bridge_ipam, mac_from_ip, parse_address_pools
-from .ports import PortAllocator, requested_ports
+from .port_allocator import PortAllocator
+from .ports import requested_ports
 from .proxy import ProxySet
 
 __all__ = ["NetworkService", "NetworkNotFound", "BRIDGE_MODES"]

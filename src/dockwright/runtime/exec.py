@@ -21,7 +21,7 @@ helper marks itself a child subreaper, and then:
    directory;
 2. makes the process's stdio: pipes for the streams asked for (``/dev/null`` for the others, so the process never
    blocks on output nobody reads), or, for a tty, a console socket on which runc sends the pty master (the
-   shim's receiver, :mod:`dockwright.runtime.shim`);
+   shim's receiver, :class:`dockwright.runtime.relay.ConsoleSocket`);
 3. runs ``runc exec --process process.json -d --pid-file pid [--console-socket S] ID``; the process is
    re-parented to the helper when runc exits, so the helper collects its exit status;
 4. answers ``started {"pid"}`` or ``failed {"error"}`` (runc's message), then relays: output to the daemon,
@@ -31,13 +31,18 @@ helper marks itself a child subreaper, and then:
    it left behind may hold the pipes), sends ``exit {"exit_code", "signal"}`` (``exit_code`` is 128+signal for a
    signal) and exits, removing its directory.
 
-The helper uses the standard library only (and the shim's helpers), so it starts quickly.
+The helper uses the standard library only (and :mod:`dockwright.runtime.relay`, the runc start-up and stdio relay
+it shares with the shim, loaded by its path when run as a script), so it starts quickly.
 
 **The protocol** on the socket pair is Docker's stream framing, ``[kind, 0, 0, 0, size (uint32 BE)]`` then the
 payload, with kinds beyond the streams: from the daemon ``config`` (JSON: ``id``, ``runc``, ``root``,
 ``systemd_cgroup``, ``process``, ``stdin``, ``stdout``, ``stderr``), ``stdin`` (data), ``close_stdin`` and
 ``resize`` (JSON ``{"height", "width"}``); from the helper ``started``, ``failed``, ``stdout``, ``stderr`` and
 ``exit``. :class:`ExecProcess` is the daemon's end.
+
+Why one module of ~640 lines: the daemon's end and the helper speak the frame protocol defined here, and the
+engine imports the process spec from here; the helper runs this very file as a script (its start-up is what
+:class:`ExecLauncher` keeps ahead), while the code it shares with the shim lives in :mod:`dockwright.runtime.relay`.
 """
 
 from __future__ import annotations
@@ -47,39 +52,26 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import termios
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 if __package__:
-    from . import shim as _shim
-else:  # run as a script (python -I -S exec.py): the shim's helpers from the file beside this one
-    import importlib.util
+    from . import relay
+else:  # run as a script (python -I -S exec.py): relay.py from beside this file, after the standard library
+    import importlib
 
-    _spec = importlib.util.spec_from_file_location("_dockwright_shim", Path(__file__).with_name("shim.py"))
-    assert _spec is not None and _spec.loader is not None
-    _shim = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_shim)
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    relay = importlib.import_module("relay")
 
 __all__ = [
-    "ExecProcess",
-    "ExecLauncher",
-    "ExecStartError",
-    "exec_env",
-    "exec_process",
-    "bounding_capabilities",
-    "start_exec",
-    "DRAIN_TIMEOUT",
-    "main",
+    "ExecProcess", "ExecLauncher", "ExecStartError", "exec_env", "exec_process", "bounding_capabilities",
+    "start_exec", "DRAIN_TIMEOUT", "main",
 ]
 
 DRAIN_TIMEOUT = 2.0  # dockerd waits this long for an exited exec's streams before it closes them
@@ -409,11 +401,7 @@ async def start_exec(id: str, process: dict[str, Any], *, runc: str, root: Path,
 
 
 def _log(msg: str) -> None:
-    try:
-        sys.stderr.write(f"{_shim.format_log_time(time.time_ns())} exec[{os.getpid()}]: {msg}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    relay.log("exec", msg)
 
 
 def _recv_frame(sock: socket.socket) -> tuple[int, bytes] | None:
@@ -434,7 +422,7 @@ def _recv_frame(sock: socket.socket) -> tuple[int, bytes] | None:
     return None if payload is None else (kind, payload)
 
 
-class _Helper:
+class _Helper(relay.StdioRelay):
     def __init__(self, sock: socket.socket, cfg: dict[str, Any]) -> None:
         self.sock = sock
         self.cfg = cfg
@@ -458,13 +446,11 @@ class _Helper:
             f.write(json.dumps(cfg["process"]).encode())
         runc_log = self.dir / "runc.log"
         pid_file = self.dir / "pid"
-        args = [cfg.get("runc") or "runc", "--root", str(cfg["root"]), "--log", str(runc_log), "--log-format", "json"]
-        if cfg.get("systemd_cgroup"):
-            args.append("--systemd-cgroup")
+        args = relay.runc_command(cfg.get("runc") or "runc", str(cfg["root"]), runc_log,
+                                  bool(cfg.get("systemd_cgroup")))
         args += ["exec", "--process", str(process_path), "-d", "--pid-file", str(pid_file)]
         child_fds: list[int] = []
-        listener = receiver = None
-        console: dict[str, Any] = {}
+        console: relay.ConsoleSocket | None = None
         err_r = None
 
         def devnull(flags: int) -> int:
@@ -479,11 +465,8 @@ class _Helper:
             return w
 
         if self.tty:
-            console_path = self.dir / "c.sock"
-            listener = _shim.bind_unix(console_path, 1)
-            receiver = threading.Thread(target=_shim._receive_console, args=(listener, console), daemon=True)
-            receiver.start()
-            args += ["--console-socket", str(console_path)]
+            console = relay.ConsoleSocket(self.dir / "c.sock")
+            args += ["--console-socket", str(console.path)]
             stdin_child, stdout_child = devnull(os.O_RDONLY), devnull(os.O_WRONLY)
             err_r, stderr_child = os.pipe()  # runc's own words, should it fail
             child_fds.append(stderr_child)
@@ -497,26 +480,15 @@ class _Helper:
             stderr_child = pipe(K_STDERR) if cfg.get("stderr") else devnull(os.O_WRONLY)
         args.append(str(cfg["id"]))
         try:
-            proc = subprocess.Popen(args, stdin=stdin_child, stdout=stdout_child, stderr=stderr_child,
-                                    close_fds=True, cwd="/")
+            rc = relay.run_runc(args, stdin_child, stdout_child, stderr_child, child_fds)
         except OSError as exc:
             return f"cannot run runc: {exc}"
-        finally:
-            for fd in child_fds:
-                os.close(fd)
-        rc = proc.wait()
         if rc != 0:
-            stderr_text = ""
-            if err_r is not None:
-                os.set_blocking(err_r, False)
-                try:
-                    stderr_text = os.read(err_r, 65536).decode(errors="replace")
-                except OSError:
-                    pass
-            if listener is not None:
-                listener.close()
+            stderr_text = relay.read_now(err_r) if err_r is not None else ""
+            if console is not None:
+                console.close()
             # what the pipes hold is runc's message, not the process's output: the process never ran
-            message = _shim._runc_error(runc_log, stderr_text)
+            message = relay.runc_error(runc_log, stderr_text)
             return "runc exec failed" if message == "runc create failed" else message
         if err_r is not None:
             os.close(err_r)
@@ -524,14 +496,11 @@ class _Helper:
             self.pid = int(pid_file.read_text().strip())
         except (OSError, ValueError) as exc:
             return f"runc exec left no pid file: {exc}"
-        if self.tty:
-            assert receiver is not None and listener is not None
-            receiver.join(10)
-            listener.close()
-            master = console.get("fd")
-            if master is None:
-                return f"runc did not send the console: {console.get('error', 'timeout')}"
-            os.set_inheritable(master, False)
+        if console is not None:
+            try:
+                master = console.master()
+            except relay.ConsoleError as exc:
+                return str(exc)
             self.master_fd = master
             # reading and writing through two descriptions; a tty nobody reads (detached) is read all the same
             self.outputs = {os.dup(master): K_STDOUT if cfg.get("stdout") else _DROP}
@@ -561,44 +530,12 @@ class _Helper:
         except (ConnectionError, OSError):
             self.writer = None
         self.paused = False
-        for fd, stream in self.outputs.items():
-            self.loop.add_reader(fd, self._on_readable, fd, stream)
+        self.watch_outputs()
 
-    def _on_readable(self, fd: int, stream: int) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # EIO: the pty's last slave is closed
-            data = b""
-        if not data:
-            self._close_output(fd)
-            return
+    def output(self, stream: int, data: bytes) -> None:
+        """Send a chunk of output to the daemon (nothing of a tty nobody reads)."""
         if stream != _DROP:
             self._send(stream, data)
-
-    def _close_output(self, fd: int) -> None:
-        self.loop.remove_reader(fd)
-        os.close(fd)
-        del self.outputs[fd]
-        if not self.outputs:
-            self.drained.set()
-
-    async def _open_stdin(self) -> None:
-        fd = self.master_fd if self.tty else self.stdin_fd
-        if fd is None:
-            return
-        pipe = os.fdopen(os.dup(fd), "wb", buffering=0)
-        transport, protocol = await self.loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
-        self.stdin_writer = asyncio.StreamWriter(transport, protocol, None, self.loop)
-        if self.stdin_fd is not None:
-            os.close(self.stdin_fd)
-            self.stdin_fd = None
-
-    def _close_stdin(self) -> None:
-        if self.stdin_writer is not None and not self.tty:
-            self.stdin_writer.close()
-            self.stdin_writer = None
 
     async def _control(self, reader: asyncio.StreamReader) -> None:
         """Frames from the daemon: stdin, its close, resizes. The daemon's EOF closes the process's stdin."""
@@ -613,13 +550,13 @@ class _Helper:
                         except (ConnectionError, OSError):
                             self.stdin_writer = None
                 elif kind == K_CLOSE_STDIN:
-                    self._close_stdin()
+                    self.close_stdin()
                 elif kind == K_RESIZE:
                     size = json.loads(payload)
                     self._resize(int(size.get("height", 0)), int(size.get("width", 0)))
         except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError, TypeError, AttributeError):
             pass
-        self._close_stdin()
+        self.close_stdin()
 
     def _resize(self, height: int, width: int) -> None:
         if self.master_fd is None:
@@ -630,65 +567,23 @@ class _Helper:
         except OSError as exc:
             _log(f"resize: {exc}")
 
-    def _reap(self) -> None:
-        """Thread: wait for the process (re-parented to us), reaping anything else on the way."""
-        status: int | None = None
-        while True:
-            try:
-                pid, st = os.waitpid(-1, 0)
-            except ChildProcessError:
-                while os.path.exists(f"/proc/{self.pid}"):  # not our child after all: its status is lost
-                    time.sleep(0.1)
-                break
-            except InterruptedError:
-                continue
-            if pid == self.pid:
-                status = st
-                break
-        self.loop.call_soon_threadsafe(self.exited.set_result, status)
-
     async def serve(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[int | None] = self.loop.create_future()
-        self.drained = asyncio.Event()
         self.paused = False
         self.stdin_writer = None
         self.sock.setblocking(False)
         reader, self.writer = await asyncio.open_connection(sock=self.sock)
         self._send(K_STARTED, json.dumps({"pid": self.pid}).encode())
-        for fd, stream in list(self.outputs.items()):
-            os.set_blocking(fd, False)
-            self.loop.add_reader(fd, self._on_readable, fd, stream)
-        if not self.outputs:
-            self.drained.set()
-        await self._open_stdin()
+        await self.start_relay()
         control = asyncio.ensure_future(self._control(reader))
-        threading.Thread(target=self._reap, name="reaper", daemon=True).start()
+        self.start_reaper(self.pid)
 
         status = await self.exited
         try:
             await asyncio.wait_for(self.drained.wait(), DRAIN_TIMEOUT)
         except TimeoutError:
             # processes it left behind hold the output open: what is there already still goes out
-            for fd, stream in list(self.outputs.items()):
-                while True:
-                    try:
-                        data = os.read(fd, 65536)
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    if stream != _DROP:
-                        self._send(stream, data)
-                self._close_output(fd)
-        signo: int | None = None
-        if status is None:
-            code = 255
-        elif os.WIFSIGNALED(status):
-            signo = os.WTERMSIG(status)
-            code = 128 + signo
-        else:
-            code = os.WEXITSTATUS(status)
+            self.flush_outputs(None)
+        code, signo = relay.wait_status(status)
         self._send(K_EXIT, json.dumps({"exit_code": code, "signal": signo}).encode())
         control.cancel()
         if self.stdin_writer is not None:
@@ -711,12 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: exec.py FD\n")
         return 2
     sock = socket.socket(fileno=int(argv[0]))
-    # fork once more: the daemon reaps our parent at once and the helper is nobody's child but init's
-    if os.fork() != 0:
-        os._exit(0)
-    os.chdir("/")
-    for signo in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(signo, signal.SIG_IGN)
+    relay.detach()  # the daemon reaps our parent at once and the helper is nobody's child but init's
     try:
         first = _recv_frame(sock)
     except OSError:
@@ -725,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # the daemon went away without using us
     try:
         cfg = json.loads(first[1])
-        _shim._set_subreaper()
+        relay.set_subreaper()
         helper = _Helper(sock, cfg)
     except Exception as exc:  # noqa: BLE001 - tell the daemon rather than die silently
         _log(f"start failed: {exc!r}")

@@ -34,7 +34,8 @@ from typing import Any
 from ..errors import Conflict, ContainerNotFound, DockwrightError, InvalidArgument, SystemError_, Unavailable
 from . import shim as _shim
 from .exec import ExecLauncher, ExecProcess, ExecStartError, start_exec
-from .shim import EXIT_FILE, LOCK_FILE, PID_FILE, SOCKET_FILE, connect_unix, read_exit_file
+from .relay import connect_unix
+from .shim import EXIT_FILE, LOCK_FILE, PID_FILE, SOCKET_FILE, read_exit_file
 
 __all__ = ["Runc", "ExitStatus", "Attachment", "ExecProcess", "UNKNOWN_EXIT_CODE"]
 

@@ -3,7 +3,8 @@
 It is started by :meth:`dockwright.runtime.runc.Runc.create` as ``python -I shim.py CONFIG`` (it also runs as
 ``python -m dockwright.runtime.shim CONFIG``) in a new session, and it forks once more so that it belongs to
 no daemon: a daemon restart, or a ``kill -9`` of the daemon, leaves the shim and its container running.
-It uses the standard library only, so it starts quickly and does not depend on the rest of dockwright.
+It uses the standard library only (and :mod:`dockwright.runtime.relay`, which it shares with the exec helper and
+loads by its path when run as a script), so it starts quickly and does not depend on the rest of dockwright.
 
 What it does, in order:
 
@@ -45,40 +46,29 @@ after its pid report, before it serves: a shim that a loaded host does not run f
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import json
 import os
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import termios
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+if __package__:
+    from . import relay
+else:  # run as a script (python -I -S shim.py): relay.py from beside this file, after the standard library
+    import importlib
+
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    relay = importlib.import_module("relay")
+
 __all__ = [
-    "STDIN",
-    "STDOUT",
-    "STDERR",
-    "STREAM_NAMES",
-    "SOCKET_FILE",
-    "EXIT_FILE",
-    "PID_FILE",
-    "LOCK_FILE",
-    "INIT_PID_FILE",
-    "LOG_LINE_MAX",
-    "frame",
-    "format_log_time",
-    "encode_log_line",
-    "bind_unix",
-    "connect_unix",
-    "read_exit_file",
-    "main",
+    "STDIN", "STDOUT", "STDERR", "STREAM_NAMES", "SOCKET_FILE", "EXIT_FILE", "PID_FILE", "LOCK_FILE",
+    "INIT_PID_FILE", "LOG_LINE_MAX", "frame", "encode_log_line", "read_exit_file", "main",
 ]
 
 STDIN, STDOUT, STDERR = 0, 1, 2
@@ -94,8 +84,6 @@ DRAIN_TIMEOUT = 5.0
 DRAIN_LAST_MAX = 1 << 20  # after the drain timeout: what the pipes hold (at most pipe-max-size) is still logged
 STALL_ENV = "DOCKWRIGHT_TEST_SHIM_STALL"
 CLIENT_BUFFER_MAX = 8 * 1024 * 1024
-PR_SET_CHILD_SUBREAPER = 36
-_SUN_PATH_MAX = 100  # sockaddr_un has 108 bytes; leave some room
 
 
 def frame(stream_id: int, data: bytes) -> bytes:
@@ -103,67 +91,14 @@ def frame(stream_id: int, data: bytes) -> bytes:
     return struct.pack(">BxxxI", stream_id, len(data)) + data
 
 
-def format_log_time(ns: int) -> str:
-    """Unix nanoseconds as Go's ``time.RFC3339Nano`` in UTC (trailing zeros of the fraction dropped)."""
-    secs, nanos = divmod(ns, 1_000_000_000)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    fraction = f"{nanos:09d}".rstrip("0")
-    return f"{base}.{fraction}Z" if fraction else f"{base}Z"
-
-
 def encode_log_line(stream_id: int, data: bytes, ns: int) -> bytes:
     """One docker json-file line (with its newline) for ``data`` read from ``stream_id`` at ``ns``."""
-    return _encode(STREAM_NAMES[stream_id], data, format_log_time(ns))
+    return _encode(STREAM_NAMES[stream_id], data, relay.format_log_time(ns))
 
 
 def _encode(stream: str, data: bytes, when: str) -> bytes:
     record = {"log": data.decode("utf-8", "replace"), "stream": stream, "time": when}
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-
-
-def _unix_address(path: Path) -> tuple[str, int | None]:
-    """An address for ``path`` that fits in ``sun_path``: the path, or ``/proc/self/fd/<dirfd>/<name>``."""
-    p = os.fspath(path)
-    if len(p.encode()) < _SUN_PATH_MAX:
-        return p, None
-    dfd = os.open(os.path.dirname(p) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    return f"/proc/self/fd/{dfd}/{os.path.basename(p)}", dfd
-
-
-def bind_unix(path: Path, backlog: int = 64) -> socket.socket:
-    """A listening unix stream socket at ``path`` (however long the path is)."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    address, dfd = _unix_address(path)
-    try:
-        sock.bind(address)
-    except BaseException:
-        sock.close()
-        raise
-    finally:
-        if dfd is not None:
-            os.close(dfd)
-    os.chmod(path, 0o600)
-    sock.listen(backlog)
-    return sock
-
-
-def connect_unix(path: Path) -> socket.socket:
-    """A connected (blocking) unix stream socket to ``path`` (however long the path is)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    address, dfd = _unix_address(path)
-    try:
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    finally:
-        if dfd is not None:
-            os.close(dfd)
-    return sock
 
 
 def read_exit_file(state_dir: Path) -> dict[str, Any] | None:
@@ -188,11 +123,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _log(msg: str) -> None:
-    try:
-        sys.stderr.write(f"{format_log_time(time.time_ns())} shim[{os.getpid()}]: {msg}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    relay.log("shim", msg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,7 +153,7 @@ class JsonLogWriter:
         at once, with one timestamp; the rest of an unfinished line waits."""
         buf = self._pending[stream_id]
         buf += data
-        when = format_log_time(time.time_ns())  # one read, one time, as dockerd's copier stamps it
+        when = relay.format_log_time(time.time_ns())  # one read, one time, as dockerd's copier stamps it
         name = STREAM_NAMES[stream_id]
         out = []
         start = 0
@@ -266,7 +197,7 @@ class _Client:
         self.streams = streams
 
 
-class Shim:
+class Shim(relay.StdioRelay):
     """The running shim of one container: its stdio fds, json-file log, attach clients and exit record, served on
     ``shim.sock`` (see the module docstring)."""
 
@@ -287,36 +218,8 @@ class Shim:
         self.stdin_writer: asyncio.StreamWriter | None = None
 
     # -- output --------------------------------------------------------------------------------------
-    def _on_readable(self, fd: int, stream_id: int) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # EIO: the pty's last slave is closed
-            data = b""
-        if not data:
-            self.loop.remove_reader(fd)
-            os.close(fd)
-            del self.outputs[fd]
-            if not self.outputs:
-                self.drained.set()
-            return
-        self._output(stream_id, data)
-
-    def _read_what_is_there(self, fd: int, stream_id: int) -> None:
-        """After the drain timeout: log what the pipe holds already (without waiting for more)."""
-        left = DRAIN_LAST_MAX
-        while left > 0:
-            try:
-                data = os.read(fd, min(65536, left))
-            except (BlockingIOError, InterruptedError, OSError):
-                return
-            if not data:
-                return
-            self._output(stream_id, data)
-            left -= len(data)
-
-    def _output(self, stream_id: int, data: bytes) -> None:
+    def output(self, stream_id: int, data: bytes) -> None:
+        """Log a chunk of output and send it to the attached clients that asked for its stream."""
         self.log.write(stream_id, data)
         payload = frame(stream_id, data)
         for client in list(self.clients):
@@ -331,24 +234,6 @@ class Shim:
                 _log("dropping an attach client that does not read")
                 transport.abort()
                 self.clients.discard(client)
-
-    # -- stdin ---------------------------------------------------------------------------------------
-    async def _open_stdin(self) -> None:
-        fd = self.master_fd if self.tty else self.stdin_fd
-        if fd is None:
-            return
-        pipe = os.fdopen(os.dup(fd), "wb", buffering=0)
-        transport, protocol = await self.loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
-        self.stdin_writer = asyncio.StreamWriter(transport, protocol, None, self.loop)
-        if not self.tty and self.stdin_fd is not None:
-            os.close(self.stdin_fd)
-            self.stdin_fd = None
-
-    def close_stdin(self) -> None:
-        """Close the container's stdin pipe (it reads EOF); nothing for a tty, whose stdin is the pty master."""
-        if self.stdin_writer is not None and not self.tty:
-            self.stdin_writer.close()
-            self.stdin_writer = None
 
     # -- requests ------------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -426,24 +311,6 @@ class Shim:
         fcntl.ioctl(self.master_fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
     # -- exit ----------------------------------------------------------------------------------------
-    def _reap(self) -> None:
-        """Thread: wait for the container's init (re-parented to us), reaping anything else on the way."""
-        status: int | None = None
-        while True:
-            try:
-                pid, st = os.waitpid(-1, 0)
-            except ChildProcessError:
-                # not our child after all: poll until it is gone; its status is lost
-                while os.path.exists(f"/proc/{self.init_pid}"):
-                    time.sleep(0.1)
-                break
-            except InterruptedError:
-                continue
-            if pid == self.init_pid:
-                status = st
-                break
-        self.loop.call_soon_threadsafe(self.exited.set_result, status)
-
     def _oom_killed(self) -> bool:
         try:
             config = json.loads((Path(self.cfg["bundle"]) / "config.json").read_bytes())
@@ -466,43 +333,24 @@ class Shim:
     async def run(self) -> None:
         """Serve until the init has exited and its output is drained (5 s at most), then write ``exit.json``, answer
         the waiters and close the socket."""
-        self.loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[int | None] = self.loop.create_future()
-        self.drained = asyncio.Event()
         self.finished = asyncio.Event()
-        for fd, stream_id in list(self.outputs.items()):
-            os.set_blocking(fd, False)
-            self.loop.add_reader(fd, self._on_readable, fd, stream_id)
-        if not self.outputs:
-            self.drained.set()
-        await self._open_stdin()
+        await self.start_relay()
         self.server_sock.setblocking(False)
         server = await asyncio.start_unix_server(self._handle, sock=self.server_sock)
-        threading.Thread(target=self._reap, name="reaper", daemon=True).start()
+        self.start_reaper(self.init_pid)
 
         status = await self.exited
         try:
             await asyncio.wait_for(self.drained.wait(), DRAIN_TIMEOUT)
         except TimeoutError:
             _log("output did not reach EOF after the container exited")
-            for fd, stream_id in list(self.outputs.items()):
-                self.loop.remove_reader(fd)
-                self._read_what_is_there(fd, stream_id)
-                os.close(fd)
-            self.outputs.clear()
+            self.flush_outputs(DRAIN_LAST_MAX)
         self.log.close()
-        signo: int | None = None
-        if status is None:
-            code = 255
-        elif os.WIFSIGNALED(status):
-            signo = os.WTERMSIG(status)
-            code = 128 + signo
-        else:
-            code = os.WEXITSTATUS(status)
+        code, signo = relay.wait_status(status)
         self.exit_record = {
             "exit_code": code,
             "signal": signo,
-            "exited_at": format_log_time(time.time_ns()),
+            "exited_at": relay.format_log_time(time.time_ns()),
             "oom_killed": self._oom_killed(),
             "pid": self.init_pid,
         }
@@ -532,40 +380,6 @@ class Shim:
 
 # --------------------------------------------------------------------------------------------------
 # start-up
-
-
-def _set_subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
-
-
-def _runc_error(runc_log: Path, stderr_text: str) -> str:
-    """The last error runc logged (``--log-format json``), else what it printed."""
-    message = ""
-    try:
-        for line in runc_log.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("level") in ("error", "fatal") and rec.get("msg"):
-                message = str(rec["msg"])
-    except OSError:
-        pass
-    return message or stderr_text.strip() or "runc create failed"
-
-
-def _receive_console(listener: socket.socket, result: dict[str, Any]) -> None:
-    try:
-        conn, _ = listener.accept()
-        with conn:
-            _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
-        if fds:
-            result["fd"] = fds[0]
-    except OSError as exc:
-        result["error"] = exc
 
 
 def _report(obj: dict[str, Any]) -> None:
@@ -598,36 +412,25 @@ def _start(cfg: dict[str, Any]) -> Shim | None:
         except FileNotFoundError:
             pass
     (state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
-    _set_subreaper()
+    relay.set_subreaper()
     # the log exists before the daemon has the pid and can start the container (see 3. above); a failed
     # create leaves it empty, as dockerd's (its logger starts when the task's stdio is made, before the task)
     log = JsonLogWriter(Path(cfg["log_path"]))
-    server_sock = bind_unix(state_dir / SOCKET_FILE)
+    server_sock = relay.bind_unix(state_dir / SOCKET_FILE)
 
-    args = [cfg.get("runc", "runc"), "--root", str(cfg["root"]), "--log", str(runc_log), "--log-format", "json"]
-    if cfg.get("systemd_cgroup"):
-        args.append("--systemd-cgroup")
+    args = relay.runc_command(cfg.get("runc", "runc"), str(cfg["root"]), runc_log, bool(cfg.get("systemd_cgroup")))
     args += ["create", "--pid-file", str(state_dir / INIT_PID_FILE), "--bundle", str(state_dir)]
 
     outputs: dict[int, int] = {}
     stdin_fd: int | None = None
-    console: dict[str, Any] = {}
-    child_fds: list[int] = []
-    console_dir = None
-    listener = None
-    receiver = None
+    console: relay.ConsoleSocket | None = None
     runc_stderr_path = state_dir / "runc.stderr"
     if tty:
-        console_dir = tempfile.mkdtemp(prefix="dw-console-")
-        console_path = os.path.join(console_dir, "c.sock")
-        listener = bind_unix(Path(console_path), 1)
-        receiver = threading.Thread(target=_receive_console, args=(listener, console), daemon=True)
-        receiver.start()
-        args += ["--console-socket", console_path]
+        console = relay.ConsoleSocket(Path(tempfile.mkdtemp(prefix="dw-console-"), "c.sock"))
+        args += ["--console-socket", str(console.path)]
         stdin_child = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         stdout_child = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         stderr_child = os.open(runc_stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        child_fds += [stdin_child, stdout_child, stderr_child]
     else:
         out_r, stdout_child = os.pipe()
         err_r, stderr_child = os.pipe()
@@ -636,19 +439,13 @@ def _start(cfg: dict[str, Any]) -> Shim | None:
             stdin_child, stdin_fd = os.pipe()
         else:
             stdin_child = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        child_fds += [stdin_child, stdout_child, stderr_child]
     args.append(cid)
 
     try:
-        proc = subprocess.Popen(args, stdin=stdin_child, stdout=stdout_child, stderr=stderr_child,
-                                close_fds=True, cwd="/")
+        rc = relay.run_runc(args, stdin_child, stdout_child, stderr_child, [stdin_child, stdout_child, stderr_child])
     except OSError as exc:
         _report({"error": f"cannot run runc: {exc}"})
         return None
-    finally:
-        for fd in child_fds:
-            os.close(fd)
-    rc = proc.wait()
 
     if rc != 0:
         stderr_text = ""
@@ -660,14 +457,10 @@ def _start(cfg: dict[str, Any]) -> Shim | None:
         else:
             for fd, stream_id in outputs.items():
                 if stream_id == STDERR:
-                    os.set_blocking(fd, False)
-                    try:
-                        stderr_text = os.read(fd, 65536).decode(errors="replace")
-                    except OSError:
-                        pass
-        if listener is not None:
-            listener.close()
-        _report({"error": _runc_error(runc_log, stderr_text)})
+                    stderr_text = relay.read_now(fd)
+        if console is not None:
+            console.close()
+        _report({"error": relay.runc_error(runc_log, stderr_text)})
         return None
 
     try:
@@ -677,21 +470,18 @@ def _start(cfg: dict[str, Any]) -> Shim | None:
         return None
 
     master_fd = None
-    if tty:
-        assert receiver is not None and listener is not None
-        receiver.join(10)
-        listener.close()
-        if console_dir is not None:
+    if console is not None:
+        try:
+            master_fd = console.master()
+        except relay.ConsoleError as exc:
+            _report({"error": str(exc)})
+            return None
+        finally:
             try:
-                os.unlink(os.path.join(console_dir, "c.sock"))
-                os.rmdir(console_dir)
+                os.unlink(console.path)
+                os.rmdir(console.path.parent)
             except OSError:
                 pass
-        master_fd = console.get("fd")
-        if master_fd is None:
-            _report({"error": f"runc did not send the console: {console.get('error', 'timeout')}"})
-            return None
-        os.set_inheritable(master_fd, False)
         # reading and writing share the master, through two descriptions of the same fd
         outputs = {os.dup(master_fd): STDOUT}
 
@@ -723,12 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         os.close(log_fd)
     else:
         cfg = json.loads(argv[0])
-    # fork once more: the daemon reaps our parent at once and the shim is nobody's child but init's
-    if os.fork() != 0:
-        os._exit(0)
-    os.chdir("/")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    relay.detach()  # the daemon reaps our parent at once and the shim is nobody's child but init's
     try:
         shim = _start(cfg)
     except Exception as exc:  # report anything unexpected to the daemon rather than dying silently

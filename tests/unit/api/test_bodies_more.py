@@ -1,6 +1,6 @@
 """More unit tests of api/bodies.py (test_bodies.py holds Go's type and syntax messages): how a create body splits
 into Config, HostConfig and NetworkingConfig, commit bodies, whitespace and trailing values, plain ``loads``,
-``decode_value`` for scalars, and the Content-Type check."""
+``decode_value`` for scalars."""
 
 from __future__ import annotations
 
@@ -100,18 +100,3 @@ def test_decode_value_refuses_a_fraction_for_an_integer() -> None:
     with pytest.raises(InvalidArgument) as exc:
         bodies.decode_value("1.5", "int64")
     assert str(exc.value) == "json: cannot unmarshal number 1.5 into Go value of type int64"
-
-
-@pytest.mark.parametrize("ct,has_body", [("application/json", True), ("application/json; charset=utf-8", True),
-                                         ("Application/JSON", True), (" application/json ", True), ("", False),
-                                         ("application/json", False)])
-def test_check_content_type_accepts(ct: str, has_body: bool) -> None:
-    bodies.check_content_type(ct, has_body)
-
-
-@pytest.mark.parametrize("ct", ["text/plain", "application/jsonx", "application/x-tar"])
-def test_check_content_type_refuses_with_dockerds_words(ct: str) -> None:
-    for has_body in (True, False):
-        with pytest.raises(InvalidArgument) as exc:
-            bodies.check_content_type(ct, has_body)
-        assert str(exc.value) == f"Content-Type specified ({ct}) must be 'application/json'"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dockwright.api.containers import config_json, host_config_json, mount_point_json
+from dockwright.api.container_json import config_json, host_config_json, mount_point_json
 
 from specdefs import properties
 
