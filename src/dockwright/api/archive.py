@@ -1,6 +1,6 @@
 """Handlers of ``/containers/{id}/archive`` (``docker cp``): ``HEAD`` (the path's stat in the
 ``X-Docker-Container-Path-Stat`` header), ``GET`` (a tar of the path, with that header) and ``PUT`` (a tar extracted
-into the path), as dockerd's router answers them; the work is :mod:`dockwright.engine.container_fs`."""
+into the path), as dockerd's router answers them; the work is :mod:`dockwright.engine.containers.fs`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..engine import container_fs
+from ..engine.containers import fs as container_fs
 from ..engine.engine import Engine
 from ..errors import InvalidArgument
 from . import params

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..engine.container_config import host_config_defaults
-from ..engine.container_record import Container, list_command
+from ..engine.containers.config import host_config_defaults
+from ..engine.containers.record import Container, list_command
 from ..engine.engine import Engine
 from ..oci.gojson import parse_rfc3339
 from ..timestamps import human_duration

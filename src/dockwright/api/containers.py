@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..engine.container_record import Container
+from ..engine.containers.record import Container
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, SystemError_
 from ..filters import Filters

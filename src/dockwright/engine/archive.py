@@ -32,8 +32,8 @@ from ..oci import mediatypes as mt
 from ..oci.platform import Platform
 from ..progress import Emit, Progress, ProgressEvent, StreamText, run_with_events
 from .events import EventBus
-from .image_import import source_chunks
-from .images import ImagesService
+from .images.importer import source_chunks
+from .images.service import ImagesService
 from .types import Image
 
 __all__ = ["ArchiveService"]

@@ -24,9 +24,9 @@ from ..metadata.buildcache import BuildCacheStore
 from ..metadata.db import MetadataDB
 from ..progress import Aux, ProgressCallback, ProgressEvent
 from ..snapshots import OverlaySnapshotter
-from .containers import ContainersService
+from .containers.service import ContainersService
 from .events import EventBus
-from .images import ImagesService
+from .images.service import ImagesService
 from .resources import verify_extra_hosts, verify_resources
 from .types import Image
 

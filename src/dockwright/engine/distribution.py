@@ -46,7 +46,7 @@ from ..oci.jsonobject import json_object
 from ..oci.platform import Platform, host_platform
 from ..progress import Aux, Emit, Progress, ProgressEvent, Status, begin, detail, run_with_events, update_every
 from .events import EventBus
-from .images import ImagesService
+from .images.service import ImagesService
 from .push import PushService
 from .registry_service import RegistryService
 from .types import DistributionInspect, PullResult, PushResult, SearchResult

@@ -24,12 +24,12 @@ from ..snapshots import OverlaySnapshotter
 from .archive import ArchiveService
 from .build import BuildService
 from .config import EngineConfig
-from .containers import ContainersService
+from .containers.service import ContainersService
 from .distribution import DistributionService
 from .events import EventBus
 from .exec import ExecService
 from .gc import GarbageCollector
-from .images import ImagesService
+from .images.service import ImagesService
 from .system import ENGINE_VERSION, SystemService
 from .volumes import VolumesService
 

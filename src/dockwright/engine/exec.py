@@ -33,8 +33,8 @@ from ..oci.gojson import parse_rfc3339
 from ..runtime.exec import ExecProcess, exec_env, exec_process
 from ..runtime.users import resolve_user
 from ..timestamps import human_duration
-from .container_record import Container
-from .containers import ContainersService
+from .containers.record import Container
+from .containers.service import ContainersService
 
 __all__ = ["ExecService", "ExecOptions", "Exec", "ExecSession", "ExecNotFound", "detach_key_bytes"]
 

@@ -34,7 +34,7 @@ from ..oci.digest import short_id
 from ..oci.platform import Platform
 from ..progress import Aux, Emit, Progress, ProgressEvent, Status, detail, run_with_events, update_every
 from .events import EventBus
-from .images import ImagesService
+from .images.service import ImagesService
 from .registry_service import RegistryService
 
 __all__ = ["PushService"]

@@ -7,7 +7,7 @@ from ..content.store import ContentStore
 from ..distribution import RegistryClient
 from ..metadata.db import MetadataDB
 from .events import EventBus
-from .images import ImagesService
+from .images.service import ImagesService
 
 __all__ = ["RegistryService"]
 

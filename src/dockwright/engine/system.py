@@ -18,9 +18,9 @@ from ..oci.gojson import rfc3339_nano
 from ..oci.platform import host_platform
 from ..snapshots import OverlaySnapshotter
 from .config import EngineConfig
-from .containers import ContainersService
+from .containers.service import ContainersService
 from .events import EventBus
-from .images import ImagesService
+from .images.service import ImagesService
 from .types import ContainerDiskUsage, DiskUsage, IndexInfo, SystemInfo, VersionInfo, VolumeDiskUsage
 
 __all__ = ["SystemService", "ENGINE_VERSION", "API_VERSION", "MIN_API_VERSION"]

@@ -10,7 +10,7 @@ from ..oci.descriptor import Descriptor
 from ..oci.platform import Platform
 
 if TYPE_CHECKING:
-    from .container_record import Container as ContainerRecord
+    from .containers.record import Container as ContainerRecord
     from .volumes import Volume
 
 __all__ = ["Image", "ImageSummary", "HistoryItem", "DeleteItem", "PruneReport", "PullResult", "PushResult",

@@ -10,7 +10,7 @@ uses ``os.path.realpath`` or a path string for a place inside the root.  Its use
 * :func:`~.apply.extract_archive`, which unpacks an archive into a directory, confined to it as moby's
   ``chrootarchive.Untar`` is by its chroot (:data:`ARCHIVE_RULES`: no whiteout conversion, ``.wh.*`` entries
   are ordinary files; owners, modes, devices and extended attributes kept): ADD of a local archive, and
-  ``docker cp`` into a container; ``docker cp`` (:mod:`dockwright.engine.container_fs_untar`);
+  ``docker cp`` into a container; ``docker cp`` (:mod:`dockwright.engine.containers.fs_untar`);
   :func:`~.apply.is_tar_archive` says whether ADD unpacks a file;
 * :func:`~.apply.ensure_chain`, which makes the committed snapshots of an image's layers (named by ChainID) that are
   still missing.

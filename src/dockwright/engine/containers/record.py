@@ -9,11 +9,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metadata.containers import ContainerRow
-from ..network.endpoint import Attachment
-from ..oci.gojson import parse_rfc3339
-from . import types as typed
-from .mounts import parse_bind, parse_mount
+from ...metadata.containers import ContainerRow
+from ...network.endpoint import Attachment
+from ...oci.gojson import parse_rfc3339
+from .. import types as typed
+from ..mounts import parse_bind, parse_mount
 
 __all__ = ["Container", "new_state", "container_from_row", "container_row", "legacy_mounts", "repair_record",
            "RECORD_TYPES", "list_command", "container_info", "container_summary"]

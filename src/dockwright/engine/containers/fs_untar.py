@@ -13,14 +13,14 @@ import stat
 import tarfile
 from collections.abc import Iterable
 
-from ..errors import DockwrightError, NotFound, SystemError_
-from ..layers.compression import DecompressedReader
-from ..layers.extract import ARCHIVE_RULES, ExtractRules, TarExtractor
-from ..runtime.users import get_exec_user
-from ..tar.members import MEMBER_ERRORS, open_members
-from ..timestamps import go_quote
-from .container_fs_view import ContainerView, NotADirectory, clean_path, container_abs_path, path_comps, show_comps
-from .containers import Container
+from ...errors import DockwrightError, NotFound, SystemError_
+from ...layers.compression import DecompressedReader
+from ...layers.extract import ARCHIVE_RULES, ExtractRules, TarExtractor
+from ...runtime.users import get_exec_user
+from ...tar.members import MEMBER_ERRORS, open_members
+from ...timestamps import go_quote
+from .fs_view import ContainerView, NotADirectory, clean_path, container_abs_path, path_comps, show_comps
+from .service import Container
 
 __all__ = ["extract_sync"]
 

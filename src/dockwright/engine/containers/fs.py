@@ -44,12 +44,12 @@ an archive's symlink to a missing directory makes that directory inside the cont
 ``no such file or directory``); a directory entry naming the parent of the destination (``..``) is refused
 rather than applied to it; hard links found while archiving are keyed by device and inode, not inode alone.
 
-The work is split: :mod:`.container_fs_view` resolves paths in the container and stats them,
-:mod:`.container_fs_tar` writes the tar of a path, :mod:`.container_fs_untar` extracts one; this module holds the
+The work is split: :mod:`.fs_view` resolves paths in the container and stats them,
+:mod:`.fs_tar` writes the tar of a path, :mod:`.fs_untar` extracts one; this module holds the
 container's rootfs and its mounts for them and runs them in worker threads.
 
 A stopped container's rootfs is mounted for the operation and unmounted after it
-(:meth:`~dockwright.engine.containers.ContainersService.rootfs_for_files`), as dockerd's ``daemon.Mount``.
+(:meth:`~dockwright.engine.containers.service.ContainersService.rootfs_for_files`), as dockerd's ``daemon.Mount``.
 Errors are dockerd's: ``No such container: x`` and ``Could not find the file /p in container x`` (404),
 ``extraction point is not a directory``, ``container rootfs is marked read-only``, ``mounted volume is marked
 read-only``, ``Error processing tar file(exit status 1): …`` and ``lstat …: not a directory`` (500).
@@ -62,11 +62,11 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
-from ..threads import thread_future
-from .container_fs_tar import ArchiveStream
-from .container_fs_untar import extract_sync
-from .container_fs_view import ContainerView, PathStat, Target, clean_path, locate, open_view
-from .containers import Container, ContainersService
+from ...threads import thread_future
+from .fs_tar import ArchiveStream
+from .fs_untar import extract_sync
+from .fs_view import ContainerView, PathStat, Target, clean_path, locate, open_view
+from .service import Container, ContainersService
 
 __all__ = ["stat_path", "archive_path", "extract_to_dir"]
 

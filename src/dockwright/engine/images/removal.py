@@ -8,17 +8,17 @@ import builtins
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from .. import reference as refs
-from ..errors import Conflict, NotFound
-from ..filters import Filters
-from ..metadata.db import ImageRecord, MetadataDB
-from ..oci.digest import hex_of, short_id
-from .events import EventBus
-from .prune import PruneLock, prune_until
-from .types import DeleteItem, ImageSummary, PruneReport
+from ... import reference as refs
+from ...errors import Conflict, NotFound
+from ...filters import Filters
+from ...metadata.db import ImageRecord, MetadataDB
+from ...oci.digest import hex_of, short_id
+from ..events import EventBus
+from ..prune import PruneLock, prune_until
+from ..types import DeleteItem, ImageSummary, PruneReport
 
 if TYPE_CHECKING:
-    from .gc import GarbageCollector
+    from ..gc import GarbageCollector
 
 __all__ = ["ImageRemoval", "ContainerUsage", "PRUNE_FILTERS", "FilterArgs", "as_filters"]
 

@@ -7,16 +7,16 @@ import builtins
 import time
 from typing import Any
 
-from .. import reference as refs
-from ..errors import InvalidArgument, NotFound
-from ..metadata.db import ImageRecord, MetadataDB
-from ..oci.config import ImageConfig
-from ..oci.descriptor import Descriptor
-from ..oci.gojson import parse_rfc3339
-from ..oci.platform import Platform
-from ..timestamps import parse_timestamp
-from .image_remove import ContainerUsage, FilterArgs, as_filters
-from .types import HistoryItem, ImageSummary
+from ... import reference as refs
+from ...errors import InvalidArgument, NotFound
+from ...metadata.db import ImageRecord, MetadataDB
+from ...oci.config import ImageConfig
+from ...oci.descriptor import Descriptor
+from ...oci.gojson import parse_rfc3339
+from ...oci.platform import Platform
+from ...timestamps import parse_timestamp
+from ..types import HistoryItem, ImageSummary
+from .removal import ContainerUsage, FilterArgs, as_filters
 
 __all__ = ["ImageListing", "LIST_FILTERS", "PlatformArg", "as_platform"]
 

@@ -9,7 +9,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..runtime.bundle import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+from ...runtime.bundle import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
 
 __all__ = ["merge_config", "host_config_defaults", "merge_missing", "create_body", "NAME_RE", "ADJECTIVES",
            "SURNAMES"]

@@ -11,17 +11,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import Conflict, ImageNotFound, InvalidArgument, SystemError_
-from ..layers.apply import ensure_chain
-from ..network.ports import requested_ports
-from ..network.service import NetworkNotFound
-from ..oci.gojson import rfc3339_nano
-from ..runtime.users import resolve_in_root
-from .container_base import ContainersBase
-from .container_config import ADJECTIVES, NAME_RE, SURNAMES, host_config_defaults, merge_config
-from .container_record import Container, new_state
-from .mounts import bind_daemon_root, image_volume, parse_bind, parse_mount
-from .resources import verify_extra_hosts, verify_resources
+from ...errors import Conflict, ImageNotFound, InvalidArgument, SystemError_
+from ...layers.apply import ensure_chain
+from ...network.ports import requested_ports
+from ...network.service import NetworkNotFound
+from ...oci.gojson import rfc3339_nano
+from ...runtime.users import resolve_in_root
+from ..mounts import bind_daemon_root, image_volume, parse_bind, parse_mount
+from ..resources import verify_extra_hosts, verify_resources
+from .base import ContainersBase
+from .config import ADJECTIVES, NAME_RE, SURNAMES, host_config_defaults, merge_config
+from .record import Container, new_state
 
 __all__ = ["ContainerCreation"]
 

@@ -19,32 +19,32 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import IO, TYPE_CHECKING, Any, Protocol, Union
 
-from .. import reference as refs
-from ..content.store import ContentStore, current_lease
-from ..distribution.auth import AuthConfig
-from ..dockerfile import apply_changes
-from ..errors import ImageNotFound, InvalidArgument, NotFound
-from ..layers.apply import ensure_chain
-from ..layers.ingest import IngestedLayer, LayerIngester
-from ..layers.streams import ChunkBatcher
-from ..metadata.db import ImageRecord, LayerRecord, MetadataDB
-from ..metadata.leases import Lease, LeaseManager
-from ..oci import mediatypes as mt
-from ..oci.config import ImageConfig, import_config_bytes
-from ..oci.descriptor import Descriptor
-from ..oci.digest import chain_ids
-from ..oci.gojson import rfc3339_nano
-from ..oci.platform import Platform, host_platform
-from ..progress import Emit, Progress, ProgressEvent, Status, begin, run_with_events
-from .events import EventBus
-from .image_import import source_chunks, url_chunks
-from .image_list import ImageListing, PlatformArg, as_platform
-from .image_remove import ContainerUsage, ImageRemoval
-from .prune import PruneLock
-from .types import Image, ImageSummary, PullResult, PushResult
+from ... import reference as refs
+from ...content.store import ContentStore, current_lease
+from ...distribution.auth import AuthConfig
+from ...dockerfile import apply_changes
+from ...errors import ImageNotFound, InvalidArgument, NotFound
+from ...layers.apply import ensure_chain
+from ...layers.ingest import IngestedLayer, LayerIngester
+from ...layers.streams import ChunkBatcher
+from ...metadata.db import ImageRecord, LayerRecord, MetadataDB
+from ...metadata.leases import Lease, LeaseManager
+from ...oci import mediatypes as mt
+from ...oci.config import ImageConfig, import_config_bytes
+from ...oci.descriptor import Descriptor
+from ...oci.digest import chain_ids
+from ...oci.gojson import rfc3339_nano
+from ...oci.platform import Platform, host_platform
+from ...progress import Emit, Progress, ProgressEvent, Status, begin, run_with_events
+from ..events import EventBus
+from ..prune import PruneLock
+from ..types import Image, ImageSummary, PullResult, PushResult
+from .importer import source_chunks, url_chunks
+from .listing import ImageListing, PlatformArg, as_platform
+from .removal import ContainerUsage, ImageRemoval
 
 if TYPE_CHECKING:
-    from .gc import GarbageCollector
+    from ..gc import GarbageCollector
 
 __all__ = ["ImagesService", "ImportSource", "Registry", "Archives"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockwright.engine.container_top import parse_ps_output
+from dockwright.engine.containers.top import parse_ps_output
 from dockwright.errors import SystemError_
 
 PS = """UID PID PPID C STIME TTY TIME CMD

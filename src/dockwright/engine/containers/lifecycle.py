@@ -12,12 +12,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from ..errors import Conflict, ContainerNotFound, InvalidArgument, SystemError_
-from ..network.endpoint import Attachment
-from ..oci.gojson import rfc3339_nano
-from ..runtime import ContainerSpec, build_bundle
-from .container_create import ContainerCreation
-from .container_record import Container
+from ...errors import Conflict, ContainerNotFound, InvalidArgument, SystemError_
+from ...network.endpoint import Attachment
+from ...oci.gojson import rfc3339_nano
+from ...runtime import ContainerSpec, build_bundle
+from .create import ContainerCreation
+from .record import Container
 
 __all__ = ["ContainerLifecycle", "SIGNALS", "parse_signal", "REMOVED_MEMORY"]
 

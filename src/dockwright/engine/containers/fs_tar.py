@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SystemError_
-from ..tar.writer import entry_header, with_owner_names
-from .container_fs_view import ContainerView, Node, Target
+from ...errors import SystemError_
+from ...tar.writer import entry_header, with_owner_names
+from .fs_view import ContainerView, Node, Target
 
 __all__ = ["ContainerTarWriter", "ArchiveStream"]
 

@@ -1,6 +1,7 @@
 """The shared part of the containers service (:class:`ContainersBase`): its dependencies, the containers in
 memory and their records, the bookkeeping of operations in progress, and each container's paths and rootfs mount.
-The stages (create, lifecycle, removal) and :class:`~dockwright.engine.containers.ContainersService` build on it."""
+The stages (create, lifecycle, removal) and
+:class:`~dockwright.engine.containers.service.ContainersService` build on it."""
 
 from __future__ import annotations
 
@@ -10,19 +11,19 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..content.store import ContentStore
-from ..errors import ContainerNotFound, InvalidArgument
-from ..metadata.containers import ContainerRecords
-from ..metadata.db import MetadataDB
-from ..network.endpoint import Attachment
-from ..network.service import NetworkService
-from ..runtime import Runc
-from ..snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
-from .container_record import Container, container_from_row, container_row
-from .events import EventBus
-from .images import ImagesService
-from .prune import PruneLock
-from .volumes import VolumesService
+from ...content.store import ContentStore
+from ...errors import ContainerNotFound, InvalidArgument
+from ...metadata.containers import ContainerRecords
+from ...metadata.db import MetadataDB
+from ...network.endpoint import Attachment
+from ...network.service import NetworkService
+from ...runtime import Runc
+from ...snapshots import OverlaySnapshotter, is_mountpoint, mount_all, unmount
+from ..events import EventBus
+from ..images.service import ImagesService
+from ..prune import PruneLock
+from ..volumes import VolumesService
+from .record import Container, container_from_row, container_row
 
 __all__ = ["ContainersBase"]
 
@@ -173,5 +174,5 @@ class ContainersBase:
             log.warning("releasing the network of %s: %s", c.id, exc)
 
     async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
-        """Remove a container (implemented by :class:`~dockwright.engine.container_removal.ContainerRemoval`)."""
+        """Remove a container (implemented by :class:`~dockwright.engine.containers.removal.ContainerRemoval`)."""
         raise NotImplementedError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dockwright.engine.container_record import (
+from dockwright.engine.containers.record import (
     Container,
     container_from_row,
     container_info,

@@ -11,11 +11,11 @@ the image's (and the request's) ``Volumes`` that nothing else mounts; a new (emp
 at its path, as dockerd copies them. Volumes are bind mounted at start (``mount`` / ``unmount`` events) and the
 anonymous ones go with the container on ``rm -v`` and auto-removal.
 
-:class:`ContainersService` is the one service; it is built in stages, one module each: ``container_base`` (the
-dependencies, the records in memory, paths and the rootfs mount), ``container_create``, ``container_lifecycle``
-(start, exit, wait, kill, stop, pause, restart) and ``container_removal`` (rm, prune). This module adds rename,
-top, logs, attach, changes, export, commit and the rootfs for file operations. ``container_record`` holds the
-:class:`Container` value and its stored row, ``container_config`` the create-time config rules.
+:class:`ContainersService` is the one service; it is built in stages, one module each: ``base`` (the
+dependencies, the records in memory, paths and the rootfs mount), ``create``, ``lifecycle``
+(start, exit, wait, kill, stop, pause, restart) and ``removal`` (rm, prune). This module adds rename,
+top, logs, attach, changes, export, commit and the rootfs for file operations. ``record`` holds the
+:class:`Container` value and its stored row, ``config`` the create-time config rules.
 """
 
 from __future__ import annotations
@@ -31,21 +31,21 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ..dockerfile import apply_changes
-from ..errors import Conflict, ImageNotFound, InvalidArgument, SystemError_
-from ..layers.diff import changes as diff_changes
-from ..layers.diff import write_layer_from_upper
-from ..metadata.db import LayerRecord
-from ..oci import mediatypes as mt
-from ..oci.config import container_config
-from ..oci.gojson import go_dumps, rfc3339_nano
-from ..runtime import read_json_log
-from ..snapshots import is_mountpoint
-from . import types
-from .container_config import NAME_RE, create_body, merge_missing
-from .container_record import Container, container_info, container_summary
-from .container_removal import ContainerRemoval
-from .container_top import cgroup_pids, parse_ps_output
+from ...dockerfile import apply_changes
+from ...errors import Conflict, ImageNotFound, InvalidArgument, SystemError_
+from ...layers.diff import changes as diff_changes
+from ...layers.diff import write_layer_from_upper
+from ...metadata.db import LayerRecord
+from ...oci import mediatypes as mt
+from ...oci.config import container_config
+from ...oci.gojson import go_dumps, rfc3339_nano
+from ...runtime import read_json_log
+from ...snapshots import is_mountpoint
+from .. import types
+from .config import NAME_RE, create_body, merge_missing
+from .record import Container, container_info, container_summary
+from .removal import ContainerRemoval
+from .top import cgroup_pids, parse_ps_output
 
 __all__ = ["ContainersService", "Container", "EMPTY_LAYER_DIFF_ID"]
 
@@ -91,7 +91,7 @@ class ContainersService(ContainerRemoval):
                                binds: Sequence[str] | None = None, auto_remove: bool = False,
                                privileged: bool = False, platform: str = "") -> types.Container:
         """``docker create``: a container of ``image`` (a name, ID or ``name@digest``), not started; what is None
-        is the image's (see :func:`~.container_config.create_body`). ``create`` takes the API's body."""
+        is the image's (see :func:`~.config.create_body`). ``create`` takes the API's body."""
         body = create_body(image, cmd, env=env, workdir=workdir, user=user, entrypoint=entrypoint, labels=labels,
                            hostname=hostname, tty=tty, network_mode=network_mode, binds=binds,
                            auto_remove=auto_remove, privileged=privileged)
@@ -194,7 +194,7 @@ class ContainersService(ContainerRemoval):
         data["WorkDir"] = str(upper.parent / "work")
         return {"Data": data, "Name": "overlay2"}
 
-    # ---- the rootfs for file operations (docker cp: engine.container_fs) ------------------------------------
+    # ---- the rootfs for file operations (docker cp: engine.containers.fs) ------------------------------------
     @contextlib.asynccontextmanager
     async def rootfs_for_files(self, ref: str) -> AsyncIterator[tuple[Container, Path]]:
         """The container and its root file system mounted, for a file operation (``docker cp``), as dockerd's

@@ -12,7 +12,7 @@ from typing import IO
 
 import aiohttp
 
-from ..errors import DockwrightError, Forbidden, InvalidArgument, NotFound, SystemError_, Unauthorized
+from ...errors import DockwrightError, Forbidden, InvalidArgument, NotFound, SystemError_, Unauthorized
 
 __all__ = ["url_chunks", "source_chunks", "download_error"]
 

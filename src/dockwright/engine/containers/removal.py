@@ -10,12 +10,12 @@ import signal as _signal
 import time
 from typing import Any
 
-from ..errors import Conflict, ContainerNotFound, NotFound
-from ..filters import Filters
-from ..oci.gojson import parse_rfc3339
-from .container_lifecycle import REMOVED_MEMORY, ContainerLifecycle
-from .container_record import Container
-from .prune import prune_until
+from ...errors import Conflict, ContainerNotFound, NotFound
+from ...filters import Filters
+from ...oci.gojson import parse_rfc3339
+from ..prune import prune_until
+from .lifecycle import REMOVED_MEMORY, ContainerLifecycle
+from .record import Container
 
 __all__ = ["ContainerRemoval"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dockwright.engine.container_config import create_body
+from dockwright.engine.containers.config import create_body
 
 
 def test_defaults_leave_everything_to_the_image() -> None:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import SystemError_
+from ...errors import SystemError_
 
 __all__ = ["cgroup_pids", "parse_ps_output"]
 

@@ -1,4 +1,4 @@
-"""The container's tree for ``docker cp`` (:mod:`.container_fs`): confined path resolution and the stat of a path.
+"""The container's tree for ``docker cp`` (:mod:`.fs`): confined path resolution and the stat of a path.
 
 This module owns :class:`ContainerView` (the container's root and the mounts over it, every path resolved one
 component at a time with ``O_NOFOLLOW``, symlinks followed inside the root as moby's ``FollowSymlinkInScope``),
@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DockwrightError, NotFound, SystemError_
-from ..oci.gojson import go_dumps, rfc3339_nano
+from ...errors import DockwrightError, NotFound, SystemError_
+from ...oci.gojson import go_dumps, rfc3339_nano
 
 __all__ = ["go_file_mode", "PathStat", "clean_path", "base_name", "split_path", "container_abs_path", "path_comps",
            "go_text", "show_comps", "Mount", "Node", "NotADirectory", "Resolved", "ContainerView", "open_view",
