@@ -424,6 +424,13 @@ class Runc:
                 raise ContainerNotFound(id)
             if "not running" in err or "process already finished" in err or "no such process" in err:
                 raise Conflict(f"Container {id} is not running")
+            # another kill (or the exit itself) got there first: with --all, runc can fail on a cgroup or process
+            # that goes away while it signals; a container that is gone or stopped by now is simply not running
+            st = await self.state(id)
+            if st is None:
+                raise ContainerNotFound(id)
+            if st.get("status") == "stopped":
+                raise Conflict(f"Container {id} is not running")
             raise SystemError_(f"runc kill {id}: {err}")
 
     async def pause(self, id: str) -> None:
