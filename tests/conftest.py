@@ -260,5 +260,16 @@ def make_rootfs_tar(extra: dict[str, bytes] | None = None, *, with_busybox: bool
     return buf.getvalue()
 
 
+def files_tar(files: dict[str, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """A tar of just these regular files (no parent directories; TarInfo's defaults otherwise)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def small_tar(files: dict[str, bytes]) -> bytes:
     return make_rootfs_tar(files, with_busybox=False)

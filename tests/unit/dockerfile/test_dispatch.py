@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from changes_helpers import apply, error
 
 from dockwright.dockerfile import (
     MAX_ENV_SIZE,
@@ -19,15 +20,6 @@ from dockwright.errors import InvalidArgument
 
 SH = ["/bin/sh", "-c"]
 
-
-def apply(changes, config=None, os="linux"):
-    return apply_changes(config if config is not None else {}, changes, os)
-
-
-def error(changes, config=None, os="linux"):
-    with pytest.raises(InvalidArgument) as exc:
-        apply(changes, config, os)
-    return str(exc.value)
 
 
 # -- the allow-list -----------------------------------------------------------------------------

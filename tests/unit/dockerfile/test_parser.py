@@ -7,12 +7,12 @@ import threading
 import time
 
 import pytest
+from changes_helpers import apply, error
 
 from dockwright.dockerfile import (
     MAX_DOCKERFILE_SIZE,
     DockerfileError,
     ParseCancelled,
-    apply_changes,
     parse,
     parse_dockerfile,
 )
@@ -20,15 +20,6 @@ from dockwright.errors import InvalidArgument
 
 SH = ["/bin/sh", "-c"]
 
-
-def apply(changes, config=None, os="linux"):
-    return apply_changes(config if config is not None else {}, changes, os)
-
-
-def error(changes, config=None, os="linux"):
-    with pytest.raises(InvalidArgument) as exc:
-        apply(changes, config, os)
-    return str(exc.value)
 
 
 # -- parsing: lines, continuations, comments, directives ----------------------------------------

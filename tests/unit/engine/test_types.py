@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,22 +14,14 @@ from dockwright.api.streams import render
 from dockwright.api.versions import Version
 from dockwright.progress import begin
 
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
+from conftest import files_tar
 
 
 def test_import_returns_an_image_and_the_api_renders_it(tmp_path: Path) -> None:
     async def main() -> None:
         with Engine.open(tmp_path / "data", exec_root=tmp_path / "run", fsync=False) as eng:
             path = tmp_path / "rootfs.tar"
-            path.write_bytes(_tar({"a.txt": b"hello"}))
+            path.write_bytes(files_tar({"a.txt": b"hello"}))
             image = await eng.images.import_image(path, repo="lib/img", tag="1",
                                                   changes=["LABEL a=b", "CMD [\"sh\"]"], message="m")
             assert isinstance(image, Image)

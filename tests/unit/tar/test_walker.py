@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-
 import pytest
 
 from dockwright.tar.walker import GO_INVALID_HEADER, GO_UNEXPECTED_EOF, EntrySink, TarFormatError, TarWalker
+
+from conftest import files_tar
 
 
 class _Collect:
@@ -23,15 +22,6 @@ class _Collect:
     def abort(self) -> None:
         pass
 
-
-def _tar(files: dict[str, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _walk(data: bytes, piece: int = 7) -> dict[str, bytes]:
@@ -49,12 +39,12 @@ def _walk(data: bytes, piece: int = 7) -> dict[str, bytes]:
 
 def test_entries_and_bodies_in_any_pieces() -> None:
     files = {"a": b"hello", "d/" + "n" * 150: b"x" * 1000, "\u00e9": b""}
-    assert _walk(_tar(files)) == files
-    assert _walk(_tar(files), piece=1 << 20) == files
+    assert _walk(files_tar(files)) == files
+    assert _walk(files_tar(files), piece=1 << 20) == files
 
 
 def test_truncated_and_corrupt() -> None:
-    data = _tar({"a": b"hello" * 200})
+    data = files_tar({"a": b"hello" * 200})
     with pytest.raises(TarFormatError, match="the tar stream is truncated") as info:
         _walk(data[:700])
     assert info.value.go_error == GO_UNEXPECTED_EOF
@@ -70,6 +60,6 @@ def test_errors_made_by_the_caller() -> None:
         pass
 
     walker = TarWalker(lambda *a: None, lambda message, go: Mine(message, go))
-    walker.feed(_tar({"a": b"x"})[:300])  # inside the first header
+    walker.feed(files_tar({"a": b"x"})[:300])  # inside the first header
     with pytest.raises(Mine):
         walker.finish()

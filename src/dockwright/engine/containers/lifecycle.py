@@ -380,13 +380,9 @@ class ContainerLifecycle(ContainerCreation):
         except TimeoutError:
             raise SystemError_("tried to kill container, but did not receive an exit event") from None
 
-    async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
-        """Stop; False when it was not running (HTTP 304)."""
-        c = self.get(ref)
-        if not c.running:
-            return False
-        sig = parse_signal(signal or c.config.get("StopSignal"), _signal.SIGTERM)
-        t = 10 if timeout is None else timeout
+    async def _thaw_and_signal(self, c: Container, sig: int, *, all: bool) -> asyncio.Event:
+        """Thaw ``c`` if it is paused and send it ``sig`` (every process with ``all``); a container exiting
+        already is no error. Returns the event its recorded exit sets."""
         ev = self._exit_events.setdefault(c.id, asyncio.Event())
         if c.state.get("Paused"):
             try:
@@ -394,9 +390,19 @@ class ContainerLifecycle(ContainerCreation):
             except (Conflict, ContainerNotFound):
                 pass
         try:
-            await self.runc.kill(c.id, sig)
+            await self.runc.kill(c.id, sig, all=all)
         except (Conflict, ContainerNotFound):
             pass  # exiting already: its exit event comes
+        return ev
+
+    async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
+        """Stop; False when it was not running (HTTP 304)."""
+        c = self.get(ref)
+        if not c.running:
+            return False
+        sig = parse_signal(signal or c.config.get("StopSignal"), _signal.SIGTERM)
+        t = 10 if timeout is None else timeout
+        ev = await self._thaw_and_signal(c, sig, all=False)
         self._event(c, "kill", {"signal": str(sig)})  # as dockerd's stop: the stop signal, then SIGKILL if need be
         try:
             if t >= 0:

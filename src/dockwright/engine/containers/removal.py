@@ -10,7 +10,7 @@ import signal as _signal
 import time
 from typing import Any
 
-from ...errors import Conflict, ContainerNotFound, NotFound
+from ...errors import Conflict, NotFound
 from ...filters import Filters
 from ...oci.gojson import parse_rfc3339
 from ..prune import prune_until
@@ -65,16 +65,7 @@ class ContainerRemoval(ContainerLifecycle):
             self._removing.discard(c.id)
 
     async def _kill_for_removal(self, c: Container) -> None:
-        ev = self._exit_events.setdefault(c.id, asyncio.Event())
-        if c.state.get("Paused"):
-            try:
-                await self.runc.resume(c.id)
-            except (Conflict, ContainerNotFound):
-                pass
-        try:
-            await self.runc.kill(c.id, _signal.SIGKILL, all=True)
-        except (Conflict, ContainerNotFound):
-            pass  # it is exiting already: its watcher publishes the exit
+        ev = await self._thaw_and_signal(c, _signal.SIGKILL, all=True)
         try:
             await asyncio.wait_for(ev.wait(), 30)
         except TimeoutError:

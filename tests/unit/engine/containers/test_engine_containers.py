@@ -4,27 +4,17 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from dockwright import ContainerNotFound, Engine, EngineConfig, ImageNotFound
 
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
+from conftest import files_tar
 
 
 def test_create_inspect_list_remove(tmp_path: Path) -> None:
-    (tmp_path / "rootfs.tar").write_bytes(_tar({"bin/tool": b"x"}))
+    (tmp_path / "rootfs.tar").write_bytes(files_tar({"bin/tool": b"x"}))
 
     async def main() -> None:
         with Engine(EngineConfig(data_root=tmp_path / "data", exec_root=tmp_path / "run", fsync=False)) as eng:

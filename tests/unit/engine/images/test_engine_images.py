@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -12,15 +10,7 @@ import pytest
 from dockwright import Engine, EngineConfig
 from dockwright.errors import Conflict, DataCorrupted, ImageNotFound, InvalidArgument, Unavailable
 
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
+from conftest import files_tar
 
 
 async def _chunks(data: bytes, size: int = 7):  # type: ignore[no-untyped-def]
@@ -31,7 +21,7 @@ async def _chunks(data: bytes, size: int = 7):  # type: ignore[no-untyped-def]
 def test_library_import_tag_remove_gc(tmp_path: Path) -> None:
     async def main() -> None:
         with Engine(EngineConfig(data_root=tmp_path, fsync=False)) as eng:
-            image = await eng.images.import_image(_chunks(_tar({"a.txt": b"hello"})), repo="lib/img",
+            image = await eng.images.import_image(_chunks(files_tar({"a.txt": b"hello"})), repo="lib/img",
                                                   tag="1", changes=["ENV K=V"])
             image_id = image.id
             assert eng.images.resolve("lib/img:1").id == image_id
@@ -57,7 +47,7 @@ def test_library_bad_input_changes_nothing(tmp_path: Path) -> None:
             with pytest.raises(DataCorrupted):
                 await eng.images.import_image(_chunks(b"\x1f\x8b\x08\x00garbage-gzip" * 10), repo="x/y")
             with pytest.raises(InvalidArgument):
-                await eng.images.import_image(_chunks(_tar({"a": b"a"})), repo="x/y", changes=["RUN true"])
+                await eng.images.import_image(_chunks(files_tar({"a": b"a"})), repo="x/y", changes=["RUN true"])
             assert list(eng.content.walk()) == [] and list(eng.content.ingests()) == []
             assert eng.images.list(all=True) == []
     asyncio.run(main())
