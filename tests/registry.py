@@ -434,6 +434,7 @@ class Registry:
         self.tls = tls or tls_client_auth
         self.tls_client_auth = tls_client_auth
         self.users = dict(users if users is not None else {USER: PASSWORD})
+        self._port_given = port is not None
         self.port = port or free_port()
         self.extra_config = extra_config or {}
         self._own_token_server = auth == "token" and token_server is None
@@ -527,6 +528,10 @@ class Registry:
             return self
         if self.token_server is not None and self.token_server._server is None:
             self.token_server.start()
+        if self.token_server is not None and self.token_server.port == self.port and not self._port_given:
+            # the token server took the port free_port() had found for the registry (it was free until then):
+            # the registry could not bind it, and requests would reach the token server (404 "not found")
+            self.port = free_port()
         self.config_path.write_text(json.dumps(self._config(), indent=1))
         log = open(self.log_path, "ab")
         try:
@@ -557,7 +562,14 @@ class Registry:
                         ctx.load_cert_chain(str(self.pki.client_cert), str(self.pki.client_key))
                     sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
                 sock.sendall(f"GET /v2/ HTTP/1.1\r\nHost: {self.host}\r\nConnection: close\r\n\r\n".encode())
-                return sock.recv(16).startswith(b"HTTP/1.")
+                head = b""
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    piece = sock.recv(4096)
+                    if not piece:
+                        break
+                    head += piece
+                # the registry itself (not another server on the port) says which API it speaks on /v2/
+                return head.startswith(b"HTTP/1.") and b"docker-distribution-api-version" in head.lower()
         except (OSError, ssl.SSLError):
             return False
 
