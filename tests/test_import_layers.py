@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli",),                                   # flags, daemon.json, the listeners
     ("api",),                                   # routes, parameters, response shapes per API version
     ("engine",),                                # one service per concept; typed results; the library API
+    ("buildkit",),                              # BuildKit: session transport, Dockerfile frontend, solver
     ("builder",),                               # the build executor, cache policy, context, COPY/ADD
     ("dockerfile",),                            # parser, shell lexer, instructions, dispatch
     ("archive", "distribution"),                # where an image lives: a tar archive, a registry
