@@ -23,6 +23,7 @@ from ..runtime import Runc
 from ..snapshots import OverlaySnapshotter
 from .archive import ArchiveService
 from .build import BuildService
+from .buildkit import BuildKitService
 from .config import EngineConfig
 from .containers.service import ContainersService
 from .distribution import DistributionService
@@ -105,6 +106,11 @@ class Engine:
 
         self.build = BuildService(root, db=self.db, content=self.content, snapshotter=self.snapshotter,
                                   images=self.images, containers=self.containers, events=self.events, pull=pull)
+        net = self.network.config
+        self.buildkit = BuildKitService(root, Path(config.exec_root), db=self.db, content=self.content,
+                                        snapshotter=self.snapshotter, images=self.images, pull=pull,
+                                        network=self.network, runtime=config.runtime,
+                                        dns=(list(net.dns), list(net.dns_search), list(net.dns_opts)))
         self.system = SystemService(config, db=self.db, events=self.events, images=self.images,
                                     containers=self.containers, snapshotter=self.snapshotter,
                                     build_cache=self.build.cache_records)
@@ -127,6 +133,7 @@ class Engine:
         private_dir(Path(self.config.exec_root), EXEC_ROOT_MODE)
         await self.network.start()
         await self.containers.recover()
+        await self.buildkit.recover()
 
     @classmethod
     def open(cls, data_root: str | os.PathLike[str], **kwargs: object) -> Engine:

@@ -1,0 +1,96 @@
+"""What a BuildKit build's result becomes: the image (moby's exporter: the config the Dockerfile frontend made,
+its history with empty layers marked, committed to the image store and named, ``exporting to image``), or the
+result's files for ``--output type=local`` / ``type=tar`` (a tar stream of the final file system)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import reference as refs
+from ..builder.deps import BuildImages
+from ..layers.diff import write_layer_from_upper
+from ..oci.config import container_config
+from ..oci.gojson import go_dumps, rfc3339_nano
+from ..oci.platform import host_platform
+from .progress import Recorder
+from .solver import Solver, State
+
+__all__ = ["image_config", "export_image", "tar_stream"]
+
+
+def image_config(state: State) -> bytes:
+    """The image config of a build's result, as the Dockerfile frontend and moby's exporter write it: no
+    ``container_config``, ``container`` or ``docker_version``; ``created`` the time of the build."""
+    plat = host_platform()
+    cfg = dict(state.config)
+    cfg.pop("Image", None)
+    top: dict[str, Any] = {
+        "architecture": state.meta.get("architecture") or plat.architecture,
+        "config": container_config(cfg),
+        "created": rfc3339_nano(),
+        "history": state.history,
+        "os": state.meta.get("os") or "linux",
+        "rootfs": {"type": "layers", "diff_ids": [lay.diff_id for lay in state.ref.layers]},
+    }
+    if state.meta.get("variant"):
+        top["variant"] = state.meta["variant"]
+    if state.maintainer:
+        top["author"] = state.maintainer
+    return go_dumps(dict(sorted(top.items())))
+
+
+async def export_image(images: BuildImages, state: State, tags: list[str], rec: Recorder) -> str:
+    """Commit the result as an image named ``tags`` (``exporting to image``); returns its ID."""
+    v = rec.vertex("exporting to image").start()
+    try:
+        v.status("exporting layers", name="exporting layers")
+        raw = image_config(state)
+        v.status("exporting layers", name="exporting layers", done=True)
+        image_id, _ = await images.commit_image(raw, list(state.ref.layers))
+        v.status(f"writing image {image_id}", name=f"writing image {image_id}", done=True)
+        for t in tags:
+            ref = refs.tag_name_only(refs.parse_normalized_named(t))
+            v.status(f"naming to {ref}", name=f"naming to {ref}")
+            await images.tag(image_id, ref)
+            v.status(f"naming to {ref}", name=f"naming to {ref}", done=True)
+    except Exception as exc:
+        v.done(str(exc))
+        raise
+    v.done()
+    return image_id
+
+
+async def tar_stream(solver: Solver, state: State) -> AsyncIterator[bytes]:
+    """The result's file system as a tar stream (``--output type=tar``): entries sorted, owners numeric."""
+    key, view = await solver.view(state.ref)
+    try:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(8)
+        loop = asyncio.get_running_loop()
+
+        class Sink:
+            def write(self, data: bytes) -> int:
+                asyncio.run_coroutine_threadsafe(queue.put(bytes(data)), loop).result()
+                return len(data)
+
+        def produce() -> None:
+            try:
+                write_layer_from_upper(view, Sink(), level=None)
+            finally:
+                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+        task = asyncio.ensure_future(asyncio.to_thread(produce))
+        try:
+            while (chunk := await queue.get()) is not None:
+                yield chunk
+            await task
+        finally:
+            if not task.done():
+                while not task.done():  # let the producer finish its last put
+                    try:
+                        queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        await asyncio.sleep(0.01)
+    finally:
+        await solver.drop_view(key, view)
