@@ -33,3 +33,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy --strict src/dockwright
+
+.PHONY: proto
+proto: venv
+	scripts/gen-proto $(VENV)/bin/python
