@@ -12,7 +12,7 @@ from aiohttp import web
 from ..engine.engine import Engine
 from ..engine.system import API_VERSION, ENGINE_VERSION, MIN_API_VERSION
 from ..errors import InvalidArgument
-from . import build, containers, images, networks, system, volumes
+from . import build, buildkit, containers, images, networks, system, volumes
 from .archive import routes as archive_routes
 from .errors import error_response, json_body, status_of
 from .exec import routes as exec_routes
@@ -82,6 +82,7 @@ def make_app(engine: Engine) -> web.Application:
     table: list[tuple[str, str, Any]] = [*system.routes(), *images.routes(), *containers.routes(), *build.routes(),
                                          *networks.routes(), *exec_routes(), *volumes.routes()]
     table += archive_routes()  # /containers/{id}/archive (docker cp)
+    table += buildkit.routes()  # /build/cancel
     for method, path, handler in table:
         app.router.add_route(method, "/v{version:[0-9.]+}" + path, handler)
         app.router.add_route(method, path, handler)

@@ -17,10 +17,11 @@ from ..builder.options import BuildError, BuildOptions
 from ..builder.remote import fetch_remote
 from ..distribution.auth import decode_registry_config
 from ..engine.engine import Engine
-from ..errors import InvalidArgument, NotSupported
+from ..errors import InvalidArgument
 from ..timestamps import go_quote
 from . import params
 from .bodies import decode_value
+from .buildkit import build_v2
 from .errors import json_body, message_of
 from .streams import JSONStream
 
@@ -73,8 +74,7 @@ async def build(request: web.Request) -> web.StreamResponse:
     eng = _engine(request)
     q = request.query
     if q.get("version", "1") == "2":
-        raise NotSupported("BuildKit (version=2) is not supported by this engine: use the classic builder "
-                           "(DOCKER_BUILDKIT=0)")
+        return await build_v2(request)
     # newImageBuildOptions, in its order: these errors come before the context is read
     if params.strings(request, "securityopt"):
         raise InvalidArgument("The daemon on this platform does not support setting security options on build")

@@ -1,0 +1,193 @@
+"""``POST /build?version=2`` (BuildKit, as dockerd's builder-next): the Dockerfile and context come through the
+client's session (``/session``), the progress goes out as ``moby.buildkit.trace`` messages (base64
+``StatusResponse`` protobufs), the image as ``moby.image.id``; ``--output`` types ``local``/``tar`` go back
+through the session. ``POST /build/cancel?id=`` stops a build by its ``buildid``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import shutil
+from typing import Any
+
+from aiohttp import web
+
+from .. import reference as refs
+from ..buildkit.export import tar_stream
+from ..buildkit.progress import Recorder
+from ..buildkit.solver import SolveError, SolveOptions
+from ..buildkit.sources import SessionSources
+from ..buildkit.trace import encode_batch
+from ..engine.engine import Engine
+from ..errors import InvalidArgument, NotSupported
+from . import params
+from .bodies import decode_value
+from .errors import message_of
+from .streams import JSONStream
+
+__all__ = ["build_v2", "cancel_build", "routes"]
+
+log = logging.getLogger("dockwright.api.buildkit")
+
+#: builds in flight by the client's ``buildid`` (``POST /build/cancel``)
+_BUILDS: dict[str, asyncio.Task[Any]] = {}
+
+
+def _json(request: web.Request, key: str, go_type: str, default: Any) -> Any:
+    raw = request.query.get(key, "")
+    if not raw:
+        return default
+    v = decode_value(raw, go_type)
+    return default if v is None else v
+
+
+def _outputs(request: web.Request) -> list[dict[str, Any]]:
+    outs = _json(request, "outputs", "[]types.ImageBuildOutput", [])
+    if len(outs) > 1:
+        raise NotSupported("multiple outputs are not supported")  # dockerd 20.10's words
+    for o in outs:
+        if o.get("Type") not in ("local", "tar", "moby", "image", "docker"):
+            raise NotSupported(f"output type {o.get('Type')} is not supported by this engine: use local, tar or the "
+                               "default image export")
+    return [dict(o) for o in outs]
+
+
+async def build_v2(request: web.Request) -> web.StreamResponse:
+    """The BuildKit build of ``POST /build?version=2``."""
+    eng: Engine = request.app["engine"]
+    q = request.query
+    session_id = q.get("session", "")
+    if not session_id:
+        raise InvalidArgument("no session id specified: BuildKit builds need the client's session "
+                              "(DOCKER_BUILDKIT=1 docker build)")
+    if q.get("remote") and q.get("remote") != "client-session":
+        raise NotSupported(f"remote context {q.get('remote')} is not supported with BuildKit by this engine")
+    tags = params.strings(request, "t")
+    for t in tags:
+        refs.tag_name_only(refs.parse_normalized_named(t))
+    outputs = _outputs(request)
+    opts = SolveOptions(
+        dockerfile_name=q.get("dockerfile") or "Dockerfile", target=q.get("target", ""),
+        buildargs=_json(request, "buildargs", "map[string]*string", {}),
+        labels=_json(request, "labels", "map[string]string", {}),
+        nocache=params.bool_value(request, "nocache"), pull=params.bool_value(request, "pull"),
+        network=q.get("networkmode") or "default", extra_hosts=params.strings(request, "extrahosts"),
+        platform=q.get("platform", ""))
+    if opts.network not in ("default", "host", "none"):
+        raise NotSupported(f"network mode {opts.network!r} not supported by buildkit")
+    sessions = request.app["bk_sessions"]
+    stream = JSONStream(request)
+    await stream.start()
+    rec = Recorder()
+    work = eng.root / "tmp" / f"bk-{os.urandom(8).hex()}"
+    work.mkdir(parents=True)
+    image_id = ""
+
+    async def run() -> str:
+        session = await sessions.get(session_id, timeout=10)
+        sources = SessionSources(session, work, eng.root / "buildkit" / "contexts", rec, eng.buildkit.cache,
+                                 opts.dockerfile_name)
+        try:
+            text = await sources.dockerfile()
+            plan = await eng.buildkit.plan(text, opts)
+            kind = outputs[0]["Type"] if outputs else "moby"
+            res = await eng.buildkit.solve(plan, opts, sources, rec, tags=tags, export=kind in ("moby", "image",
+                                                                                               "docker"))
+            if kind == "local":
+                v = rec.vertex("exporting to client").start()
+                key, view = await eng.buildkit.solver.view(res.state.ref)
+                try:
+                    v.status("copying files", name="copying files")
+                    await session.send_dir(view)
+                    v.status("copying files", name="copying files", done=True)
+                finally:
+                    await eng.buildkit.solver.drop_view(key, view)
+                v.done()
+            elif kind == "tar":
+                v = rec.vertex("exporting to client").start()
+                v.status("sending tarball", name="sending tarball")
+                await session.send_tar(tar_stream(eng.buildkit.solver, res.state))
+                v.status("sending tarball", name="sending tarball", done=True)
+                v.done()
+            return res.image_id
+        finally:
+            sources.release()
+
+    async def pump(task: asyncio.Task[str]) -> None:
+        while True:
+            done = task.done()
+            batch, _ = rec.drain()
+            if batch is not None:
+                aux = base64.b64encode(encode_batch(batch)).decode()
+                await stream.send({"id": "moby.buildkit.trace", "aux": aux})
+            if done:
+                return
+            await asyncio.wait([task], timeout=0.1)
+
+    task = asyncio.ensure_future(run())
+    build_id = q.get("buildid", "")
+    if build_id:
+        _BUILDS[build_id] = task
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
+    try:
+        try:
+            await pump(task)
+            image_id = task.result()
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            log.info("BuildKit build cancelled")
+            await stream.send({"errorDetail": {"message": "context canceled"}, "error": "context canceled"})
+            return await stream.finish()
+        except Exception as exc:  # noqa: BLE001 - in-band, after the progress that led to it
+            batch, _ = rec.drain()
+            if batch is not None:
+                await stream.send({"id": "moby.buildkit.trace",
+                                   "aux": base64.b64encode(encode_batch(batch)).decode()})
+            msg = _message(exc)
+            await stream.send({"errorDetail": {"message": msg}, "error": msg})
+            return await stream.finish()
+        if image_id:
+            await stream.send({"id": "moby.image.id", "aux": {"ID": image_id}})
+        return await stream.finish()
+    finally:
+        watcher.cancel()
+        if build_id:
+            _BUILDS.pop(build_id, None)
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+def _message(exc: BaseException) -> str:
+    """The error as dockerd's BuildKit reports it."""
+    if isinstance(exc, SolveError):
+        return str(exc)
+    return message_of(exc) or type(exc).__name__
+
+
+async def _cancel_on_disconnect(request: web.Request, task: asyncio.Future[Any]) -> None:
+    """Cancel the build when the client hangs up (dockerd cancels it with the request's context)."""
+    while not task.done():
+        await asyncio.sleep(0.25)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            task.cancel()
+            return
+
+
+async def cancel_build(request: web.Request) -> web.Response:
+    """``POST /build/cancel?id=<buildid>``: stop a BuildKit build (200 whether it ran or not)."""
+    task = _BUILDS.get(request.query.get("id", ""))
+    if task is not None and not task.done():
+        task.cancel()
+    return web.Response(status=200)
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    """BuildKit's extra endpoint (``POST /build`` itself dispatches ``version=2`` here)."""
+    return [("POST", "/build/cancel", cancel_build)]
+
