@@ -11,7 +11,6 @@ from typing import Any
 from .. import reference as refs
 from ..builder.deps import BuildImages
 from ..layers.diff import write_layer_from_upper
-from ..oci.config import container_config
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..oci.platform import host_platform
 from .progress import Recorder
@@ -24,11 +23,9 @@ def image_config(state: State) -> bytes:
     """The image config of a build's result, as the Dockerfile frontend and moby's exporter write it: no
     ``container_config``, ``container`` or ``docker_version``; ``created`` the time of the build."""
     plat = host_platform()
-    cfg = dict(state.config)
-    cfg.pop("Image", None)
     top: dict[str, Any] = {
         "architecture": state.meta.get("architecture") or plat.architecture,
-        "config": container_config(cfg),
+        "config": frontend_config(state.config),
         "created": rfc3339_nano(),
         "history": state.history,
         "os": state.meta.get("os") or "linux",
@@ -39,6 +36,25 @@ def image_config(state: State) -> bytes:
     if state.maintainer:
         top["author"] = state.maintainer
     return go_dumps(dict(sorted(top.items())))
+
+
+#: the image config fields of the Dockerfile frontend's ``ImageConfig``, in its order (all omitted when empty but
+#: ``OnBuild``)
+_CONFIG_FIELDS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels", "StopSignal",
+                  "Healthcheck", "ArgsEscaped", "OnBuild", "Shell")
+
+
+def frontend_config(config: dict[str, Any]) -> dict[str, Any]:
+    """An image's ``config`` as the Dockerfile frontend writes it: the OCI fields and BuildKit's additions only,
+    empty ones left out (``OnBuild`` is always there)."""
+    out: dict[str, Any] = {}
+    for k in _CONFIG_FIELDS:
+        v = config.get(k)
+        if k == "OnBuild":
+            out[k] = v or None
+        elif v:
+            out[k] = v
+    return out
 
 
 async def export_image(images: BuildImages, state: State, tags: list[str], rec: Recorder) -> str:

@@ -107,12 +107,12 @@ def _flag_pairs(node: Node) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for word in node.flags:
         if not word.startswith("--"):
-            raise InvalidArgument(f"dockerfile parse error on line {node.start_line}: invalid flag {word}")
+            raise InvalidArgument(f"dockerfile parse error line {node.start_line}: invalid flag {word}")
         name, eq, value = word[2:].partition("=")
         if name not in allowed:
-            raise InvalidArgument(f"dockerfile parse error on line {node.start_line}: unknown flag: {name}")
+            raise InvalidArgument(f"dockerfile parse error line {node.start_line}: unknown flag: {name}")
         if name in out and name not in _MULTI:
-            raise InvalidArgument(f"dockerfile parse error on line {node.start_line}: Duplicate flag specified: "
+            raise InvalidArgument(f"dockerfile parse error line {node.start_line}: Duplicate flag specified: "
                                   f"{name}")
         out.setdefault(name, []).append(value if eq else "true")
     return out
@@ -145,17 +145,17 @@ def plan_build(text: bytes, name: str, target: str, buildargs: dict[str, str | N
     for n in nodes:
         kind = n.value.lower()
         if kind not in _KNOWN:
-            raise InvalidArgument(f"dockerfile parse error on line {n.start_line}: unknown instruction: "
+            raise InvalidArgument(f"dockerfile parse error line {n.start_line}: unknown instruction: "
                                   f"{n.value.upper()}")
         flags = _flag_pairs(n)
         if kind == "from":
             args = _words(n)
             if len(args) not in (1, 3) or (len(args) == 3 and args[1].lower() != "as"):
-                raise InvalidArgument(f"dockerfile parse error on line {n.start_line}: FROM requires either one "
+                raise InvalidArgument(f"dockerfile parse error line {n.start_line}: FROM requires either one "
                                       "or three arguments")
             stage_name = args[2].lower() if len(args) == 3 else ""
             if stage_name and not _STAGE_NAME.match(stage_name):
-                raise InvalidArgument(f"dockerfile parse error on line {n.start_line}: invalid name for build "
+                raise InvalidArgument(f"dockerfile parse error line {n.start_line}: invalid name for build "
                                       f"stage: \"{args[2]}\", name can't start with a number or contain symbols")
             env = Env([f"{k}={buildargs[k] if buildargs.get(k) is not None else v}" for k, v in meta_args
                        if (buildargs.get(k) if buildargs.get(k) is not None else v) is not None])
@@ -167,12 +167,12 @@ def plan_build(text: bytes, name: str, target: str, buildargs: dict[str, str | N
             continue
         if not stages:
             if kind != "arg":
-                raise InvalidArgument(f"dockerfile parse error on line {n.start_line}: no build stage in current "
+                raise InvalidArgument(f"dockerfile parse error line {n.start_line}: no build stage in current "
                                       "context" if kind != "arg" else "")
             meta_args.extend(expand_args(lex, n.args, [f"{k}={v}" for k, v in meta_args if v is not None]))
             continue
         if kind in ("copy", "add") and len(n.args) < 2:
-            raise InvalidArgument(f"dockerfile parse error on line {n.start_line}: {kind.upper()} requires at least "
+            raise InvalidArgument(f"dockerfile parse error line {n.start_line}: {kind.upper()} requires at least "
                                   "two arguments, but only one was provided. Destination could not be determined")
         stages[-1].nodes.append(n)
     by_name = {s.name: s.index for s in stages if s.name}
@@ -193,7 +193,7 @@ def plan_build(text: bytes, name: str, target: str, buildargs: dict[str, str | N
                 idx = stage_index(r, by_name, len(stages))
                 if idx is not None:
                     if idx >= s.index:
-                        raise InvalidArgument(f"dockerfile parse error on line {n.start_line}: invalid stage "
+                        raise InvalidArgument(f"dockerfile parse error line {n.start_line}: invalid stage "
                                               f"reference {r}: a stage can only use stages before it")
                     s.deps.add(idx)
     if target:
@@ -214,7 +214,7 @@ def plan_build(text: bytes, name: str, target: str, buildargs: dict[str, str | N
     multi = len(stages) > 1
     for s in stages:
         s.display = (s.name or f"stage-{s.index}") if multi else ""
-        s.total = 1 + sum(1 for n in s.nodes if n.value.lower() in STEP_COMMANDS)
+        s.total = (1 if s.base_stage is None else 0) + sum(1 for n in s.nodes if n.value.lower() in STEP_COMMANDS)
     return BuildPlan(meta_args, stages, target_idx, sorted(needed), escape, syntax)
 
 
@@ -325,8 +325,10 @@ def vertex_text(node: Node, lex: Lex, env: Env) -> str:
     """A step's vertex name as BuildKit shows it: the instruction's original text with the stage's variables
     expanded (quotes processed) and its keyword upper case."""
     original = node.original.strip()
+    keep = Lex(lex.escape)
+    keep.skip_process_quotes = True  # BuildKit's processCmdEnv: variables expanded, quotes kept
     try:
-        text = lex.process_word(original, env)
+        text = keep.process_word(original, env)
     except Exception:  # noqa: BLE001 - shown as written when it does not expand
         text = original
     word, sep, rest = text.partition(" ")

@@ -49,7 +49,7 @@ from .frontend import BuildPlan, MountSpec, StagePlan, parse_mount, plan_build, 
 from .mounts import CacheMounts
 from .progress import Recorder, VertexHandle
 
-__all__ = ["Solver", "SolveOptions", "Sources", "State", "Ref", "SolveError", "HISTORY_COMMENT"]
+__all__ = ["FRONTEND_ERROR", "Solver", "SolveOptions", "Sources", "State", "Ref", "SolveError", "HISTORY_COMMENT"]
 
 log = logging.getLogger("dockwright.buildkit")
 
@@ -57,14 +57,20 @@ log = logging.getLogger("dockwright.buildkit")
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
 
 
-class SolveError(DockwrightError):
-    """A build step failed: the message is BuildKit's (``process "…" did not complete successfully: exit
-    code: 3``); ``vertex`` is the failed step's name."""
+#: how dockerd 20.10's BuildKit prefixes an error of the Dockerfile frontend (parse, base image metadata)
+FRONTEND_ERROR = "failed to solve with frontend dockerfile.v0: "
 
-    def __init__(self, message: str, vertex: str = "", line: int = 0) -> None:
+
+class SolveError(DockwrightError):
+    """A build step failed: the message is BuildKit's (``executor failed running [/bin/sh -c exit 3]: exit
+    code: 3``); ``vertex`` is the failed step's name, ``vertex_error`` what the step's vertex shows (when it
+    differs from the build's error)."""
+
+    def __init__(self, message: str, vertex: str = "", line: int = 0, vertex_error: str = "") -> None:
         super().__init__(message)
         self.vertex = vertex
         self.line = line
+        self.vertex_error = vertex_error or message
 
 
 class Sources(Protocol):
@@ -316,7 +322,8 @@ class _Build:
             image_id = await self._resolve(name, ref)
         except Exception as exc:
             v.done(_err(exc))
-            raise
+            raise SolveError(FRONTEND_ERROR + "failed to create LLB definition: " + _err(exc),
+                             vertex_error=_err(exc)) from exc
         v.done()
         rec = self.s.db.get_image(image_id, with_layers=True)
         if rec is None:
@@ -364,14 +371,19 @@ class _Build:
         else:
             shown, base = await self._base(sp.base)
             state = base.copy()
+            state.config.pop("ArgsEscaped", None)
             from_v = self.rec.vertex(self._prefix(sp, index) + f"FROM {shown}", key=state.key)
-            from_v.start()
-            try:
-                await self.s.ensure(state.ref)
-            except Exception as exc:
-                from_v.done(_err(exc))
-                raise
-            from_v.done()
+            chains = state.ref.chain_ids()
+            if not chains or self.s.snapshotter.exists(chains[-1]):
+                from_v.cached()  # unpacked by an earlier build or container
+            else:
+                from_v.start()
+                try:
+                    await self.s.ensure(state.ref)
+                except Exception as exc:
+                    from_v.done(_err(exc))
+                    raise
+                from_v.done()
         state.meta_args = dict(self.meta_args)
         state.config["OnBuild"] = state.config.get("OnBuild") or None
         triggers = list(state.config.get("OnBuild") or [])
@@ -392,7 +404,7 @@ class _Build:
                 try:
                     await self._step(sp, state, n, v)
                 except SolveError as exc:
-                    v.done(str(exc))
+                    v.done(exc.vertex_error)
                     exc.vertex = exc.vertex or name
                     exc.line = exc.line or n.start_line
                     raise
@@ -435,12 +447,12 @@ class _Build:
         if kind == "arg":
             shown: list[str] = []
             for k, val in expand_args(self.lex, n.args, self._env(state)):
+                shown.append(f"{k}={val}" if val is not None else k)  # as declared, not the value given
                 if val is None and k in state.meta_args:
                     val = state.meta_args[k]
                 state.args[k] = val
                 if k in self.opts.buildargs:
                     self.used_args.add(k)
-                shown.append(f"{k}={val}" if val is not None else k)
             state.history.append(_history("ARG " + " ".join(shown), empty=True))
             return
         d = builder_dispatch(state.config, n, env=self._env(state), escape=self.lex.escape, cmd_set=state.cmd_set)
@@ -450,6 +462,8 @@ class _Build:
             state.maintainer = d.maintainer
         if kind == "shell":
             state.shell = list(d.config.get("Shell") or state.shell)
+        if kind in ("cmd", "entrypoint"):
+            state.config["ArgsEscaped"] = True  # the Dockerfile frontend sets it for both, whatever the form
         state.history.append(_history(_history_text(kind, n, d.message, d.config), empty=True))
 
     # ---- steps ----------------------------------------------------------------------------------------------------
@@ -583,8 +597,7 @@ class _Build:
                     rel = follow_in_scope(base, m.source.lstrip("/") or ".")
                     src = base / rel if rel != "." else base
                     if not os.path.lexists(src):
-                        raise SolveError(f"failed to compute cache key: \"/{m.source.lstrip('/')}\" not found: "
-                                         "not found")
+                        raise _not_found(m.source)
                     binds.append((src, target, True))
                 elif m.type == "cache":
                     seed = None
@@ -620,7 +633,8 @@ class _Build:
                         raise SolveError("no SSH key \"default\" forwarded from the client")
 
             async def run(rootfs: Path) -> None:
-                stubs = await asyncio.to_thread(_missing, rootfs, [b[1] for b in binds] + [t[0] for t in tmpfs])
+                stubs = await asyncio.to_thread(_missing_files, rootfs, [b[1] for b in binds if os.path.isfile(b[0])]
+                                                + list(_ETC_MOUNTS))
                 req = ExecRequest(rootfs=rootfs, args=args, env=env + secret_env,
                                   cwd=state.config.get("WorkingDir") or "/", user=state.config.get("User") or "",
                                   network="host" if network == "host" else ("none" if network == "none"
@@ -629,7 +643,7 @@ class _Build:
                 code = await self.s.runner.run(req, v.log)
                 await asyncio.to_thread(_remove_stubs, rootfs, stubs)
                 if code != 0:
-                    raise SolveError(f"process \"{' '.join(args)}\" did not complete successfully: exit code: {code}")
+                    raise SolveError(f"executor failed running [{' '.join(args)}]: exit code: {code}")
 
             return await self.s.change(state.ref, run, clamp=self._clamp())
         finally:
@@ -709,10 +723,9 @@ class _Build:
                     try:
                         named = await asyncio.to_thread(resolve_sources_named, src_root, s, _NoIgnore())
                     except InvalidArgument:
-                        raise SolveError(f"failed to compute cache key: \"/{s.lstrip('/')}\" not found: "
-                                         "not found") from None
+                        raise _not_found(s) from None
                     if not named:
-                        raise SolveError(f"failed to compute cache key: \"/{s.lstrip('/')}\" not found: not found")
+                        raise _not_found(s)
                     root = src_root
                     files.extend(p for p, _ in named)
                     names.extend(nm for _, nm in named)
@@ -752,6 +765,12 @@ class _NoIgnore:
         return False
 
 
+def _not_found(source: str) -> SolveError:
+    """A COPY source (or bind mount source) that is not there, in BuildKit's words."""
+    msg = f"\"/{source.lstrip('/')}\" not found: not found"
+    return SolveError("failed to compute cache key: " + msg, vertex_error=msg)
+
+
 def _hashes(root: Path, paths: list[Path]) -> list[str]:
     return [source_hash(root, p) for p in paths]
 
@@ -764,49 +783,30 @@ def _sha256_matches(path: Path, checksum: str) -> bool:
     return checksum.rpartition(":")[2] == h.hexdigest()
 
 
-def _missing(rootfs: Path, targets: list[str]) -> list[str]:
-    """For each mount target, the first path component missing in ``rootfs`` (made by runc for the mount,
-    removed again afterwards so that it is not part of the layer)."""
+#: the files every step's sandbox has mounted from its bundle (stubs runc makes where the rootfs has none)
+_ETC_MOUNTS = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+
+
+def _missing_files(rootfs: Path, targets: list[str]) -> list[str]:
+    """The file mount targets missing in ``rootfs``: runc makes an empty file for each, which BuildKit removes
+    after the step (the directories it made stay in the layer, as with dockerd 20.10's BuildKit)."""
     out: list[str] = []
     for t in targets:
-        parts = [p for p in t.split("/") if p]
-        cur = rootfs
-        for p in parts:
-            cur = cur / p
-            if not os.path.lexists(cur):
-                out.append(str(cur.relative_to(rootfs)))
-                break
-            if os.path.islink(cur):
-                break
+        rel = t.strip("/")
+        if rel and not os.path.lexists(rootfs / rel):
+            out.append(rel)
     return out
 
 
 def _remove_stubs(rootfs: Path, stubs: list[str]) -> None:
-    for rel in sorted(stubs, key=len, reverse=True):
+    for rel in stubs:
         path = rootfs / rel
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        if stat.S_ISDIR(st.st_mode):
-            _remove_empty_tree(path)
-        elif st.st_size == 0:
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             os.unlink(path)
-
-
-def _remove_empty_tree(path: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
-        if filenames:
-            return
-        for d in dirnames:
-            try:
-                os.rmdir(os.path.join(dirpath, d))
-            except OSError:
-                return
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
 
 
 def _history(created_by: str, *, empty: bool) -> dict[str, Any]:

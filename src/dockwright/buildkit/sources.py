@@ -85,8 +85,8 @@ class SessionSources:
                      current=int(getattr(stats, "bytes", 0)), done=True)
             path = dest / name
             if not path.is_file():
-                raise NotFound(f"failed to read dockerfile: open /var/lib/docker/tmp/buildkit-mount/{name}: "
-                               "no such file or directory")
+                raise NotFound(f"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open "
+                               f"{path}: no such file or directory")
             text = path.read_bytes()
         except Exception as exc:
             v.done(str(exc))

@@ -21,8 +21,9 @@ from ..buildkit.export import export_image
 from ..buildkit.frontend import BuildPlan
 from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts
 from ..buildkit.progress import Recorder
-from ..buildkit.solver import SolveOptions, Solver, Sources, State
+from ..buildkit.solver import FRONTEND_ERROR, SolveOptions, Solver, Sources, State
 from ..content.store import ContentStore
+from ..errors import DockwrightError
 from ..filters import Filters
 from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import MetadataDB
@@ -100,8 +101,12 @@ class BuildKitService:
         shutil.rmtree(self.exec_root / "buildkit" / "secrets", ignore_errors=True)
 
     async def plan(self, dockerfile: bytes, opts: SolveOptions) -> BuildPlan:
-        """Parse and check a Dockerfile (errors before anything streams)."""
-        return await self.solver.plan(dockerfile, opts)
+        """Parse and check a Dockerfile: an error is the frontend's (``failed to solve with frontend
+        dockerfile.v0: failed to create LLB definition: dockerfile parse error line 2: …``)."""
+        try:
+            return await self.solver.plan(dockerfile, opts)
+        except DockwrightError as exc:
+            raise type(exc)(FRONTEND_ERROR + "failed to create LLB definition: " + str(exc)) from exc
 
     async def solve(self, plan: BuildPlan, opts: SolveOptions, sources: Sources, rec: Recorder, *,
                     tags: Sequence[str] = (), export: bool = True) -> BuildResult:
