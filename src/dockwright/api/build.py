@@ -174,8 +174,12 @@ async def build_prune(request: web.Request) -> web.Response:
         keep = params.int_value(request, "reserved-space", keep)
         max_used = params.int_value(request, "max-used-space", 0)
         min_free = params.int_value(request, "min-free-space", 0)
-    deleted, reclaimed = await eng.build.prune(all=params.bool_value(request, "all"), filters=params.filters(request),
+    flt = params.filters(request)
+    deleted, reclaimed = await eng.build.prune(all=params.bool_value(request, "all"), filters=flt,
                                               keep=keep, max_used=max_used, min_free=min_free)
+    bk_deleted, bk_reclaimed = await eng.buildkit.prune(all=params.bool_value(request, "all"), filters=flt, keep=keep,
+                                                        max_used=max_used, min_free=min_free)
+    deleted, reclaimed = deleted + bk_deleted, reclaimed + bk_reclaimed
     return json_body({"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
 

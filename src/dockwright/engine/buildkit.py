@@ -6,6 +6,7 @@ context directory."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import time
@@ -22,14 +23,17 @@ from ..buildkit.frontend import BuildPlan
 from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts
 from ..buildkit.progress import Recorder
 from ..buildkit.solver import FRONTEND_ERROR, SolveOptions, Solver, Sources, State
+from ..buildkit.sources import LOCAL_SOURCE_KIND
 from ..content.store import ContentStore
 from ..errors import DockwrightError
 from ..filters import Filters
 from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import MetadataDB
+from ..oci.gojson import rfc3339_nano
 from ..snapshots import OverlaySnapshotter
+from ..timestamps import parse_timestamp
 
-__all__ = ["BuildKitService", "LocalSources", "BuildResult"]
+__all__ = ["BuildKitService", "LocalSources", "BuildResult", "record_id"]
 
 
 @dataclass
@@ -85,6 +89,7 @@ class BuildKitService:
                  runtime: str = "runc", dns: tuple[list[str], list[str], list[str]] = ([], [], [])) -> None:
         self.root = Path(root)
         self.exec_root = Path(exec_root)
+        self.db = db
         self.images = images
         self.cache = BKCacheStore(db)
         self.cache_mounts = CacheMounts(self.root / "buildkit" / "cachemounts", self.cache)
@@ -142,59 +147,82 @@ class BuildKitService:
         return self.cache.records()
 
     def disk_usage(self) -> list[dict[str, Any]]:
-        """The records as ``system df``'s ``BuildCache`` entries (moby's ``BuildCache`` fields)."""
+        """The records as ``system df``'s ``BuildCache`` entries (``_``-prefixed keys are the service's own)."""
+        recs = self.cache.records()
+        known = {r.key for r in recs}
         out = []
-        for r in self.cache.records():
-            out.append({"ID": r.key.split(":", 1)[1][:25], "Parent": r.parent.split(":", 1)[-1][:25] if r.parent
-                        else "", "Type": r.kind, "Description": r.description,
-                        "InUse": self.cache_mounts.in_use(r.key), "Shared": r.shared, "Size": r.size,
-                        "CreatedAt": r.created, "LastUsedAt": r.last_used, "UsageCount": r.usage_count})
+        for r in recs:
+            parent = record_id(r.parent) if r.parent in known else ""
+            out.append({"ID": record_id(r.key), "Parents": [parent] if parent else None, "Type": r.kind,
+                        "Description": r.description, "InUse": self.cache_mounts.in_use(r.key),
+                        "Shared": r.layer is not None and self._shared(r), "Size": r.size,
+                        "CreatedAt": rfc3339_nano(int(r.created * 1e9)),
+                        "LastUsedAt": rfc3339_nano(int(r.last_used * 1e9)), "UsageCount": r.usage_count,
+                        "_key": r.key, "_created": r.created})
         return out
+
+    def _shared(self, r: BKCacheRecord) -> bool:
+        """Whether an image uses the record's layer too."""
+        assert r.layer is not None
+        return bool(self.db.query("SELECT 1 FROM image_blobs WHERE digest=? LIMIT 1", (r.layer.digest,)))
 
     async def prune(self, *, all: bool = False, filters: Filters | None = None, keep: int = 0,
                     max_used: int = 0, min_free: int = 0) -> tuple[list[str], int]:
-        """Drop cache records (their layers then go with the next collection): without ``all`` only those no
-        image uses and not used in the last 48 hours… as BuildKit's default policy, unless ``keep``/``max_used``
-        bound what stays. Returns (IDs, bytes reclaimed)."""
+        """Drop cache records, oldest first (their layers and snapshots go with the next collection, unless an
+        image holds them): every matching record, or with limits until the cache uses at most ``keep`` and
+        ``max_used`` bytes and the data root has ``min_free`` bytes free. Records in use (a cache mount of a
+        running step) stay. Returns (IDs, bytes reclaimed)."""
+        until = None
+        if filters is not None:
+            filters.validate(("until", "id", "parent", "type", "description", "inuse", "shared", "private"))
+            if filters.get("until"):
+                until = parse_timestamp(filters.get("until")[0], time.time())
         async with self._prune_lock:
-            recs = self.cache.records()
-            now = time.time()
-            chosen: list[BKCacheRecord] = []
-            for r in recs:
-                if self.cache_mounts.in_use(r.key):
+            records = sorted(self.disk_usage(), key=lambda r: r["_created"])
+            total = sum(r["Size"] for r in records)
+            chosen: list[dict[str, Any]] = []
+            for r in records:
+                if r["InUse"]:
                     continue
-                if filters is not None and not _matches(r, filters, now):
+                if until is not None and r["_created"] > until:
                     continue
-                chosen.append(r)
-            if keep or max_used:
-                limit = keep or max_used
-                total = sum(r.size for r in recs)
-                chosen.sort(key=lambda r: r.last_used)
-                picked = []
-                for r in chosen:
-                    if total <= limit:
+                if filters is not None:
+                    if filters.get("id") and r["ID"] not in filters.get("id"):
+                        continue
+                    if filters.get("type") and r["Type"] not in filters.get("type"):
+                        continue
+                    if filters.get("description") and not any(d in r["Description"]
+                                                               for d in filters.get("description")):
+                        continue
+                if keep or max_used or min_free:
+                    if ((not keep or total <= keep) and (not max_used or total <= max_used)
+                            and (not min_free or _free_bytes(self.root) >= min_free)):
                         break
-                    picked.append(r)
-                    total -= r.size
-                chosen = picked
-            self.cache.delete(r.key for r in chosen)
+                chosen.append(r)
+                total -= r["Size"]
+            self.cache.delete(r["_key"] for r in chosen)
             for r in chosen:
-                if r.kind == CACHE_MOUNT_KIND:
-                    await asyncio.to_thread(self.cache_mounts.remove, r.key)
-            await self.images.collect()
-            return [r.key.split(":", 1)[1][:25] for r in chosen], sum(r.size for r in chosen)
+                if r["Type"] == CACHE_MOUNT_KIND:
+                    await asyncio.to_thread(self.cache_mounts.remove, r["_key"])
+                elif r["Type"] == LOCAL_SOURCE_KIND:
+                    await asyncio.to_thread(shutil.rmtree, self.root / "buildkit" / "contexts" /
+                                            r["_key"].split(":", 1)[1], True)
+            if chosen:
+                await self.images.collect()
+            return [r["ID"] for r in chosen], sum(r["Size"] for r in chosen)
 
 
-def _matches(r: BKCacheRecord, f: Filters, now: float) -> bool:
-    """moby's build-cache prune filters: ``type``, ``description``, ``id``, ``until``, ``inuse``, ``shared``,
-    ``private``."""
-    for t in f.get("type"):
-        if r.kind != t:
-            return False
-    for d in f.get("description"):
-        if d not in r.description:
-            return False
-    for i in f.get("id"):
-        if not r.key.split(":", 1)[-1].startswith(i):
-            return False
-    return True
+def record_id(key: str) -> str:
+    """A cache record's ID as BuildKit shows them: 25 lower-case base-36 characters (derived from its key)."""
+    n = int(hashlib.sha256(key.encode()).hexdigest(), 16)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = []
+    for _ in range(25):
+        n, r = divmod(n, 36)
+        out.append(digits[r])
+    return "".join(out)
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

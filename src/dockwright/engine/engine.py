@@ -113,7 +113,7 @@ class Engine:
                                         dns=(list(net.dns), list(net.dns_search), list(net.dns_opts)))
         self.system = SystemService(config, db=self.db, events=self.events, images=self.images,
                                     containers=self.containers, snapshotter=self.snapshotter,
-                                    build_cache=self.build.cache_records)
+                                    build_cache=lambda: self.build.cache_records() + self.buildkit.disk_usage())
         self.leases = self.images.leases
         self.gc = GarbageCollector(self.content, GCMetadata(self.db), self.leases, self.snapshotter,
                                    tmp_dir=root / "tmp")
