@@ -115,11 +115,13 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
         finally:
             sources.release()
 
+    quiet = params.bool_value(request, "q")
+
     async def pump(task: asyncio.Task[str]) -> None:
         while True:
             done = task.done()
             batch, _ = rec.drain()
-            if batch is not None:
+            if batch is not None and not quiet:
                 aux = base64.b64encode(encode_batch(batch)).decode()
                 await stream.send({"id": "moby.buildkit.trace", "aux": aux})
             if done:
@@ -149,8 +151,14 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
             msg = _message(exc)
             await stream.send({"errorDetail": {"message": msg}, "error": msg})
             return await stream.finish()
+        if quiet:  # the image ID alone, as dockerd's quiet build
+            if image_id:
+                await stream.send({"stream": image_id + "\n"})
+            return await stream.finish()
         if image_id:
             await stream.send({"id": "moby.image.id", "aux": {"ID": image_id}})
+            for t in tags:
+                await stream.send({"stream": f"Successfully tagged {t}\n"})
         return await stream.finish()
     finally:
         watcher.cancel()

@@ -14,7 +14,7 @@ from ..layers.diff import write_layer_from_upper
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..oci.platform import host_platform
 from .progress import Recorder
-from .solver import Solver, State
+from .solver import Solver, State, history_times
 
 __all__ = ["image_config", "export_image", "tar_stream"]
 
@@ -23,11 +23,12 @@ def image_config(state: State) -> bytes:
     """The image config of a build's result, as the Dockerfile frontend and moby's exporter write it: no
     ``container_config``, ``container`` or ``docker_version``; ``created`` the time of the build."""
     plat = host_platform()
+    history = history_times(state.history)
     top: dict[str, Any] = {
         "architecture": state.meta.get("architecture") or plat.architecture,
         "config": frontend_config(state.config),
-        "created": rfc3339_nano(),
-        "history": state.history,
+        "created": history[-1]["created"] if history else rfc3339_nano(),
+        "history": history,
         "os": state.meta.get("os") or "linux",
         "rootfs": {"type": "layers", "diff_ids": [lay.diff_id for lay in state.ref.layers]},
     }
@@ -61,16 +62,17 @@ async def export_image(images: BuildImages, state: State, tags: list[str], rec: 
     """Commit the result as an image named ``tags`` (``exporting to image``); returns its ID."""
     v = rec.vertex("exporting to image").start()
     try:
-        v.status("exporting layers", name="exporting layers")
+        v.status("exporting layers")
         raw = image_config(state)
-        v.status("exporting layers", name="exporting layers", done=True)
+        v.status("exporting layers", done=True)
         image_id, _ = await images.commit_image(raw, list(state.ref.layers))
-        v.status(f"writing image {image_id}", name=f"writing image {image_id}", done=True)
+        v.status(f"writing image {image_id}")
+        v.status(f"writing image {image_id}", done=True)
         for t in tags:
             ref = refs.tag_name_only(refs.parse_normalized_named(t))
-            v.status(f"naming to {ref}", name=f"naming to {ref}")
+            v.status(f"naming to {ref}")
             await images.tag(image_id, ref)
-            v.status(f"naming to {ref}", name=f"naming to {ref}", done=True)
+            v.status(f"naming to {ref}", done=True)
     except Exception as exc:
         v.done(str(exc))
         raise

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +38,7 @@ from ..dockerfile import Env, Lex, Node, builder_dispatch, parse, parse_heredoc
 from ..errors import DockwrightError, ImageNotFound, InvalidArgument
 from ..layers.apply import adopt_snapshot, ensure_chain
 from ..layers.diff import write_layer_from_upper
-from ..metadata.bkcache import BKCacheStore
+from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
 from ..oci.digest import sha256_digest
@@ -49,7 +50,8 @@ from .frontend import BuildPlan, MountSpec, StagePlan, parse_mount, plan_build, 
 from .mounts import CacheMounts
 from .progress import Recorder, VertexHandle
 
-__all__ = ["FRONTEND_ERROR", "Solver", "SolveOptions", "Sources", "State", "Ref", "SolveError", "HISTORY_COMMENT"]
+__all__ = ["FRONTEND_ERROR", "history_times", "Solver", "SolveOptions", "Sources", "State", "Ref", "SolveError",
+           "HISTORY_COMMENT"]
 
 log = logging.getLogger("dockwright.buildkit")
 
@@ -251,14 +253,12 @@ class Solver:
             if not adopted:
                 await asyncio.to_thread(self.snapshotter.remove, key)
 
-    def cached(self, key: str) -> tuple[bool, LayerRecord | None]:
-        """The cached result of ``key``: (hit, its layer)."""
+    def cached(self, key: str) -> BKCacheRecord | None:
+        """The cached result of ``key`` (None: a miss, or its layer is gone)."""
         rec = self.cache.get(key)
-        if rec is None:
-            return False, None
-        if rec.layer is not None and not self.content.exists(rec.layer.digest):
-            return False, None
-        return True, rec.layer
+        if rec is None or (rec.layer is not None and not self.content.exists(rec.layer.digest)):
+            return None
+        return rec
 
 
 class _Build:
@@ -276,6 +276,7 @@ class _Build:
         self.meta_args = {k: (opts.buildargs[k] if opts.buildargs.get(k) is not None else v)
                           for k, v in plan.meta_args}
         self.used_args: set[str] = set()
+        self.made_at = 0.0  # when the last step's result was made (its history entry's time)
 
     async def run(self) -> State:
         loop = asyncio.get_running_loop()
@@ -476,7 +477,7 @@ class _Build:
             wd = str(d.config.get("WorkingDir") or "/")
             key = _key("mkdir", state.key, wd)
             layer = await self._cached_or(v, key, lambda: self._workdir(state, wd), f"WORKDIR {wd}")
-            state.history.append(_history(f"WORKDIR {wd}", empty=layer is None))
+            state.history.append(_history(f"WORKDIR {wd}", empty=layer is None, at=self.made_at))
             self._advance(state, key, layer)
             return
         if kind == "run":
@@ -492,14 +493,16 @@ class _Build:
                          description: str, parent: str = "", ref: Ref | None = None) -> LayerRecord | None:
         """The step's layer from the cache (the vertex ``CACHED``), else made by ``make`` and recorded."""
         if not self.opts.nocache:
-            hit, layer = self.s.cached(key)
-            if hit:
+            rec = self.s.cached(key)
+            if rec is not None:
                 v.cached()
-                return layer
+                self.made_at = rec.created
+                return rec.layer
         v.start()
         layer = await make()
         chain = ref.plus(layer).chain_ids()[-1] if ref is not None and layer is not None else ""
         self.s.cache.put(key, "regular", description, layer, parent=parent, chain_id=chain)
+        self.made_at = time.time()
         v.done()
         return layer
 
@@ -546,7 +549,7 @@ class _Build:
             return await self._exec(sp, state, args, env_list, mounts, network, v)
 
         layer = await self._cached_or(v, key, make, description, state.key, state.ref)
-        state.history.append(_history(created_by, empty=layer is None))
+        state.history.append(_history(created_by, empty=layer is None, at=self.made_at))
         self._advance(state, key, layer)
 
     async def _mount_key(self, sp: StagePlan, state: State, m: MountSpec) -> Any:
@@ -750,7 +753,8 @@ class _Build:
             layer = await self._cached_or(v, key, make, vertex_text(n, self.lex, env), parent_key,
                                           Ref() if link else state.ref)
             shown = " ".join(raw[:-1] if not any(is_doc[:-1]) else words[:-1])
-            state.history.append(_history(f"{kind.upper()} {shown} {dest_word} # buildkit", empty=layer is None))
+            state.history.append(_history(f"{kind.upper()} {shown} {dest_word} # buildkit", empty=layer is None,
+                                          at=self.made_at))
             self._advance(state, key if not link else _key("link", state.key, key), layer)
         finally:
             if view is not None:
@@ -809,11 +813,35 @@ def _remove_stubs(rootfs: Path, stubs: list[str]) -> None:
             os.unlink(path)
 
 
-def _history(created_by: str, *, empty: bool) -> dict[str, Any]:
-    h: dict[str, Any] = {"created": rfc3339_nano(), "created_by": created_by, "comment": HISTORY_COMMENT}
+def _history(created_by: str, *, empty: bool, at: float = 0.0) -> dict[str, Any]:
+    """A history entry; ``at`` is when its layer was made (its time is filled in by :func:`history_times` for
+    entries without one)."""
+    h: dict[str, Any] = {"created": "", "created_by": created_by, "comment": HISTORY_COMMENT}
     if empty:
         h["empty_layer"] = True
+    if at and not empty:
+        h["created"] = rfc3339_nano(int(at * 1e9))
     return h
+
+
+def history_times(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history with every entry timed as moby's exporter times it: a step's entry at its layer's making (a
+    cached layer keeps its time, so an unchanged rebuild is the same image), each metadata entry at the time of
+    the next layer after it (the last one's, after the last layer)."""
+    out = [dict(h) for h in history]
+    nxt = ""
+    for h in reversed(out):
+        if h.get("created"):
+            nxt = h["created"]
+        elif nxt:
+            h["created"] = nxt
+    last = ""
+    for h in out:
+        if h.get("created"):
+            last = h["created"]
+        else:
+            h["created"] = last or rfc3339_nano()
+    return out
 
 
 def _history_text(kind: str, n: Node, message: str, config: dict[str, Any]) -> str:

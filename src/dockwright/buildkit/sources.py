@@ -81,7 +81,7 @@ class SessionSources:
         dest.mkdir(parents=True, exist_ok=True)
         try:
             stats = await self.session.sync_dir("dockerfile", dest, include=[name])
-            v.status("transferring dockerfile:", name="transferring dockerfile:",
+            v.status("transferring dockerfile:", name="transferring",
                      current=int(getattr(stats, "bytes", 0)), done=True)
             path = dest / name
             if not path.is_file():
@@ -97,7 +97,7 @@ class SessionSources:
         ign.mkdir(parents=True, exist_ok=True)
         try:
             stats = await self.session.sync_dir("context", ign, include=[".dockerignore"])
-            v2.status("transferring context:", name="transferring context:",
+            v2.status("transferring context:", name="transferring",
                       current=int(getattr(stats, "bytes", 0)), done=True)
             f = ign / ".dockerignore"
             if f.is_file():
@@ -126,7 +126,7 @@ class SessionSources:
             self._lock = lock
             dest.mkdir(parents=True, exist_ok=True)
             stats = await self.session.sync_dir("context", dest, exclude=self.excludes or None)
-            v.status("transferring context:", name="transferring context:",
+            v.status("transferring context:", name="transferring",
                      current=int(getattr(stats, "bytes", 0)), done=True)
         except Exception as exc:
             v.done(str(exc))
