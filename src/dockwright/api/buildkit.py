@@ -17,8 +17,8 @@ from aiohttp import web
 from .. import reference as refs
 from ..buildkit.export import tar_stream
 from ..buildkit.progress import Recorder
-from ..buildkit.solver import SolveError, SolveOptions
 from ..buildkit.sources import SessionSources
+from ..buildkit.state import SolveError, SolveOptions
 from ..buildkit.trace import encode_batch
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, NotSupported

@@ -17,8 +17,8 @@ from grpclib.server import Stream
 from ..buildkit.export import tar_stream
 from ..buildkit.pb import control_grpc, control_pb2, ops_pb2, worker_pb2
 from ..buildkit.progress import Recorder
-from ..buildkit.solver import SolveOptions
 from ..buildkit.sources import SessionSources
+from ..buildkit.state import SolveOptions
 from ..buildkit.trace import status_response
 from ..engine.engine import Engine
 from ..errors import DockwrightError

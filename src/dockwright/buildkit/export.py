@@ -14,7 +14,8 @@ from ..layers.diff import write_layer_from_upper
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..oci.platform import host_platform
 from .progress import Recorder
-from .solver import Solver, State, history_times
+from .solver import Solver
+from .state import State, history_times
 
 __all__ = ["image_config", "export_image", "tar_stream"]
 

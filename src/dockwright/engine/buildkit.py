@@ -22,8 +22,9 @@ from ..buildkit.export import export_image
 from ..buildkit.frontend import BuildPlan
 from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts
 from ..buildkit.progress import Recorder
-from ..buildkit.solver import FRONTEND_ERROR, SolveOptions, Solver, Sources, State
+from ..buildkit.solver import Solver
 from ..buildkit.sources import LOCAL_SOURCE_KIND
+from ..buildkit.state import FRONTEND_ERROR, SolveOptions, Sources, State
 from ..content.store import ContentStore
 from ..errors import DockwrightError
 from ..filters import Filters
