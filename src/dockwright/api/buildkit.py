@@ -74,7 +74,7 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
         labels=_json(request, "labels", "map[string]string", {}),
         nocache=params.bool_value(request, "nocache"), pull=params.bool_value(request, "pull"),
         network=q.get("networkmode") or "default", extra_hosts=params.strings(request, "extrahosts"),
-        platform=q.get("platform", ""))
+        platform=q.get("platform", ""), cache_from=_json(request, "cachefrom", "[]string", []))
     if opts.network not in ("default", "host", "none"):
         raise NotSupported(f"network mode {opts.network!r} not supported by buildkit")
     sessions = request.app["bk_sessions"]

@@ -67,7 +67,8 @@ class ControlService(control_grpc.ControlBase):
             nocache="no-cache" in attrs, pull=attrs.get("image-resolve-mode") == "pull",
             network=attrs.get("force-network-mode", "default") or "default",
             extra_hosts=[h.replace("=", ":", 1) for h in attrs.get("add-hosts", "").split(",") if h],
-            platform=attrs.get("platform", ""))
+            platform=attrs.get("platform", ""),
+            cache_from=[i.Attrs["ref"] for i in req.Cache.Imports if i.Type == "registry" and i.Attrs.get("ref")])
         exporters = [(e.Type, dict(e.Attrs)) for e in req.Exporters]
         if not exporters and req.ExporterDeprecated:
             exporters = [(req.ExporterDeprecated, dict(req.ExporterAttrsDeprecated))]

@@ -126,7 +126,7 @@ class CopyStep(StageBase):
             shown = " ".join(raw[:-1] if not any(is_doc[:-1]) else words[:-1])
             state.history.append(history_entry(f"{kind.upper()} {shown} {dest_word} # buildkit", empty=layer is None,
                                           at=self.made_at))
-            self._advance(state, key if not link else step_key("link", state.key, key), layer)
+            self._advance(state, key, layer, state_key=step_key("link", state.key, key) if link else "")
         finally:
             if view is not None:
                 await self.s.drop_view(*view)

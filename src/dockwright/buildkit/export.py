@@ -13,6 +13,7 @@ from ..builder.deps import BuildImages
 from ..layers.diff import write_layer_from_upper
 from ..oci.gojson import go_dumps, rfc3339_nano
 from ..oci.platform import host_platform
+from .inline import INLINE_CACHE_KEY, inline_cache
 from .progress import Recorder
 from .solver import Solver
 from .state import State, history_times
@@ -20,9 +21,10 @@ from .state import State, history_times
 __all__ = ["image_config", "export_image", "tar_stream"]
 
 
-def image_config(state: State) -> bytes:
+def image_config(state: State, *, inline: bool = False) -> bytes:
     """The image config of a build's result, as the Dockerfile frontend and moby's exporter write it: no
-    ``container_config``, ``container`` or ``docker_version``; ``created`` the time of the build."""
+    ``container_config``, ``container`` or ``docker_version``; ``created`` the time of its last step; with
+    ``inline`` the steps' cache keys (:func:`inline_cache`)."""
     plat = host_platform()
     history = history_times(state.history)
     top: dict[str, Any] = {
@@ -37,6 +39,8 @@ def image_config(state: State) -> bytes:
         top["variant"] = state.meta["variant"]
     if state.maintainer:
         top["author"] = state.maintainer
+    if inline:
+        top[INLINE_CACHE_KEY] = inline_cache(state)
     return go_dumps(dict(sorted(top.items())))
 
 
@@ -59,12 +63,19 @@ def frontend_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def export_image(images: BuildImages, state: State, tags: list[str], rec: Recorder) -> str:
-    """Commit the result as an image named ``tags`` (``exporting to image``); returns its ID."""
+async def export_image(images: BuildImages, state: State, tags: list[str], rec: Recorder, *,
+                       inline: bool = False) -> str:
+    """Commit the result as an image named ``tags`` (``exporting to image``; with ``inline`` its cache keys
+    too, ``exporting cache``); returns its ID."""
+    if inline:
+        c = rec.vertex("exporting cache").start()
+        c.status("preparing build cache for export")
+        c.status("preparing build cache for export", done=True)
+        c.done()
     v = rec.vertex("exporting to image").start()
     try:
         v.status("exporting layers")
-        raw = image_config(state)
+        raw = image_config(state, inline=inline)
         v.status("exporting layers", done=True)
         image_id, _ = await images.commit_image(raw, list(state.ref.layers))
         v.status(f"writing image {image_id}")

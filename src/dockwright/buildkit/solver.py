@@ -10,16 +10,19 @@ without its parent); metadata instructions change the image config and add Build
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+from .. import reference as refs
 from ..builder.rootfs import make_workdir
 from ..builder.stages import expand_args
 from ..dockerfile import Env, Node, builder_dispatch, parse
-from ..errors import InvalidArgument
+from ..errors import ImageNotFound, InvalidArgument
 from ..metadata.db import LayerRecord
 from ..oci.platform import Platform, host_platform
 from .copy import CopyStep
 from .frontend import BuildPlan, StagePlan, plan_build, vertex_text
+from .inline import read_inline_cache
 from .progress import Recorder, VertexHandle
 from .run import RunStep
 from .state import (
@@ -35,6 +38,8 @@ from .state import (
 from .workspace import Workspace
 
 __all__ = ["Solver"]
+
+log = logging.getLogger("dockwright.buildkit")
 
 
 class Solver(Workspace):
@@ -55,8 +60,48 @@ class Solver(Workspace):
     async def solve(self, plan: BuildPlan, opts: SolveOptions, sources: Sources, rec: Recorder) -> State:
         """Build the plan's target; the result's config has the build's labels. Raises :class:`SolveError`
         (a failed step) or the error of the step that failed."""
+        for ref in opts.cache_from:
+            await self.import_cache(ref, opts, rec)
         build = _Build(self, plan, opts, sources, rec)
         return await build.run()
+
+    async def import_cache(self, name: str, opts: SolveOptions, rec: Recorder) -> int:
+        """Take the inline cache of the image ``name`` (pulled if it is not here) into the build cache
+        (``importing cache manifest from …``); an image that cannot be had is skipped, as BuildKit skips it.
+        Returns how many records it gave."""
+        v = rec.vertex(f"importing cache manifest from {name}").start()
+        try:
+            try:
+                image_id = self.images.resolve(name).id
+            except ImageNotFound:
+                ref = refs.tag_name_only(refs.parse_normalized_named(name))
+                events = await self.pull(ref.familiar_name if ref.domain == "docker.io" else ref.name,
+                                         ref.tag or "", opts.platform)
+                async for _ in events:
+                    pass
+                image_id = self.images.resolve(str(ref)).id
+            img = self.db.get_image(image_id, with_layers=True)
+            assert img is not None
+            entries = read_inline_cache(self.images.config_of(img).data)
+            count = 0
+            for key, idx in entries:
+                if self.cache.get(key, use=False) is not None:
+                    continue
+                layer = None
+                if idx >= 0:
+                    if idx >= len(img.layers):
+                        continue
+                    layer = self.db.get_layer(img.layers[idx][2])
+                    if layer is None:
+                        continue
+                self.cache.put(key, "regular", f"imported from {name}", layer)
+                count += 1
+        except Exception as exc:  # noqa: BLE001 - a cache source that cannot be read is no error
+            log.warning("importing cache from %s: %s", name, exc)
+            v.done()
+            return 0
+        v.done()
+        return count
 
 
 class _Build(RunStep, CopyStep):

@@ -123,9 +123,12 @@ class StageBase:
         v = state.args.get(k)
         return v if v is not None else state.meta_args.get(k)
 
-    def _advance(self, state: State, key: str, layer: LayerRecord | None) -> None:
+    def _advance(self, state: State, key: str, layer: LayerRecord | None, *, state_key: str = "") -> None:
+        """The step ``key`` made ``layer``: the stage's file system grows by it (its key ``state_key`` if the
+        step's own key is not the state's, as ``COPY --link``'s)."""
         state.ref = state.ref.plus(layer)
-        state.key = key
+        state.key = state_key or key
+        state.steps.append((key, len(state.ref.layers) - 1 if layer is not None else -1))
 
     async def _cached_or(self, v: VertexHandle, key: str, make: Callable[[], Awaitable[LayerRecord | None]],
                          description: str, parent: str = "", ref: Ref | None = None) -> LayerRecord | None:

@@ -63,6 +63,13 @@ class SolveOptions:
     network: str = "default"
     extra_hosts: list[str] = field(default_factory=list)
     platform: str = ""
+    #: images whose inline cache (``moby.buildkit.cache.v0``) the build may use (``--cache-from``)
+    cache_from: list[str] = field(default_factory=list)
+
+    @property
+    def inline_cache(self) -> bool:
+        """``BUILDKIT_INLINE_CACHE=1``: the image carries its steps' cache keys."""
+        return (self.buildargs.get("BUILDKIT_INLINE_CACHE") or "").lower() in ("1", "true")
 
 
 @dataclass(frozen=True)
@@ -97,11 +104,13 @@ class State:
     meta_args: dict[str, str | None] = field(default_factory=dict)
     cmd_set: bool = False
     maintainer: str = ""
+    #: the steps that made the file system, bottom up: (cache key, index of its layer or -1 for none)
+    steps: list[tuple[str, int]] = field(default_factory=list)
 
     def copy(self) -> State:
         """An independent copy (a stage built FROM another)."""
         return replace(self, config=json.loads(json.dumps(self.config)), meta=dict(self.meta),
-                       history=[dict(h) for h in self.history], args={}, cmd_set=False)
+                       history=[dict(h) for h in self.history], args={}, cmd_set=False, steps=list(self.steps))
 
 
 def step_key(*parts: Any) -> str:

@@ -119,7 +119,8 @@ class BuildKitService:
         """Build ``plan`` under a lease; with ``export`` the result becomes an image named ``tags``."""
         async with self.images.operation("build"):
             state = await self.solver.solve(plan, opts, sources, rec)
-            image_id = await export_image(self.images, state, list(tags), rec) if export else ""
+            image_id = (await export_image(self.images, state, list(tags), rec, inline=opts.inline_cache)
+                        if export else "")
         return BuildResult(image_id, state)
 
     async def build(self, context: str | os.PathLike[str], *, tag: str | Sequence[str] | None = None,
