@@ -149,17 +149,13 @@ class _Build(RunStep, CopyStep):
             state = base.copy()
             state.config.pop("ArgsEscaped", None)
             from_v = self.rec.vertex(self._prefix(sp, index) + f"FROM {shown}", key=state.key)
-            chains = state.ref.chain_ids()
-            if not chains or self.s.snapshotter.exists(chains[-1]):
-                from_v.cached()  # unpacked by an earlier build or container
-            else:
-                from_v.start()
-                try:
-                    await self.s.ensure(state.ref)
-                except Exception as exc:
-                    from_v.done(error_text(exc))
-                    raise
-                from_v.done()
+            from_v.start()  # DONE, never CACHED: dockerd 20.10's BuildKit shows a local base so on every build
+            try:
+                await self.s.ensure(state.ref)
+            except Exception as exc:
+                from_v.done(error_text(exc))
+                raise
+            from_v.done()
         state.meta_args = dict(self.meta_args)
         state.config["OnBuild"] = state.config.get("OnBuild") or None
         triggers = list(state.config.get("OnBuild") or [])
