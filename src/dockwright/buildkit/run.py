@@ -46,13 +46,24 @@ class RunStep(StageBase):
         network = flags.get("network", [self.opts.network or "default"])[0]
         if network not in ("default", "none", "host", "sandbox"):
             raise InvalidArgument(f"unsupported network mode \"{network}\"")
+        files: list[tuple[str, bytes]] = []  # heredoc scripts run as files (a shebang line)
         if n.attributes.get("json"):
             args = [a.value for a in n.args]
         else:
             script = n.args[0].value if n.args else ""
-            if n.heredocs and parse_heredoc(script.strip()) is not None:
-                script = n.heredocs[0].content
-            args = list(state.shell) + [script]
+            words = script.split()
+            if n.heredocs and len(words) == 1 and parse_heredoc(words[0]) is not None:
+                doc = n.heredocs[0]  # the heredoc is the command: a script, or a program with a shebang
+                if doc.content.startswith("#!"):
+                    path = f"/dev/pipes/{doc.name}"
+                    files.append((path, doc.content.encode("utf-8", "surrogateescape")))
+                    args = [path]
+                else:
+                    args = list(state.shell) + [doc.content]
+            else:
+                if n.heredocs:  # heredocs fed to a command: the shell reads them after the command line
+                    script += "\n" + "".join(f"{h.content}{h.name}\n" for h in n.heredocs)
+                args = list(state.shell) + [script]
         for k in state.args:
             if k in self.opts.buildargs:
                 self.used_args.add(k)
@@ -61,11 +72,11 @@ class RunStep(StageBase):
             + " ".join(args) + " # buildkit"
         mount_keys = [await self._mount_key(sp, state, m) for m in mounts]
         key = step_key("exec", state.key, args, env_list, state.config.get("WorkingDir") or "/",
-                   state.config.get("User") or "", network, mount_keys, self.opts.extra_hosts)
+                       state.config.get("User") or "", network, mount_keys, self.opts.extra_hosts, files)
         description = "mount / from exec " + " ".join(args)
 
         async def make() -> LayerRecord | None:
-            return await self._exec(sp, state, args, env_list, mounts, network, v)
+            return await self._exec(sp, state, args, env_list, mounts, network, v, files)
 
         layer = await self._cached_or(v, key, make, description, state.key, state.ref)
         state.history.append(history_entry(created_by, empty=layer is None, at=self.made_at))
@@ -87,13 +98,17 @@ class RunStep(StageBase):
         return [m.type, m.target, m.size]
 
     async def _exec(self, sp: StagePlan, state: State, args: list[str], env: list[str], mounts: list[MountSpec],
-                    network: str, v: VertexHandle) -> LayerRecord | None:
+                    network: str, v: VertexHandle, files: list[tuple[str, bytes]]) -> LayerRecord | None:
         cleanups: list[Callable[[], Awaitable[None]]] = []
         binds: list[tuple[str | Path, str, bool]] = []
         tmpfs: list[tuple[str, str]] = []
         holders: list[Any] = []
         secret_env: list[str] = []
         try:
+            for target, content in files:
+                path = await asyncio.to_thread(self._script_file, content)
+                cleanups.append(functools.partial(asyncio.to_thread, shutil.rmtree, path.parent, True))
+                binds.append((path, target, True))
             for m in mounts:
                 target = m.target if m.target.startswith("/") else os.path.join(
                     state.config.get("WorkingDir") or "/", m.target)
@@ -164,6 +179,14 @@ class RunStep(StageBase):
                 await cm.__aexit__(None, None, None)
             for c in reversed(cleanups):
                 await c()
+
+    def _script_file(self, content: bytes) -> Path:
+        d = self.s.secrets_dir / os.urandom(8).hex()
+        d.mkdir(parents=True, mode=0o700)
+        path = d / "script"
+        path.write_bytes(content)
+        os.chmod(path, 0o755)
+        return path
 
     def _secret_file(self, data: bytes, m: MountSpec) -> Path:
         d = self.s.secrets_dir / os.urandom(8).hex()
