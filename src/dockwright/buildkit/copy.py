@@ -9,10 +9,12 @@ import asyncio
 import hashlib
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from ..builder.addcopy import resolve_chown, write_heredoc
 from ..builder.copy import copy_sources
+from ..builder.dockerignore import DockerIgnore
 from ..builder.remote_add import download, is_url
 from ..builder.sources import resolve_sources_named
 from ..builder.srchash import combine, source_hash
@@ -40,8 +42,11 @@ class CopyStep(StageBase):
     # ---- COPY / ADD -----------------------------------------------------------------------------------------------
     async def _copy(self, sp: StagePlan, state: State, n: Node, v: VertexHandle) -> None:
         kind = n.value.lower()
-        flags = {k: vals[-1] for k, vals in step_flags(n).items() if k != "exclude"}
+        all_flags = step_flags(n)
+        flags = {k: vals[-1] for k, vals in all_flags.items() if k != "exclude"}
         env = Env(self._env(state))
+        excludes = [self.lex.process_word(x, env) for x in all_flags.get("exclude", [])]
+        parents = flags.get("parents", "false").lower() in ("true", "1", "")
         raw = [a.value for a in n.args]
         is_doc = [bool(n.heredocs) and parse_heredoc(r) is not None for r in raw]
         words = [r if doc else self.lex.process_word(r, env) for r, doc in zip(raw, is_doc, strict=True)]
@@ -101,12 +106,18 @@ class CopyStep(StageBase):
                     if not named:
                         raise not_found(s)
                     root = src_root
+                    if excludes or parents:  # the sources as they are to be copied, in a directory of their own
+                        root = extra / f"staged-{len(files)}"
+                        named = await asyncio.to_thread(stage_sources, src_root, named, root, excludes, parents)
                     files.extend(p for p, _ in named)
                     names.extend(nm for _, nm in named)
                     ids.extend(await asyncio.to_thread(_hashes, root, [p for p, _ in named]))
             src_hash = combine(ids) if ids else ""
             parent_key = "" if link else state.key
-            key = step_key("copy", parent_key, kind, src_tag, src_hash, dest, chown, chmod, link, srcs)
+            key = step_key("copy", parent_key, kind, src_tag, src_hash, dest, chown, chmod, link, srcs, excludes,
+                           parents)
+            if parents and not dest.endswith("/"):
+                dest += "/"
             decompress = kind == "add"
 
             async def make() -> LayerRecord | None:
@@ -140,6 +151,49 @@ class _NoIgnore:
 
     def matches(self, path: str) -> bool:
         return False
+
+
+def stage_sources(src_root: Path, named: list[tuple[Path, str]], stage: Path, excludes: list[str],
+                  parents: bool) -> list[tuple[Path, str]]:
+    """COPY's sources with ``--exclude`` patterns left out (matched as ``.dockerignore`` patterns against each
+    path relative to the context and to its source) and, with ``--parents``, under their directories relative to
+    the context: hard links (or copies) in ``stage``, returned as the sources to copy instead."""
+    rules = DockerIgnore(excludes) if excludes else None
+    root = str(src_root)
+
+    def excluded(rel_ctx: str, rel_src: str) -> bool:
+        return rules is not None and (rules.matches(rel_ctx) or (rel_src != "" and rules.matches(rel_src)))
+
+    def place(src: str, dst: str, rel_ctx: str, rel_src: str) -> None:
+        if excluded(rel_ctx, rel_src):
+            return
+        st = os.lstat(src)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if stat.S_ISDIR(st.st_mode):
+            os.makedirs(dst, exist_ok=True)
+            shutil.copystat(src, dst)
+            for name in sorted(os.listdir(src)):
+                place(os.path.join(src, name), os.path.join(dst, name), f"{rel_ctx}/{name}".lstrip("/"),
+                      f"{rel_src}/{name}".lstrip("/"))
+            return
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(src, dst, follow_symlinks=False)
+
+    out: list[tuple[Path, str]] = []
+    for i, (p, nm) in enumerate(named):
+        rel = os.path.relpath(p, root)
+        rel = "" if rel == "." else rel
+        if parents and rel:
+            place(str(p), str(stage / "tree" / rel), rel, "")
+        else:
+            place(str(p), str(stage / str(i) / nm), rel, "")
+            if os.path.lexists(stage / str(i) / nm):
+                out.append((stage / str(i) / nm, nm))
+    if parents and (stage / "tree").is_dir():
+        out.append((stage / "tree", "tree"))  # a directory: its contents (the paths from the context) are copied
+    return out
 
 
 def _hashes(root: Path, paths: list[Path]) -> list[str]:
