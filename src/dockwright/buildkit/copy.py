@@ -22,6 +22,7 @@ from ..dockerfile import Env, Node, parse_heredoc
 from ..errors import InvalidArgument
 from ..metadata.db import LayerRecord
 from .frontend import StagePlan, step_flags, vertex_text
+from .git import fetch_git, is_git_url, parse_git_url, resolve_commit
 from .progress import VertexHandle
 from .stage import StageBase
 from .state import (
@@ -88,6 +89,14 @@ class CopyStep(StageBase):
                     files.append(path)
                     names.append(path.name)
                     ids.append(await asyncio.to_thread(source_hash, path.parent, path.name))
+                elif kind == "add" and is_git_url(s):
+                    src = parse_git_url(s)
+                    commit = await resolve_commit(src)
+                    tree = await fetch_git(src, commit, extra / f"git-{len(files)}",
+                                           keep_git_dir=flags.get("keep-git-dir", "false").lower() in ("true", "1"))
+                    files.append(tree)
+                    names.append(tree.name)
+                    ids.append(f"git:{src.remote}@{commit}:{src.subdir}")
                 elif kind == "add" and is_url(s):
                     got = await download(s, extra / str(len(files)), lambda cur, tot: None)
                     if checksum and got.hash.rpartition(":")[2] != checksum.rpartition(":")[2] \
