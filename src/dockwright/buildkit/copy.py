@@ -17,10 +17,11 @@ from ..builder.copy import copy_sources
 from ..builder.dockerignore import DockerIgnore
 from ..builder.remote_add import download, is_url
 from ..builder.sources import resolve_sources_named
-from ..builder.srchash import combine, source_hash
+from ..builder.srchash import combine
 from ..dockerfile import Env, Node, parse_heredoc
 from ..errors import InvalidArgument
 from ..metadata.db import LayerRecord
+from .checksum import ContentHasher
 from .frontend import StagePlan, step_flags, vertex_text
 from .git import fetch_git, is_git_url, parse_git_url, resolve_commit
 from .progress import VertexHandle
@@ -88,7 +89,7 @@ class CopyStep(StageBase):
                     path = await asyncio.to_thread(write_heredoc, extra / str(len(files)), next(docs), env)
                     files.append(path)
                     names.append(path.name)
-                    ids.append(await asyncio.to_thread(source_hash, path.parent, path.name))
+                    ids.append(await asyncio.to_thread(self.s.hasher.digest, path))
                 elif kind == "add" and is_git_url(s):
                     src = parse_git_url(s)
                     commit = await resolve_commit(src)
@@ -120,7 +121,7 @@ class CopyStep(StageBase):
                         named = await asyncio.to_thread(stage_sources, src_root, named, root, excludes, parents)
                     files.extend(p for p, _ in named)
                     names.extend(nm for _, nm in named)
-                    ids.extend(await asyncio.to_thread(_hashes, root, [p for p, _ in named]))
+                    ids.extend(await asyncio.to_thread(_hashes, self.s.hasher, [p for p, _ in named]))
             src_hash = combine(ids) if ids else ""
             parent_key = "" if link else state.key
             key = step_key("copy", parent_key, kind, src_tag, src_hash, dest, chown, chmod, link, srcs, excludes,
@@ -205,8 +206,8 @@ def stage_sources(src_root: Path, named: list[tuple[Path, str]], stage: Path, ex
     return out
 
 
-def _hashes(root: Path, paths: list[Path]) -> list[str]:
-    return [source_hash(root, p) for p in paths]
+def _hashes(hasher: ContentHasher, paths: list[Path]) -> list[str]:
+    return [hasher.digest(p) for p in paths]
 
 
 def _sha256_matches(path: Path, checksum: str) -> bool:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from ..builder.paths import follow_in_scope
-from ..builder.srchash import source_hash
 from ..dockerfile import Env, Node, parse_heredoc
 from ..errors import InvalidArgument
 from ..metadata.db import LayerRecord
@@ -89,7 +88,8 @@ class RunStep(StageBase):
                 return ["bind", m.target, m.source, src_state.key, m.readonly]
             ctx = await self.sources.context()
             src = m.source.lstrip("/") or "."
-            h = await asyncio.to_thread(source_hash, ctx, follow_in_scope(ctx, src))
+            rel = follow_in_scope(ctx, src)
+            h = await asyncio.to_thread(self.s.hasher.digest, ctx / rel if rel != "." else ctx)
             return ["bind", m.target, m.source, "context:" + h, m.readonly]
         if m.type == "cache":
             return ["cache", m.target, m.id, m.sharing, m.readonly]

@@ -20,6 +20,7 @@ from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
 from ..snapshots import OverlaySnapshotter, mount_all, unmount
+from .checksum import ContentHasher
 from .exec import ExecRunner
 from .mounts import CacheMounts
 from .state import Ref
@@ -44,6 +45,7 @@ class Workspace:
         self.cache = cache
         self.cache_mounts = cache_mounts
         self.secrets_dir = Path(secrets_dir)
+        self.hasher = ContentHasher()  # COPY sources' digests, kept between builds
 
 
     # ---- file systems ---------------------------------------------------------------------------------------------
