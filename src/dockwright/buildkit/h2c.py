@@ -202,5 +202,5 @@ async def serve(conn: TakenConnection, handlers: Collection[Servable], *,
         if not conn.closed:
             conn.close()
         handler.close()  # cancels the calls in progress (grpclib does this too when the connection is lost)
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(handler.wait_closed()), CALLS_GRACE)
