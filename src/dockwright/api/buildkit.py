@@ -24,7 +24,9 @@ from ..engine.engine import Engine
 from ..errors import InvalidArgument, NotSupported
 from . import params
 from .bodies import decode_value
+from .control import ControlService
 from .errors import message_of
+from .session import serve_grpc, sessions_of
 from .streams import JSONStream
 
 __all__ = ["build_v2", "cancel_build", "routes"]
@@ -77,7 +79,7 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
         platform=q.get("platform", ""), cache_from=_json(request, "cachefrom", "[]string", []))
     if opts.network not in ("default", "host", "none"):
         raise NotSupported(f"network mode {opts.network!r} not supported by buildkit")
-    sessions = request.app["bk_sessions"]
+    sessions = sessions_of(request)
     stream = JSONStream(request)
     await stream.start()
     rec = Recorder()
@@ -195,7 +197,15 @@ async def cancel_build(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+async def grpc(request: web.Request) -> web.StreamResponse:
+    """``POST /grpc``: BuildKit's Control API (:class:`.control.ControlService`, one per daemon) over h2c."""
+    control = request.app.get("bk_control")
+    if control is None:
+        control = request.app["bk_control"] = ControlService(request.app["engine"], sessions_of(request))
+    return await serve_grpc(request, [control])
+
+
 def routes() -> list[tuple[str, str, Any]]:
-    """BuildKit's extra endpoint (``POST /build`` itself dispatches ``version=2`` here)."""
-    return [("POST", "/build/cancel", cancel_build)]
+    """BuildKit's extra endpoints (``POST /build`` itself dispatches ``version=2`` here)."""
+    return [("POST", "/build/cancel", cancel_build), ("POST", "/grpc", grpc)]
 

@@ -128,16 +128,24 @@ class Recorder:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[StatusBatch | None] = asyncio.Queue()
         self.vertexes: list[Vertex] = []
+        self._by_key: dict[str, VertexHandle] = {}
         self.closed = False
 
     def vertex(self, name: str, inputs: list[str] | None = None, *, key: str = "") -> VertexHandle:
         """A new vertex named ``name`` (its digest derived from ``key``, or unique), not yet started."""
         seed = key or f"{name}\0{len(self.vertexes)}\0{now_ns()}"
         digest = "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+        if key:  # the same operation in two stages is one vertex, named by the first (BuildKit merges them)
+            same = self._by_key.get(digest)
+            if same is not None:
+                return same
         v = Vertex(digest=digest, name=name, inputs=list(inputs or []))
         self.vertexes.append(v)
         self.send(StatusBatch(vertexes=[_copy(v)]))
-        return VertexHandle(self, v)
+        handle = VertexHandle(self, v)
+        if key:
+            self._by_key[digest] = handle
+        return handle
 
     def send(self, batch: StatusBatch) -> None:
         """Queue a batch (dropped once closed)."""
@@ -149,10 +157,6 @@ class Recorder:
         if not self.closed:
             self.closed = True
             self.queue.put_nowait(None)
-
-    async def batches(self, coalesce: float = 0.05) -> asyncio.Queue[StatusBatch | None]:
-        """The queue (kept for symmetry with consumers that drain it themselves)."""
-        return self.queue
 
     def drain(self) -> tuple[StatusBatch | None, bool]:
         """Every batch queued now merged into one (None if none), and whether the recorder is closed."""
