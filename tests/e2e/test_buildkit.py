@@ -43,7 +43,7 @@ def build(d: Daemon, ctx: Path, *args: str, check: bool = True) -> subprocess.Co
 
 
 def read_file(d: Daemon, image: str, path: str) -> bytes:
-    cid = bk(d, "create", image).stdout.decode().strip()
+    cid = bk(d, "create", image, "true").stdout.decode().strip()
     try:
         data = bk(d, "cp", f"{cid}:{path}", "-").stdout
     finally:
@@ -55,7 +55,7 @@ def read_file(d: Daemon, image: str, path: str) -> bytes:
 
 
 def files_of(d: Daemon, image: str) -> set[str]:
-    cid = bk(d, "create", image).stdout.decode().strip()
+    cid = bk(d, "create", image, "true").stdout.decode().strip()
     try:
         data = bk(d, "export", cid).stdout
     finally:

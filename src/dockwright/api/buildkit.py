@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import shutil
@@ -46,7 +47,13 @@ def _json(request: web.Request, key: str, go_type: str, default: Any) -> Any:
 
 
 def _outputs(request: web.Request) -> list[dict[str, Any]]:
-    outs = _json(request, "outputs", "[]types.ImageBuildOutput", [])
+    raw = request.query.get("outputs", "")
+    try:
+        outs = json.loads(raw) if raw else []
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid outputs: {exc}") from None
+    if not isinstance(outs, list) or not all(isinstance(o, dict) for o in outs):
+        raise InvalidArgument("invalid outputs: a list of {Type, Attrs} is expected")
     if len(outs) > 1:
         raise NotSupported("multiple outputs are not supported")  # dockerd 20.10's words
     for o in outs:

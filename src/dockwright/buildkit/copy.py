@@ -76,7 +76,7 @@ class CopyStep(StageBase):
                 src_state = await self._from_state(sp, self.lex.process_word(from_name, env))
                 view = await self.s.view(src_state.ref)
                 src_root = view[1]
-                src_tag = "from:" + src_state.key
+                src_tag = "from"  # keyed by the content selected, not the stage: the same files are a hit
             else:
                 src_root = None
                 src_tag = "context"

@@ -83,9 +83,16 @@ class RunStep(StageBase):
 
     async def _mount_key(self, sp: StagePlan, state: State, m: MountSpec) -> Any:
         if m.type == "bind":
-            if m.from_:
+            if m.from_:  # keyed by the content of the selected path, as BuildKit's checksum of the mount's source
                 src_state = await self._from_state(sp, m.from_)
-                return ["bind", m.target, m.source, src_state.key, m.readonly]
+                vkey, vdir = await self.s.view(src_state.ref)
+                try:
+                    rel = follow_in_scope(vdir, m.source.lstrip("/") or ".")
+                    path = vdir / rel if rel != "." else vdir
+                    h = await asyncio.to_thread(self.s.hasher.digest, path) if os.path.lexists(path) else "missing"
+                finally:
+                    await self.s.drop_view(vkey, vdir)
+                return ["bind", m.target, m.source, "from:" + h, m.readonly]
             ctx = await self.sources.context()
             src = m.source.lstrip("/") or "."
             rel = follow_in_scope(ctx, src)

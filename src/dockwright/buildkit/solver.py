@@ -142,7 +142,6 @@ class _Build(RunStep, CopyStep):
         index = [0]
         if sp.base_stage is not None:
             state = (await self.results[sp.base_stage]).copy()
-            index[0] += 1
             from_v: VertexHandle | None = None
         else:
             shown, base = await self._base(sp.base)

@@ -5,7 +5,6 @@ environment and build args, and the step cache (a step's layer by its key, else 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 from .. import reference as refs
@@ -142,8 +141,7 @@ class StageBase:
         v.start()
         layer = await make()
         chain = ref.plus(layer).chain_ids()[-1] if ref is not None and layer is not None else ""
-        self.s.cache.put(key, "regular", description, layer, parent=parent, chain_id=chain)
-        self.made_at = time.time()
+        self.made_at = self.s.cache.put(key, "regular", description, layer, parent=parent, chain_id=chain)
         v.done()
         return layer
 

@@ -83,8 +83,8 @@ class BKCacheStore:
         return _record(rows[0])
 
     def put(self, key: str, kind: str, description: str, layer: LayerRecord | None, *, parent: str = "",
-            chain_id: str = "", size: int = 0) -> None:
-        """Record (or replace) what the step ``key`` made."""
+            chain_id: str = "", size: int = 0) -> float:
+        """Record (or replace) what the step ``key`` made; returns the record's creation time."""
         now = time.time()
         with self.db.tx() as c:
             c.execute(f"INSERT OR REPLACE INTO bk_cache({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?,?,1)",
@@ -92,6 +92,7 @@ class BKCacheStore:
                        layer.diff_id if layer else None, layer.media_type if layer else None,
                        layer.size if layer else size, layer.diff_size if layer else 0, layer.tar_size if layer else 0,
                        chain_id or None, now, now))
+        return now
 
     def touch(self, key: str) -> None:
         """Count a use of ``key``."""
