@@ -272,3 +272,16 @@ def test_inline_cache_from_a_registry_image(tmp_path: Path, registry: Registry) 
         assert read_file(second, "bk/inline:2", "/built") == b"built\n"
     finally:
         second.stop()
+
+
+def test_cli_without_docker_buildkit_chooses_buildkit_by_ping(d: Daemon, tmp_path: Path) -> None:
+    # /_ping answers Builder-Version: 2, so the 20.10 CLI builds with BuildKit unless told otherwise
+    (tmp_path / "Dockerfile").write_text("FROM bb:1\nRUN echo hi > /hi\n")
+    env = {**os.environ, "DOCKER_HOST": d.host, "DOCKER_CONFIG": str(d.docker_config), "BUILDKIT_PROGRESS": "plain"}
+    env.pop("DOCKER_BUILDKIT", None)
+    p = subprocess.run([CLI, "build", "-t", "bk/default:1", str(tmp_path)], env=env, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert b"[internal] load build definition from Dockerfile" in p.stderr
+    classic = subprocess.run([CLI, "build", "-t", "bk/classic:1", str(tmp_path)], env={**env, "DOCKER_BUILDKIT": "0"},
+                             capture_output=True, timeout=120)
+    assert classic.returncode == 0 and b"Step 1/2 : FROM bb:1" in classic.stdout

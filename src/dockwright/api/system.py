@@ -26,7 +26,7 @@ from .volumes import volume_json
 
 __all__ = ["routes", "version_json", "info_json", "df_json"]
 
-_PING_HEADERS = {"Builder-Version": "1", "Swarm": "inactive",
+_PING_HEADERS = {"Builder-Version": "2", "Swarm": "inactive",  # BuildKit answers version=2 builds
                  "Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache"}
 
 
