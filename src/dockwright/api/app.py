@@ -12,7 +12,7 @@ from aiohttp import web
 from ..engine.engine import Engine
 from ..engine.system import API_VERSION, ENGINE_VERSION, MIN_API_VERSION
 from ..errors import InvalidArgument
-from . import build, containers, images, networks, system, volumes
+from . import build, containers, images, networks, session, system, volumes
 from .archive import routes as archive_routes
 from .errors import error_response, json_body, status_of
 from .exec import routes as exec_routes
@@ -79,8 +79,9 @@ def make_app(engine: Engine) -> web.Application:
     app["engine"] = engine
     app.on_response_prepare.append(_headers)
     app.on_shutdown.append(build.on_shutdown)  # Dockerfile parses stop at once when the daemon stops
+    session.setup(app)  # BuildKit's sessions (POST /session), closed when the daemon stops
     table: list[tuple[str, str, Any]] = [*system.routes(), *images.routes(), *containers.routes(), *build.routes(),
-                                         *networks.routes(), *exec_routes(), *volumes.routes()]
+                                         *networks.routes(), *exec_routes(), *volumes.routes(), *session.routes()]
     table += archive_routes()  # /containers/{id}/archive (docker cp)
     for method, path, handler in table:
         app.router.add_route(method, "/v{version:[0-9.]+}" + path, handler)

@@ -1,0 +1,185 @@
+"""``POST /session`` (a BuildKit client session: after the ``101`` the connection speaks HTTP/2, this daemon the
+gRPC client of the services the client serves), the takeover ``POST /grpc`` needs (this daemon the gRPC server:
+:func:`serve_grpc`), and :func:`receive_context`, a build's Dockerfile and context fetched through its session.
+
+The takeover (:func:`take_over`): aiohttp does not treat ``Upgrade: h2c`` as an upgrade, so after the request it
+would read the connection as HTTP/1. The handler takes the transport from aiohttp's protocol *before* it answers
+``101``: a :class:`~dockwright.buildkit.h2c.TakenConnection` becomes the transport's protocol (the HTTP/2 bytes
+the client sends right after the ``101`` wait there), gets what aiohttp had read beyond the request (its parser's
+tail after an upgrade, handed over by ``set_parser`` as websockets are) and aiohttp's ``connection_lost``, which it
+calls when the connection ends, so that aiohttp forgets the connection. The handler returns only then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..builder.dockerignore import DockerIgnore
+from ..builder.paths import scoped_resolve
+from ..buildkit.filesync import Progress
+from ..buildkit.h2c import Servable, TakenConnection, serve
+from ..buildkit.session import SessionManager
+from ..dockerfile import MAX_DOCKERFILE_SIZE
+from ..errors import InvalidArgument, SystemError_
+
+__all__ = ["routes", "setup", "sessions_of", "take_over", "start_session", "serve_grpc", "receive_context",
+           "SESSIONS_KEY"]
+
+log = logging.getLogger("dockwright.api.session")
+
+SESSIONS_KEY = web.AppKey("bk_sessions", SessionManager)
+
+H_SESSION_ID = "X-Docker-Expose-Session-Uuid"
+H_SESSION_NAME = "X-Docker-Expose-Session-Name"
+H_SHARED_KEY = "X-Docker-Expose-Session-Sharedkey"
+H_METHOD = "X-Docker-Expose-Session-Grpc-Method"
+
+DEFAULT_DOCKERFILE = "Dockerfile"
+
+
+def setup(app: web.Application) -> None:
+    """Give ``app`` its :class:`SessionManager` (``app[SESSIONS_KEY]``, an ``AppKey`` named ``bk_sessions``), whose
+    sessions close when the app shuts down."""
+    app[SESSIONS_KEY] = SessionManager()
+
+    async def close_sessions(app: web.Application) -> None:
+        sessions_of(app).close_all()
+
+    app.on_shutdown.append(close_sessions)
+
+
+def sessions_of(where: web.Request | web.Application) -> SessionManager:
+    """The daemon's :class:`SessionManager` (of a request's app, or of the app)."""
+    app = where.app if isinstance(where, web.Request) else where
+    return app[SESSIONS_KEY]
+
+
+class _Tail:
+    """Stands in for aiohttp's payload parser for a moment: what aiohttp read beyond the request."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.data += data
+        return False, b""
+
+    def feed_eof(self) -> None:
+        pass
+
+
+def take_over(request: web.Request) -> TakenConnection:
+    """Take ``request``'s connection from aiohttp (see the module's docstring); call it before answering ``101``.
+    A client gone already is a ``ConnectionResetError`` (the API's middleware drops such a request)."""
+    proto: Any = request.protocol
+    transport = request.transport
+    if proto is None or transport is None or transport.is_closing():
+        raise ConnectionResetError("the client went away")
+    tail = _Tail()
+    with contextlib.suppress(Exception):  # aiohttp refuses when a body is still being read: there is no tail then
+        proto.set_parser(tail)
+    return TakenConnection(transport, buffered=bytes(tail.data), on_lost=proto.connection_lost)
+
+
+async def _switch(request: web.Request) -> tuple[web.StreamResponse, TakenConnection]:
+    """``101 Switching Protocols`` to ``h2c``, the connection taken over first."""
+    conn = take_over(request)
+    resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": "h2c"})
+    resp.force_close()
+    try:
+        await resp.prepare(request)
+    except BaseException:
+        conn.close()
+        raise
+    return resp, conn
+
+
+async def start_session(request: web.Request) -> web.StreamResponse:
+    """``POST /session``: BuildKit's ``HandleHTTPRequest``. A session ID open already, no ``Upgrade`` or one other
+    than ``h2c`` are 400s with BuildKit's words; else ``101``, and the session runs until its connection ends."""
+    sessions = sessions_of(request)
+    h = request.headers
+    session_id = h.get(H_SESSION_ID, "")
+    if session_id in sessions:
+        raise InvalidArgument(f"session {session_id} already exists")
+    proto = h.get("Upgrade", "")
+    if not proto:
+        raise InvalidArgument("no upgrade proto in request")
+    if proto != "h2c":
+        raise InvalidArgument(f"protocol {proto} not supported")
+    resp, conn = await _switch(request)
+    try:
+        await sessions.attach(conn, session_id=session_id, name=h.get(H_SESSION_NAME, ""),
+                              shared_key=h.get(H_SHARED_KEY, ""), methods=h.getall(H_METHOD, []))
+    except InvalidArgument as exc:  # opened by another request meanwhile: the 101 is out, the connection closed
+        log.info("POST /session: %s", exc)
+    return resp
+
+
+async def serve_grpc(request: web.Request, handlers: Collection[Servable]) -> web.StreamResponse:
+    """``POST /grpc`` (BuildKit's Control API, as buildx calls it): ``101``, then answer the client's gRPC calls
+    with grpclib ``handlers`` until the connection ends. No ``Upgrade``, or one other than ``h2c``, is dockerd's
+    500 with BuildKit's words."""
+    proto = request.headers.get("Upgrade", "")
+    if not proto:
+        raise SystemError_("no upgrade proto in request")
+    if proto != "h2c":
+        raise SystemError_(f"protocol {proto} not supported")
+    resp, conn = await _switch(request)
+    await serve(conn, handlers)
+    return resp
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    """The (method, path, handler) rows of ``/session`` for :func:`dockwright.api.app.make_app`."""
+    return [("POST", "/session", start_session)]
+
+
+def _read_scoped(root: Path, rel: str, what: str) -> bytes | None:
+    """The file at ``rel`` in a synced directory (its symlinks resolved inside it: the client chose them), or None;
+    longer than BuildKit allows is an error."""
+    try:
+        full = scoped_resolve(root, rel)
+    except ValueError:
+        raise InvalidArgument(f"forbidden path outside the build context: {rel} ()") from None
+    try:
+        with open(full, "rb") as f:
+            data = f.read(MAX_DOCKERFILE_SIZE + 1)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    if len(data) > MAX_DOCKERFILE_SIZE:
+        raise InvalidArgument(f"{what} exceeds maximum allowed size of {MAX_DOCKERFILE_SIZE} bytes")
+    return data
+
+
+async def receive_context(sessions: SessionManager, session_id: str, dockerfile_name: str, dest: Path, *,
+                          timeout: float = 5.0, progress: Progress | None = None) -> tuple[Path, bytes]:
+    """A build's Dockerfile and context through session ``session_id``, as dockerd 20.10's BuildKit asks for them
+    (observed): the ``dockerfile`` directory following ``[name, name.dockerignore]`` (and ``dockerfile`` for
+    ``Dockerfile``) into ``dest/dockerfile``; unless that held ``<name>.dockerignore``, the context's
+    ``.dockerignore`` (following it alone) into ``dest/dockerignore``; then the ``context`` directory, with the
+    ignore file's patterns as exclude patterns, into ``dest/context``. ``dest`` may hold the previous build's
+    directories of the same shared key: only what changed comes. Returns ``(dest/context, the Dockerfile)``."""
+    session = await sessions.get(session_id, timeout=timeout)
+    name = dockerfile_name or DEFAULT_DOCKERFILE
+    follow = [name, f"{name}.dockerignore"] + (["dockerfile"] if name == DEFAULT_DOCKERFILE else [])
+    dockerfile_dir, ignore_dir, context_dir = dest / "dockerfile", dest / "dockerignore", dest / "context"
+    await session.sync_dir("dockerfile", dockerfile_dir, follow_paths=follow)
+    content = _read_scoped(dockerfile_dir, name, "Dockerfile")
+    if content is None and name == DEFAULT_DOCKERFILE:
+        content = _read_scoped(dockerfile_dir, "dockerfile", "Dockerfile")
+    if content is None:
+        raise InvalidArgument(f"failed to read dockerfile: open {name}: no such file or directory")
+    ignore = _read_scoped(dockerfile_dir, f"{name}.dockerignore", ".dockerignore")
+    if ignore is None:
+        await session.sync_dir("context", ignore_dir, follow_paths=[".dockerignore"])
+        ignore = _read_scoped(ignore_dir, ".dockerignore", ".dockerignore")
+    patterns = DockerIgnore.from_text(ignore).patterns if ignore is not None else []
+    await session.sync_dir("context", context_dir, exclude=patterns or None, progress=progress)
+    return context_dir, content
