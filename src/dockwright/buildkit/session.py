@@ -100,7 +100,7 @@ class Session:
     def __init__(self, session_id: str, name: str, shared_key: str, methods: Iterable[str],
                  channel: ClientChannel) -> None:
         self.id = session_id
-        self.name = name  # the client's name for it (the docker CLI sends the context directory's base name)
+        self.name = name  # the client's name for it (the docker CLI 20.10 sends its context argument's base name)
         self.shared_key = shared_key  # stable for a client and context directory: what to sync incrementally against
         self.methods = tuple(methods)
         self._supported = {m.lower() for m in self.methods}
