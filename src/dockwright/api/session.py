@@ -7,7 +7,9 @@ would read the connection as HTTP/1. The handler takes the transport from aiohtt
 ``101``: a :class:`~dockwright.buildkit.h2c.TakenConnection` becomes the transport's protocol (the HTTP/2 bytes
 the client sends right after the ``101`` wait there), gets what aiohttp had read beyond the request (its parser's
 tail after an upgrade, handed over by ``set_parser`` as websockets are) and aiohttp's ``connection_lost``, which it
-calls when the connection ends, so that aiohttp forgets the connection. The handler returns only then.
+calls when the connection ends, so that aiohttp forgets the connection. The handler returns only then. (Bytes a
+client sent before the ``101`` would have been read by aiohttp as HTTP/1 already; none does: the docker CLI and
+buildx wait for the ``101``.)
 """
 
 from __future__ import annotations
