@@ -7,7 +7,9 @@ would read the connection as HTTP/1. The handler takes the transport from aiohtt
 ``101``: a :class:`~dockwright.buildkit.h2c.TakenConnection` becomes the transport's protocol (the HTTP/2 bytes
 the client sends right after the ``101`` wait there), gets what aiohttp had read beyond the request (its parser's
 tail after an upgrade, handed over by ``set_parser`` as websockets are) and aiohttp's ``connection_lost``, which it
-calls when the connection ends, so that aiohttp forgets the connection. The handler returns only then.
+calls when the connection ends, so that aiohttp forgets the connection. The handler returns only then. (Bytes a
+client sent before the ``101`` would have been read by aiohttp as HTTP/1 already; none does: the docker CLI and
+buildx wait for the ``101``.)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ __all__ = ["routes", "setup", "sessions_of", "take_over", "start_session", "serv
 
 log = logging.getLogger("dockwright.api.session")
 
-SESSIONS_KEY = "bk_sessions"
+SESSIONS_KEY = web.AppKey("bk_sessions", SessionManager)
 
 H_SESSION_ID = "X-Docker-Expose-Session-Uuid"
 H_SESSION_NAME = "X-Docker-Expose-Session-Name"
@@ -44,7 +46,8 @@ DEFAULT_DOCKERFILE = "Dockerfile"
 
 
 def setup(app: web.Application) -> None:
-    """Give ``app`` its :class:`SessionManager` (``app["bk_sessions"]``), whose sessions close when it shuts down."""
+    """Give ``app`` its :class:`SessionManager` (``app[SESSIONS_KEY]``, an ``AppKey`` named ``bk_sessions``), whose
+    sessions close when the app shuts down."""
     app[SESSIONS_KEY] = SessionManager()
 
     async def close_sessions(app: web.Application) -> None:
@@ -56,7 +59,7 @@ def setup(app: web.Application) -> None:
 def sessions_of(where: web.Request | web.Application) -> SessionManager:
     """The daemon's :class:`SessionManager` (of a request's app, or of the app)."""
     app = where.app if isinstance(where, web.Request) else where
-    return app[SESSIONS_KEY]  # type: ignore[no-any-return]
+    return app[SESSIONS_KEY]
 
 
 class _Tail:
@@ -86,7 +89,8 @@ def take_over(request: web.Request) -> TakenConnection:
     return TakenConnection(transport, buffered=bytes(tail.data), on_lost=proto.connection_lost)
 
 
-async def _switch(request: web.Request) -> TakenConnection:
+async def _switch(request: web.Request) -> tuple[web.StreamResponse, TakenConnection]:
+    """``101 Switching Protocols`` to ``h2c``, the connection taken over first."""
     conn = take_over(request)
     resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": "h2c"})
     resp.force_close()
@@ -95,8 +99,7 @@ async def _switch(request: web.Request) -> TakenConnection:
     except BaseException:
         conn.close()
         raise
-    request["bk_response"] = resp
-    return conn
+    return resp, conn
 
 
 async def start_session(request: web.Request) -> web.StreamResponse:
@@ -112,13 +115,13 @@ async def start_session(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument("no upgrade proto in request")
     if proto != "h2c":
         raise InvalidArgument(f"protocol {proto} not supported")
-    conn = await _switch(request)
+    resp, conn = await _switch(request)
     try:
         await sessions.attach(conn, session_id=session_id, name=h.get(H_SESSION_NAME, ""),
                               shared_key=h.get(H_SHARED_KEY, ""), methods=h.getall(H_METHOD, []))
     except InvalidArgument as exc:  # opened by another request meanwhile: the 101 is out, the connection closed
         log.info("POST /session: %s", exc)
-    return request["bk_response"]  # type: ignore[no-any-return]
+    return resp
 
 
 async def serve_grpc(request: web.Request, handlers: Collection[Servable]) -> web.StreamResponse:
@@ -130,9 +133,9 @@ async def serve_grpc(request: web.Request, handlers: Collection[Servable]) -> we
         raise SystemError_("no upgrade proto in request")
     if proto != "h2c":
         raise SystemError_(f"protocol {proto} not supported")
-    conn = await _switch(request)
+    resp, conn = await _switch(request)
     await serve(conn, handlers)
-    return request["bk_response"]  # type: ignore[no-any-return]
+    return resp
 
 
 def routes() -> list[tuple[str, str, Any]]:

@@ -38,7 +38,9 @@ from .pb.wire_pb2 import Packet
 
 __all__ = [
     "PacketStream", "ClientPackets", "ServerPackets", "SyncStats", "SyncError", "receive", "send",
-    "go_mode", "unix_mode", "can_request_data",
+    "walk", "stat_of", "go_mode", "unix_mode", "can_request_data", "Progress",
+    "MODE_DIR", "MODE_SYMLINK", "MODE_DEVICE", "MODE_NAMED_PIPE", "MODE_SOCKET", "MODE_SETUID", "MODE_SETGID",
+    "MODE_CHAR_DEVICE", "MODE_STICKY", "MODE_IRREGULAR", "MODE_TYPE", "CHUNK", "WINDOW",
 ]
 
 # Go's os.FileMode bits (io/fs)

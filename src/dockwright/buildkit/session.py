@@ -6,6 +6,7 @@ incrementally), Secrets, Auth (registry credentials) and FileSend (build outputs
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from urllib.parse import quote_plus
@@ -13,6 +14,8 @@ from urllib.parse import quote_plus
 from grpclib.client import StreamStreamMethod
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest
 
 from ..errors import (
     DockwrightError,
@@ -35,12 +38,15 @@ from .pb.secrets_pb2 import GetSecretRequest
 from .pb.wire_pb2 import Packet
 
 __all__ = ["SessionManager", "Session", "NoActiveSession", "SecretNotFound", "rpc_error",
-           "FILESYNC_DIFFCOPY", "FILESEND_DIFFCOPY", "AUTH_CREDENTIALS", "SECRETS_GET", "MAX_MESSAGE"]
+           "FILESYNC_DIFFCOPY", "FILESEND_DIFFCOPY", "AUTH_CREDENTIALS", "SECRETS_GET", "HEALTH_CHECK", "MAX_MESSAGE"]
+
+log = logging.getLogger("dockwright.buildkit.session")
 
 FILESYNC_DIFFCOPY = "/moby.filesync.v1.FileSync/DiffCopy"
 FILESEND_DIFFCOPY = "/moby.filesync.v1.FileSend/DiffCopy"
 AUTH_CREDENTIALS = "/moby.filesync.v1.Auth/Credentials"
 SECRETS_GET = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 MAX_MESSAGE = 3 << 20  # BuildKit splits what it sends at 3 MiB: grpc-go refuses messages over 4 MiB by default
 EXPORTER_ID = "buildkit-attachable-exporter-id"  # which of the client's outputs a FileSend call is for
@@ -94,7 +100,7 @@ class Session:
     def __init__(self, session_id: str, name: str, shared_key: str, methods: Iterable[str],
                  channel: ClientChannel) -> None:
         self.id = session_id
-        self.name = name  # the client's name for it (the docker CLI sends the context directory's base name)
+        self.name = name  # the client's name for it (the docker CLI 20.10 sends its context argument's base name)
         self.shared_key = shared_key  # stable for a client and context directory: what to sync incrementally against
         self.methods = tuple(methods)
         self._supported = {m.lower() for m in self.methods}
@@ -209,11 +215,20 @@ class Session:
 
 
 class SessionManager:
-    """The open sessions by ID (BuildKit's ``session.Manager``). Made without an event loop; used on one."""
+    """The open sessions by ID (BuildKit's ``session.Manager``). Made without an event loop; used on one.
 
-    def __init__(self) -> None:
+    As BuildKit's ``monitorHealth``, a session whose client serves the gRPC health service is checked every
+    ``health_interval`` seconds, and closed after ``health_failures`` checks in a row failed or took longer than
+    ``health_timeout`` (the docker CLI 20.10 waits for its session's connection to end when a build fails before
+    the session was up, so a daemon that never closes it hangs the CLI)."""
+
+    def __init__(self, *, health_interval: float = 5.0, health_timeout: float = 15.0,
+                 health_failures: int = 2) -> None:
         self._sessions: dict[str, Session] = {}
         self._waiters: dict[str, set[asyncio.Future[Session]]] = {}
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
+        self.health_failures = health_failures
 
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
@@ -239,13 +254,31 @@ class SessionManager:
         for waiter in self._waiters.pop(session_id, set()):
             if not waiter.done():
                 waiter.set_result(session)
+        monitor = asyncio.ensure_future(self._monitor(session)) if session.supports(HEALTH_CHECK) else None
         try:
             await conn.wait_closed()
         finally:
+            if monitor is not None:
+                monitor.cancel()
             if self._sessions.get(session_id) is session:
                 del self._sessions[session_id]
             session.closed.set()
             channel.close()
+
+    async def _monitor(self, session: Session) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(self.health_interval)
+            try:
+                await HealthStub(session.channel).Check(HealthCheckRequest(), timeout=self.health_timeout)
+                failures = 0
+            except (GRPCError, StreamTerminatedError, ConnectionError, TimeoutError) as exc:
+                failures += 1
+                if failures >= self.health_failures:
+                    log.info("session %s: health check failed %d times (%s): closing it", session.id, failures,
+                             exc or type(exc).__name__)
+                    session.close()
+                    return
 
     async def get(self, session_id: str, timeout: float = 5.0) -> Session:
         """The open session ``session_id`` (a ``prefix:`` before the ID is ignored, as BuildKit), waiting up to

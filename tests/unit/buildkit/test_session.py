@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
+from grpclib.health.service import Health
 from grpclib.server import Stream
 
 from dockwright.buildkit.filesync import ServerPackets, receive, send
@@ -23,6 +24,7 @@ from dockwright.buildkit.session import (
     AUTH_CREDENTIALS,
     FILESEND_DIFFCOPY,
     FILESYNC_DIFFCOPY,
+    HEALTH_CHECK,
     NoActiveSession,
     SecretNotFound,
     Session,
@@ -256,5 +258,27 @@ def test_get_waits_for_the_session_and_gives_up_as_buildkit(tmp_path: Path) -> N
         assert len(manager) == 0
         with pytest.raises(Unavailable):
             await session.get_secret("x")
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_session_failing_its_health_checks_is_closed() -> None:
+    async def main() -> None:
+        manager = SessionManager(health_interval=0.05, health_timeout=1, health_failures=2)
+        # listed, not served: every check fails (as with a docker CLI whose session server stopped)
+        daemon, served = await open_session(manager, [], session_id="sick", methods=[HEALTH_CHECK])
+        session = await manager.get("sick")
+        await asyncio.wait_for(session.wait_closed(), 5)
+        await asyncio.wait_for(daemon, 5)
+        await asyncio.wait_for(served, 5)
+        assert "sick" not in manager
+
+        daemon, served = await open_session(manager, [Health()], session_id="well", methods=[HEALTH_CHECK])
+        session = await manager.get("well")
+        await asyncio.sleep(0.4)  # several checks, all answered
+        assert not session.closed.is_set()
+        session.close()
+        await asyncio.wait_for(daemon, 5)
+        await asyncio.wait_for(served, 5)
 
     asyncio.run(asyncio.wait_for(main(), 30))
