@@ -14,9 +14,10 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from conftest import FIXTURES, Daemon
 from dockwright.buildkit.h2c import ClientChannel, TakenConnection
 from dockwright.buildkit.pb import control_grpc, control_pb2, ops_pb2
+
+from conftest import FIXTURES, Daemon
 
 CLI = "/usr/bin/docker"
 

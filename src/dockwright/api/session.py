@@ -1,6 +1,6 @@
 """``POST /session`` (a BuildKit client session: after the ``101`` the connection speaks HTTP/2, this daemon the
 gRPC client of the services the client serves), the takeover ``POST /grpc`` needs (this daemon the gRPC server:
-:func:`serve_grpc`), and :func:`receive_context`, a build's Dockerfile and context fetched through its session.
+:func:`serve_grpc`).
 
 The takeover (:func:`take_over`): aiohttp does not treat ``Upgrade: h2c`` as an upgrade, so after the request it
 would read the connection as HTTP/1. The handler takes the transport from aiohttp's protocol *before* it answers
@@ -17,20 +17,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from ..builder.dockerignore import DockerIgnore
-from ..builder.paths import scoped_resolve
-from ..buildkit.filesync import Progress
 from ..buildkit.h2c import Servable, TakenConnection, serve
 from ..buildkit.session import SessionManager
-from ..dockerfile import MAX_DOCKERFILE_SIZE
 from ..errors import InvalidArgument, SystemError_
 
-__all__ = ["routes", "setup", "sessions_of", "take_over", "start_session", "serve_grpc", "receive_context",
+__all__ = ["routes", "setup", "sessions_of", "take_over", "start_session", "serve_grpc",
            "SESSIONS_KEY"]
 
 log = logging.getLogger("dockwright.api.session")
@@ -141,47 +136,3 @@ async def serve_grpc(request: web.Request, handlers: Collection[Servable]) -> we
 def routes() -> list[tuple[str, str, Any]]:
     """The (method, path, handler) rows of ``/session`` for :func:`dockwright.api.app.make_app`."""
     return [("POST", "/session", start_session)]
-
-
-def _read_scoped(root: Path, rel: str, what: str) -> bytes | None:
-    """The file at ``rel`` in a synced directory (its symlinks resolved inside it: the client chose them), or None;
-    longer than BuildKit allows is an error."""
-    try:
-        full = scoped_resolve(root, rel)
-    except ValueError:
-        raise InvalidArgument(f"forbidden path outside the build context: {rel} ()") from None
-    try:
-        with open(full, "rb") as f:
-            data = f.read(MAX_DOCKERFILE_SIZE + 1)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
-    if len(data) > MAX_DOCKERFILE_SIZE:
-        raise InvalidArgument(f"{what} exceeds maximum allowed size of {MAX_DOCKERFILE_SIZE} bytes")
-    return data
-
-
-async def receive_context(sessions: SessionManager, session_id: str, dockerfile_name: str, dest: Path, *,
-                          timeout: float = 5.0, progress: Progress | None = None) -> tuple[Path, bytes]:
-    """A build's Dockerfile and context through session ``session_id``, as dockerd 20.10's BuildKit asks for them
-    (observed): the ``dockerfile`` directory following ``[name, name.dockerignore]`` (and ``dockerfile`` for
-    ``Dockerfile``) into ``dest/dockerfile``; unless that held ``<name>.dockerignore``, the context's
-    ``.dockerignore`` (following it alone) into ``dest/dockerignore``; then the ``context`` directory, with the
-    ignore file's patterns as exclude patterns, into ``dest/context``. ``dest`` may hold the previous build's
-    directories of the same shared key: only what changed comes. Returns ``(dest/context, the Dockerfile)``."""
-    session = await sessions.get(session_id, timeout=timeout)
-    name = dockerfile_name or DEFAULT_DOCKERFILE
-    follow = [name, f"{name}.dockerignore"] + (["dockerfile"] if name == DEFAULT_DOCKERFILE else [])
-    dockerfile_dir, ignore_dir, context_dir = dest / "dockerfile", dest / "dockerignore", dest / "context"
-    await session.sync_dir("dockerfile", dockerfile_dir, follow_paths=follow)
-    content = _read_scoped(dockerfile_dir, name, "Dockerfile")
-    if content is None and name == DEFAULT_DOCKERFILE:
-        content = _read_scoped(dockerfile_dir, "dockerfile", "Dockerfile")
-    if content is None:
-        raise InvalidArgument(f"failed to read dockerfile: open {name}: no such file or directory")
-    ignore = _read_scoped(dockerfile_dir, f"{name}.dockerignore", ".dockerignore")
-    if ignore is None:
-        await session.sync_dir("context", ignore_dir, follow_paths=[".dockerignore"])
-        ignore = _read_scoped(ignore_dir, ".dockerignore", ".dockerignore")
-    patterns = DockerIgnore.from_text(ignore).patterns if ignore is not None else []
-    await session.sync_dir("context", context_dir, exclude=patterns or None, progress=progress)
-    return context_dir, content

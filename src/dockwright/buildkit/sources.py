@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..builder.dockerignore import DockerIgnore
-from ..errors import NotFound
+from ..builder.paths import scoped_resolve
+from ..dockerfile import MAX_DOCKERFILE_SIZE
+from ..errors import InvalidArgument, NotFound
 from ..metadata.bkcache import BKCacheStore
 from .mounts import disk_usage
 from .progress import Recorder
 
-__all__ = ["ClientSession", "SessionSources", "LOCAL_SOURCE_KIND", "units"]
+__all__ = ["ClientSession", "SessionSources", "LOCAL_SOURCE_KIND", "units", "read_scoped"]
 
 LOCAL_SOURCE_KIND = "source.local"
 
@@ -30,7 +32,8 @@ class ClientSession(Protocol):
         """The client's key of its context (the same directory gives the same key)."""
 
     async def sync_dir(self, name: str, dest: Path, *, include: list[str] | None = None,
-                       exclude: list[str] | None = None, follow_paths: list[str] | None = None) -> Any:
+                       exclude: list[str] | None = None, follow_paths: list[str] | None = None,
+                       progress: Any = None) -> Any:
         """Bring the client's directory ``name`` into ``dest`` (only what changed); stats with ``bytes``."""
 
     async def get_secret(self, id: str) -> bytes:
@@ -41,6 +44,23 @@ class ClientSession(Protocol):
 
     async def send_dir(self, src: Path) -> None:
         """Send a directory to the client (``--output type=local``)."""
+
+
+def read_scoped(root: Path, rel: str, what: str) -> bytes | None:
+    """The file at ``rel`` in a synced directory (its symlinks resolved inside it: the client chose them), or None;
+    longer than BuildKit allows is an error."""
+    try:
+        full = scoped_resolve(root, rel)
+    except ValueError:
+        raise InvalidArgument(f"forbidden path outside the build context: {rel} ()") from None
+    try:
+        with open(full, "rb") as f:
+            data = f.read(MAX_DOCKERFILE_SIZE + 1)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    if len(data) > MAX_DOCKERFILE_SIZE:
+        raise InvalidArgument(f"{what} exceeds maximum allowed size of {MAX_DOCKERFILE_SIZE} bytes")
+    return data
 
 
 def units(n: int) -> str:
@@ -74,40 +94,45 @@ class SessionSources:
         self._ctx_task: asyncio.Future[Path] | None = None
 
     async def dockerfile(self) -> bytes:
-        """The Dockerfile, and the ``.dockerignore`` patterns the context is synced with."""
-        name = self.dockerfile_name
+        """The Dockerfile, and the ``.dockerignore`` patterns the context is synced with, as dockerd 20.10's
+        BuildKit asks for them: the ``dockerfile`` directory following ``[name, name.dockerignore]`` (and
+        ``dockerfile`` for the default name); unless that gave ``<name>.dockerignore``, the context's
+        ``.dockerignore`` alone."""
+        name = self.dockerfile_name or "Dockerfile"
         v = self.rec.vertex(f"[internal] load build definition from {name}").start()
         dest = self.work / "dockerfile"
         dest.mkdir(parents=True, exist_ok=True)
+        follow = [name, f"{name}.dockerignore"] + (["dockerfile"] if name == "Dockerfile" else [])
         try:
-            stats = await self.session.sync_dir("dockerfile", dest, include=[name])
+            stats = await self.session.sync_dir("dockerfile", dest, follow_paths=follow)
             v.status("transferring dockerfile:", name="transferring",
                      current=int(getattr(stats, "bytes", 0)), done=True)
-            path = dest / name
-            if not path.is_file():
+            text = read_scoped(dest, name, "Dockerfile")
+            if text is None and name == "Dockerfile":
+                text = read_scoped(dest, "dockerfile", "Dockerfile")
+            if text is None:
                 raise NotFound(f"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open "
-                               f"{path}: no such file or directory")
-            text = path.read_bytes()
+                               f"{dest / name}: no such file or directory")
+            ignore = read_scoped(dest, f"{name}.dockerignore", ".dockerignore")
         except Exception as exc:
             v.done(str(exc))
             raise
         v.done()
-        v2 = self.rec.vertex("[internal] load .dockerignore").start()
-        ign = self.work / "dockerignore"
-        ign.mkdir(parents=True, exist_ok=True)
-        try:
-            stats = await self.session.sync_dir("context", ign, include=[".dockerignore"])
-            v2.status("transferring context:", name="transferring",
-                      current=int(getattr(stats, "bytes", 0)), done=True)
-            f = ign / ".dockerignore"
-            if f.is_file():
-                lines = f.read_text(errors="replace").splitlines()
-                DockerIgnore(lines)  # checks the patterns
-                self.excludes = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-        except Exception as exc:
-            v2.done(str(exc))
-            raise
-        v2.done()
+        if ignore is None:
+            v2 = self.rec.vertex("[internal] load .dockerignore").start()
+            ign = self.work / "dockerignore"
+            ign.mkdir(parents=True, exist_ok=True)
+            try:
+                stats = await self.session.sync_dir("context", ign, follow_paths=[".dockerignore"])
+                v2.status("transferring context:", name="transferring",
+                          current=int(getattr(stats, "bytes", 0)), done=True)
+                ignore = read_scoped(ign, ".dockerignore", ".dockerignore")
+            except Exception as exc:
+                v2.done(str(exc))
+                raise
+            v2.done()
+        if ignore is not None:
+            self.excludes = DockerIgnore.from_text(ignore).patterns
         return text
 
     async def context(self) -> Path:
