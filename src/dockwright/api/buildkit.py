@@ -97,7 +97,7 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
     async def run() -> str:
         session = await sessions.get(session_id, timeout=10)
         sources = SessionSources(session, work, eng.root / "buildkit" / "contexts", rec, eng.buildkit.cache,
-                                 opts.dockerfile_name)
+                                 opts.dockerfile_name, hasher=eng.buildkit.solver.hasher)
         try:
             text = await sources.dockerfile()
             plan = await eng.buildkit.plan(text, opts)

@@ -79,7 +79,7 @@ class ControlService(control_grpc.ControlBase):
         try:
             session = await self.sessions.get(req.Session, timeout=10)
             sources = SessionSources(session, work, eng.root / "buildkit" / "contexts", rec, eng.buildkit.cache,
-                                     opts.dockerfile_name)
+                                     opts.dockerfile_name, hasher=eng.buildkit.solver.hasher)
             try:
                 text = await sources.dockerfile()
                 plan = await eng.buildkit.plan(text, opts)

@@ -16,7 +16,7 @@ from ..builder.paths import scoped_resolve
 from ..dockerfile import MAX_DOCKERFILE_SIZE
 from ..errors import InvalidArgument, NotFound
 from ..metadata.bkcache import BKCacheStore
-from .mounts import disk_usage
+from .checksum import ContentHasher
 from .progress import Recorder
 
 __all__ = ["ClientSession", "SessionSources", "LOCAL_SOURCE_KIND", "units", "read_scoped"]
@@ -82,13 +82,14 @@ class SessionSources:
     _locks: dict[str, asyncio.Lock] = {}
 
     def __init__(self, session: ClientSession, work: Path, contexts: Path, rec: Recorder, store: BKCacheStore,
-                 dockerfile_name: str = "Dockerfile") -> None:
+                 dockerfile_name: str = "Dockerfile", *, hasher: ContentHasher | None = None) -> None:
         self.session = session
         self.work = Path(work)
         self.contexts = Path(contexts)
         self.rec = rec
         self.store = store
         self.dockerfile_name = dockerfile_name
+        self.hasher = hasher  # told what each context sync changed (its directory digests kept between builds)
         self.excludes: list[str] = []
         self._ctx: Path | None = None
         self._ctx_task: asyncio.Future[Path] | None = None
@@ -150,7 +151,14 @@ class SessionSources:
             await lock.acquire()  # held until the build ends (release): another build may not change it meanwhile
             self._lock = lock
             dest.mkdir(parents=True, exist_ok=True)
-            stats = await self.session.sync_dir("context", dest, exclude=self.excludes or None)
+            try:
+                stats = await self.session.sync_dir("context", dest, exclude=self.excludes or None)
+            except BaseException:
+                if self.hasher is not None:
+                    self.hasher.track(dest, None)  # changed, but nobody knows what
+                raise
+            if self.hasher is not None:
+                self.hasher.track(dest, getattr(stats, "changed", None))
             v.status("transferring context:", name="transferring",
                      current=int(getattr(stats, "bytes", 0)), done=True)
         except Exception as exc:
@@ -158,11 +166,8 @@ class SessionSources:
             raise
         v.done()
         rec_key = "local:" + key
-        size = await asyncio.to_thread(disk_usage, dest)
-        if self.store.get(rec_key, use=True) is None:
-            self.store.put(rec_key, LOCAL_SOURCE_KIND, "local source for context", None, size=size)
-        else:
-            self.store.set_size(rec_key, size)
+        if self.store.get(rec_key, use=True) is None:  # its size is measured when the cache is listed
+            self.store.put(rec_key, LOCAL_SOURCE_KIND, "local source for context", None)
         self._ctx = dest
         return dest
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from ..builder.dockerignore import DockerIgnore
 from ..buildkit.exec import ExecNetwork, ExecRunner
 from ..buildkit.export import export_image
 from ..buildkit.frontend import BuildPlan
-from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts
+from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts, disk_usage
 from ..buildkit.progress import Recorder
 from ..buildkit.solver import Solver
 from ..buildkit.sources import LOCAL_SOURCE_KIND
@@ -154,6 +154,8 @@ class BuildKitService:
         known = {r.key for r in recs}
         out = []
         for r in recs:
+            if r.kind == LOCAL_SOURCE_KIND:  # a kept context: its size now (syncs change it)
+                r = replace(r, size=disk_usage(self.root / "buildkit" / "contexts" / r.key.split(":", 1)[1]))
             parent = record_id(r.parent) if r.parent in known else ""
             out.append({"ID": record_id(r.key), "Parents": [parent] if parent else None, "Type": r.kind,
                         "Description": r.description, "InUse": self.cache_mounts.in_use(r.key),
