@@ -73,10 +73,10 @@ def _chowned_mode(mode: int) -> int:
 
 
 class _Copier:
-    def __init__(self, root: Path, uid: int, gid: int, mode: int | None, link: bool = False) -> None:
+    def __init__(self, root: Path, uid: int, gid: int, mode: int | None, keep_mode: bool = False) -> None:
         self.root = root
         self.uid, self.gid, self.mode = uid, gid, mode
-        self.link = link
+        self.keep_mode = keep_mode
         self._links: dict[tuple[int, int], str] = {}  # multiply-linked source inodes → their first copy
 
     def _finish(self, path: str, st: os.stat_result) -> None:
@@ -106,14 +106,8 @@ class _Copier:
                     pass  # the first copy was replaced since
             self._links[(st.st_dev, st.st_ino)] = dst
         if stat.S_ISREG(m):
-            if self.link and self.mode is None and (st.st_uid, st.st_gid) == (self.uid, self.gid):
-                try:  # the same owner, mode and mtime either way: share the inode (see copy_sources)
-                    os.link(src, dst, follow_symlinks=False)
-                    return
-                except OSError:
-                    pass  # another file system (an image's files through a mount): copied
             _copy_file(src, dst, st, self.mode if self.mode is not None else (
-                stat.S_IMODE(m) if self.link else _chowned_mode(stat.S_IMODE(m))), self.uid, self.gid)
+                stat.S_IMODE(m) if self.keep_mode else _chowned_mode(stat.S_IMODE(m))), self.uid, self.gid)
             return
         if stat.S_ISLNK(m):
             os.symlink(os.readlink(src), dst)
@@ -196,18 +190,16 @@ def _untar(src: Path, root: Path, dest_dir: str, shown: str) -> None:
 
 
 def copy_sources(files: list[Path], target: Path, dest: str, srcs: list[str], uid: int, gid: int,
-                 chmod: str, decompress: bool, names: list[str] | None = None, *, link: bool = False) -> None:
+                 chmod: str, decompress: bool, names: list[str] | None = None, *, keep_mode: bool = False) -> None:
     """Copy the resolved sources ``files`` to ``dest`` (absolute in the rootfs mounted at ``target``).
 
     ``srcs`` are the sources as written (several need a directory destination); ``decompress`` is ADD's
     unpacking of local archives; ``names`` the name each file gets in a directory destination (default:
     its own; a symlink source's own name, see :func:`~dockwright.builder.sources.resolve_sources_named`).
-    ``link`` (BuildKit's COPY, whose sources are never changed in place: a context sync replaces a file by
-    renaming a new one over it) hard-links regular files whose owner is already the copy's and that keep their mode,
-    instead of copying their bytes, and keeps set-id bits (BuildKit does not chown what it copies). Blocking: call
-    it from a worker thread.
+    ``keep_mode`` (BuildKit's COPY) keeps regular files' set-id bits: BuildKit does not chown what it copies as
+    dockerd's classic ``fixPermissions`` does. Blocking: call it from a worker thread.
     """
-    cp = _Copier(target, uid, gid, int(chmod, 8) if chmod else None, link)
+    cp = _Copier(target, uid, gid, int(chmod, 8) if chmod else None, keep_mode)
     dest_is_dir = dest.endswith("/") or len(files) > 1 or len(srcs) > 1
     rel_dest = _go_clean("/" + dest).lstrip("/")  # "/../x" is "/x", as dockerd's filepath.Join makes it
     for i, src in enumerate(files):

@@ -28,8 +28,8 @@ class ContentHasher:
         self._tracked: set[str] = set()
 
     def _content(self, full: str, st: os.stat_result) -> str:
-        # a tracked context's files are never changed in place (a sync renames a new file over one), but COPY
-        # hard-links them, which changes their ctime: there, identity, size and mtime say enough
+        # a tracked context's files are never changed in place (a sync renames a new file over one, and nothing
+        # else writes there): identity, size and mtime say enough
         ident = ((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if self._cacheable(os.path.dirname(full))
                  else (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         hit = self._files.get(full)

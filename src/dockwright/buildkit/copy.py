@@ -134,7 +134,7 @@ class CopyStep(StageBase):
                 async def cp(rootfs: Path) -> None:
                     def work() -> None:
                         uid, gid = resolve_chown(chown, rootfs) if chown else (0, 0)
-                        copy_sources(files, rootfs, dest, srcs, uid, gid, chmod, decompress, names, link=True)
+                        copy_sources(files, rootfs, dest, srcs, uid, gid, chmod, decompress, names, keep_mode=True)
                     await asyncio.to_thread(work)
                 base = Ref() if link else state.ref
                 layer = await self.s.change(base, cp, clamp=self._clamp())

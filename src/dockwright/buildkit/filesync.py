@@ -153,18 +153,23 @@ class ClientPackets:
         with s._wrapper:  # noqa: SLF001
             while not self._ready:
                 data, size, ack = await queue.get()
-                while True:
-                    if not ack and not data:  # the end of the response stream
-                        self._ended = True
-                        self._parse()
-                        if self._buf:
-                            raise SyncError("the sender's stream ended inside a message")
-                        return self._ready.popleft() if self._ready else None
-                    self._buf += data
-                    buffer._ack_callback(ack)  # noqa: SLF001 - flow control: the window opens again
-                    if queue.empty():
-                        break
-                    data, size, ack = queue.get_nowait()
+                acked = 0
+                try:
+                    while True:
+                        if not ack and not data:  # the end of the response stream
+                            self._ended = True
+                            self._parse()
+                            if self._buf:
+                                raise SyncError("the sender's stream ended inside a message")
+                            return self._ready.popleft() if self._ready else None
+                        self._buf += data
+                        acked += ack
+                        if queue.empty():
+                            break
+                        data, size, ack = queue.get_nowait()
+                finally:
+                    if acked:
+                        buffer._ack_callback(acked)  # flow control, once for the batch: the window opens again
                 self._parse()
         return self._ready.popleft()
 
@@ -538,7 +543,7 @@ class _Receiver:
 
 #: what the last sync into a directory left there, by entry (the incoming stats): the next sync of the same directory
 #: compares with it instead of walking and stating the whole tree again. Only syncs write these directories.
-_INDEX: OrderedDict[str, dict[str, Stat]] = OrderedDict()
+_INDEX: OrderedDict[tuple[str, int, int], dict[str, Stat]] = OrderedDict()
 _INDEX_LIMIT = 16
 
 
@@ -549,15 +554,17 @@ async def receive(stream: PacketStream, dest: Path, *, progress: Progress | None
     ``progress(bytes, done)`` hears of the contents received. Errors go to the sender as ERR, then raise."""
     dest.mkdir(parents=True, exist_ok=True)
     real = os.path.realpath(dest)
+    top = os.stat(real)
+    ident = (real, top.st_dev, top.st_ino)  # a directory removed and made again is another one
     r = _Receiver(real, stream, progress)
-    known = _INDEX.pop(real, None)  # taken: a sync that fails leaves none behind
+    known = _INDEX.pop(ident, None)  # taken: a sync that fails leaves none behind
     try:
         if known is not None:
             r.local = dict(known)
         else:
             r.scan()
         stats = await r.run()
-        _INDEX[real] = r.index
+        _INDEX[ident] = r.index
         while len(_INDEX) > _INDEX_LIMIT:
             _INDEX.popitem(last=False)
         return stats
