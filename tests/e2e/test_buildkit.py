@@ -285,3 +285,29 @@ def test_cli_without_docker_buildkit_chooses_buildkit_by_ping(d: Daemon, tmp_pat
     classic = subprocess.run([CLI, "build", "-t", "bk/classic:1", str(tmp_path)], env={**env, "DOCKER_BUILDKIT": "0"},
                              capture_output=True, timeout=120)
     assert classic.returncode == 0 and b"Step 1/2 : FROM bb:1" in classic.stdout
+
+
+def test_base_image_pulled_with_the_clients_credentials(tmp_path: Path) -> None:
+    # the daemon has no credentials of its own: the base comes with the ones the CLI serves on its session
+    d = Daemon(tmp_path / "d").start()
+    try:
+        with Registry(tmp_path / "reg", auth="htpasswd") as reg:
+            user, pw = reg.credentials  # type: ignore[misc]
+            d.docker("login", "-u", user, "--password-stdin", reg.host, input=pw.encode() + b"\n")
+            d.docker("load", "-i", str(FIXTURES / "dockerd-20.10-save-busybox.tar"))
+            base = f"{reg.host}/auth/base:1"
+            d.docker("tag", "bb:1", base)
+            d.docker("push", base)
+            d.docker("rmi", base)
+            ctx = tmp_path / "ctx"
+            ctx.mkdir()
+            (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN echo on-private-base > /p\n")
+            build(d, ctx, "-t", "bk/private:1")
+            assert read_file(d, "bk/private:1", "/p") == b"on-private-base\n"
+            d.docker("logout", reg.host)
+            d.docker("rmi", base)
+            r = build(d, ctx, "--no-cache", "-t", "bk/private:2", check=False)
+            assert r.returncode == 1
+            assert b"load metadata for" in r.stderr and b"ERROR" in r.stderr
+    finally:
+        d.stop()

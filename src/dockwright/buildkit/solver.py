@@ -33,6 +33,7 @@ from .state import (
     error_text,
     history_entry,
     history_text,
+    registry_host,
     step_key,
 )
 from .workspace import Workspace
@@ -61,11 +62,11 @@ class Solver(Workspace):
         """Build the plan's target; the result's config has the build's labels. Raises :class:`SolveError`
         (a failed step) or the error of the step that failed."""
         for ref in opts.cache_from:
-            await self.import_cache(ref, opts, rec)
+            await self.import_cache(ref, opts, rec, sources)
         build = _Build(self, plan, opts, sources, rec)
         return await build.run()
 
-    async def import_cache(self, name: str, opts: SolveOptions, rec: Recorder) -> int:
+    async def import_cache(self, name: str, opts: SolveOptions, rec: Recorder, sources: Sources) -> int:
         """Take the inline cache of the image ``name`` (pulled if it is not here) into the build cache
         (``importing cache manifest from …``); an image that cannot be had is skipped, as BuildKit skips it.
         Returns how many records it gave."""
@@ -76,7 +77,8 @@ class Solver(Workspace):
             except ImageNotFound:
                 ref = refs.tag_name_only(refs.parse_normalized_named(name))
                 events = await self.pull(ref.familiar_name if ref.domain == "docker.io" else ref.name,
-                                         ref.tag or "", opts.platform)
+                                         ref.tag or "", opts.platform,
+                                         await sources.credentials(registry_host(ref.domain)))
                 async for _ in events:
                     pass
                 image_id = self.images.resolve(str(ref)).id

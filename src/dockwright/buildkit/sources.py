@@ -39,6 +39,9 @@ class ClientSession(Protocol):
     async def get_secret(self, id: str) -> bytes:
         """The secret ``id``; raises ``NotFound``."""
 
+    async def credentials(self, host: str) -> tuple[str, str]:
+        """(user name, secret) for the registry ``host``; ("", "") when the client has none."""
+
     async def send_tar(self, chunks: AsyncIterator[bytes]) -> None:
         """Send a tar stream to the client (``--output type=tar``)."""
 
@@ -176,6 +179,10 @@ class SessionSources:
         lock = getattr(self, "_lock", None)
         if lock is not None and lock.locked():
             lock.release()
+
+    async def credentials(self, host: str) -> tuple[str, str]:
+        """The client's credentials for the registry ``host`` (Auth.Credentials; none if it serves no auth)."""
+        return await self.session.credentials(host)
 
     async def secret(self, id: str) -> bytes | None:
         """The secret ``id`` from the client, None if it has none."""

@@ -22,6 +22,7 @@ from .state import (
     Sources,
     State,
     error_text,
+    registry_host,
     step_key,
 )
 from .workspace import Workspace
@@ -94,8 +95,9 @@ class StageBase:
                 return self.s.images.resolve(name).id
             except ImageNotFound:
                 pass
+        creds = await self.sources.credentials(registry_host(ref.domain))
         events = await self.s.pull(ref.familiar_name if ref.domain == "docker.io" else ref.name, ref.tag or "",
-                                   self.opts.platform)
+                                   self.opts.platform, creds)
         async for _ in events:
             pass
         return self.s.images.resolve(str(ref)).id

@@ -17,7 +17,7 @@ from ..oci.digest import sha256_digest
 from ..oci.gojson import rfc3339_nano
 
 __all__ = ["FRONTEND_ERROR", "HISTORY_COMMENT", "SolveError", "Sources", "SolveOptions", "Ref", "State", "step_key",
-           "history_entry", "history_times", "history_text", "go_q_list", "error_text", "not_found"]
+           "history_entry", "registry_host", "history_times", "history_text", "go_q_list", "error_text", "not_found"]
 
 
 #: the ``comment`` of every history entry the Dockerfile frontend writes
@@ -48,6 +48,9 @@ class Sources(Protocol):
 
     async def secret(self, id: str) -> bytes | None:
         """The secret ``id``'s bytes, None if the client has none of that name."""
+
+    async def credentials(self, host: str) -> tuple[str, str]:
+        """The client's (user name, secret) for the registry ``host`` (``("", "")``: none)."""
 
 
 @dataclass
@@ -111,6 +114,12 @@ class State:
         """An independent copy (a stage built FROM another)."""
         return replace(self, config=json.loads(json.dumps(self.config)), meta=dict(self.meta),
                        history=[dict(h) for h in self.history], args={}, cmd_set=False, steps=list(self.steps))
+
+
+def registry_host(domain: str) -> str:
+    """The host a client's credentials are asked for (BuildKit's: Docker Hub is ``registry-1.docker.io``, which
+    the docker CLI's auth provider maps to its ``https://index.docker.io/v1/`` entry)."""
+    return "registry-1.docker.io" if domain == "docker.io" else domain
 
 
 def step_key(*parts: Any) -> str:

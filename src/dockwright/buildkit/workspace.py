@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ..builder.deps import BuildImages, Pull
+from ..builder.deps import BuildImages
 from ..builder.rootfs import EMPTY_LAYER_DIFF_ID
 from ..content.store import ContentStore
 from ..layers.apply import adopt_snapshot, ensure_chain
@@ -19,13 +19,18 @@ from ..layers.diff import write_layer_from_upper
 from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import LayerRecord, MetadataDB
 from ..oci import mediatypes as mt
+from ..progress import ProgressEvent
 from ..snapshots import OverlaySnapshotter, mount_all, unmount
 from .checksum import ContentHasher
 from .exec import ExecRunner
 from .mounts import CacheMounts
 from .state import Ref
 
-__all__ = ["Workspace"]
+__all__ = ["Workspace", "Pull"]
+
+#: ``pull(name, tag, platform, credentials)``: a base image that is not stored, or ``--pull``; ``credentials`` are
+#: the client's (user name, secret) for the image's registry, from its session ("" and "": none)
+Pull = Callable[[str, str, str, tuple[str, str]], Awaitable[AsyncIterator[ProgressEvent]]]
 
 
 class Workspace:

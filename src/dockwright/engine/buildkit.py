@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..builder.deps import BuildImages, Pull
+from ..builder.deps import BuildImages
 from ..builder.dockerignore import DockerIgnore
 from ..buildkit.exec import ExecNetwork, ExecRunner
 from ..buildkit.export import export_image
@@ -25,6 +25,7 @@ from ..buildkit.progress import Recorder
 from ..buildkit.solver import Solver
 from ..buildkit.sources import LOCAL_SOURCE_KIND
 from ..buildkit.state import FRONTEND_ERROR, SolveOptions, Sources, State
+from ..buildkit.workspace import Pull
 from ..content.store import ContentStore
 from ..errors import DockwrightError
 from ..filters import Filters
@@ -67,6 +68,10 @@ class LocalSources:
     async def secret(self, id: str) -> bytes | None:
         """The secret ``id``."""
         return self.secrets.get(id)
+
+    async def credentials(self, host: str) -> tuple[str, str]:
+        """None: pulls use the engine's own (a library caller logs in through ``engine.system``)."""
+        return "", ""
 
 
 def _copy_filtered(src: Path, dest: Path) -> None:

@@ -12,6 +12,7 @@ from typing import IO
 from .. import __version__
 from ..content.store import ContentStore
 from ..distribution import RegistryClient, RegistryHosts
+from ..distribution.auth import AuthConfig
 from ..errors import Unavailable
 from ..metadata.containers import ContainerRecords
 from ..metadata.db import MetadataDB
@@ -106,9 +107,16 @@ class Engine:
 
         self.build = BuildService(root, db=self.db, content=self.content, snapshotter=self.snapshotter,
                                   images=self.images, containers=self.containers, events=self.events, pull=pull)
+        def bk_pull(name: str, tag: str, platform: str,
+                    creds: tuple[str, str]) -> Awaitable[AsyncIterator[ProgressEvent]]:
+            user, secret = creds
+            auth = (AuthConfig(username=user, password=secret) if user
+                    else AuthConfig(identitytoken=secret) if secret else None)
+            return self.distribution.pull(name, tag, platform=platform, auth=auth)
+
         net = self.network.config
         self.buildkit = BuildKitService(root, Path(config.exec_root), db=self.db, content=self.content,
-                                        snapshotter=self.snapshotter, images=self.images, pull=pull,
+                                        snapshotter=self.snapshotter, images=self.images, pull=bk_pull,
                                         network=self.network, runtime=config.runtime,
                                         dns=(list(net.dns), list(net.dns_search), list(net.dns_opts)))
         self.system = SystemService(config, db=self.db, events=self.events, images=self.images,
