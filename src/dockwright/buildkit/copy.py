@@ -22,6 +22,7 @@ from ..dockerfile import Env, Node, parse_heredoc
 from ..errors import InvalidArgument
 from ..metadata.db import LayerRecord
 from .checksum import ContentHasher
+from .fastcopy import direct_copy
 from .frontend import StagePlan, step_flags, vertex_text
 from .git import fetch_git, is_git_url, parse_git_url, resolve_commit
 from .progress import VertexHandle
@@ -137,7 +138,12 @@ class CopyStep(StageBase):
                         copy_sources(files, rootfs, dest, srcs, uid, gid, chmod, decompress, names, keep_mode=True)
                     await asyncio.to_thread(work)
                 base = Ref() if link else state.ref
-                layer = await self.s.change(base, cp, clamp=self._clamp())
+                direct = None
+                if (not chown and not chmod and not decompress and src_root is not None and not from_name
+                        and files and all(f.is_dir() and not f.is_symlink() for f in files)):
+                    def direct(upper: Path, below: Path) -> bool:  # the context's directories, hard-linked
+                        return direct_copy(upper, below, files, dest)
+                layer = await self.s.change(base, cp, clamp=self._clamp(), direct=direct)
                 if layer is None and link:
                     return None
                 return layer

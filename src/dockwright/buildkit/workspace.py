@@ -90,10 +90,12 @@ class Workspace:
         except Exception:  # noqa: BLE001
             pass
 
-    async def change(self, ref: Ref, fn: Callable[[Path], Awaitable[None]], *,
-                     clamp: float | None = None) -> LayerRecord | None:
+    async def change(self, ref: Ref, fn: Callable[[Path], Awaitable[None]], *, clamp: float | None = None,
+                     direct: Callable[[Path, Path], bool] | None = None) -> LayerRecord | None:
         """Run ``fn(rootfs)`` on a writable snapshot of ``ref`` and write what it changed as a layer (None: it
-        changed nothing). The snapshot becomes the new layer's, so the next step does not unpack it."""
+        changed nothing). The snapshot becomes the new layer's, so the next step does not unpack it. ``direct``,
+        when given, is tried first: ``direct(upper, below)`` writes the change straight into the snapshot's upper
+        directory (``below``: ``ref`` mounted read-only) and answers whether it did (:mod:`.fastcopy`)."""
         key = f"extract-bkstep-{os.urandom(8).hex()}"  # "extract-": removed at start-up if a crash left it
         parent = await self.ensure(ref)
         await asyncio.to_thread(self.snapshotter.prepare, key, parent)
@@ -101,12 +103,20 @@ class Workspace:
         target.mkdir(parents=True)
         adopted = False
         try:
-            mounts = await asyncio.to_thread(self.snapshotter.mounts, key)
-            await asyncio.to_thread(mount_all, mounts, target)
-            try:
-                await fn(target)
-            finally:
-                await asyncio.to_thread(unmount, target)
+            done = False
+            if direct is not None:
+                vkey, vdir = await self.view(ref)
+                try:
+                    done = await asyncio.to_thread(direct, self.snapshotter.upper_dir(key), vdir)
+                finally:
+                    await self.drop_view(vkey, vdir)
+            if not done:
+                mounts = await asyncio.to_thread(self.snapshotter.mounts, key)
+                await asyncio.to_thread(mount_all, mounts, target)
+                try:
+                    await fn(target)
+                finally:
+                    await asyncio.to_thread(unmount, target)
             writer = self.content.writer()
             try:
                 res = await asyncio.to_thread(write_layer_from_upper, self.snapshotter.upper_dir(key), writer,
