@@ -20,10 +20,9 @@ from ..engine.engine import Engine
 from ..errors import InvalidArgument
 from ..timestamps import go_quote
 from . import params
-from .bodies import decode_value
 from .buildkit import build_v2
 from .errors import json_body, message_of
-from .streams import JSONStream
+from .streams import JSONStream, cancel_on_disconnect
 
 __all__ = ["routes"]
 
@@ -32,24 +31,6 @@ log = logging.getLogger("dockwright.api.build")
 
 def _engine(request: web.Request) -> Engine:
     return request.app["engine"]  # type: ignore[no-any-return]
-
-
-def _json_param(request: web.Request, key: str, default: Any, go_type: str, prefix: str = "") -> Any:
-    """A JSON query parameter decoded as dockerd's ``json.Unmarshal`` into its Go type (:func:`bodies.decode_value`,
-    Go's words for a value that does not fit); absent or ``null`` is ``default``. Errors are 400s, ``prefix``
-    first (dockerd's ``error reading build args: …``)."""
-    raw = request.query.get(key, "")
-    if not raw:
-        return default
-    try:
-        v = decode_value(raw, go_type)
-    except InvalidArgument as exc:
-        raise InvalidArgument(prefix + str(exc)) from None
-    if v is None:
-        return default
-    if go_type == "[]*units.Ulimit":  # a null element is a nil pointer, which the builder skips
-        return [{"Name": "", "Hard": 0, "Soft": 0, **u} for u in v if u is not None]
-    return v
 
 
 def _shm_size(request: web.Request) -> int:
@@ -82,10 +63,10 @@ async def build(request: web.Request) -> web.StreamResponse:
     isolation = q.get("isolation", "")
     if isolation and isolation.lower() != "default":
         raise InvalidArgument(f"Unsupported isolation: {go_quote(isolation)}")
-    ulimits = _json_param(request, "ulimits", [], "[]*units.Ulimit", "error reading ulimit settings: ")
-    buildargs = _json_param(request, "buildargs", {}, "map[string]*string", "error reading build args: ")
-    labels = _json_param(request, "labels", {}, "map[string]string", "error reading labels: ")
-    cachefrom = _json_param(request, "cachefrom", [], "[]string")
+    ulimits = params.json_value(request, "ulimits", [], "[]*units.Ulimit", "error reading ulimit settings: ")
+    buildargs = params.json_value(request, "buildargs", {}, "map[string]*string", "error reading build args: ")
+    labels = params.json_value(request, "labels", {}, "map[string]string", "error reading labels: ")
+    cachefrom = params.json_value(request, "cachefrom", [], "[]string")
     if params.bool_value(request, "squash"):
         raise InvalidArgument("squash is only supported with experimental mode")  # dockerd without --experimental
     # memory, memswap, cpushares, cpuperiod, cpuquota: dockerd reads a value that is not a number as 0; refused
@@ -131,7 +112,7 @@ async def build(request: web.Request) -> web.StreamResponse:
         try:
             await stream.start()
             task = asyncio.ensure_future(pump())
-            watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
+            watcher = asyncio.ensure_future(cancel_on_disconnect(request, task))
             try:
                 await task
             except asyncio.CancelledError:
@@ -152,17 +133,6 @@ async def build(request: web.Request) -> web.StreamResponse:
         return await stream.finish()
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
-
-
-async def _cancel_on_disconnect(request: web.Request, task: asyncio.Future[None]) -> None:
-    """Cancel ``task`` (the build, killing a running RUN container on the way out) when the client hangs up,
-    as dockerd cancels a build with its request context; aiohttp does not cancel handlers itself."""
-    while not task.done():
-        await asyncio.sleep(0.25)
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            task.cancel()
-            return
 
 
 async def build_prune(request: web.Request) -> web.Response:

@@ -24,11 +24,10 @@ from ..buildkit.trace import encode_batch
 from ..engine.engine import Engine
 from ..errors import InvalidArgument, NotSupported
 from . import params
-from .bodies import decode_value
 from .control import ControlService
 from .errors import message_of
 from .session import serve_grpc, sessions_of
-from .streams import JSONStream
+from .streams import JSONStream, cancel_on_disconnect
 
 __all__ = ["build_v2", "cancel_build", "routes"]
 
@@ -36,14 +35,6 @@ log = logging.getLogger("dockwright.api.buildkit")
 
 #: builds in flight by the client's ``buildid`` (``POST /build/cancel``)
 _BUILDS: dict[str, asyncio.Task[Any]] = {}
-
-
-def _json(request: web.Request, key: str, go_type: str, default: Any) -> Any:
-    raw = request.query.get(key, "")
-    if not raw:
-        return default
-    v = decode_value(raw, go_type)
-    return default if v is None else v
 
 
 def _outputs(request: web.Request) -> list[dict[str, Any]]:
@@ -79,11 +70,11 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
     outputs = _outputs(request)
     opts = SolveOptions(
         dockerfile_name=q.get("dockerfile") or "Dockerfile", target=q.get("target", ""),
-        buildargs=_json(request, "buildargs", "map[string]*string", {}),
-        labels=_json(request, "labels", "map[string]string", {}),
+        buildargs=params.json_value(request, "buildargs", {}, "map[string]*string", "error reading build args: "),
+        labels=params.json_value(request, "labels", {}, "map[string]string", "error reading labels: "),
         nocache=params.bool_value(request, "nocache"), pull=params.bool_value(request, "pull"),
         network=q.get("networkmode") or "default", extra_hosts=params.strings(request, "extrahosts"),
-        platform=q.get("platform", ""), cache_from=_json(request, "cachefrom", "[]string", []))
+        platform=q.get("platform", ""), cache_from=params.json_value(request, "cachefrom", [], "[]string"))
     if opts.network not in ("default", "host", "none"):
         raise NotSupported(f"network mode {opts.network!r} not supported by buildkit")
     sessions = sessions_of(request)
@@ -141,7 +132,7 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
     build_id = q.get("buildid", "")
     if build_id:
         _BUILDS[build_id] = task
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
+    watcher = asyncio.ensure_future(cancel_on_disconnect(request, task))
     try:
         try:
             await pump(task)
@@ -184,16 +175,6 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, SolveError):
         return str(exc)
     return message_of(exc) or type(exc).__name__
-
-
-async def _cancel_on_disconnect(request: web.Request, task: asyncio.Future[Any]) -> None:
-    """Cancel the build when the client hangs up (dockerd cancels it with the request's context)."""
-    while not task.done():
-        await asyncio.sleep(0.25)
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            task.cancel()
-            return
 
 
 async def cancel_build(request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from ..timestamps import go_quote
 from . import bodies
 from .versions import Version
 
-__all__ = ["bool_value", "bool_default", "int_value", "filters", "json_platform", "api_version",
+__all__ = ["json_value", "bool_value", "bool_default", "int_value", "filters", "json_platform", "api_version",
            "registry_auth", "strings", "platform_specifier", "check_platform_specifier"]
 
 
@@ -128,6 +128,24 @@ def json_platform(request: web.Request, key: str = "platform") -> Platform | Non
         return Platform.parse_json_param(raw[0])
     except RecursionError:  # an object nested deep in a field Go would ignore
         raise InvalidArgument("failed to parse platform: nested too deeply") from None
+
+
+def json_value(request: web.Request, key: str, default: Any, go_type: str, prefix: str = "") -> Any:
+    """A JSON query parameter decoded as dockerd's ``json.Unmarshal`` into its Go type (:func:`bodies.decode_value`,
+    Go's words for a value that does not fit); absent or ``null`` is ``default``. Errors are 400s, ``prefix``
+    first (dockerd's ``error reading build args: …``)."""
+    raw = request.query.get(key, "")
+    if not raw:
+        return default
+    try:
+        v = bodies.decode_value(raw, go_type)
+    except InvalidArgument as exc:
+        raise InvalidArgument(prefix + str(exc)) from None
+    if v is None:
+        return default
+    if go_type == "[]*units.Ulimit":  # a null element is a nil pointer, which the builder skips
+        return [{"Name": "", "Hard": 0, "Soft": 0, **u} for u in v if u is not None]
+    return v
 
 
 def registry_auth(request: web.Request) -> dict[str, Any]:

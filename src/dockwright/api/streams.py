@@ -6,6 +6,7 @@ escaped, non-ASCII as UTF-8) ended by CRLF, its keys in the struct's order: ``st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..oci.gojson import go_line
 from ..progress import Aux, Progress, ProgressEvent, Status, StreamText
 from .errors import error_line
 
-__all__ = ["human_size", "progress_bar", "render", "JSONStream", "client_gone"]
+__all__ = ["cancel_on_disconnect", "human_size", "progress_bar", "render", "JSONStream", "client_gone"]
 
 
 def client_gone(request: web.Request, exc: BaseException) -> bool:
@@ -144,3 +145,14 @@ class JSONStream:
         await self.start()
         await self.response.write_eof()
         return self.response
+
+
+async def cancel_on_disconnect(request: web.Request, task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` (the build, killing a running RUN container on the way out) when the client hangs up,
+    as dockerd cancels a build with its request context; aiohttp does not cancel handlers itself."""
+    while not task.done():
+        await asyncio.sleep(0.25)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            task.cancel()
+            return
