@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .deps import BuildImages, Publisher
 from .options import BuildOptions
 from .stages import CacheFrom, Stage
 
-__all__ = ["BuildCache", "layers_of"]
+__all__ = ["BuildCache", "layers_of", "prune_candidates", "free_bytes", "PRUNE_FILTERS"]
 
 log = logging.getLogger("dockwright.build")
 
@@ -61,33 +62,13 @@ class BuildCache:
         uses at most ``keep`` (``reserved-space``/``keep-storage``) and ``max_used`` bytes
         (``max-used-space``), and the data root's file system has ``min_free`` bytes free
         (``min-free-space``)."""
-        f = filters
-        until = None
-        if f is not None:
-            f.validate(("until", "id", "parent", "type", "description", "inuse", "shared", "private"))
-            if f.get("until"):
-                until = parse_timestamp(f.get("until")[0], time.time())
         deleted: list[str] = []
         reclaimed = 0
-        records = self.records()
-        total = sum(r["Size"] for r in records)
-        for r in records:
-            if until is not None and r["_created"] > until:
-                continue
-            if f is not None and f.get("id") and r["ID"] not in f.get("id"):
-                continue
-            if f is not None and f.get("type") and r["Type"] not in f.get("type"):
-                continue
-            if f is not None and f.get("description") and not any(d in r["Description"] for d in f.get("description")):
-                continue
-            if keep or max_used or min_free:
-                if ((not keep or total <= keep) and (not max_used or total <= max_used)
-                        and (not min_free or _free_bytes(self.root) >= min_free)):
-                    break
+        for r in prune_candidates(self.records(), filters, keep=keep, max_used=max_used, min_free=min_free,
+                                  root=self.root):
             self.store.delete(r["_parent"], r["_created_by"])
             deleted.append(r["ID"])
             reclaimed += r["Size"]
-            total -= r["Size"]
             image_id = r["_image"]
             if not self.db.refs_of(image_id) and not self.db.children(image_id) \
                     and not self.images.container_usage(image_id):
@@ -231,6 +212,48 @@ def layers_of(db: MetadataDB, image_id: str | None) -> list[LayerRecord]:
     return out
 
 
-def _free_bytes(path: Path) -> int:
+def free_bytes(path: Path) -> int:
+    """The bytes free for unprivileged use on ``path``'s file system."""
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+#: the filters ``POST /build/prune`` takes
+PRUNE_FILTERS = ("until", "id", "parent", "type", "description", "inuse", "shared", "private")
+
+
+def prune_candidates(records: list[dict[str, Any]], filters: Filters | None, *, keep: int = 0, max_used: int = 0,
+                     min_free: int = 0, root: Path) -> Iterator[dict[str, Any]]:
+    """The build cache records ``POST /build/prune`` drops, in the order given (oldest first), as ``system df``
+    lists them (``_created``: their creation time): those the filters match and not in use; with limits, only until
+    all of them hold — the cache (the records' ``Size``) at most ``keep`` (``reserved-space``/``keep-storage``) and
+    ``max_used`` bytes (``max-used-space``), ``root``'s file system ``min_free`` bytes free (``min-free-space``),
+    checked again after each record the caller drops. Bad filters raise at once."""
+    until = None
+    if filters is not None:
+        filters.validate(PRUNE_FILTERS)
+        if filters.get("until"):
+            until = parse_timestamp(filters.get("until")[0], time.time())
+    return _candidates(records, filters, until, keep, max_used, min_free, root)
+
+
+def _candidates(records: list[dict[str, Any]], f: Filters | None, until: float | None, keep: int, max_used: int,
+                min_free: int, root: Path) -> Iterator[dict[str, Any]]:
+    total = sum(r["Size"] for r in records)
+    for r in records:
+        if r.get("InUse"):
+            continue
+        if until is not None and r["_created"] > until:
+            continue
+        if f is not None and f.get("id") and r["ID"] not in f.get("id"):
+            continue
+        if f is not None and f.get("type") and r["Type"] not in f.get("type"):
+            continue
+        if f is not None and f.get("description") and not any(d in r["Description"] for d in f.get("description")):
+            continue
+        if keep or max_used or min_free:
+            if ((not keep or total <= keep) and (not max_used or total <= max_used)
+                    and (not min_free or free_bytes(root) >= min_free)):
+                return
+        yield r
+        total -= r["Size"]

@@ -9,12 +9,12 @@ import asyncio
 import hashlib
 import os
 import shutil
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..builder.cache import prune_candidates
 from ..builder.deps import BuildImages
 from ..builder.dockerignore import DockerIgnore
 from ..buildkit.exec import ExecNetwork, ExecRunner
@@ -33,7 +33,6 @@ from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import MetadataDB
 from ..oci.gojson import rfc3339_nano
 from ..snapshots import OverlaySnapshotter
-from ..timestamps import parse_timestamp
 
 __all__ = ["BuildKitService", "LocalSources", "BuildResult", "record_id"]
 
@@ -181,34 +180,10 @@ class BuildKitService:
         image holds them): every matching record, or with limits until the cache uses at most ``keep`` and
         ``max_used`` bytes and the data root has ``min_free`` bytes free. Records in use (a cache mount of a
         running step) stay. Returns (IDs, bytes reclaimed)."""
-        until = None
-        if filters is not None:
-            filters.validate(("until", "id", "parent", "type", "description", "inuse", "shared", "private"))
-            if filters.get("until"):
-                until = parse_timestamp(filters.get("until")[0], time.time())
         async with self._prune_lock:
             records = sorted(self.disk_usage(), key=lambda r: r["_created"])
-            total = sum(r["Size"] for r in records)
-            chosen: list[dict[str, Any]] = []
-            for r in records:
-                if r["InUse"]:
-                    continue
-                if until is not None and r["_created"] > until:
-                    continue
-                if filters is not None:
-                    if filters.get("id") and r["ID"] not in filters.get("id"):
-                        continue
-                    if filters.get("type") and r["Type"] not in filters.get("type"):
-                        continue
-                    if filters.get("description") and not any(d in r["Description"]
-                                                               for d in filters.get("description")):
-                        continue
-                if keep or max_used or min_free:
-                    if ((not keep or total <= keep) and (not max_used or total <= max_used)
-                            and (not min_free or _free_bytes(self.root) >= min_free)):
-                        break
-                chosen.append(r)
-                total -= r["Size"]
+            chosen = list(prune_candidates(records, filters, keep=keep, max_used=max_used, min_free=min_free,
+                                           root=self.root))
             self.cache.delete(r["_key"] for r in chosen)
             for r in chosen:
                 if r["Type"] == CACHE_MOUNT_KIND:
@@ -230,8 +205,3 @@ def record_id(key: str) -> str:
         n, r = divmod(n, 36)
         out.append(digits[r])
     return "".join(out)
-
-
-def _free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
