@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from ..metadata.bkcache import BKCacheStore
-from ..snapshots.du import walk_tree
+from ..snapshots.du import dir_size
 
-__all__ = ["CacheMounts", "CACHE_MOUNT_KIND", "disk_usage"]
+__all__ = ["CacheMounts", "CACHE_MOUNT_KIND"]
 
 CACHE_MOUNT_KIND = "exec.cachemount"
 
@@ -71,7 +71,7 @@ class CacheMounts:
             finally:
                 if private is None:
                     self._users[key] -= 1
-                    size = await asyncio.to_thread(disk_usage, target)
+                    size = await asyncio.to_thread(dir_size, target)
                     self.store.set_size(key, size)
         finally:
             if private is not None:
@@ -82,22 +82,6 @@ class CacheMounts:
     def remove(self, key: str) -> None:
         """Delete a cache mount's directory (its record is the caller's)."""
         shutil.rmtree(self.root / key.split(":", 1)[1], ignore_errors=True)
-
-
-def disk_usage(path: Path) -> int:
-    """The bytes of the files under ``path`` (each hard-linked inode once)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-
-    def visit(entry: os.DirEntry[str], st: os.stat_result) -> bool:
-        nonlocal total
-        if (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_size if not entry.is_dir(follow_symlinks=False) else 0
-        return True
-
-    walk_tree(str(path), visit)
-    return total
 
 
 def _make(path: Path, mode: int, uid: int, gid: int, seed: Callable[[Path], None] | None) -> None:

@@ -20,7 +20,7 @@ from ..builder.dockerignore import DockerIgnore
 from ..buildkit.exec import ExecNetwork, ExecRunner
 from ..buildkit.export import export_image
 from ..buildkit.frontend import BuildPlan
-from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts, disk_usage
+from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts
 from ..buildkit.progress import Recorder
 from ..buildkit.solver import Solver
 from ..buildkit.sources import LOCAL_SOURCE_KIND
@@ -33,6 +33,7 @@ from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import MetadataDB
 from ..oci.gojson import rfc3339_nano
 from ..snapshots import OverlaySnapshotter
+from ..snapshots.du import dir_size
 
 __all__ = ["BuildKitService", "LocalSources", "BuildResult", "record_id"]
 
@@ -159,7 +160,7 @@ class BuildKitService:
         out = []
         for r in recs:
             if r.kind == LOCAL_SOURCE_KIND:  # a kept context: its size now (syncs change it)
-                r = replace(r, size=disk_usage(self.root / "buildkit" / "contexts" / r.key.split(":", 1)[1]))
+                r = replace(r, size=dir_size(self.root / "buildkit" / "contexts" / r.key.split(":", 1)[1]))
             parent = record_id(r.parent) if r.parent in known else ""
             out.append({"ID": record_id(r.key), "Parents": [parent] if parent else None, "Type": r.kind,
                         "Description": r.description, "InUse": self.cache_mounts.in_use(r.key),

@@ -34,11 +34,11 @@ from ..errors import Conflict, InvalidArgument, NotFound, SystemError_
 from ..filters import Filters
 from ..metadata.volumes import VolumeRecords, VolumeRow
 from ..snapshots import Mount, is_mountpoint, mount_all, unmount
-from ..snapshots.du import walk_tree
+from ..snapshots.du import dir_size
 from .events import EventBus
 from .prune import PruneLock
 
-__all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "VolumeNotFound", "dir_size",
+__all__ = ["VolumesService", "Volume", "ANONYMOUS_LABEL", "valid_volume_name", "VolumeNotFound",
            "created_at"]
 
 log = logging.getLogger("dockwright.volumes")
@@ -82,25 +82,6 @@ def created_at(ts: float) -> str:
     """dockerd's ``CreatedAt``: RFC 3339 to the second in the daemon's time zone (``Z`` for UTC)."""
     text = datetime.datetime.fromtimestamp(int(ts)).astimezone().isoformat(timespec="seconds")
     return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def dir_size(path: Path) -> int:
-    """The apparent size of the files under ``path``, each inode once (dockerd's ``directory.Size``)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-
-    def visit(entry: os.DirEntry[str], st: os.stat_result) -> bool:
-        nonlocal total
-        if entry.is_dir(follow_symlinks=False):
-            return True
-        ident = (st.st_dev, st.st_ino)
-        if ident not in seen:
-            seen.add(ident)
-            total += st.st_size
-        return False
-
-    walk_tree(os.fspath(path), visit, (FileNotFoundError, NotADirectoryError, PermissionError))
-    return total
 
 
 class VolumesService:
