@@ -13,11 +13,10 @@ import asyncio
 import logging
 from pathlib import Path
 
-from .. import reference as refs
 from ..builder.rootfs import make_workdir
 from ..builder.stages import expand_args
 from ..dockerfile import Env, Node, builder_dispatch, parse
-from ..errors import ImageNotFound, InvalidArgument
+from ..errors import InvalidArgument
 from ..metadata.db import LayerRecord
 from ..oci.platform import Platform, host_platform
 from .copy import CopyStep
@@ -33,7 +32,6 @@ from .state import (
     error_text,
     history_entry,
     history_text,
-    registry_host,
     step_key,
 )
 from .workspace import Workspace
@@ -72,16 +70,7 @@ class Solver(Workspace):
         Returns how many records it gave."""
         v = rec.vertex(f"importing cache manifest from {name}").start()
         try:
-            try:
-                image_id = self.images.resolve(name).id
-            except ImageNotFound:
-                ref = refs.tag_name_only(refs.parse_normalized_named(name))
-                events = await self.pull(ref.familiar_name if ref.domain == "docker.io" else ref.name,
-                                         ref.tag or "", opts.platform,
-                                         await sources.credentials(registry_host(ref.domain)))
-                async for _ in events:
-                    pass
-                image_id = self.images.resolve(str(ref)).id
+            image_id = await self.image(name, platform=opts.platform, sources=sources)
             img = self.db.get_image(image_id, with_layers=True)
             assert img is not None
             entries = read_inline_cache(self.images.config_of(img).data)

@@ -22,7 +22,6 @@ from .state import (
     Sources,
     State,
     error_text,
-    registry_host,
     step_key,
 )
 from .workspace import Workspace
@@ -63,7 +62,8 @@ class StageBase:
         shown = str(ref)
         v = self.rec.vertex(f"[internal] load metadata for {shown}").start()
         try:
-            image_id = await self._resolve(name, ref)
+            image_id = await self.s.image(name, platform=self.opts.platform, sources=self.sources,
+                                              pull=self.opts.pull)
         except Exception as exc:
             v.done(error_text(exc))
             raise SolveError(FRONTEND_ERROR + "failed to create LLB definition: " + error_text(exc),
@@ -88,19 +88,6 @@ class StageBase:
         state = State(cfg, meta, [dict(h) for h in data.get("history") or []], Ref(tuple(layers)),
                       step_key("image", image_id), list(cfg.get("Shell") or ["/bin/sh", "-c"]))
         return shown, state
-
-    async def _resolve(self, name: str, ref: refs.Reference) -> str:
-        if not self.opts.pull:
-            try:
-                return self.s.images.resolve(name).id
-            except ImageNotFound:
-                pass
-        creds = await self.sources.credentials(registry_host(ref.domain))
-        events = await self.s.pull(ref.familiar_name if ref.domain == "docker.io" else ref.name, ref.tag or "",
-                                   self.opts.platform, creds)
-        async for _ in events:
-            pass
-        return self.s.images.resolve(str(ref)).id
 
     def _env(self, state: State, *, run: bool = False) -> list[str]:
         """The stage's environment: the config's Env plus the declared build args it does not set (and, for RUN,

@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import reference as refs
 from ..builder.deps import BuildImages
 from ..builder.rootfs import EMPTY_LAYER_DIFF_ID
 from ..content.store import ContentStore
+from ..errors import ImageNotFound
 from ..layers.apply import adopt_snapshot, ensure_chain
 from ..layers.diff import write_layer_from_upper
 from ..metadata.bkcache import BKCacheRecord, BKCacheStore
@@ -24,7 +26,7 @@ from ..snapshots import OverlaySnapshotter, mount_all, unmount
 from .checksum import ContentHasher
 from .exec import ExecRunner
 from .mounts import CacheMounts
-from .state import Ref
+from .state import Ref, Sources, registry_host
 
 __all__ = ["Workspace", "Pull"]
 
@@ -52,6 +54,21 @@ class Workspace:
         self.secrets_dir = Path(secrets_dir)
         self.hasher = ContentHasher()  # COPY sources' digests, kept between builds
 
+
+    async def image(self, name: str, *, platform: str, sources: Sources, pull: bool = False) -> str:
+        """The ID of the image ``name``: the stored one (unless ``pull``), else pulled with the client's credentials
+        for its registry."""
+        if not pull:
+            try:
+                return self.images.resolve(name).id
+            except ImageNotFound:
+                pass
+        ref = refs.tag_name_only(refs.parse_normalized_named(name))
+        events = await self.pull(ref.familiar_name if ref.domain == "docker.io" else ref.name, ref.tag or "",
+                                 platform, await sources.credentials(registry_host(ref.domain)))
+        async for _ in events:
+            pass
+        return self.images.resolve(str(ref)).id
 
     # ---- file systems ---------------------------------------------------------------------------------------------
     async def ensure(self, ref: Ref) -> str | None:
