@@ -9,16 +9,12 @@ import asyncio
 import base64
 import json
 import logging
-import os
-import shutil
 from typing import Any
 
 from aiohttp import web
 
 from .. import reference as refs
-from ..buildkit.export import tar_stream
 from ..buildkit.progress import Recorder
-from ..buildkit.sources import SessionSources
 from ..buildkit.state import SolveError, SolveOptions
 from ..buildkit.trace import encode_batch
 from ..engine.engine import Engine
@@ -37,7 +33,9 @@ log = logging.getLogger("dockwright.api.buildkit")
 _BUILDS: dict[str, asyncio.Task[Any]] = {}
 
 
-def _outputs(request: web.Request) -> list[dict[str, Any]]:
+def _output(request: web.Request) -> str:
+    """Where the result goes (``outputs``: one ``{Type, Attrs}`` at most): ``image`` (the default, ``moby``),
+    ``local`` or ``tar``."""
     raw = request.query.get("outputs", "")
     try:
         outs = json.loads(raw) if raw else []
@@ -47,11 +45,11 @@ def _outputs(request: web.Request) -> list[dict[str, Any]]:
         raise InvalidArgument("invalid outputs: a list of {Type, Attrs} is expected")
     if len(outs) > 1:
         raise NotSupported("multiple outputs are not supported")  # dockerd 20.10's words
-    for o in outs:
-        if o.get("Type") not in ("local", "tar", "moby", "image", "docker"):
-            raise NotSupported(f"output type {o.get('Type')} is not supported by this engine: use local, tar or the "
-                               "default image export")
-    return [dict(o) for o in outs]
+    kind = str(outs[0].get("Type")) if outs else "moby"
+    if kind not in ("local", "tar", "moby", "image", "docker"):
+        raise NotSupported(f"output type {kind} is not supported by this engine: use local, tar or the "
+                           "default image export")
+    return kind if kind in ("local", "tar") else "image"
 
 
 async def build_v2(request: web.Request) -> web.StreamResponse:
@@ -67,7 +65,7 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
     tags = params.strings(request, "t")
     for t in tags:
         refs.tag_name_only(refs.parse_normalized_named(t))
-    outputs = _outputs(request)
+    output = _output(request)
     opts = SolveOptions(
         dockerfile_name=q.get("dockerfile") or "Dockerfile", target=q.get("target", ""),
         buildargs=params.json_value(request, "buildargs", {}, "map[string]*string", "error reading build args: "),
@@ -81,39 +79,12 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
     stream = JSONStream(request)
     await stream.start()
     rec = Recorder()
-    work = eng.root / "tmp" / f"bk-{os.urandom(8).hex()}"
-    work.mkdir(parents=True)
     image_id = ""
 
     async def run() -> str:
         session = await sessions.get(session_id, timeout=10)
-        sources = SessionSources(session, work, eng.root / "buildkit" / "contexts", rec, eng.buildkit.cache,
-                                 opts.dockerfile_name, hasher=eng.buildkit.solver.hasher)
-        try:
-            text = await sources.dockerfile()
-            plan = await eng.buildkit.plan(text, opts)
-            kind = outputs[0]["Type"] if outputs else "moby"
-            res = await eng.buildkit.solve(plan, opts, sources, rec, tags=tags, export=kind in ("moby", "image",
-                                                                                               "docker"))
-            if kind == "local":
-                v = rec.vertex("exporting to client").start()
-                key, view = await eng.buildkit.solver.view(res.state.ref)
-                try:
-                    v.status("copying files", name="copying files")
-                    await session.send_dir(view)
-                    v.status("copying files", name="copying files", done=True)
-                finally:
-                    await eng.buildkit.solver.drop_view(key, view)
-                v.done()
-            elif kind == "tar":
-                v = rec.vertex("exporting to client").start()
-                v.status("sending tarball", name="sending tarball")
-                await session.send_tar(tar_stream(eng.buildkit.solver, res.state))
-                v.status("sending tarball", name="sending tarball", done=True)
-                v.done()
-            return res.image_id
-        finally:
-            sources.release()
+        res = await eng.buildkit.build_with_session(session, opts, rec, tags=tags, output=output)
+        return res.image_id
 
     quiet = params.bool_value(request, "q")
 
@@ -167,7 +138,6 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        await asyncio.to_thread(shutil.rmtree, work, True)
 
 
 def _message(exc: BaseException) -> str:

@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,10 +12,8 @@ from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.server import Stream
 
-from ..buildkit.export import tar_stream
 from ..buildkit.pb import control_grpc, control_pb2, ops_pb2, worker_pb2
 from ..buildkit.progress import Recorder
-from ..buildkit.sources import SessionSources
 from ..buildkit.state import SolveOptions
 from ..buildkit.trace import status_response
 from ..engine.engine import Engine
@@ -38,13 +34,11 @@ class ControlService(control_grpc.ControlBase):
         self.engine = engine
         self.sessions = sessions
         self.recorders: dict[str, Recorder] = {}
-        self._waiters: dict[str, asyncio.Event] = {}
 
     def _recorder(self, ref: str) -> Recorder:
         rec = self.recorders.get(ref)
         if rec is None:
             rec = self.recorders[ref] = Recorder()
-        self._waiters.setdefault(ref, asyncio.Event()).set()
         return rec
 
     # ---- Solve ----------------------------------------------------------------------------------------------------
@@ -72,38 +66,19 @@ class ControlService(control_grpc.ControlBase):
         exporters = [(e.Type, dict(e.Attrs)) for e in req.Exporters]
         if not exporters and req.ExporterDeprecated:
             exporters = [(req.ExporterDeprecated, dict(req.ExporterAttrsDeprecated))]
+        kind, eattrs = exporters[0] if exporters else ("", {})
+        output = "image" if kind in ("moby", "image", "") else kind
+        if output not in ("image", "local", "tar"):
+            raise GRPCError(Status.UNIMPLEMENTED, f"exporter {kind} is not supported by this engine")
+        tags = [t for t in eattrs.get("name", "").split(",") if t] if output == "image" else []
         rec = self._recorder(req.Ref)
-        eng = self.engine
-        work = eng.root / "tmp" / f"bk-grpc-{os.urandom(8).hex()}"
-        work.mkdir(parents=True)
         try:
             session = await self.sessions.get(req.Session, timeout=10)
-            sources = SessionSources(session, work, eng.root / "buildkit" / "contexts", rec, eng.buildkit.cache,
-                                     opts.dockerfile_name, hasher=eng.buildkit.solver.hasher)
-            try:
-                text = await sources.dockerfile()
-                plan = await eng.buildkit.plan(text, opts)
-                kind, eattrs = exporters[0] if exporters else ("", {})
-                tags = [t for t in eattrs.get("name", "").split(",") if t] if kind in ("moby", "image") else []
-                res = await eng.buildkit.solve(plan, opts, sources, rec, tags=tags,
-                                               export=kind in ("moby", "image", ""))
-                if kind == "local":
-                    key, view = await eng.buildkit.solver.view(res.state.ref)
-                    try:
-                        await session.send_dir(view)
-                    finally:
-                        await eng.buildkit.solver.drop_view(key, view)
-                elif kind in ("tar", "docker", "oci") and kind == "tar":
-                    await session.send_tar(tar_stream(eng.buildkit.solver, res.state))
-                elif kind not in ("moby", "image", ""):
-                    raise GRPCError(Status.UNIMPLEMENTED, f"exporter {kind} is not supported by this engine")
-            finally:
-                sources.release()
+            res = await self.engine.buildkit.build_with_session(session, opts, rec, tags=tags, output=output)
         except DockwrightError as exc:
             raise GRPCError(Status.UNKNOWN, str(exc)) from exc
         finally:
             rec.close()
-            await asyncio.to_thread(shutil.rmtree, work, True)
         out = control_pb2.SolveResponse()
         if res.image_id:
             out.ExporterResponse["containerimage.digest"] = res.image_id
@@ -124,7 +99,6 @@ class ControlService(control_grpc.ControlBase):
                 await stream.send_message(status_response(batch))
         finally:
             self.recorders.pop(req.Ref, None)
-            self._waiters.pop(req.Ref, None)
 
     async def Session(self, stream: Stream[control_pb2.BytesMessage, control_pb2.BytesMessage]) -> None:  # noqa: N802
         """Sessions come through ``POST /session`` here."""

@@ -12,7 +12,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from ..builder.addcopy import resolve_chown, write_heredoc
+from ..builder.addcopy import NoIgnore, resolve_chown, write_heredoc
 from ..builder.copy import copy_sources
 from ..builder.dockerignore import DockerIgnore
 from ..builder.remote_add import download, is_url
@@ -111,7 +111,7 @@ class CopyStep(StageBase):
                     if src_root is None:
                         src_root = await self.sources.context()
                     try:
-                        named = await asyncio.to_thread(resolve_sources_named, src_root, s, _NoIgnore())
+                        named = await asyncio.to_thread(resolve_sources_named, src_root, s, NoIgnore())
                     except InvalidArgument:
                         raise not_found(s) from None
                     if not named:
@@ -151,22 +151,13 @@ class CopyStep(StageBase):
             layer = await self._cached_or(v, key, make, vertex_text(n, self.lex, env), parent_key,
                                           Ref() if link else state.ref)
             shown = " ".join(raw[:-1] if not any(is_doc[:-1]) else words[:-1])
-            state.history.append(history_entry(f"{kind.upper()} {shown} {dest_word} # buildkit", empty=layer is None,
-                                          at=self.made_at))
+            state.history.append(history_entry(f"{kind.upper()} {shown} {dest_word} # buildkit",
+                                               empty=layer is None, at=self.made_at))
             self._advance(state, key, layer, state_key=step_key("link", state.key, key) if link else "")
         finally:
             if view is not None:
                 await self.s.drop_view(*view)
             await asyncio.to_thread(shutil.rmtree, extra, True)
-
-
-
-
-class _NoIgnore:
-    """The context as synced already has ``.dockerignore`` applied."""
-
-    def matches(self, path: str) -> bool:
-        return False
 
 
 def stage_sources(src_root: Path, named: list[tuple[Path, str]], stage: Path, excludes: list[str],

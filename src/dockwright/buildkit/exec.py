@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import Unavailable
+from ..errors import DockwrightError, Unavailable
 from ..runtime.bundle import ContainerSpec, build_bundle
+from ..runtime.runc import Runc
 
 __all__ = ["ExecNetwork", "ExecRequest", "ExecRunner", "HOSTNAME"]
 
@@ -45,7 +46,7 @@ class ExecAttachment(Protocol):
 class ExecNetwork(Protocol):
     """The engine's network service as a RUN step uses it."""
 
-    async def connect(self, cid: str, name: str, mode: str) -> Any:
+    async def connect(self, cid: str, name: str, mode: str) -> ExecAttachment | None:
         """Connect a sandbox; None when the mode has no endpoint of its own."""
 
     async def disconnect(self, cid: str, att: Any) -> None:
@@ -84,6 +85,7 @@ class ExecRunner:
         self.runc = runc
         self.state_dir = Path(state_dir)
         self.bundles = Path(bundles)
+        self.ctl = Runc(runc, root=self.state_dir)  # kill and delete (the steps themselves: ``runc run`` below)
         self.network = network
         self.dns = dns
 
@@ -92,26 +94,23 @@ class ExecRunner:
         if not self.state_dir.is_dir():
             return
         for entry in os.listdir(self.state_dir):
-            await self._runc("kill", entry, "KILL")
-            await self._runc("delete", "--force", entry)
+            await self._remove(entry, kill=True)
         shutil.rmtree(self.bundles, ignore_errors=True)
 
-    async def _runc(self, *args: str) -> int:
-        try:
-            proc = await asyncio.create_subprocess_exec(self.runc, "--root", str(self.state_dir), *args,
-                                                        stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=asyncio.subprocess.DEVNULL,
-                                                        stderr=asyncio.subprocess.DEVNULL)
-        except OSError:
-            return -1
-        return await proc.wait()
+    async def _remove(self, cid: str, *, kill: bool) -> None:
+        """Kill (with ``kill``) every process of ``cid`` and delete it, whatever state it is in (best effort)."""
+        if kill:
+            with contextlib.suppress(DockwrightError):
+                await self.ctl.kill(cid, "KILL", all=True)
+        with contextlib.suppress(DockwrightError):
+            await self.ctl.delete(cid, force=True)
 
     async def run(self, req: ExecRequest, output: Callable[[int, bytes], None]) -> int:
         """Run the process; its stdout (1) and stderr (2) go to ``output`` as they come. Returns the exit
         code. Cancelling kills it (and everything in its sandbox) before returning."""
         cid = "bk-" + os.urandom(12).hex()
         bundle = self.bundles / cid
-        att: Any = None
+        att: ExecAttachment | None = None
         mode = req.network if req.network in ("none", "host") else "default"
         try:
             if mode == "default" and self.network is not None and self.network.enabled:
@@ -122,7 +121,7 @@ class ExecRunner:
                                  network_mode=mode if mode != "default" or att is not None else "none",
                                  binds=list(req.binds), tmpfs=list(req.tmpfs), extra_hosts=list(req.extra_hosts),
                                  dns=list(dns), dns_search=list(search), dns_options=list(opts))
-            if att is not None and getattr(att, "network", "") == "bridge":
+            if att is not None and att.network == "bridge":
                 spec.netns_path, spec.ip_address = att.sandbox_key, att.ip_address
             if self.network is not None:
                 spec.host_gateway_ip = self.network.host_gateway_ip
@@ -159,12 +158,13 @@ class ExecRunner:
             await self._kill(cid, proc)
             raise
         finally:
-            await self._runc("delete", "--force", cid)
+            await self._remove(cid, kill=False)
 
     async def _kill(self, cid: str, proc: asyncio.subprocess.Process) -> None:
         """Kill the sandbox's processes and wait for runc (shielded: this runs while being cancelled)."""
         async def kill() -> None:
-            await self._runc("kill", "--all", cid, "KILL")
+            with contextlib.suppress(DockwrightError):
+                await self.ctl.kill(cid, "KILL", all=True)
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:

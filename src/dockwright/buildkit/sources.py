@@ -19,7 +19,7 @@ from ..metadata.bkcache import BKCacheStore
 from .checksum import ContentHasher
 from .progress import Recorder
 
-__all__ = ["ClientSession", "SessionSources", "LOCAL_SOURCE_KIND", "units", "read_scoped"]
+__all__ = ["ClientSession", "SessionSources", "LOCAL_SOURCE_KIND", "read_scoped"]
 
 LOCAL_SOURCE_KIND = "source.local"
 
@@ -64,18 +64,6 @@ def read_scoped(root: Path, rel: str, what: str) -> bytes | None:
     if len(data) > MAX_DOCKERFILE_SIZE:
         raise InvalidArgument(f"{what} exceeds maximum allowed size of {MAX_DOCKERFILE_SIZE} bytes")
     return data
-
-
-def units(n: int) -> str:
-    """``go-units.HumanSize`` as BuildKit's progress prints sizes (``2B``, ``1.23kB``, ``4.56MB``)."""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            if unit == "B":
-                return f"{int(size)}B"
-            return f"{size:.4g}{unit}"
-        size /= 1000
-    return f"{n}B"
 
 
 class SessionSources:

@@ -1,5 +1,6 @@
 """The engine's BuildKit service: the solver (:mod:`..buildkit.solver`) wired to the engine's images, content,
-snapshots and network, with its cache records (``system df``'s ``BuildCache``, ``build prune``), the start-up
+snapshots and network, builds through a client's session (what ``/build?version=2`` and ``Control.Solve`` run),
+with its cache records (``system df``'s ``BuildCache``, ``build prune``), the start-up
 clean-up of what a crash left (running steps, secrets), and the library's ``buildkit.build`` of a local
 context directory."""
 
@@ -18,16 +19,16 @@ from ..builder.cache import prune_candidates
 from ..builder.deps import BuildImages
 from ..builder.dockerignore import DockerIgnore
 from ..buildkit.exec import ExecNetwork, ExecRunner
-from ..buildkit.export import export_image
+from ..buildkit.export import export_image, tar_stream
 from ..buildkit.frontend import BuildPlan
 from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts
 from ..buildkit.progress import Recorder
 from ..buildkit.solver import Solver
-from ..buildkit.sources import LOCAL_SOURCE_KIND
+from ..buildkit.sources import LOCAL_SOURCE_KIND, ClientSession, SessionSources
 from ..buildkit.state import FRONTEND_ERROR, SolveOptions, Sources, State
 from ..buildkit.workspace import Pull
 from ..content.store import ContentStore
-from ..errors import DockwrightError
+from ..errors import DockwrightError, NotSupported
 from ..filters import Filters
 from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import MetadataDB
@@ -128,6 +129,41 @@ class BuildKitService:
                         if export else "")
         return BuildResult(image_id, state)
 
+    async def build_with_session(self, session: ClientSession, opts: SolveOptions, rec: Recorder, *,
+                                 tags: Sequence[str] = (), output: str = "image") -> BuildResult:
+        """A build whose Dockerfile, context and secrets come through the client's ``session`` (the context kept
+        for the next build of the same client context); ``output`` is where the result goes: ``image`` (named
+        ``tags``), or ``local``/``tar``, sent back through the session (``exporting to client``)."""
+        if output not in ("image", "local", "tar"):
+            raise NotSupported(f"output type {output} is not supported by this engine: use local, tar or the "
+                               "default image export")
+        work = self.root / "tmp" / f"bk-{os.urandom(8).hex()}"
+        work.mkdir(parents=True)
+        sources = SessionSources(session, work, self.root / "buildkit" / "contexts", rec, self.cache,
+                                 opts.dockerfile_name, hasher=self.solver.hasher)
+        try:
+            plan = await self.plan(await sources.dockerfile(), opts)
+            res = await self.solve(plan, opts, sources, rec, tags=tags, export=output == "image")
+            if output != "image":
+                v = rec.vertex("exporting to client").start()
+                if output == "local":
+                    key, view = await self.solver.view(res.state.ref)
+                    try:
+                        v.status("copying files", name="copying files")
+                        await session.send_dir(view)
+                        v.status("copying files", name="copying files", done=True)
+                    finally:
+                        await self.solver.drop_view(key, view)
+                else:
+                    v.status("sending tarball", name="sending tarball")
+                    await session.send_tar(tar_stream(self.solver, res.state))
+                    v.status("sending tarball", name="sending tarball", done=True)
+                v.done()
+            return res
+        finally:
+            sources.release()
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
     async def build(self, context: str | os.PathLike[str], *, tag: str | Sequence[str] | None = None,
                     dockerfile: str = "Dockerfile", buildargs: Mapping[str, str | None] | None = None,
                     labels: Mapping[str, str] | None = None, target: str = "", nocache: bool = False,
@@ -149,10 +185,6 @@ class BuildKitService:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
     # ---- the cache -------------------------------------------------------------------------------------------
-    def records(self) -> list[BKCacheRecord]:
-        """Every cache record."""
-        return self.cache.records()
-
     def disk_usage(self) -> list[dict[str, Any]]:
         """The records as ``system df``'s ``BuildCache`` entries (``_``-prefixed keys are the service's own)."""
         recs = self.cache.records()

@@ -78,8 +78,7 @@ class BKCacheStore:
         if not rows:
             return None
         if use:
-            with self.db.tx() as c:
-                c.execute("UPDATE bk_cache SET last_used=?, usage_count=usage_count+1 WHERE key=?", (time.time(), key))
+            self.touch(key)
         return _record(rows[0])
 
     def put(self, key: str, kind: str, description: str, layer: LayerRecord | None, *, parent: str = "",
