@@ -108,8 +108,12 @@ class RootfsLayers:
 
     async def mount_image(self, image_id: str) -> tuple[str, Path]:
         """A read-only view of an image, mounted: (its snapshot key, the directory)."""
-        key = f"build-view-{os.urandom(8).hex()}"
-        chain = await self.chain(image_id)
+        return await self.mount_chain(await self.chain(image_id))
+
+    async def mount_chain(self, chain: str | None, *, prefix: str = "build-view") -> tuple[str, Path]:
+        """A read-only view of the snapshot ``chain`` (None: an empty directory), mounted under ``<root>/tmp``:
+        (its snapshot key, ``<prefix>-…``, and the directory); see :meth:`unmount_image`."""
+        key = f"{prefix}-{os.urandom(8).hex()}"
         target = self.root / "tmp" / key
         target.mkdir(parents=True)
         if chain is None:
@@ -119,7 +123,7 @@ class RootfsLayers:
         return key, target
 
     async def unmount_image(self, key: str, target: Path | None) -> None:
-        """Unmount and drop a view of :meth:`mount_image` (errors ignored)."""
+        """Unmount and drop a view of :meth:`mount_image` or :meth:`mount_chain` (errors ignored)."""
         if target is not None:
             try:
                 await asyncio.to_thread(unmount, target)

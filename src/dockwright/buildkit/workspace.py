@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from .. import reference as refs
 from ..builder.deps import BuildImages
-from ..builder.rootfs import EMPTY_LAYER_DIFF_ID
+from ..builder.rootfs import EMPTY_LAYER_DIFF_ID, RootfsLayers
 from ..content.store import ContentStore
 from ..errors import ImageNotFound
 from ..layers.apply import adopt_snapshot, ensure_chain
@@ -53,7 +53,7 @@ class Workspace:
         self.cache_mounts = cache_mounts
         self.secrets_dir = Path(secrets_dir)
         self.hasher = ContentHasher()  # COPY sources' digests, kept between builds
-
+        self.rootfs = RootfsLayers(self.root, db, content, snapshotter, images)  # read-only views
 
     async def image(self, name: str, *, platform: str, sources: Sources, pull: bool = False) -> str:
         """The ID of the image ``name``: the stored one (unless ``pull``), else pulled with the client's credentials
@@ -85,27 +85,11 @@ class Workspace:
 
     async def view(self, ref: Ref) -> tuple[str, Path]:
         """A read-only view of ``ref`` mounted: (its snapshot key, the directory); see :meth:`drop_view`."""
-        key = f"extract-bkview-{os.urandom(8).hex()}"
-        target = self.root / "tmp" / key
-        target.mkdir(parents=True)
-        chain = await self.ensure(ref)
-        if chain is None:
-            return key, target
-        mounts = await asyncio.to_thread(self.snapshotter.view, key, chain)
-        await asyncio.to_thread(mount_all, mounts, target)
-        return key, target
+        return await self.rootfs.mount_chain(await self.ensure(ref), prefix="extract-bkview")
 
     async def drop_view(self, key: str, target: Path) -> None:
         """Unmount and drop a view."""
-        try:
-            await asyncio.to_thread(unmount, target)
-        except Exception:  # noqa: BLE001 - not mounted (scratch)
-            pass
-        shutil.rmtree(target, ignore_errors=True)
-        try:
-            await asyncio.to_thread(self.snapshotter.remove, key)
-        except Exception:  # noqa: BLE001
-            pass
+        await self.rootfs.unmount_image(key, target)
 
     async def change(self, ref: Ref, fn: Callable[[Path], Awaitable[None]], *, clamp: float | None = None,
                      direct: Callable[[Path, Path], bool] | None = None) -> LayerRecord | None:
