@@ -16,15 +16,18 @@ in memory.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 import posixpath
 import secrets
 import shutil
 import stat as st_
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,7 +40,7 @@ from .pb.stat_pb2 import Stat
 from .pb.wire_pb2 import Packet
 
 __all__ = [
-    "PacketStream", "ClientPackets", "ServerPackets", "SyncStats", "SyncError", "receive", "send",
+    "PacketStream", "ClientPackets", "ServerPackets", "Listing", "SyncStats", "SyncError", "receive", "send",
     "walk", "stat_of", "go_mode", "unix_mode", "can_request_data", "Progress",
     "MODE_DIR", "MODE_SYMLINK", "MODE_DEVICE", "MODE_NAMED_PIPE", "MODE_SOCKET", "MODE_SETUID", "MODE_SETGID",
     "MODE_CHAR_DEVICE", "MODE_STICKY", "MODE_IRREGULAR", "MODE_TYPE", "CHUNK", "WINDOW",
@@ -97,6 +100,15 @@ def can_request_data(mode: int) -> bool:
     return mode & MODE_TYPE == 0
 
 
+@dataclass(frozen=True)
+class Listing:
+    """A sync's STAT packets as they came: their gRPC messages' bytes end to end (the empty STAT that ends the list
+    last), and where each message ends."""
+
+    raw: bytes
+    ends: array[int]
+
+
 class PacketStream(Protocol):
     """One DiffCopy call's packets, whichever side of the gRPC call this end is."""
 
@@ -106,6 +118,15 @@ class PacketStream(Protocol):
     async def recv(self) -> Packet | None:
         """The next packet, or None when the peer ended its side."""
 
+    async def skip_listed(self, previous: Listing) -> int:
+        """Take the packets at the start of the stream that repeat ``previous``'s first packets byte for byte,
+        without decoding them; how many (0 if this stream cannot tell)."""
+
+    @property
+    def listing(self) -> Listing | None:
+        """This stream's STAT packets as they came, once the empty STAT that ends them did (None if this stream
+        does not keep them)."""
+
 
 class ClientPackets:
     """The packets of a DiffCopy this end called (grpclib client stream): ``last`` ends the request stream.
@@ -114,13 +135,25 @@ class ClientPackets:
     time (two awaits, a task wrapper and a dispatch each) was most of a cached rebuild's time. So the response's
     bytes are taken from the HTTP/2 stream's buffer as they come (acknowledged as grpclib would) and every
     complete gRPC message in them is decoded at once; grpclib's wrapper still guards the wait (a connection that
-    ends wakes it with an error). This reads grpclib's ``Stream``/``Buffer`` internals (pinned in pyproject)."""
+    ends wakes it with an error). This reads grpclib's ``Stream``/``Buffer`` internals (pinned in pyproject).
+
+    The STAT packets' bytes are kept as they come (:attr:`listing`): a rebuild's context lists the same entries
+    with the same metadata, so the next sync compares its bytes with them (:meth:`skip_listed`) and decodes only
+    from the first packet that differs."""
 
     def __init__(self, stream: ClientStream[Packet, Packet]) -> None:
         self.stream = stream
         self._buf = bytearray()
         self._ready: deque[Packet] = deque()
         self._ended = False
+        self._listed = bytearray()
+        self._ends: array[int] = array("Q")
+        self._listing_done = False
+
+    @property
+    def listing(self) -> Listing | None:
+        """The STAT packets' bytes, once the empty STAT that ends them came."""
+        return Listing(bytes(self._listed), self._ends) if self._listing_done else None
 
     async def send(self, packet: Packet, *, last: bool = False) -> None:
         """Send ``packet``, ending the request stream with it when ``last``."""
@@ -132,46 +165,87 @@ class ClientPackets:
             if buf[off]:
                 raise SyncError("compressed gRPC messages are not supported")
             size = int.from_bytes(buf[off + 1:off + 5], "big")
-            if n - off - 5 < size:
+            end = off + 5 + size
+            if end > n:
                 break
-            self._ready.append(Packet.FromString(bytes(buf[off + 5:off + 5 + size])))
-            off += 5 + size
+            packet = Packet.FromString(bytes(buf[off + 5:end]))
+            self._ready.append(packet)
+            if packet.type == STAT and not self._listing_done:
+                self._listed += buf[off:end]
+                self._ends.append(len(self._listed))
+                self._listing_done = not packet.HasField("stat")
+            off = end
         if off:
             del buf[:off]
 
-    async def recv(self) -> Packet | None:
-        """The next packet of the response stream, or None at its end."""
-        if self._ready:
-            return self._ready.popleft()
+    async def _fill(self) -> bool:
+        """Add what came of the response stream to the buffer, waiting for something if nothing did; False at the
+        stream's end."""
         if self._ended:
-            return None
+            return False
         s: Any = self.stream
         if not s._recv_initial_metadata_done:  # noqa: SLF001
             await s.recv_initial_metadata()
         buffer: Any = s._stream.buffer  # noqa: SLF001 - grpclib.protocol.Buffer
         queue = buffer._unacked  # noqa: SLF001
         with s._wrapper:  # noqa: SLF001
-            while not self._ready:
-                data, size, ack = await queue.get()
-                acked = 0
-                try:
-                    while True:
-                        if not ack and not data:  # the end of the response stream
-                            self._ended = True
-                            self._parse()
-                            if self._buf:
-                                raise SyncError("the sender's stream ended inside a message")
-                            return self._ready.popleft() if self._ready else None
-                        self._buf += data
-                        acked += ack
-                        if queue.empty():
-                            break
-                        data, size, ack = queue.get_nowait()
-                finally:
-                    if acked:
-                        buffer._ack_callback(acked)  # flow control, once for the batch: the window opens again
-                self._parse()
-        return self._ready.popleft()
+            data, size, ack = await queue.get()
+            acked = 0
+            try:
+                while True:
+                    if not ack and not data:  # the end of the response stream
+                        self._ended = True
+                        return False
+                    self._buf += data
+                    acked += ack
+                    if queue.empty():
+                        return True
+                    data, size, ack = queue.get_nowait()
+            finally:
+                if acked:
+                    buffer._ack_callback(acked)  # flow control, once for the batch: the window opens again
+
+    async def recv(self) -> Packet | None:
+        """The next packet of the response stream, or None at its end."""
+        if not self._ready:
+            self._parse()  # bytes :meth:`skip_listed` gave back
+        while not self._ready:
+            more = await self._fill()
+            self._parse()
+            if not more:
+                if self._buf:
+                    raise SyncError("the sender's stream ended inside a message")
+                break
+        return self._ready.popleft() if self._ready else None
+
+    async def skip_listed(self, previous: Listing) -> int:
+        """Take the packets at the start of the response that repeat ``previous``'s first STAT packets byte for
+        byte (compared as they come, never decoded); how many. The first that differs, and what follows, are
+        decoded by :meth:`recv` as usual."""
+        if self._ready or self._listed:
+            return 0
+        expected = memoryview(previous.raw)
+        pos, total = 0, len(expected)
+        while pos < total:
+            if not self._buf and not await self._fill():
+                break
+            buf = self._buf
+            m = min(len(buf), total - pos)
+            if buf[:m] == expected[pos:pos + m]:
+                del buf[:m]
+                pos += m
+                continue
+            same = _common_prefix(buf, expected[pos:pos + m])
+            del buf[:same]
+            pos += same
+            break
+        k = bisect.bisect_right(previous.ends, pos)
+        start = previous.ends[k - 1] if k else 0
+        self._buf[:0] = expected[start:pos]  # the part of a message that matched goes back: it is decoded with it
+        self._listed += expected[:start]
+        self._ends.extend(previous.ends[:k])
+        self._listing_done = k == len(previous.ends)
+        return k
 
 
 class ServerPackets:
@@ -188,6 +262,27 @@ class ServerPackets:
         """The next packet of the request stream, or None at its end."""
         return await self.stream.recv_message()
 
+    async def skip_listed(self, previous: Listing) -> int:
+        """0: this stream decodes every packet."""
+        return 0
+
+    @property
+    def listing(self) -> Listing | None:
+        """None: this stream keeps no packet bytes."""
+        return None
+
+
+def _common_prefix(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> int:
+    """How many bytes ``a`` and ``b`` have in common at their start."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
 
 @dataclass
 class SyncStats:
@@ -196,6 +291,7 @@ class SyncStats:
     entries: int = 0  # entries the sender listed
     requested: int = 0  # files whose contents were asked for (new or changed)
     bytes: int = 0  # bytes of file contents received
+    received: int = 0  # bytes of every packet received (their protobuf size): what fsutil reports as progress
     deleted: int = 0  # entries of ``dest`` the sender no longer has, removed (a directory counts once)
     changed: set[str] = field(default_factory=set)  # paths made, changed (contents or metadata) or removed
 
@@ -337,9 +433,7 @@ class _Receiver:
     local: dict[str, Stat] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)  # local directories removed: what was under them is gone
     parents: list[list[str]] = field(default_factory=lambda: [["", ""]])  # Validator: open dirs, last name
-    seen_files: set[str] = field(default_factory=set)  # hard link targets so far
     replaced: set[str] = field(default_factory=set)  # files given a new inode: their old hard links are stale
-    dirs: list[tuple[str, int]] = field(default_factory=list)
     links: list[tuple[Stat, Stat | None]] = field(default_factory=list)
     files: dict[int, _File] = field(default_factory=dict)  # asked for or to ask for, by index
     waiting: deque[int] = field(default_factory=deque)
@@ -404,13 +498,24 @@ class _Receiver:
         self.parents[-1][1] = base
         if mode & MODE_DIR:
             self.parents.append([p, ""])
-        elif not mode & MODE_SYMLINK:
-            if stat.linkname:
-                _check_path(stat.linkname)
-                if stat.linkname not in self.seen_files:
-                    raise SyncError(f"invalid link {p} to unknown path: {go_quote(stat.linkname)}")
-            else:
-                self.seen_files.add(p)
+        elif not mode & MODE_SYMLINK and stat.linkname:
+            _check_path(stat.linkname)
+            target = self.index.get(stat.linkname)  # a file listed before, not a link itself
+            if target is None or target.mode & (MODE_DIR | MODE_SYMLINK) or target.linkname:
+                raise SyncError(f"invalid link {p} to unknown path: {go_quote(stat.linkname)}")
+
+    def resume(self, known: dict[str, Stat], count: int) -> None:
+        """The first ``count`` entries of ``known`` (the previous sync's index) were listed again as they were:
+        they are in place; the validator goes on from the last of them."""
+        self.index = dict(islice(known.items(), count))
+        self.local = dict(islice(known.items(), count, None))
+        self.stats.entries = count
+        if count:
+            last = next(reversed(self.index.values()))
+            parts = last.path.split("/")
+            self.parents = [["/".join(parts[:i]), part] for i, part in enumerate(parts)]
+            if last.mode & MODE_DIR:
+                self.parents.append([last.path, ""])
 
     def on_stat(self, stat: Stat, index: int) -> None:
         self.validate(stat)
@@ -422,7 +527,6 @@ class _Receiver:
         if not same:
             self.stats.changed.add(p)
         if mode & MODE_DIR:
-            self.dirs.append((p, stat.modTime))
             if same:
                 return
             full = self.full(p)
@@ -494,8 +598,10 @@ class _Receiver:
                 self.remove(p, local)
                 self.stats.deleted += 1
                 self.stats.changed.add(p)
-        for p, mtime in reversed(self.dirs):
-            os.utime(self.full(p), ns=(mtime, mtime), follow_symlinks=False)
+        if self.stats.changed:  # entries were made or removed: their directories get the sender's times back
+            for p, stat in reversed(self.index.items()):
+                if stat.mode & MODE_DIR:
+                    os.utime(self.full(p), ns=(stat.modTime, stat.modTime), follow_symlinks=False)
 
     def cleanup(self) -> None:
         for f in self.files.values():
@@ -507,13 +613,26 @@ class _Receiver:
                 os.unlink(tmp)
         self.temps.clear()
 
-    async def run(self) -> SyncStats:
+    async def run(self, known: dict[str, Stat] | None, listing: Listing | None) -> SyncStats:
+        """The sync; ``known`` is what the last sync into this directory listed (and left there), ``listing`` its
+        packets' bytes."""
         listed = False
         index = 0
-        while True:
+        if known is None:
+            self.scan()
+        elif listing is None or len(listing.ends) != len(known) + 1:
+            self.local = dict(known)
+        else:  # the packets the sender repeats are known already: the listing goes on from the first that differs
+            repeated = await self.stream.skip_listed(listing)
+            listed = repeated == len(listing.ends)  # the empty STAT at its end as well
+            index = repeated - listed
+            self.resume(known, index)
+            self.stats.received = (listing.ends[repeated - 1] if repeated else 0) - 5 * repeated  # gRPC's prefixes
+        while not listed or self.files:
             p = await self.stream.recv()
             if p is None:
                 raise SyncError("the sender ended the stream before the sync was complete")
+            self.stats.received += p.ByteSize()
             if p.type == STAT:
                 if listed:
                     raise SyncError("the sender listed entries after its last one")
@@ -529,21 +648,21 @@ class _Receiver:
             else:
                 raise SyncError(f"unexpected packet from the sender: type {p.type}")
             await self.ask()
-            if listed and not self.files:
-                break
         self.finish()
         if self.progress is not None:
             self.progress(self.stats.bytes, True)
         await self.stream.send(Packet(type=FIN), last=True)
         while (p := await self.stream.recv()) is not None:  # the sender's FIN, then the end of its stream
+            self.stats.received += p.ByteSize()
             if p.type == ERR:
                 raise SyncError(f"error from sender: {p.data.decode('utf-8', 'replace')}")
         return self.stats
 
 
-#: what the last sync into a directory left there, by entry (the incoming stats): the next sync of the same directory
-#: compares with it instead of walking and stating the whole tree again. Only syncs write these directories.
-_INDEX: OrderedDict[tuple[str, int, int], dict[str, Stat]] = OrderedDict()
+#: what the last sync into a directory left there, by entry (the incoming stats), and its STAT packets' bytes if the
+#: stream kept them: the next sync of the same directory compares with it instead of walking and stating the whole
+#: tree again, and takes the packets it repeats without decoding them. Only syncs write these directories.
+_INDEX: OrderedDict[tuple[str, int, int], tuple[dict[str, Stat], Listing | None]] = OrderedDict()
 _INDEX_LIMIT = 16
 
 
@@ -557,14 +676,10 @@ async def receive(stream: PacketStream, dest: Path, *, progress: Progress | None
     top = os.stat(real)
     ident = (real, top.st_dev, top.st_ino)  # a directory removed and made again is another one
     r = _Receiver(real, stream, progress)
-    known = _INDEX.pop(ident, None)  # taken: a sync that fails leaves none behind
+    known, listing = _INDEX.pop(ident, (None, None))  # taken: a sync that fails leaves none behind
     try:
-        if known is not None:
-            r.local = dict(known)
-        else:
-            r.scan()
-        stats = await r.run()
-        _INDEX[ident] = r.index
+        stats = await r.run(known, listing)
+        _INDEX[ident] = (r.index, stream.listing)
         while len(_INDEX) > _INDEX_LIMIT:
             _INDEX.popitem(last=False)
         return stats

@@ -98,7 +98,7 @@ class SessionSources:
         try:
             stats = await self.session.sync_dir("dockerfile", dest, follow_paths=follow)
             v.status("transferring dockerfile:", name="transferring",
-                     current=int(getattr(stats, "bytes", 0)), done=True)
+                     current=stats.received, done=True)
             text = read_scoped(dest, name, "Dockerfile")
             if text is None and name == "Dockerfile":
                 text = read_scoped(dest, "dockerfile", "Dockerfile")
@@ -117,7 +117,7 @@ class SessionSources:
             try:
                 stats = await self.session.sync_dir("context", ign, follow_paths=[".dockerignore"])
                 v2.status("transferring context:", name="transferring",
-                          current=int(getattr(stats, "bytes", 0)), done=True)
+                          current=stats.received, done=True)
                 ignore = read_scoped(ign, ".dockerignore", ".dockerignore")
             except Exception as exc:
                 v2.done(str(exc))
@@ -151,7 +151,7 @@ class SessionSources:
             if self.hasher is not None:
                 self.hasher.track(dest, getattr(stats, "changed", None))
             v.status("transferring context:", name="transferring",
-                     current=int(getattr(stats, "bytes", 0)), done=True)
+                     current=stats.received, done=True)
         except Exception as exc:
             v.done(str(exc))
             raise

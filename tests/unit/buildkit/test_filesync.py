@@ -353,3 +353,71 @@ def test_scripted_sender_contents_land_with_their_metadata(tmp_path: Path) -> No
     assert stat.S_IMODE(info.st_mode) == 0o640 and info.st_mtime_ns == 9_000_000_123
     assert os.stat(dest / "d").st_mtime_ns == 7_000_000_001
     assert os.lstat(dest / "d" / "l").st_mtime_ns == 8 and os.readlink(dest / "d" / "l") == "f"
+
+
+class CountingPackets(ClientPackets):
+    """ClientPackets that counts the packets it decodes (the ones a repeated listing's bytes did not stand for)."""
+
+    decoded = 0
+
+    def _parse(self) -> None:
+        before = len(self._ready)
+        super()._parse()
+        CountingPackets.decoded += len(self._ready) - before
+
+
+async def pull_counting(servicer: Any, dest: Path) -> tuple[SyncStats, int]:
+    channel, serving = await connected(servicer)
+    CountingPackets.decoded = 0
+    try:
+        async with filesync_grpc.FileSyncStub(channel).DiffCopy.open() as stream:
+            await stream.send_request()
+            return await receive(CountingPackets(stream), dest), CountingPackets.decoded
+    finally:
+        channel.close()
+        await asyncio.wait_for(serving, 5)
+
+
+def test_a_listing_the_sender_repeats_is_taken_without_decoding_it(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    build_source(src)
+    first, decoded = asyncio.run(pull_counting(Sender(src), dest))
+    assert decoded > first.entries
+    again, decoded = asyncio.run(pull_counting(Sender(src), dest))
+    assert (again.entries, again.requested, again.changed) == (first.entries, 0, set())
+    assert decoded == 1  # the sender's FIN: every STAT was the last sync's, byte for byte
+    assert tree(dest) == tree(src)
+
+    # an entry in the middle changes: what precedes it is taken as it was, it and what follows are decoded (the
+    # hard link dir/hard to a.txt, listed before the change, is checked against what was taken)
+    (src / "dir" / "deep" / "er" / "f.txt").write_text("deeper")
+    listed_after = [rel for rel, _, _ in filesync.walk(str(src))]
+    after = len(listed_after) - listed_after.index("dir/deep/er/f.txt")
+    one, decoded = asyncio.run(pull_counting(Sender(src), dest))
+    assert (one.entries, one.requested, one.bytes) == (first.entries, 1, len("deeper"))
+    assert decoded == after + 1 + 2 + 1  # those entries, the END, the file's two DATA, the FIN
+    assert tree(dest) == tree(src)
+    assert asyncio.run(pull_counting(Sender(src), dest))[1] == 1
+
+    os.rmdir(src / "sticky")  # gone at the end of the listing: what was listed before it is the same
+    gone, _ = asyncio.run(pull_counting(Sender(src), dest))
+    assert gone.deleted == 1 and not (dest / "sticky").exists()
+    assert tree(dest) == tree(src)
+
+
+def test_after_a_repeated_start_the_rest_is_still_checked(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    honest = [stat_packet("a", DIR), stat_packet("a/f", size=1), stat_packet("b", size=1), END]
+    asyncio.run(asyncio.wait_for(pull(Scripted(honest, {1: b"f", 2: b"b"}), dest), 30))
+    # the first two packets again, then an entry out of order, then a hard link to a directory taken unread
+    for tail, message in (([stat_packet("a/e"), END], 'changes out of order: "a/e" "a/f"'),
+                          ([stat_packet("h", linkname="a"), END], 'invalid link h to unknown path: "a"')):
+        sender = Scripted(honest[:2] + tail)
+        with pytest.raises(SyncError) as err:
+            asyncio.run(asyncio.wait_for(pull(sender, dest), 30))
+        assert message in str(err.value)
+        assert any(p.type == ERR for p in sender.got)
+    # a failed sync leaves no index behind: the next one compares with what is on disk and is right
+    stats = asyncio.run(asyncio.wait_for(pull(Scripted(honest[:2] + [END], {1: b"f"}), dest), 30))
+    assert stats.deleted == 1 and sorted(os.listdir(dest)) == ["a"] and (dest / "a" / "f").read_bytes() == b"f"
