@@ -1,7 +1,8 @@
 """``POST /build?version=2`` (BuildKit, as dockerd's builder-next): the Dockerfile and context come through the
 client's session (``/session``), the progress goes out as ``moby.buildkit.trace`` messages (base64
-``StatusResponse`` protobufs), the image as ``moby.image.id``; ``--output`` types ``local``/``tar`` go back
-through the session. ``POST /build/cancel?id=`` stops a build by its ``buildid``."""
+``StatusResponse`` protobufs), the image as ``moby.image.id``; ``--output`` types ``local``/``tar`` (and
+``docker``/``oci`` for clients that receive files for them) go back through the session. ``POST
+/build/cancel?id=`` stops a build by its ``buildid``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import reference as refs
+from ..buildkit.export import Output
 from ..buildkit.progress import Recorder
 from ..buildkit.state import SolveError, SolveOptions
 from ..buildkit.trace import encode_batch
@@ -33,9 +34,8 @@ log = logging.getLogger("dockwright.api.buildkit")
 _BUILDS: dict[str, asyncio.Task[Any]] = {}
 
 
-def _output(request: web.Request) -> str:
-    """Where the result goes (``outputs``: one ``{Type, Attrs}`` at most): ``image`` (the default, ``moby``),
-    ``local`` or ``tar``."""
+def _output(request: web.Request, tags: list[str]) -> Output:
+    """Where the result goes (``outputs``: one ``{Type, Attrs}`` at most; none is the image, named ``tags``)."""
     raw = request.query.get("outputs", "")
     try:
         outs = json.loads(raw) if raw else []
@@ -45,11 +45,12 @@ def _output(request: web.Request) -> str:
         raise InvalidArgument("invalid outputs: a list of {Type, Attrs} is expected")
     if len(outs) > 1:
         raise NotSupported("multiple outputs are not supported")  # dockerd 20.10's words
-    kind = str(outs[0].get("Type")) if outs else "moby"
-    if kind not in ("local", "tar", "moby", "image", "docker"):
-        raise NotSupported(f"output type {kind} is not supported by this engine: use local, tar or the "
-                           "default image export")
-    return kind if kind in ("local", "tar") else "image"
+    if not outs:
+        return Output.of("image", {}, tags)
+    attrs = outs[0].get("Attrs") or {}
+    if not isinstance(attrs, dict):
+        raise InvalidArgument("invalid outputs: Attrs must be an object")
+    return Output.of(str(outs[0].get("Type") or ""), {str(k): str(v) for k, v in attrs.items()}, tags)
 
 
 async def build_v2(request: web.Request) -> web.StreamResponse:
@@ -63,9 +64,7 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
     if q.get("remote") and q.get("remote") != "client-session":
         raise NotSupported(f"remote context {q.get('remote')} is not supported with BuildKit by this engine")
     tags = params.strings(request, "t")
-    for t in tags:
-        refs.tag_name_only(refs.parse_normalized_named(t))
-    output = _output(request)
+    output = _output(request, tags)
     opts = SolveOptions(
         dockerfile_name=q.get("dockerfile") or "Dockerfile", target=q.get("target", ""),
         buildargs=params.json_value(request, "buildargs", {}, "map[string]*string", "error reading build args: "),
@@ -83,7 +82,7 @@ async def build_v2(request: web.Request) -> web.StreamResponse:
 
     async def run() -> str:
         session = await sessions.get(session_id, timeout=10)
-        res = await eng.buildkit.build_with_session(session, opts, rec, tags=tags, output=output)
+        res = await eng.buildkit.build_with_session(session, opts, rec, output=output)
         return res.image_id
 
     quiet = params.bool_value(request, "q")

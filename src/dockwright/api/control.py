@@ -12,12 +12,13 @@ from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.server import Stream
 
+from ..buildkit.export import Output
 from ..buildkit.pb import control_grpc, control_pb2, ops_pb2, worker_pb2
 from ..buildkit.progress import Recorder
 from ..buildkit.state import SolveOptions
 from ..buildkit.trace import status_response
 from ..engine.engine import Engine
-from ..errors import DockwrightError
+from ..errors import DockwrightError, NotSupported
 from ..filters import Filters
 from ..oci.platform import host_platform
 
@@ -67,23 +68,22 @@ class ControlService(control_grpc.ControlBase):
         if not exporters and req.ExporterDeprecated:
             exporters = [(req.ExporterDeprecated, dict(req.ExporterAttrsDeprecated))]
         kind, eattrs = exporters[0] if exporters else ("", {})
-        output = "image" if kind in ("moby", "image", "") else kind
-        if output not in ("image", "local", "tar"):
-            raise GRPCError(Status.UNIMPLEMENTED, f"exporter {kind} is not supported by this engine")
-        tags = [t for t in eattrs.get("name", "").split(",") if t] if output == "image" else []
+        try:
+            output = Output.of(kind, eattrs)
+        except NotSupported as exc:
+            raise GRPCError(Status.UNIMPLEMENTED, str(exc)) from exc
+        except DockwrightError as exc:
+            raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from exc
         rec = self._recorder(req.Ref)
         try:
             session = await self.sessions.get(req.Session, timeout=10)
-            res = await self.engine.buildkit.build_with_session(session, opts, rec, tags=tags, output=output)
+            res = await self.engine.buildkit.build_with_session(session, opts, rec, output=output)
         except DockwrightError as exc:
             raise GRPCError(Status.UNKNOWN, str(exc)) from exc
         finally:
             rec.close()
         out = control_pb2.SolveResponse()
-        if res.image_id:
-            out.ExporterResponse["containerimage.digest"] = res.image_id
-            if tags:
-                out.ExporterResponse["image.name"] = ",".join(tags)
+        out.ExporterResponse.update(res.exporter)
         await stream.send_message(out)
 
     async def Status(self, stream: Stream[control_pb2.StatusRequest, control_pb2.StatusResponse]) -> None:  # noqa: N802

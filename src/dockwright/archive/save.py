@@ -199,12 +199,13 @@ def _metadata(images: list[SaveImage]) -> tuple[bytes, bytes, bytes | None]:
     return go_dumps(index), go_dumps(manifest_items) + b"\n", repos
 
 
-async def write_save(images: list[SaveImage],
-                     open_blob: Callable[[str], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
+async def write_save(images: list[SaveImage], open_blob: Callable[[str], AsyncIterator[bytes]], *,
+                     docker: bool = True) -> AsyncIterator[bytes]:
     """Yield the archive of ``images`` chunk by chunk (see the module docstring for the layout).
 
     Config and manifest bytes come from the records; layer blobs are streamed with ``open_blob(digest)``.
-    A blob shared by several images (or listed twice) is written once.
+    A blob shared by several images (or listed twice) is written once. Without ``docker`` it is an OCI image
+    layout only: no ``manifest.json`` or ``repositories`` (BuildKit's ``oci`` exporter).
     """
     tw = TarWriter()
     index_json, manifest_json, repositories = _metadata(images)
@@ -214,9 +215,10 @@ async def write_save(images: list[SaveImage],
 
     yield small("oci-layout", OCI_LAYOUT_BYTES)
     yield small("index.json", index_json)
-    yield small("manifest.json", manifest_json)
-    if repositories is not None:
-        yield small("repositories", repositories)
+    if docker:
+        yield small("manifest.json", manifest_json)
+        if repositories is not None:
+            yield small("repositories", repositories)
     yield tw.header_dir("blobs") + tw.header_dir("blobs/sha256")
 
     written: set[str] = set()

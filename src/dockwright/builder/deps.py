@@ -51,6 +51,9 @@ class BuildImages(Protocol):
     async def collect(self, blobs: set[str] | None = None) -> None:
         """Collect blobs nothing holds any more."""
 
+    def blob_chunks(self, digest: str) -> AsyncIterator[bytes]:
+        """A stored blob, chunk by chunk."""
+
 
 class Identified(Protocol):
     """Something with an ``id`` (a container)."""

@@ -19,7 +19,7 @@ from ..builder.cache import prune_candidates
 from ..builder.deps import BuildImages
 from ..builder.dockerignore import DockerIgnore
 from ..buildkit.exec import ExecNetwork, ExecRunner
-from ..buildkit.export import export_image, tar_stream
+from ..buildkit.export import Output, export_archive, export_image, tar_stream
 from ..buildkit.frontend import BuildPlan
 from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts
 from ..buildkit.progress import Recorder
@@ -28,7 +28,7 @@ from ..buildkit.sources import LOCAL_SOURCE_KIND, ClientSession, SessionSources
 from ..buildkit.state import FRONTEND_ERROR, SolveOptions, Sources, State
 from ..buildkit.workspace import Pull
 from ..content.store import ContentStore
-from ..errors import DockwrightError, NotSupported
+from ..errors import DockwrightError
 from ..filters import Filters
 from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import MetadataDB
@@ -41,11 +41,12 @@ __all__ = ["BuildKitService", "LocalSources", "BuildResult", "record_id"]
 
 @dataclass
 class BuildResult:
-    """A finished BuildKit build: the image (``""`` when the result was only exported to the client) and the
-    result's state."""
+    """A finished BuildKit build: the image (``""`` when the result was only exported to the client), the
+    result's state and what the exporter reports (BuildKit's ``ExporterResponse``)."""
 
     image_id: str
     state: State
+    exporter: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class BuildKitService:
         self.root = Path(root)
         self.exec_root = Path(exec_root)
         self.db = db
+        self.content = content
         self.images = images
         self.cache = BKCacheStore(db)
         self.cache_mounts = CacheMounts(self.root / "buildkit" / "cachemounts", self.cache)
@@ -127,26 +129,31 @@ class BuildKitService:
             state = await self.solver.solve(plan, opts, sources, rec)
             image_id = (await export_image(self.images, state, list(tags), rec, inline=opts.inline_cache)
                         if export else "")
-        return BuildResult(image_id, state)
+        exporter = {"containerimage.digest": image_id} if image_id else {}
+        if image_id and tags:
+            exporter["image.name"] = ",".join(tags)
+        return BuildResult(image_id, state, exporter)
 
     async def build_with_session(self, session: ClientSession, opts: SolveOptions, rec: Recorder, *,
-                                 tags: Sequence[str] = (), output: str = "image") -> BuildResult:
+                                 output: Output | None = None) -> BuildResult:
         """A build whose Dockerfile, context and secrets come through the client's ``session`` (the context kept
-        for the next build of the same client context); ``output`` is where the result goes: ``image`` (named
-        ``tags``), or ``local``/``tar``, sent back through the session (``exporting to client``)."""
-        if output not in ("image", "local", "tar"):
-            raise NotSupported(f"output type {output} is not supported by this engine: use local, tar or the "
-                               "default image export")
+        for the next build of the same client context); ``output`` is where the result goes: the image (named
+        :attr:`Output.names`), or back through the session: the files (``local``, ``tar``: ``exporting to
+        client``) or an image archive (``docker``, ``oci``)."""
+        output = output or Output()
         work = self.root / "tmp" / f"bk-{os.urandom(8).hex()}"
         work.mkdir(parents=True)
         sources = SessionSources(session, work, self.root / "buildkit" / "contexts", rec, self.cache,
                                  opts.dockerfile_name, hasher=self.solver.hasher)
         try:
             plan = await self.plan(await sources.dockerfile(), opts)
-            res = await self.solve(plan, opts, sources, rec, tags=tags, export=output == "image")
-            if output != "image":
+            res = await self.solve(plan, opts, sources, rec, tags=output.names, export=output.kind == "image")
+            if output.kind in ("docker", "oci"):
+                res.exporter.update(await export_archive(self.images, self.content, res.state, output, rec,
+                                                         session.send_tar))
+            elif output.kind != "image":
                 v = rec.vertex("exporting to client").start()
-                if output == "local":
+                if output.kind == "local":
                     key, view = await self.solver.view(res.state.ref)
                     try:
                         v.status("copying files", name="copying files")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from ...oci.config import ImageConfig, import_config_bytes
 from ...oci.descriptor import Descriptor
 from ...oci.digest import chain_ids
 from ...oci.gojson import rfc3339_nano
+from ...oci.manifest import image_manifest
 from ...oci.platform import Platform, host_platform
 from ...progress import Emit, Progress, ProgressEvent, Status, begin, run_with_events
 from ..events import EventBus
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["ImagesService", "ImportSource", "Registry", "Archives"]
 
 log = logging.getLogger("dockwright")
-
-_OCI_LAYER_TYPES = {mt.DOCKER_LAYER: mt.OCI_LAYER_GZIP, "application/vnd.docker.image.rootfs.diff.tar": mt.OCI_LAYER}
 
 # what ``import_image`` reads: a URL (``http://…``), a file's path, a binary file, or the bytes as they come
 ImportSource = Union[str, "os.PathLike[str]", IO[bytes], AsyncIterator[bytes]]
@@ -373,18 +371,8 @@ class ImagesService(ImageListing, ImageRemoval):
         cfg = ImageConfig(config_raw)
         config_digest = await asyncio.to_thread(self.content.put, config_raw)
         if manifest_raw is None:
-            if any(lay.media_type != mt.DOCKER_LAYER for lay in layers):
-                manifest_media_type = mt.OCI_MANIFEST  # uncompressed or zstd layers: an OCI manifest
-            oci = manifest_media_type == mt.OCI_MANIFEST
-            manifest = {
-                "schemaVersion": 2,
-                "mediaType": manifest_media_type,
-                "config": {"mediaType": mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG,
-                           "size": len(config_raw), "digest": config_digest},
-                "layers": [{"mediaType": _OCI_LAYER_TYPES.get(lay.media_type, lay.media_type) if oci
-                            else lay.media_type, "size": lay.size, "digest": lay.digest} for lay in layers],
-            }
-            manifest_raw = json.dumps(manifest, indent=3).encode()
+            manifest_raw, manifest_media_type = image_manifest(config_raw, config_digest, layers,
+                                                               media_type=manifest_media_type)
         manifest_digest = await asyncio.to_thread(self.content.put, manifest_raw)
         diff_ids = [lay.diff_id for lay in layers]
         chains = chain_ids(diff_ids)
