@@ -17,8 +17,10 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -302,6 +304,118 @@ def test_secret_is_read_in_run_and_is_in_no_layer(sides: tuple[Side, Side], tmp_
         data = side.docker("save", "bk/secret:1").stdout
         assert b"s3cr3t-value-xyz" not in data  # in no layer, config or history
     compare_images(ours, theirs, "bk/secret:1")
+
+
+AGENTLS_C = r"""
+/* the identities of the SSH agent at $SSH_AUTH_SOCK (SSH2_AGENTC_REQUEST_IDENTITIES): "identities N", then each
+   key's comment; "no agent: <why>" when there is none */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+static int readn(int fd, unsigned char *b, size_t n) {
+  size_t g = 0;
+  while (g < n) { ssize_t r = read(fd, b + g, n - g); if (r <= 0) return -1; g += r; }
+  return 0;
+}
+static unsigned u32(const unsigned char *p) { return (unsigned)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+int main(void) {
+  const char *path = getenv("SSH_AUTH_SOCK");
+  if (!path) { printf("no agent: SSH_AUTH_SOCK unset\n"); return 2; }
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { printf("no agent: cannot connect\n"); return 2; }
+  unsigned char req[5] = {0, 0, 0, 1, 11}, len[4];
+  if (write(fd, req, 5) != 5 || readn(fd, len, 4) < 0) { printf("no agent: no answer\n"); return 2; }
+  unsigned n = u32(len);
+  unsigned char *b = malloc(n);
+  if (readn(fd, b, n) < 0 || b[0] != 12) { printf("no agent: bad answer\n"); return 2; }
+  unsigned keys = u32(b + 1), off = 5;
+  printf("identities %u\n", keys);
+  for (unsigned i = 0; i < keys; i++) {
+    unsigned bl = u32(b + off); off += 4 + bl;
+    unsigned cl = u32(b + off); off += 4;
+    printf("%.*s\n", (int)cl, b + off); off += cl;
+  }
+  return 0;
+}
+"""
+
+SSH_DOCKERFILE = """\
+FROM bb:1
+COPY agentls /agentls
+RUN --mount=type=ssh /agentls > /agent.txt; echo "$SSH_AUTH_SOCK" > /sock.txt
+RUN --mount=type=ssh,id=other,target=/o.sock /agentls > /other.txt; echo "$SSH_AUTH_SOCK" >> /other.txt
+"""
+
+
+@pytest.fixture
+def ssh_agent(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A real ssh-agent holding one new key, and a static program that lists an agent's keys: (socket, program)."""
+    for tool in ("ssh-agent", "ssh-add", "ssh-keygen", "gcc"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"no {tool} on this machine (openssh-client, gcc)")
+    prog = tmp_path / "agentls"
+    (tmp_path / "agentls.c").write_text(AGENTLS_C)
+    p = subprocess.run(["gcc", "-static", "-O2", "-o", str(prog), str(tmp_path / "agentls.c")], capture_output=True)
+    if p.returncode != 0:
+        pytest.skip(f"gcc cannot link a static program here: {p.stderr.decode(errors='replace')[:200]}")
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dockwright-agent-key", "-f", str(key)],
+                   check=True)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        subprocess.run(["ssh-add", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)}, check=True,
+                       capture_output=True)
+        yield sock, prog
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def test_ssh_agent_is_forwarded_like_dockerd(sides: tuple[Side, Side], tmp_path: Path, ssh_agent: tuple[Path, Path],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    ours, theirs = sides
+    sock, prog = ssh_agent
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    shutil.copy(prog, ctx / "agentls")
+    (ctx / "Dockerfile").write_text(SSH_DOCKERFILE)
+    for side in (ours, theirs):
+        side.build(ctx, "--ssh", "default", "-t", "bk/ssh:1")
+        cid = side.docker("create", "bk/ssh:1", "true").stdout.decode().strip()
+        data = side.docker("export", cid).stdout
+        side.docker("rm", cid)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            got = {n: tf.extractfile(n).read() for n in ("agent.txt", "sock.txt", "other.txt")}  # type: ignore[union-attr]
+            names = tf.getnames()
+        # the key reached the step through the forwarded agent; the optional mount of an agent the client does not
+        # forward is left out (SSH_AUTH_SOCK names the first ssh mount's target either way); no socket in a layer
+        assert got == {"agent.txt": b"identities 1\ndockwright-agent-key\n",
+                       "sock.txt": b"/run/buildkit/ssh_agent.0\n",
+                       "other.txt": b"no agent: cannot connect\n/o.sock\n"}, side.name
+        assert "run/buildkit/ssh_agent.0" not in names and "o.sock" not in names
+    compare_images(ours, theirs, "bk/ssh:1")
+
+    # required: without --ssh, and with an ID the client does not have
+    (ctx / "Dockerfile").write_text("FROM bb:1\nRUN --mount=type=ssh,required=true true\n")
+    (ctx / "Dockerfile.other").write_text("FROM bb:1\nRUN --mount=type=ssh,id=other,required=true true\n")
+    for args in ((), ("--ssh", "default", "-f", str(ctx / "Dockerfile.other"))):
+        r1, r2 = ours.build(ctx, *args, check=False), theirs.build(ctx, *args, check=False)
+        assert (r1.returncode, r2.returncode) == (1, 1)
+        last1 = r1.stderr.decode().strip().splitlines()[-1]
+        last2 = r2.stderr.decode().strip().splitlines()[-1]
+        assert last1 == last2, (args, last1, last2)
 
 
 def test_output_local_and_tar_like_dockerd(sides: tuple[Side, Side], tmp_path: Path) -> None:

@@ -298,8 +298,7 @@ def parse_mount(value: str, line: int = 0) -> MountSpec:
         if not spec.target and not spec.env:
             spec.target = "/run/secrets/" + spec.id
     elif spec.type == "ssh":
-        spec.id = spec.id or "default"
-        spec.target = spec.target or "/run/buildkit/ssh_agent.0"
+        pass  # the ID "" is the client's "default" agent; the target, if none: /run/buildkit/ssh_agent.<n> (the RUN)
     elif not spec.target:
         raise InvalidArgument("mount target must be specified")  # BuildKit's words
     if spec.type == "cache" and not spec.id:
@@ -323,10 +322,12 @@ def _csv(value: str) -> list[list[str]]:
 
 def vertex_text(node: Node, lex: Lex, env: Env) -> str:
     """A step's vertex name as BuildKit shows it: the instruction's original text with the stage's variables
-    expanded (quotes processed) and its keyword upper case."""
+    expanded (quotes kept; a variable the stage does not have stays as written, with its modifier) and its keyword
+    upper case."""
     original = node.original.strip()
     keep = Lex(lex.escape)
     keep.skip_process_quotes = True  # BuildKit's processCmdEnv: variables expanded, quotes kept
+    keep.skip_unset_env = True
     try:
         text = keep.process_word(original, env)
     except Exception:  # noqa: BLE001 - shown as written when it does not expand

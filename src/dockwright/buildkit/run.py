@@ -16,11 +16,12 @@ from typing import Any
 
 from ..builder.paths import follow_in_scope
 from ..dockerfile import Env, Node, parse_heredoc
-from ..errors import InvalidArgument
+from ..errors import DockwrightError, InvalidArgument
 from ..metadata.db import LayerRecord
 from .exec import ExecRequest
 from .frontend import MountSpec, StagePlan, parse_mount, step_flags
 from .progress import VertexHandle
+from .sshforward import AgentSocket
 from .stage import StageBase
 from .state import (
     SolveError,
@@ -42,6 +43,11 @@ class RunStep(StageBase):
         env = Env(self._env(state))
         flags = step_flags(n)
         mounts = [parse_mount(self.lex.process_word(m, env), n.start_line) for m in flags.get("mount", [])]
+        ssh = [m for m in mounts if m.type == "ssh"]
+        for i, m in enumerate(ssh):
+            m.target = m.target or f"/run/buildkit/ssh_agent.{i}"  # LLB's AddSSHSocket numbering
+        if ssh and not any(e.startswith("SSH_AUTH_SOCK=") for e in env_list):
+            env_list = env_list + [f"SSH_AUTH_SOCK={ssh[0].target}"]  # whether an agent is forwarded or not
         network = flags.get("network", [self.opts.network or "default"])[0]
         if network not in ("default", "none", "host", "sandbox"):
             raise InvalidArgument(f"unsupported network mode \"{network}\"")
@@ -102,6 +108,8 @@ class RunStep(StageBase):
             return ["cache", m.target, m.id, m.sharing, m.readonly]
         if m.type == "secret":
             return ["secret", m.target, m.id, m.env]
+        if m.type == "ssh":
+            return ["ssh", m.target, m.id, m.required, m.uid, m.gid, m.mode]
         return [m.type, m.target, m.size]
 
     async def _exec(self, sp: StagePlan, state: State, args: list[str], env: list[str], mounts: list[MountSpec],
@@ -164,12 +172,20 @@ class RunStep(StageBase):
                         cleanups.append(functools.partial(asyncio.to_thread, shutil.rmtree, path.parent, True))
                         binds.append((path, target, True))
                 elif m.type == "ssh":
-                    if m.required:
-                        raise SolveError("no SSH key \"default\" forwarded from the client")
+                    try:
+                        open_agent = await self.sources.ssh_agent(m.id)
+                    except DockwrightError as exc:
+                        if not m.required:  # optional: the step runs without the socket
+                            continue
+                        raise SolveError(str(exc)) from None
+                    sock = AgentSocket(open_agent, uid=m.uid or 0, gid=m.gid or 0,
+                                       mode=m.mode if m.mode is not None else 0o600)
+                    cleanups.append(sock.close)
+                    binds.append((await sock.start(self.s.secrets_dir), target, False))
 
             async def run(rootfs: Path) -> None:
-                stubs = await asyncio.to_thread(_missing_files, rootfs, [b[1] for b in binds if os.path.isfile(b[0])]
-                                                + list(_ETC_MOUNTS))
+                files_ = [b[1] for b in binds if not os.path.isdir(b[0])]  # files, sockets
+                stubs = await asyncio.to_thread(_missing_files, rootfs, files_ + list(_ETC_MOUNTS))
                 req = ExecRequest(rootfs=rootfs, args=args, env=env + secret_env,
                                   cwd=state.config.get("WorkingDir") or "/", user=state.config.get("User") or "",
                                   network="host" if network == "host" else ("none" if network == "none"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -27,6 +28,7 @@ from ..errors import (
     Unauthorized,
     Unavailable,
 )
+from ..timestamps import go_quote
 from .filesync import ClientPackets, Progress, SyncStats, receive, send
 from .h2c import ClientChannel, TakenConnection
 from .pb.auth_grpc import AuthStub
@@ -35,7 +37,10 @@ from .pb.filesync_grpc import FileSendStub
 from .pb.filesync_pb2 import BytesMessage
 from .pb.secrets_grpc import SecretsStub
 from .pb.secrets_pb2 import GetSecretRequest
+from .pb.ssh_grpc import SSHStub
+from .pb.ssh_pb2 import CheckAgentRequest
 from .pb.wire_pb2 import Packet
+from .sshforward import SSH_ID_KEY, AgentStream
 
 __all__ = ["SessionManager", "Session", "NoActiveSession", "SecretNotFound", "rpc_error",
            "FILESYNC_DIFFCOPY", "FILESEND_DIFFCOPY", "AUTH_CREDENTIALS", "SECRETS_GET", "HEALTH_CHECK", "MAX_MESSAGE"]
@@ -47,6 +52,8 @@ FILESEND_DIFFCOPY = "/moby.filesync.v1.FileSend/DiffCopy"
 AUTH_CREDENTIALS = "/moby.filesync.v1.Auth/Credentials"
 SECRETS_GET = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+SSH_CHECK = "/moby.sshforward.v1.SSH/CheckAgent"
+SSH_FORWARD = "/moby.sshforward.v1.SSH/ForwardAgent"
 
 MAX_MESSAGE = 3 << 20  # BuildKit splits what it sends at 3 MiB: grpc-go refuses messages over 4 MiB by default
 EXPORTER_ID = "buildkit-attachable-exporter-id"  # which of the client's outputs a FileSend call is for
@@ -158,6 +165,27 @@ class Session:
         except (StreamTerminatedError, ConnectionError) as exc:
             raise self._gone(exc) from None
         return reply.data
+
+    async def check_agent(self, agent_id: str) -> None:
+        """That the client forwards an SSH agent ``agent_id`` (SSH.CheckAgent, ``docker build --ssh``; ``""``: the
+        client's ``default``):
+        :class:`NotFound` with BuildKit's words when it serves none, the client's error when it has no such ID."""
+        missing = NotFound(f"no SSH key {go_quote(agent_id)} forwarded from the client")
+        if not self.supports(SSH_CHECK) or not self.supports(SSH_FORWARD):
+            raise missing
+        try:
+            await SSHStub(self.channel).CheckAgent(CheckAgentRequest(ID=agent_id))
+        except GRPCError as exc:
+            if exc.status is Status.UNIMPLEMENTED:
+                raise missing from None
+            raise rpc_error(exc) from None
+        except (StreamTerminatedError, ConnectionError) as exc:
+            raise self._gone(exc) from None
+
+    def agent(self, agent_id: str) -> AbstractAsyncContextManager[AgentStream]:
+        """A connection to the client's SSH agent ``agent_id`` (``""``: ``default``): an ``SSH.ForwardAgent``
+        stream."""
+        return SSHStub(self.channel).ForwardAgent.open(metadata=[(SSH_ID_KEY, agent_id or "default")])
 
     async def credentials(self, host: str) -> tuple[str, str]:
         """``(username, secret)`` the client has for registry ``host`` (Auth.Credentials), ``("", "")`` when it has

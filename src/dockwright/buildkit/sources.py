@@ -6,8 +6,10 @@ key) between builds, so that the file sync transfers only what changed since the
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +20,7 @@ from ..errors import InvalidArgument, NotFound
 from ..metadata.bkcache import BKCacheStore
 from .checksum import ContentHasher
 from .progress import Recorder
+from .sshforward import AgentStream, OpenAgent
 
 __all__ = ["ClientSession", "SessionSources", "LOCAL_SOURCE_KIND", "read_scoped"]
 
@@ -34,13 +37,19 @@ class ClientSession(Protocol):
     async def sync_dir(self, name: str, dest: Path, *, include: list[str] | None = None,
                        exclude: list[str] | None = None, follow_paths: list[str] | None = None,
                        progress: Any = None) -> Any:
-        """Bring the client's directory ``name`` into ``dest`` (only what changed); stats with ``bytes``."""
+        """Bring the client's directory ``name`` into ``dest`` (only what changed); stats with ``received``."""
 
     async def get_secret(self, id: str) -> bytes:
         """The secret ``id``; raises ``NotFound``."""
 
     async def credentials(self, host: str) -> tuple[str, str]:
         """(user name, secret) for the registry ``host``; ("", "") when the client has none."""
+
+    async def check_agent(self, agent_id: str) -> None:
+        """That the client forwards the SSH agent ``agent_id``; raises ``NotFound`` or the client's error."""
+
+    def agent(self, agent_id: str) -> AbstractAsyncContextManager[AgentStream]:
+        """A connection to the client's SSH agent ``agent_id``."""
 
     async def send_tar(self, chunks: AsyncIterator[bytes]) -> None:
         """Send a tar stream to the client (``--output type=tar``)."""
@@ -171,6 +180,12 @@ class SessionSources:
     async def credentials(self, host: str) -> tuple[str, str]:
         """The client's credentials for the registry ``host`` (Auth.Credentials; none if it serves no auth)."""
         return await self.session.credentials(host)
+
+    async def ssh_agent(self, id: str) -> OpenAgent:
+        """Connections to the client's SSH agent ``id`` (``docker build --ssh``); raises ``NotFound`` when the
+        client forwards none of that ID."""
+        await self.session.check_agent(id)
+        return functools.partial(self.session.agent, id)
 
     async def secret(self, id: str) -> bytes | None:
         """The secret ``id`` from the client, None if it has none."""

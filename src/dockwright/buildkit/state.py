@@ -15,6 +15,7 @@ from ..errors import DockwrightError
 from ..metadata.db import LayerRecord
 from ..oci.digest import sha256_digest
 from ..oci.gojson import rfc3339_nano
+from .sshforward import OpenAgent
 
 __all__ = ["FRONTEND_ERROR", "HISTORY_COMMENT", "SolveError", "Sources", "SolveOptions", "Ref", "State", "step_key",
            "history_entry", "registry_host", "history_times", "history_text", "go_q_list", "error_text", "not_found"]
@@ -51,6 +52,10 @@ class Sources(Protocol):
 
     async def credentials(self, host: str) -> tuple[str, str]:
         """The client's (user name, secret) for the registry ``host`` (``("", "")``: none)."""
+
+    async def ssh_agent(self, id: str) -> OpenAgent:
+        """Connections to the client's SSH agent ``id``; raises ``NotFound`` (or the client's error) when it
+        forwards none of that ID."""
 
 
 @dataclass

@@ -25,16 +25,18 @@ from ..buildkit.mounts import CACHE_MOUNT_KIND, CacheMounts
 from ..buildkit.progress import Recorder
 from ..buildkit.solver import Solver
 from ..buildkit.sources import LOCAL_SOURCE_KIND, ClientSession, SessionSources
+from ..buildkit.sshforward import OpenAgent
 from ..buildkit.state import FRONTEND_ERROR, SolveOptions, Sources, State
 from ..buildkit.workspace import Pull
 from ..content.store import ContentStore
-from ..errors import DockwrightError
+from ..errors import DockwrightError, NotFound
 from ..filters import Filters
 from ..metadata.bkcache import BKCacheRecord, BKCacheStore
 from ..metadata.db import MetadataDB
 from ..oci.gojson import rfc3339_nano
 from ..snapshots import OverlaySnapshotter
 from ..snapshots.du import dir_size
+from ..timestamps import go_quote
 
 __all__ = ["BuildKitService", "LocalSources", "BuildResult", "record_id"]
 
@@ -74,6 +76,10 @@ class LocalSources:
     async def credentials(self, host: str) -> tuple[str, str]:
         """None: pulls use the engine's own (a library caller logs in through ``engine.system``)."""
         return "", ""
+
+    async def ssh_agent(self, id: str) -> OpenAgent:
+        """None forwarded: a library build has no client with an agent."""
+        raise NotFound(f"no SSH key {go_quote(id)} forwarded from the client")
 
 
 def _copy_filtered(src: Path, dest: Path) -> None:

@@ -86,6 +86,12 @@ def test_vertex_text_expands_variables_and_keeps_quotes():
     assert vertex_text(node, Lex("\\"), Env(["GREETING=hey"])) == 'RUN echo "hey world" > /g'
 
 
+def test_vertex_text_keeps_what_the_stage_does_not_have_as_written():
+    # dockerd 20.10's BuildKit names this step 'RUN echo 1 $B "${C}" ${D:-x} y zz ${E:?oops}x' (A an ENV, Z an ARG)
+    node = parse('RUN echo $A $B "${C}" ${D:-x} ${A:+y} $Z ${E:?oops}x\n')[0][0]
+    assert vertex_text(node, Lex("\\"), Env(["A=1", "Z=zz"])) == 'RUN echo 1 $B "${C}" ${D:-x} y zz ${E:?oops}x'
+
+
 def test_syntax_directive():
     assert check_syntax("# syntax=docker/dockerfile:1\nFROM x\n") == "docker/dockerfile:1"
     assert check_syntax("# syntax=docker/dockerfile:1.4-labs\n") == "docker/dockerfile:1.4-labs"
