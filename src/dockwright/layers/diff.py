@@ -54,6 +54,7 @@ CHANGE_MODIFY = 0
 CHANGE_ADD = 1
 CHANGE_DELETE = 2
 
+_SMALL_FILE = 64 << 10  # files up to this size are read at once and written with their header
 _READ_SIZE = 1 << 20
 _WHITEOUT_PREFIX = b".wh."
 _WHITEOUT_OPAQUE = b".wh..wh..opq"
@@ -300,17 +301,28 @@ def write_layer_from_upper(upper: Path | str, out: LayerSink, *, mtime_clamp: fl
                         raise SystemError_(f"{os.fsdecode(path)} changed while the layer was written")
                     size = st.st_size
                     xattrs = _read_xattrs(fd)
-                    sink.write(entry_header(path, b"0", mode, uid, gid, size, mtime_of(st),
-                                       xattrs=xattrs))
+                    header = entry_header(path, b"0", mode, uid, gid, size, mtime_of(st), xattrs=xattrs)
                     left = size
-                    while left > 0:
-                        chunk = os.read(fd, min(_READ_SIZE, left))
-                        if not chunk:
-                            raise SystemError_(f"{os.fsdecode(path)} shrank while the layer was written")
-                        sink.write(chunk)
-                        left -= len(chunk)
-                    if size % BLOCK_SIZE:
-                        sink.write(padding(size))
+                    if size <= _SMALL_FILE:  # header, contents and padding in one piece (most files)
+                        parts = [header]
+                        while left > 0:
+                            chunk = os.read(fd, left)
+                            if not chunk:
+                                raise SystemError_(f"{os.fsdecode(path)} shrank while the layer was written")
+                            parts.append(chunk)
+                            left -= len(chunk)
+                        parts.append(padding(size))
+                        sink.write(b"".join(parts))
+                    else:
+                        sink.write(header)
+                        while left > 0:
+                            chunk = os.read(fd, min(_READ_SIZE, left))
+                            if not chunk:
+                                raise SystemError_(f"{os.fsdecode(path)} shrank while the layer was written")
+                            sink.write(chunk)
+                            left -= len(chunk)
+                        if size % BLOCK_SIZE:
+                            sink.write(padding(size))
                 finally:
                     os.close(fd)
                 if ident not in counted and size:

@@ -17,6 +17,7 @@ two zero blocks and no further padding to a record size.
 from __future__ import annotations
 
 import posixpath
+import struct
 from collections.abc import Sequence
 
 from .headers import BLOCK_SIZE
@@ -122,6 +123,27 @@ def _ustar_block(name: bytes, prefix: bytes, typeflag: bytes, mode: int, numbers
 
 _ZERO_NUMBERS = {b"uid": b"0000000\0", b"gid": b"0000000\0", b"size": b"00000000000\0", b"mtime": b"00000000000\0"}
 
+# a USTAR block field by field: name, mode, uid, gid, size, mtime, checksum, type, linkname, magic and version,
+# uname, gname, devmajor, devminor, prefix, padding
+_USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s155s12x")
+_MAGIC = b"ustar\x0000"
+_FIXED_SUM = sum(_MAGIC) + 8 * ord(" ")  # what every block adds to its checksum besides its fields
+
+
+def _plain_block(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
+                 linkname: bytes, devmajor: int, devminor: int) -> bytes | None:
+    """The USTAR block of an entry whose names and numbers fit it as they are (most entries), made at once; None
+    when they do not."""
+    if (len(name) > _NAME_SIZE or len(linkname) > _NAME_SIZE or not (name + linkname).isascii()
+            or max(mode, uid, gid, devmajor, devminor) > _MAX_OCTAL_7 or max(size, mtime) > _MAX_OCTAL_11
+            or min(mode, uid, gid, size, mtime, devmajor, devminor) < 0):
+        return None
+    numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode, uid, gid, size, mtime)
+    dev = b"%07o\0%07o\0" % (devmajor, devminor)
+    checksum = _FIXED_SUM + sum(name) + sum(numbers) + sum(dev) + typeflag[0] + sum(linkname)
+    return _USTAR.pack(name, numbers[:8], numbers[8:16], numbers[16:24], numbers[24:36], numbers[36:48],
+                       b"%06o\0 " % checksum, typeflag, linkname, _MAGIC, b"", b"", dev[:8], dev[8:], b"")
+
 
 def entry_header(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
             linkname: bytes = b"", devmajor: int = 0, devminor: int = 0,
@@ -129,6 +151,10 @@ def entry_header(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, si
     """The header block(s) of one entry, as Go's ``tar.Writer`` writes a PAX-format header for dockerd:
     plain USTAR when it can hold everything, else a PAX extended header (records sorted by key) before a
     USTAR block holding what fits."""
+    if not xattrs:
+        block = _plain_block(name, typeflag, mode, uid, gid, size, mtime, linkname, devmajor, devminor)
+        if block is not None:
+            return block
     pax: dict[bytes, bytes] = {}
     ustar = True
     prefix = b""

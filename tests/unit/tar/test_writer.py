@@ -83,3 +83,37 @@ def test_entry_header_with_owner_names() -> None:
     assert (info.name, info.uid, info.uname, info.gname, info.size) == ("f", 1000, "user", "group", 3)
     long = entry_header(b"d/" * 60 + b"f", b"0", 0o100644, 0, 0, 0, 0, xattrs=[(b"user.a", b"1")])
     assert long[156:157] == b"x" and b"SCHILY.xattr.user.a=1\n" in long
+
+
+def test_entry_header_fast_block_is_the_general_one() -> None:
+    """Entries whose fields fit a USTAR block as they are get it made in one piece; it is byte for byte the block
+    the general path makes, and fields that do not fit still take the general path (PAX or base-256)."""
+    import random
+
+    from dockwright.tar import writer
+
+    def general(*args: object) -> bytes:
+        saved = writer._plain_block  # noqa: SLF001
+        writer._plain_block = lambda *a: None  # type: ignore[assignment]  # noqa: SLF001
+        try:
+            return entry_header(*args)  # type: ignore[arg-type]
+        finally:
+            writer._plain_block = saved  # noqa: SLF001
+
+    rnd = random.Random(7)
+    fast = 0
+    for i in range(3000):
+        name = (b"d%d/" % i) * rnd.randint(1, 40) + rnd.choice([b"f", b"\xc3\xa9", b""])
+        kind = rnd.choice([b"0", b"5", b"2", b"1", b"3", b"6"])
+        link = b"" if kind not in (b"1", b"2") else b"x/" * rnd.randint(0, 60)
+        args = (name, kind, rnd.choice([0o100644, 0o40755, 0o120777, 0o4755, 8**7, 0o777]),
+                rnd.choice([0, 1000, 8**7 - 1, 8**7, 2**21 + 5]), rnd.choice([0, 65534, 8**7]),
+                rnd.choice([0, 1, 2**33, 8**11 - 1, 8**11]), rnd.choice([0, 1700000000, 8**11]), link,
+                rnd.choice([0, 1, 8**7]), rnd.choice([0, 3, 255]))
+        assert entry_header(*args) == general(*args), args
+        fast += writer._plain_block(*args) is not None  # noqa: SLF001
+    assert 50 < fast < 3000  # both paths were taken
+    block = entry_header(b"a/b.txt", b"0", 0o100644, 0, 0, 5, 1700000000)
+    info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    assert (info.name, info.size, info.mtime, info.mode, info.chksum) == ("a/b.txt", 5, 1700000000, 0o100644,
+                                                                          tarfile.calc_chksums(block)[0])
