@@ -185,6 +185,14 @@ def test_rebuild_after_one_edit_transfers_one_file(d: Daemon, tmp_path: Path) ->
     assert 200 * 20 < listing < 200 * 60
     assert transferred(first) > listing + 200 * 1400
     assert 1400 <= transferred(second) - listing < 1400 + 100  # the edited file (a REQ's answer), nothing more
+
+    def dockerfile_sent(out: str) -> int:
+        return next(_bytes(line.split("transferring dockerfile:")[1].split()[0]) for line in out.splitlines()
+                    if "transferring dockerfile:" in line)
+
+    # the Dockerfile is kept per client context too: a rebuild sends its stat alone (dockerd: 32B)
+    assert dockerfile_sent(first) - dockerfile_sent(same) >= len("FROM bb:1\nCOPY . /ctx/\n")
+    assert dockerfile_sent(same) < 64
     assert read_file(d, "bk/ctx:1", "/ctx/f007.txt") == b"edited\n" * 200
 
 

@@ -101,24 +101,27 @@ class SessionSources:
         ``.dockerignore`` alone."""
         name = self.dockerfile_name or "Dockerfile"
         v = self.rec.vertex(f"[internal] load build definition from {name}").start()
-        dest = self.work / "dockerfile"
-        dest.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(b"dockerfile:" + self.session.shared_key.encode()).hexdigest()
+        dest = self.contexts / key  # kept per client context, as the context: a rebuild transfers the stats alone
         follow = [name, f"{name}.dockerignore"] + (["dockerfile"] if name == "Dockerfile" else [])
         try:
-            stats = await self.session.sync_dir("dockerfile", dest, follow_paths=follow)
-            v.status("transferring dockerfile:", name="transferring",
-                     current=stats.received, done=True)
-            text = read_scoped(dest, name, "Dockerfile")
-            if text is None and name == "Dockerfile":
-                text = read_scoped(dest, "dockerfile", "Dockerfile")
-            if text is None:
-                raise NotFound(f"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open "
-                               f"{dest / name}: no such file or directory")
-            ignore = read_scoped(dest, f"{name}.dockerignore", ".dockerignore")
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                dest.mkdir(parents=True, exist_ok=True)
+                stats = await self.session.sync_dir("dockerfile", dest, follow_paths=follow)
+                v.status("transferring dockerfile:", name="transferring",
+                         current=stats.received, done=True)
+                text = read_scoped(dest, name, "Dockerfile")
+                if text is None and name == "Dockerfile":
+                    text = read_scoped(dest, "dockerfile", "Dockerfile")
+                if text is None:
+                    raise NotFound(f"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open "
+                                   f"{dest / name}: no such file or directory")
+                ignore = read_scoped(dest, f"{name}.dockerignore", ".dockerignore")
         except Exception as exc:
             v.done(str(exc))
             raise
         v.done()
+        self._record(key, "local source for dockerfile")
         if ignore is None:
             v2 = self.rec.vertex("[internal] load .dockerignore").start()
             ign = self.work / "dockerignore"
@@ -165,11 +168,15 @@ class SessionSources:
             v.done(str(exc))
             raise
         v.done()
-        rec_key = "local:" + key
-        if self.store.get(rec_key, use=True) is None:  # its size is measured when the cache is listed
-            self.store.put(rec_key, LOCAL_SOURCE_KIND, "local source for context", None)
+        self._record(key, "local source for context")
         self._ctx = dest
         return dest
+
+    def _record(self, key: str, description: str) -> None:
+        """The build cache's record of a kept source directory (used now; its size is measured when the cache is
+        listed, prune removes the directory)."""
+        if self.store.get("local:" + key, use=True) is None:
+            self.store.put("local:" + key, LOCAL_SOURCE_KIND, description, None)
 
     def release(self) -> None:
         """The build is over: the context may be synced by the next build."""
