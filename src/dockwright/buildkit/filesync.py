@@ -109,6 +109,13 @@ class Listing:
     ends: array[int]
 
 
+class Coalescing(Protocol):
+    """A connection's reads, which may wait a moment after a short read to take more at once
+    (:class:`.h2c.DirectData`)."""
+
+    coalesce: bool
+
+
 class PacketStream(Protocol):
     """One DiffCopy call's packets, whichever side of the gRPC call this end is."""
 
@@ -117,6 +124,12 @@ class PacketStream(Protocol):
 
     async def recv(self) -> Packet | None:
         """The next packet, or None when the peer ended its side."""
+
+    async def send_all(self, packets: list[Packet]) -> None:
+        """Send ``packets`` (in one write where this stream can)."""
+
+    def ready(self) -> bool:
+        """Whether a packet has come that :meth:`recv` returns without waiting."""
 
     async def skip_listed(self, previous: Listing) -> int:
         """Take the packets at the start of the stream that repeat ``previous``'s first packets byte for byte,
@@ -141,8 +154,9 @@ class ClientPackets:
     with the same metadata, so the next sync compares its bytes with them (:meth:`skip_listed`) and decodes only
     from the first packet that differs."""
 
-    def __init__(self, stream: ClientStream[Packet, Packet]) -> None:
+    def __init__(self, stream: ClientStream[Packet, Packet], *, reads: Coalescing | None = None) -> None:
         self.stream = stream
+        self.reads = reads  # the connection's reads, coalesced while a repeated listing streams in
         self._buf = bytearray()
         self._ready: deque[Packet] = deque()
         self._ended = False
@@ -158,6 +172,22 @@ class ClientPackets:
     async def send(self, packet: Packet, *, last: bool = False) -> None:
         """Send ``packet``, ending the request stream with it when ``last``."""
         await self.stream.send_message(packet, end=last)
+
+    async def send_all(self, packets: list[Packet]) -> None:
+        """Send ``packets`` as one DATA write (gRPC messages may share a frame): a receiver asks for many files at
+        once, and grpclib's send of each message on its own (a dispatch, h2's frame, a write) was most of what
+        asking cost."""
+        s: Any = self.stream
+        if not s._send_request_done:  # noqa: SLF001
+            await s.send_request()
+        raws = [p.SerializeToString() for p in packets]
+        data = b"".join(b"\0" + len(raw).to_bytes(4, "big") + raw for raw in raws)
+        with s._wrapper:  # noqa: SLF001
+            await s._stream.send_data(data, end_stream=False)  # noqa: SLF001 - grpclib.protocol.Stream
+
+    def ready(self) -> bool:
+        """Whether a decoded packet is waiting."""
+        return bool(self._ready)
 
     def _parse(self) -> None:
         buf, off, n = self._buf, 0, len(self._buf)
@@ -226,19 +256,25 @@ class ClientPackets:
             return 0
         expected = memoryview(previous.raw)
         pos, total = 0, len(expected)
-        while pos < total:
-            if not self._buf and not await self._fill():
+        if self.reads is not None:
+            self.reads.coalesce = True  # the sender lists without waiting for this end
+        try:
+            while pos < total:
+                if not self._buf and not await self._fill():
+                    break
+                buf = self._buf
+                m = min(len(buf), total - pos)
+                if buf[:m] == expected[pos:pos + m]:
+                    del buf[:m]
+                    pos += m
+                    continue
+                same = _common_prefix(buf, expected[pos:pos + m])
+                del buf[:same]
+                pos += same
                 break
-            buf = self._buf
-            m = min(len(buf), total - pos)
-            if buf[:m] == expected[pos:pos + m]:
-                del buf[:m]
-                pos += m
-                continue
-            same = _common_prefix(buf, expected[pos:pos + m])
-            del buf[:same]
-            pos += same
-            break
+        finally:
+            if self.reads is not None:
+                self.reads.coalesce = False
         k = bisect.bisect_right(previous.ends, pos)
         start = previous.ends[k - 1] if k else 0
         self._buf[:0] = expected[start:pos]  # the part of a message that matched goes back: it is decoded with it
@@ -261,6 +297,15 @@ class ServerPackets:
     async def recv(self) -> Packet | None:
         """The next packet of the request stream, or None at its end."""
         return await self.stream.recv_message()
+
+    async def send_all(self, packets: list[Packet]) -> None:
+        """Send ``packets``, one message each."""
+        for p in packets:
+            await self.stream.send_message(p)
+
+    def ready(self) -> bool:
+        """False: grpclib decodes as :meth:`recv` asks."""
+        return False
 
     async def skip_listed(self, previous: Listing) -> int:
         """0: this stream decodes every packet."""
@@ -556,10 +601,14 @@ class _Receiver:
             self.waiting.append(index)
 
     async def ask(self) -> None:
+        """Ask for the files waiting, as many as the window allows, at once."""
+        batch: list[Packet] = []
         while self.waiting and len(self.asked) < WINDOW:
             index = self.waiting.popleft()
             self.asked.add(index)
-            await self.stream.send(Packet(type=REQ, ID=index))
+            batch.append(Packet(type=REQ, ID=index))
+        if batch:
+            await self.stream.send_all(batch)
 
     def on_data(self, index: int, data: bytes) -> None:
         if index not in self.asked:
@@ -647,7 +696,8 @@ class _Receiver:
                 raise SyncError(f"error from sender: {p.data.decode('utf-8', 'replace')}")
             else:
                 raise SyncError(f"unexpected packet from the sender: type {p.type}")
-            await self.ask()
+            if not self.stream.ready():  # about to wait: ask for what the packets so far freed, all at once
+                await self.ask()
         self.finish()
         if self.progress is not None:
             self.progress(self.stats.bytes, True)

@@ -185,14 +185,15 @@ class DirectData(asyncio.Protocol):
     reads h2's and grpclib's internals (versions pinned in pyproject).
 
     A peer that writes each small message on its own (grpc-go does) to a reader that keeps up makes one read, one
-    pass here and one wake-up of the reading task per message; with ``coalesce``, after a short read, reading
-    pauses for a millisecond, so that the next read takes what came meanwhile at once (the session: a context's
-    listing; not the daemon's own gRPC server, whose calls are few)."""
+    pass here and one wake-up of the reading task per message; while :attr:`coalesce` is set, after a short read,
+    reading pauses for a millisecond, so that the next read takes what came meanwhile at once. The reader sets it
+    while the peer streams without waiting for an answer (a context's listing compared with the last one): when
+    the peer waits for this end (a file asked for), a pause would only add to each round trip."""
 
-    def __init__(self, inner: H2Protocol, *, server: bool, coalesce: bool = False) -> None:
+    def __init__(self, inner: H2Protocol, *, server: bool) -> None:
         self.inner = inner
         self._preface = len(_PREFACE) if server else 0  # a server's first bytes are the client's preface
-        self._coalesce = coalesce
+        self.coalesce = False
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
         self._resuming: asyncio.TimerHandle | None = None
@@ -268,7 +269,7 @@ class DirectData(asyncio.Protocol):
         del buf[:off]
         conn.last_data_received = time.monotonic()
         transport = self._transport
-        if (self._coalesce and len(data) < SMALL_READ and self._resuming is None and transport is not None
+        if (self.coalesce and len(data) < SMALL_READ and self._resuming is None and transport is not None
                 and not transport.is_closing()):
             transport.pause_reading()
             self._resuming = asyncio.get_running_loop().call_later(COALESCE, self._resume)
@@ -305,7 +306,8 @@ class ClientChannel(Channel):
         protocol = self._protocol_factory()
         self._protocol = protocol
         conn.add_lost_callback(self._forget)
-        conn.attach(DirectData(protocol, server=False, coalesce=True))
+        self.reads = DirectData(protocol, server=False)  # the connection's reads (coalesced on demand)
+        conn.attach(self.reads)
 
     def _forget(self, exc: Exception | None) -> None:
         self._protocol = None  # grpclib warns about a channel still holding a protocol when it is collected

@@ -147,7 +147,7 @@ class Session:
         try:
             async with method.open(metadata=metadata) as stream:
                 await stream.send_request()
-                return await receive(ClientPackets(stream), dest, progress=progress)
+                return await receive(ClientPackets(stream, reads=self.channel.reads), dest, progress=progress)
         except GRPCError as exc:
             raise rpc_error(exc) from None
         except (StreamTerminatedError, ConnectionError) as exc:

@@ -372,7 +372,9 @@ async def pull_counting(servicer: Any, dest: Path) -> tuple[SyncStats, int]:
     try:
         async with filesync_grpc.FileSyncStub(channel).DiffCopy.open() as stream:
             await stream.send_request()
-            return await receive(CountingPackets(stream), dest), CountingPackets.decoded
+            stats = await receive(CountingPackets(stream, reads=channel.reads), dest)
+            assert not channel.reads.coalesce  # reads wait a moment only while a repeated listing streams in
+            return stats, CountingPackets.decoded
     finally:
         channel.close()
         await asyncio.wait_for(serving, 5)
